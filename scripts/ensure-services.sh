@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Start the local Redis and NATS JetStream servers the scaled-backend tests use, if they are down.
+set -u
+up() { python3 - "$1" <<'PY'
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+if ! up 6379; then
+  echo "starting redis-server on 127.0.0.1:6379"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+if ! up 4222; then
+  echo "starting nats-server (JetStream) on 127.0.0.1:4222"
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+fi
+for port in 6379 4222; do
+  for _ in $(seq 50); do up $port && break; sleep 0.1; done
+  up $port || { echo "service on port $port did not come up"; exit 1; }
+done

@@ -1,0 +1,212 @@
+"""The event schema: what the tracker sends, validated once at the edge.
+
+Events are msgspec ``Struct``s tagged by ``kind``. :func:`decode_batch` turns a JSON array into
+typed events; a malformed element is rejected with its index, the path of the bad field and the
+reason, while the valid elements of the same batch are kept.
+
+>>> batch = (b'[{"kind":"scroll","event_id":"e1","user_id":"u","session_id":"s","ts":1,'
+...          b'"depth":0.8,"velocity":420},{"kind":"scroll","event_id":"e2","user_id":"u",'
+...          b'"session_id":"s","ts":2,"depth":7}]')
+>>> result = decode_batch(batch)
+>>> [e.event_id for e in result.events]
+['e1']
+>>> print(result.errors[0])
+event 1: Expected `float` <= 1.0 - at `$[1].depth`
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Name = Annotated[str, msgspec.Meta(max_length=128)]
+Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+# Client timestamps are epoch milliseconds; anything before 2001 or absurdly far ahead is a bug.
+EpochMs = Annotated[float, msgspec.Meta(ge=1.0, le=1e14)]
+
+
+class Event(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True):
+    """Fields every event carries.
+
+    ``event_id`` deduplicates retries; ``user_id`` is pseudonymous (the privacy gate hashes it
+    before storage); ``ts`` is the client clock and ``received`` the server clock, both epoch ms.
+    ``page`` is the page path and ``page_category`` the content category of that page.
+    """
+
+    event_id: Id
+    user_id: Id
+    session_id: Id
+    ts: EpochMs
+    received: float = 0.0
+    page: Name = ""
+    page_category: Name = ""
+
+
+class PageView(Event, tag="page_view", kw_only=True):
+    """A page was opened; ``slots`` lists the page's marked slots."""
+
+    url: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+    title: Annotated[str, msgspec.Meta(max_length=512)] = ""
+    referrer: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+    slots: list[Name] = []
+
+
+class Scroll(Event, tag="scroll", kw_only=True):
+    """Scroll position as a fraction of the page (``depth``) and signed speed in px/s."""
+
+    depth: Fraction
+    velocity: Annotated[float, msgspec.Meta(ge=-1e6, le=1e6)] = 0.0
+
+
+class Hover(Event, tag="hover", kw_only=True):
+    """The pointer rested on a marked element (``data-tt-id``) for ``dwell_ms``."""
+
+    element: Id
+    element_kind: Name = ""
+    category: Name = ""
+    dwell_ms: NonNegative
+
+
+class Visible(Event, tag="visible", kw_only=True):
+    """A marked element was at least half on screen for ``visible_ms`` (max ``fraction``)."""
+
+    element: Id
+    element_kind: Name = ""
+    category: Name = ""
+    visible_ms: NonNegative
+    fraction: Fraction = 1.0
+
+
+class Click(Event, tag="click", kw_only=True):
+    """A click on a marked element; ``element_kind`` is its ``data-tt-kind``."""
+
+    element: Id
+    element_kind: Name = ""
+    category: Name = ""
+
+
+class Custom(Event, tag="custom", kw_only=True):
+    """A site-defined event (``add_to_cart``, ``expand``, ``purchase``...)."""
+
+    name: Id
+    value: str | float | bool | None = None
+
+
+class Consent(Event, tag="consent", kw_only=True):
+    """The visitor's consent choice, purpose name → granted."""
+
+    purposes: dict[Name, bool]
+
+
+class Context(Event, tag="context", kw_only=True):
+    """Device and locale context, sent once per session (and when it changes)."""
+
+    device: Literal["mobile", "tablet", "desktop", "other"] = "other"
+    viewport_w: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    viewport_h: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    ua_family: Name = ""
+    tz_offset_min: Annotated[int, msgspec.Meta(ge=-840, le=840)] = 0
+    language: Name = ""
+
+
+class Exposure(Event, tag="exposure", kw_only=True):
+    """A slot really showed ``variant`` to the visitor (not merely decided)."""
+
+    slot: Id
+    variant: Id
+    decision_id: Name = ""
+
+
+AnyEvent = PageView | Scroll | Hover | Visible | Click | Custom | Consent | Context | Exposure
+KINDS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
+
+
+class EventError(msgspec.Struct, frozen=True):
+    """Why one element of a batch was rejected."""
+
+    index: int
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"event {self.index}: {self.reason} - at `{self.path}`"
+
+
+class BatchResult(msgspec.Struct):
+    """The valid events of a batch and the reasons the others were rejected."""
+
+    events: list[AnyEvent]
+    errors: list[EventError]
+
+
+class BatchError(ValueError):
+    """The batch as a whole is unusable (not JSON, not an array)."""
+
+
+_batch_decoder = msgspec.json.Decoder(list[AnyEvent])
+_raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_one_decoder = msgspec.json.Decoder(AnyEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def _split_error(message: str, index: int) -> EventError:
+    # msgspec reports "reason - at `$.field`"; re-root the path at the batch element.
+    reason, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return EventError(index, f"$[{index}]", message)
+    return EventError(index, f"$[{index}]{where.rstrip('`')[1:]}", reason)
+
+
+def decode_batch(data: bytes | str, received_ms: float | None = None) -> BatchResult:
+    """Decode and validate a JSON array of events.
+
+    The whole array is decoded in one pass when it is valid (the common case); otherwise each
+    element is decoded alone so that one bad event costs only itself. ``received_ms`` stamps
+    the server-received time (default: now).
+    """
+    now = time.time() * 1000.0 if received_ms is None else received_ms
+    try:
+        events = _batch_decoder.decode(data)
+        errors: list[EventError] = []
+    except msgspec.ValidationError:
+        events, errors = _decode_one_by_one(data)
+    except msgspec.DecodeError as exc:
+        raise BatchError(f"batch is not valid JSON: {exc}") from None
+    for event in events:
+        event.received = now
+    return BatchResult(events, errors)
+
+
+def _decode_one_by_one(data: bytes | str) -> tuple[list[AnyEvent], list[EventError]]:
+    try:
+        raws = _raw_decoder.decode(data)
+    except msgspec.ValidationError:
+        raise BatchError("batch must be a JSON array of event objects") from None
+    events: list[AnyEvent] = []
+    errors: list[EventError] = []
+    for index, raw in enumerate(raws):
+        try:
+            events.append(_one_decoder.decode(raw))
+        except msgspec.ValidationError as exc:
+            errors.append(_split_error(str(exc), index))
+    return events, errors
+
+
+def encode(events: list[AnyEvent] | AnyEvent) -> bytes:
+    """JSON-encode events (the inverse of :func:`decode_batch`)."""
+    return _encoder.encode(events)
+
+
+def decode_one(data: bytes | str) -> AnyEvent:
+    """Decode a single stored event (trusted data, e.g. from the event log)."""
+    return _one_decoder.decode(data)
+
+
+def to_dict(event: AnyEvent) -> dict[str, Any]:
+    """A plain dict of the event including its ``kind``."""
+    out = msgspec.to_builtins(event)
+    return out
