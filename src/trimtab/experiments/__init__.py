@@ -1,0 +1,1 @@
+"""Experiments: assignment, exposures and the statistics engine (``.stats``)."""

@@ -1,0 +1,1 @@
+"""The statistics engine: sufficient statistics in, effects with intervals and decisions out."""

@@ -1,0 +1,124 @@
+"""Sequential testing: always-valid confidence intervals you may peek at after every visitor.
+
+GrowthBook's approach (Howard, Ramdas, McAuliffe & Sekhon 2021, asymptotic confidence
+sequences): a normal-mixture boundary whose mixing variance ``ρ²`` is tuned so the interval is
+tightest when the total sample size reaches the tuning parameter ``N*`` (a guess of the final
+``n``). With ``n = n_a + n_b``, standard error ``se`` and ``k = nρ²``:
+
+    ρ² = (-2 ln α + ln(1 - 2 ln α)) / N*
+    half-width = se · sqrt(2 (k + 1) / k · ln(sqrt(k + 1) / α))                  (two-sided)
+    half-width = se · sqrt(2 (k + 1) / k · ln(1 + sqrt(k + 1) / (2α)))           (one-sided,
+                                                                    with 2α in place of α in ρ)
+
+The interval is valid simultaneously over all ``n``, so stopping as soon as it excludes zero
+keeps the false-positive rate below ``α``. The two-sided p-value is the inverse e-value of the
+mixture martingale, ``min(1, sqrt(k + 1) exp(-k z² / (2 (k + 1))))`` with ``z = Δ̂/se``:
+``p < α`` exactly when the interval excludes 0. The one-sided p-value is the ``α`` at which the
+interval's finite bound touches 0 (closed form below), reported within ``[1e-5, 0.4999]``
+like GrowthBook.
+
+>>> from trimtab.experiments.stats.statistics import ProportionStat
+>>> r = sequential_ttest(ProportionStat(3000, 1396), ProportionStat(3461, 2422))
+>>> [round(x, 3) for x in r.ci]
+[0.401, 0.607]
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+
+from .frequentist import Alternative, FrequentistResult, neutral_result, prepare
+from .statistics import Stat
+
+DEFAULT_TUNING = 5000
+ALPHA_TOO_LARGE_ONE_SIDED = "ALPHA_GREATER_THAN_0.5_FOR_SEQUENTIAL_ONE_SIDED_TEST"
+ONE_SIDED_P_RANGE = (1e-5, 0.4999)
+
+
+def sequential_rho(alpha: float, tuning: float, two_sided: bool = True) -> float:
+    """Mixing standard deviation ``ρ`` that makes the boundary tightest at ``n = tuning``."""
+    a = alpha if two_sided else 2.0 * alpha
+    return math.sqrt((-2.0 * math.log(a) + math.log(-2.0 * math.log(a) + 1.0)) / tuning)
+
+
+def halfwidth_two_sided(stddev, n, rho: float, alpha: float):
+    """Half-width of the two-sided confidence sequence (scalars or arrays)."""
+    k = n * rho * rho
+    return stddev * np.sqrt(2.0 * (k + 1.0) / k * np.log(np.sqrt(k + 1.0) / alpha))
+
+
+def halfwidth_one_sided(stddev, n, rho: float, alpha: float):
+    """Half-width of the one-sided confidence sequence (scalars or arrays)."""
+    k = n * rho * rho
+    return stddev * np.sqrt(2.0 * (k + 1.0) / k * np.log1p(np.sqrt(k + 1.0) / (2.0 * alpha)))
+
+
+def p_value_two_sided(z, n, rho: float):
+    """``min(1, 1/e)`` for the mixture e-value at ``z = Δ̂/se`` (scalars or arrays)."""
+    k = n * rho * rho
+    return np.minimum(1.0, np.sqrt(k + 1.0) * np.exp(-k * z * z / (2.0 * (k + 1.0))))
+
+
+def p_value_one_sided(z: float, n: int, rho: float, greater: bool) -> float:
+    """Smallest ``α`` at which the one-sided interval excludes 0, clipped like GrowthBook.
+
+    Setting the bound to zero gives ``ln(1 + sqrt(k+1)/(2α)) = k z² / (2(k+1))``, so
+    ``α = sqrt(k + 1) / (2 (exp(k z² / (2(k+1))) - 1))``. If the estimate lies on the wrong
+    side of zero no ``α`` works and the upper clip is returned.
+    """
+    lo, hi = ONE_SIDED_P_RANGE
+    if (z <= 0) if greater else (z >= 0):
+        return hi
+    k = n * rho * rho
+    exponent = k * z * z / (2.0 * (k + 1.0))
+    if exponent > 700.0:
+        return lo
+    alpha = math.sqrt(k + 1.0) / (2.0 * math.expm1(exponent))
+    return min(max(alpha, lo), hi)
+
+
+def sequential_ttest(
+    a: Stat,
+    b: Stat,
+    *,
+    relative: bool = True,
+    alpha: float = 0.05,
+    tuning: float = DEFAULT_TUNING,
+    alternative: Alternative = "two-sided",
+    rho: float | None = None,
+) -> FrequentistResult:
+    """Always-valid test of ``b`` against ``a``; ``tuning`` is the expected final total ``n``."""
+    two_sided = alternative == "two-sided"
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"unknown alternative {alternative!r}")
+    a, b, m = prepare(a, b, relative)
+    if m.error is not None:
+        return neutral_result(m.error, relative=relative, sequential=True, alpha=alpha)
+    if not two_sided and alpha >= 0.5:
+        result = neutral_result(None, relative=relative, sequential=True, alpha=alpha)
+        return msgspec.structs.replace(result, p_value_error=ALPHA_TOO_LARGE_ONE_SIDED)
+    r = rho if rho is not None else sequential_rho(alpha, tuning, two_sided)
+    n = a.n + b.n
+    z = m.estimate / m.stddev
+    if two_sided:
+        half = float(halfwidth_two_sided(m.stddev, n, r, alpha))
+        ci = (m.estimate - half, m.estimate + half)
+        p = float(p_value_two_sided(z, n, r))
+    else:
+        half = float(halfwidth_one_sided(m.stddev, n, r, alpha))
+        greater = alternative == "greater"
+        ci = (m.estimate - half, math.inf) if greater else (-math.inf, m.estimate + half)
+        p = p_value_one_sided(z, n, r, greater)
+    return FrequentistResult(
+        expected=m.estimate,
+        ci=ci,
+        p_value=p,
+        stddev=m.stddev,
+        dof=math.inf,
+        relative=relative,
+        sequential=True,
+        alpha=alpha,
+    )
