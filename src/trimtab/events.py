@@ -186,6 +186,8 @@ def _decode_one_by_one(data: bytes | str) -> tuple[list[AnyEvent], list[EventErr
         raws = _raw_decoder.decode(data)
     except msgspec.ValidationError:
         raise BatchError("batch must be a JSON array of event objects") from None
+    except msgspec.DecodeError as exc:
+        raise BatchError(f"batch is not valid JSON: {exc}") from None
     events: list[AnyEvent] = []
     errors: list[EventError] = []
     for index, raw in enumerate(raws):

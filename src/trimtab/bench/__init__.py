@@ -1,0 +1,1 @@
+"""Benchmarks behind `trimtab bench`: figures with medians, next to the comparison each asks for."""

@@ -1,0 +1,236 @@
+"""`trimtab bench core`: event decode, feature updates and decide, next to the GrowthBook SDK.
+
+The decide comparison runs the *same* rules on the *same* attributes through trimtab's engine
+and through the PyPI ``growthbook`` SDK (imported only here, as the baseline), in one run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from trimtab.bench.timing import Timing, time_calls
+from trimtab.config import SiteConfig, parse_config
+from trimtab.decide import Engine
+from trimtab.events import AnyEvent, Click, Hover, PageView, Scroll, Visible, decode_batch, encode
+from trimtab.features import FeatureProcessor
+
+CATEGORIES = ("politics", "tech", "science", "sport", "culture", "travel")
+KINDS = ("image", "card", "link", "filter", "expand")
+
+
+@dataclass(frozen=True)
+class CoreResult:
+    decode: Timing
+    events_per_s: float
+    apply_runs: list[float]
+    decide: Timing
+    growthbook: Timing | None
+    slots: int
+    rules: int
+    features: int
+
+    @property
+    def ratio(self) -> float | None:
+        if self.growthbook is None:
+            return None
+        return self.growthbook.median_us / self.decide.median_us
+
+
+def synthetic_events(n: int, users: int, seed: int = 7, t0: float = 1.75e12) -> list[AnyEvent]:
+    """A plausible mix of behaviour events over many users (what a busy site sends)."""
+    rnd = random.Random(seed)
+    out: list[AnyEvent] = []
+    for i in range(n):
+        u = f"u{rnd.randrange(users)}"
+        common = {"event_id": f"e{i}", "user_id": u, "session_id": f"{u}-s", "ts": t0 + i * 5.0}
+        cat = rnd.choice(CATEGORIES)
+        r = rnd.random()
+        if r < 0.4:
+            out.append(Scroll(**common, depth=rnd.random(), velocity=rnd.uniform(-2000, 2000)))
+        elif r < 0.6:
+            el = f"el{rnd.randrange(40)}"
+            kind = rnd.choice(KINDS)
+            out.append(Hover(**common, element=el, element_kind=kind, category=cat, dwell_ms=400))
+        elif r < 0.8:
+            el = f"el{rnd.randrange(40)}"
+            out.append(
+                Visible(**common, element=el, element_kind="card", category=cat, visible_ms=1500)
+            )
+        elif r < 0.95:
+            el = f"el{rnd.randrange(40)}"
+            out.append(Click(**common, element=el, element_kind=rnd.choice(KINDS), category=cat))
+        else:
+            out.append(PageView(**common, page=f"/a/{rnd.randrange(40)}", page_category=cat))
+    return out
+
+
+# The feature set of a realistic site: the demo's declarations.
+BENCH_FEATURES: dict[str, dict[str, Any]] = {
+    "scroll_depth_max": {"kind": "scroll_depth_max"},
+    "scroll_velocity": {"kind": "scroll_velocity"},
+    "hover_ms_by_element": {"kind": "hover_ms", "by": "element"},
+    "hover_ms_by_kind": {"kind": "hover_ms", "by": "kind"},
+    "visible_ms_by_category": {"kind": "visible_ms", "by": "category"},
+    "clicks_by_kind": {"kind": "click_count", "by": "kind"},
+    "time_on_page_s": {"kind": "time_on_page"},
+    "interest": {"kind": "interest", "scope": "user"},
+    "filter_then_expand": {
+        "kind": "sequence",
+        "steps": ["click:filter", "click:expand"],
+        "within_s": 30,
+    },
+    "page_views": {"kind": "event_count", "event": "page_view", "scope": "user"},
+}
+
+
+def bench_rules() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Three slots with 20 rules in all, as trimtab config and as a GrowthBook payload."""
+    variants = ["a", "b", "c", "d"]
+    # Conditions that fail for most users, as in real targeting: the engine walks many rules.
+    conditions: list[dict[str, Any]] = [
+        {"f0": {"$gt": 0.97}},
+        {"f1": {"$lt": 0.02}, "device": "mobile"},
+        {"$or": [{"f2": {"$gt": 0.99}}, {"f3": {"$gt": 0.99}}]},
+        {"cat0": {"$in": ["politics", "travel"]}, "f4": {"$gt": 0.9}},
+        {"local_hour": {"$gte": 23}, "device": "tablet"},
+        {"f5": {"$gte": 0.95}, "f6": {"$lte": 0.1}},
+        {"cat1": "science", "f7": {"$gt": 0.8}},
+    ]
+    slots: dict[str, Any] = {}
+    gb_features: dict[str, Any] = {}
+    rule_counts = [7, 7, 6]
+    for s, count in enumerate(rule_counts):
+        name = f"slot{s}"
+        rules: list[dict[str, Any]] = []
+        for r in range(count - 2):
+            rules.append(
+                {
+                    "id": f"{name}-r{r}",
+                    "condition": conditions[(r + s) % 7],
+                    "force": variants[r % 4],
+                }
+            )
+        rules.append(
+            {
+                "id": f"{name}-rollout",
+                "condition": {"returning": True, "f8": {"$gt": 0.5}},
+                "force": "b",
+                "coverage": 0.3,
+                "hashAttribute": "id",
+            }
+        )
+        rules.append(
+            {
+                "id": f"{name}-test",
+                "key": f"{name}-test",
+                "variations": ["a", "b"],
+                "weights": [0.5, 0.5],
+                "coverage": 1.0,
+                "hashAttribute": "id",
+            }
+        )
+        slots[name] = {"default": "a", "variants": {v: {"v": v} for v in variants}, "rules": rules}
+        gb_rules = []
+        for rule in rules:
+            gb = {k: v for k, v in rule.items() if k != "id"}
+            if "variations" in gb:
+                gb["variations"] = [v for v in gb["variations"]]
+            gb_rules.append(gb)
+        gb_features[name] = {"defaultValue": "a", "rules": gb_rules}
+    config = {"features": BENCH_FEATURES, "slots": slots}
+    return config, gb_features
+
+
+def bench_attributes(n: int, seed: int = 3) -> list[dict[str, Any]]:
+    """``n`` attribute dicts with 30 features each (numbers, categories, nested maps)."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        attrs: dict[str, Any] = {f"f{j}": rnd.random() for j in range(20)}
+        attrs.update({f"cat{j}": rnd.choice(CATEGORIES) for j in range(4)})
+        attrs["hover_ms_by_kind"] = {"image": rnd.random() * 5000, "card": rnd.random() * 3000}
+        attrs["device"] = rnd.choice(["mobile", "desktop", "tablet"])
+        attrs["local_hour"] = rnd.randrange(24)
+        attrs["returning"] = rnd.random() < 0.5
+        attrs["id"] = f"user-{i}"
+        attrs["session_id"] = f"user-{i}-s"
+        out.append(attrs)
+    return out
+
+
+def run(quick: bool = False) -> CoreResult:
+    n = 2_000 if quick else 20_000
+    # 1. decode + validate a 20-event batch
+    events = synthetic_events(20, users=5, seed=1, t0=time.time() * 1000)
+    batch = encode(events)
+    decode = time_calls("decode 20-event batch", lambda i: decode_batch(batch), n)
+
+    # 2. feature updates, events/s (median of runs over fresh processors)
+    config: SiteConfig = parse_config(bench_rules()[0], "<bench>")
+    stream = synthetic_events(50_000 if quick else 200_000, users=2_000)
+    runs = []
+    for _ in range(3 if quick else 5):
+        processor = FeatureProcessor(config.feature_specs())
+        start = time.perf_counter()
+        processor.apply(stream)
+        runs.append(len(stream) / (time.perf_counter() - start))
+    runs.sort()
+
+    # 3. decide: 3 slots, 20 rules, 30 features, decisions logged to the in-memory buffer
+    logged: list[Any] = []
+    engine = Engine(config, log=lambda decisions, attrs: logged.append((decisions, attrs)))
+    attrs_list = bench_attributes(1000)
+    slots = list(config.slots)
+    decide = time_calls(
+        "decide 3 slots / 20 rules",
+        lambda i: engine.decide_attrs(attrs_list[i % 1000], slots),
+        n,
+    )
+    gb_timing = _growthbook_timing(bench_rules()[1], attrs_list, slots, n)
+    rules = sum(len(s.rules) for s in config.slots.values())
+    return CoreResult(
+        decode=decode,
+        events_per_s=runs[len(runs) // 2],
+        apply_runs=runs,
+        decide=decide,
+        growthbook=gb_timing,
+        slots=len(slots),
+        rules=rules,
+        features=len(attrs_list[0]),
+    )
+
+
+def _growthbook_timing(
+    features: dict[str, Any], attrs_list: list[dict[str, Any]], slots: list[str], n: int
+) -> Timing | None:
+    try:
+        from growthbook import GrowthBook
+    except ImportError:  # the baseline is a dev dependency
+        return None
+    gb = GrowthBook(features=features, attributes=attrs_list[0])
+
+    def one(i: int) -> None:
+        gb.set_attributes(attrs_list[i % 1000])
+        for slot in slots:
+            gb.eval_feature(slot)
+
+    return time_calls("GrowthBook SDK, same rules", one, n)
+
+
+def same_choices(samples: int = 500) -> int:
+    """How many (user, slot) choices differ between trimtab and the SDK (should be 0)."""
+    from growthbook import GrowthBook
+
+    config_data, gb_features = bench_rules()
+    engine = Engine(parse_config(config_data, "<bench>"))
+    gb = GrowthBook(features=gb_features)
+    differ = 0
+    for attrs in bench_attributes(samples, seed=11):
+        gb.set_attributes(attrs)
+        for d in engine.decide_attrs(attrs):
+            if gb.eval_feature(d.slot).value != d.variant:
+                differ += 1
+    return differ

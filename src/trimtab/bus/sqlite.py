@@ -1,0 +1,160 @@
+"""The embedded event log: SQLite in WAL mode, one file, per-group read cursors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+
+from trimtab.bus import BusMessage
+from trimtab.events import AnyEvent, decode_one
+from trimtab.store.sqlite import connect_sqlite
+
+_encoder = msgspec.json.Encoder()
+
+
+class SqliteEventLog:
+    """Append-only event log in SQLite (WAL), with per-group read cursors."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn = connect_sqlite(path)
+        self._lock = threading.Lock()
+        self._conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id TEXT NOT NULL UNIQUE,
+                user_id TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                ts REAL NOT NULL,
+                received REAL NOT NULL,
+                body BLOB NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS events_user ON events (user_id);
+            CREATE TABLE IF NOT EXISTS cursors (grp TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+            """
+        )
+        self._new = asyncio.Event() if _has_loop() else None
+
+    def append_sync(self, events: list[AnyEvent]) -> int:
+        """Append in one transaction; events already in the log are ignored."""
+        if not events:
+            return 0
+        rows = [
+            (
+                e.event_id,
+                e.user_id,
+                e.session_id,
+                e.__struct_config__.tag,
+                e.ts,
+                e.received,
+                _encoder.encode(e),
+            )
+            for e in events
+        ]
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO events "
+                    "(event_id, user_id, session_id, kind, ts, received, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            added = self._conn.total_changes - before
+        if self._new is not None:
+            self._new.set()
+        return added
+
+    def read_sync(self, after_seq: int = 0, limit: int = 10_000) -> list[tuple[int, AnyEvent]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [(seq, decode_one(body)) for seq, body in rows]
+
+    def iter_all(self, batch: int = 10_000) -> Iterator[AnyEvent]:
+        """Every logged event in order (for replay, reports and rebuilding features)."""
+        seq = 0
+        while True:
+            rows = self.read_sync(seq, batch)
+            if not rows:
+                return
+            seq = rows[-1][0]
+            for _, event in rows:
+                yield event
+
+    def max_seq(self) -> int:
+        """The position of the newest logged event (0 when empty)."""
+        with self._lock:
+            row = self._conn.execute("SELECT max(seq) FROM events").fetchone()
+        return row[0] or 0
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM events").fetchone()[0]
+
+    def cursor(self, group: str) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT seq FROM cursors WHERE grp = ?", (group,)).fetchone()
+        return row[0] if row else 0
+
+    def set_cursor(self, group: str, seq: int) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO cursors (grp, seq) VALUES (?, ?) "
+                "ON CONFLICT(grp) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (group, seq),
+            )
+
+    def erase_user(self, user_id: str) -> int:
+        with self._lock:
+            return self._conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+
+    async def publish(self, events: list[AnyEvent]) -> int:
+        return await asyncio.to_thread(self.append_sync, events)
+
+    async def subscribe(self, group: str, batch: int = 500) -> AsyncIterator[list[BusMessage]]:
+        seq = self.cursor(group)
+        while True:
+            rows = await asyncio.to_thread(self.read_sync, seq, batch)
+            if rows:
+                seq = rows[-1][0]
+                yield [BusMessage(str(s), e) for s, e in rows]
+                continue
+            if self._new is None:
+                self._new = asyncio.Event()
+            self._new.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new.wait(), timeout=0.5)
+
+    async def ack(self, group: str, ids: list[str]) -> None:
+        if ids:
+            self.set_cursor(group, max(int(i) for i in ids))
+
+    async def close(self) -> None:
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

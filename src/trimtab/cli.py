@@ -1,0 +1,162 @@
+"""The `trimtab` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trimtab.config import ConfigError, load_config
+
+app = typer.Typer(
+    help="trimtab: real-time micro-adjustments of web content, every one measured.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: medians and tails, next to a baseline.")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Site config file (YAML or TOML).")]
+
+
+def _load(config: Path):
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        err.print(f"[bold red]invalid config[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check a site config; print what it declares, or the exact place it is wrong."""
+    site = _load(config)
+    table = Table(title=f"{config}: valid", show_lines=False)
+    table.add_column("slot")
+    table.add_column("default")
+    table.add_column("variants")
+    table.add_column("rules")
+    for name, slot in site.slots.items():
+        table.add_row(name, slot.default, ", ".join(slot.variants), str(len(slot.rules)))
+    console.print(table)
+    console.print(f"{len(site.features)} features: {', '.join(site.features) or '-'}")
+
+
+@app.command()
+def decide(
+    config: ConfigArg,
+    user: Annotated[str, typer.Option(help="Pseudonymous user id.")] = "user-1",
+    session: Annotated[str, typer.Option(help="Session id.")] = "session-1",
+    events: Annotated[
+        Path | None,
+        typer.Option(help="JSON array of events to apply first ('-' reads standard input)."),
+    ] = None,
+    slot: Annotated[
+        list[str] | None, typer.Option(help="Slot to decide (repeat); all by default.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Apply events for a user (in memory) and print each slot's decision and its reason."""
+    from trimtab.decide import Engine
+    from trimtab.events import BatchError, decode_batch
+    from trimtab.features import FeatureProcessor
+
+    site = _load(config)
+    processor = FeatureProcessor(site.feature_specs())
+    if events is not None:
+        data = sys.stdin.buffer.read() if str(events) == "-" else events.read_bytes()
+        try:
+            result = decode_batch(data)
+        except BatchError as exc:
+            err.print(f"[bold red]events rejected[/] {events}: {exc}")
+            raise typer.Exit(2) from None
+        for problem in result.errors:
+            err.print(f"[yellow]rejected[/] {problem}")
+        processor.apply(e for e in result.events if e.user_id == user)
+    engine = Engine(site, processor.features_of)
+    decisions = engine.decide(user, session, slot or None)
+    if as_json:
+        from trimtab.runtime import decisions_as_dicts
+
+        print(json.dumps(decisions_as_dicts(decisions), indent=2))
+        return
+    table = Table(title=f"decisions for {user} / {session}")
+    for column in ("slot", "variant", "source", "rule", "propensity", "reason"):
+        table.add_column(column, overflow="fold")
+    for d in decisions:
+        table.add_row(d.slot, d.variant, d.source, d.rule_id, f"{d.propensity:.3f}", d.reason)
+    console.print(table)
+
+
+def _print_timings(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column != "measure" else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@bench_app.command("core")
+def bench_core(
+    quick: Annotated[bool, typer.Option(help="Fewer iterations (a smoke run).")] = False,
+) -> None:
+    """Decode, feature updates and decide (3 slots, 20 rules, 30 features) vs the GrowthBook SDK."""
+    from trimtab.bench import core
+
+    with console.status("running the core benchmark…"):
+        started = time.perf_counter()
+        result = core.run(quick=quick)
+        differ = core.same_choices(200)
+    rows = [
+        (
+            "decode+validate 20-event batch",
+            f"{result.decode.median_us:.1f} µs",
+            f"{result.decode.p99_us:.1f} µs",
+            "-",
+        ),
+        ("feature updates", f"{result.events_per_s:,.0f} events/s", "-", "≥ 200,000 events/s"),
+        (
+            f"decide {result.slots} slots / {result.rules} rules / {result.features} features",
+            f"{result.decide.median_us:.1f} µs",
+            f"{result.decide.p99_us:.1f} µs",
+            "p99 ≤ 50 µs",
+        ),
+    ]
+    if result.growthbook is not None:
+        rows.append(
+            (
+                "GrowthBook SDK, same rules and attributes",
+                f"{result.growthbook.median_us:.1f} µs",
+                f"{result.growthbook.p99_us:.1f} µs",
+                "-",
+            )
+        )
+        rows.append(("speed-up over the SDK (median ratio)", f"{result.ratio:.1f}×", "-", "≥ 4×"))
+    _print_timings("trimtab bench core", rows, ("measure", "median", "p99", "target"))
+    console.print(f"choices that differ from the SDK on 200 users × {result.slots} slots: {differ}")
+    console.print(
+        f"feature-update runs (events/s): {', '.join(f'{r:,.0f}' for r in result.apply_runs)}"
+    )
+    console.print(f"[dim]took {time.perf_counter() - started:.1f} s[/]")
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

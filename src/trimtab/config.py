@@ -1,0 +1,256 @@
+"""The site config: one YAML or TOML file declaring the site, features, slots and rules.
+
+Loading validates everything the engine will rely on, so a bad config fails at start-up with a
+message naming the file, the path inside it and the problem::
+
+    config.yaml: $.slots.hero.rules[1].force: variant 'bold' is not declared
+    (declared: standard, urgent)
+
+Rules use GrowthBook's feature-rule fields (``condition``, ``force``, ``coverage``,
+``hashAttribute``, ``variations``, ``weights``, ``key``, ``seed``, ``hashVersion``,
+``namespace``, ``range``), so a GrowthBook feature payload can be pasted in.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from trimtab.features import CONTEXT_ATTRIBUTES, FEATURE_KINDS, FeatureConfigError, FeatureSpec
+from trimtab.targeting import ConditionError, compile_condition
+
+
+class ConfigError(ValueError):
+    """An invalid site config: ``file: path: problem``."""
+
+    def __init__(self, file: str, path: str, problem: str) -> None:
+        self.file, self.path, self.problem = file, path, problem
+        super().__init__(f"{file}: {path}: {problem}")
+
+
+class SiteSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: str = "site"
+    name: str = ""
+    public_key: str = "pk_dev"
+    # The admin key; `env:NAME` reads it from the environment so it stays out of the file.
+    secret_key: str = "env:TRIMTAB_SECRET_KEY"
+    origins: list[str] = ["*"]
+    consent: Literal["required", "implied"] = "required"
+    rate_limit_per_s: float = 50.0
+    rate_burst: int = 200
+    max_body_bytes: int = 256 * 1024
+    decide_deadline_ms: float = 50.0
+
+
+class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "var/trimtab"
+    state: str = "memory"  # memory (SQLite-persisted) | redis://host:port/db
+    bus: str = "sqlite"  # sqlite | redis://… | nats://…
+    flush_ms: float = 200.0
+
+
+class FeatureDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    kind: str
+    scope: Literal["session", "user"] = "session"
+    by: Literal["element", "kind", "category", "total"] = "total"
+    event: str = ""
+    window: int = 9
+    half_life_s: float = 600.0
+    steps: list[str] = []
+    within_s: float = 30.0
+    description: str = ""
+
+
+class RuleDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One GrowthBook-style feature rule (or a trimtab ``policy`` rule)."""
+
+    id: str = ""
+    description: str = ""
+    enabled: bool = True
+    condition: dict[str, Any] | None = None
+    force: str | None = None
+    coverage: float | None = None
+    hash_attribute: str = msgspec.field(default="id", name="hashAttribute")
+    hash_version: int = msgspec.field(default=1, name="hashVersion")
+    seed: str | None = None
+    key: str | None = None
+    variations: list[str] | None = None
+    weights: list[float] | None = None
+    namespace: tuple[str, float, float] | None = None
+    range: tuple[float, float] | None = None
+    name: str = ""
+    policy: dict[str, Any] | None = None
+
+
+class SlotDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    default: str
+    variants: dict[str, dict[str, Any]]
+    rules: list[RuleDecl] = []
+    description: str = ""
+
+
+class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    site: SiteSection = msgspec.field(default_factory=SiteSection)
+    storage: StorageSection = msgspec.field(default_factory=StorageSection)
+    features: dict[str, FeatureDecl] = {}
+    slots: dict[str, SlotDecl] = {}
+    source: str = ""  # the file it came from (set by the loader)
+
+    def feature_specs(self) -> list[FeatureSpec]:
+        return [
+            FeatureSpec(
+                name=name,
+                kind=d.kind,
+                scope=d.scope,
+                by=d.by,
+                event=d.event,
+                window=d.window,
+                half_life_s=d.half_life_s,
+                steps=tuple(d.steps),
+                within_s=d.within_s,
+                description=d.description,
+            )
+            for name, d in self.features.items()
+        ]
+
+    def secret_key(self) -> str:
+        """The admin key, resolved from the environment when written as ``env:NAME``."""
+        key = self.site.secret_key
+        if key.startswith("env:"):
+            return os.environ.get(key[4:], "")
+        return key
+
+
+def _read(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), "$", f"not valid TOML: {exc}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "$", f"not valid YAML: {exc}") from None
+
+
+def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
+    """Validate a config already parsed into Python objects."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "$", "the config must be a mapping at the top level")
+    try:
+        config = msgspec.convert(data, SiteConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        reason, _, where = str(exc).rpartition(" - at `")
+        if not reason:
+            reason, where = str(exc), "$`"
+        raise ConfigError(source, where.rstrip("`"), _friendly(reason)) from None
+    config.source = source
+    _check(config, source)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> SiteConfig:
+    """Read, parse and validate a site config file (YAML or TOML)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), "$", "file not found")
+    return parse_config(_read(p), str(p))
+
+
+def _friendly(reason: str) -> str:
+    if reason.startswith("Object contains unknown field"):
+        return reason.replace("Object contains unknown field", "unknown field")
+    return reason
+
+
+def _check(config: SiteConfig, source: str) -> None:
+    """Semantic checks msgspec's types cannot express."""
+    for name, decl in config.features.items():
+        where = f"$.features.{name}"
+        if decl.kind not in FEATURE_KINDS:
+            known = ", ".join(sorted(FEATURE_KINDS))
+            raise ConfigError(source, f"{where}.kind", f"unknown kind {decl.kind!r} ({known})")
+        if name in CONTEXT_ATTRIBUTES:
+            raise ConfigError(source, where, f"{name!r} is a built-in context attribute")
+    try:
+        from trimtab.features import FeatureProcessor
+
+        FeatureProcessor(config.feature_specs())
+    except FeatureConfigError as exc:
+        raise ConfigError(source, "$.features", str(exc)) from None
+    if not config.slots:
+        raise ConfigError(source, "$.slots", "declare at least one slot")
+    for slot_name, slot in config.slots.items():
+        _check_slot(source, f"$.slots.{slot_name}", slot)
+
+
+def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
+    declared = ", ".join(slot.variants) or "none"
+    if not slot.variants:
+        raise ConfigError(source, f"{where}.variants", "declare at least one variant")
+    if slot.default not in slot.variants:
+        raise ConfigError(
+            source, f"{where}.default", f"variant {slot.default!r} is not declared ({declared})"
+        )
+    seen_ids: set[str] = set()
+    for i, rule in enumerate(slot.rules):
+        at = f"{where}.rules[{i}]"
+        if rule.id:
+            if rule.id in seen_ids:
+                raise ConfigError(source, f"{at}.id", f"rule id {rule.id!r} is used twice")
+            seen_ids.add(rule.id)
+        kinds = [k for k in ("force", "variations", "policy") if getattr(rule, k) is not None]
+        if len(kinds) != 1:
+            raise ConfigError(source, at, "a rule needs exactly one of force, variations or policy")
+        if rule.condition is not None:
+            try:
+                compile_condition(rule.condition, strict=True)
+            except ConditionError as exc:
+                raise ConfigError(source, f"{at}.condition{exc.path_suffix}", exc.reason) from None
+        if rule.force is not None and rule.force not in slot.variants:
+            raise ConfigError(
+                source, f"{at}.force", f"variant {rule.force!r} is not declared ({declared})"
+            )
+        if rule.coverage is not None and not 0.0 <= rule.coverage <= 1.0:
+            raise ConfigError(source, f"{at}.coverage", "must be between 0 and 1")
+        if rule.hash_version not in (1, 2):
+            raise ConfigError(source, f"{at}.hashVersion", "must be 1 or 2")
+        if rule.variations is not None:
+            _check_experiment(source, at, rule, slot, declared)
+        if rule.policy is not None:
+            arms = rule.policy.get("arms", list(slot.variants))
+            for arm in arms:
+                if arm not in slot.variants:
+                    raise ConfigError(
+                        source, f"{at}.policy.arms", f"variant {arm!r} is not declared ({declared})"
+                    )
+
+
+def _check_experiment(source: str, at: str, rule: RuleDecl, slot: SlotDecl, declared: str) -> None:
+    variations = rule.variations or []
+    if len(variations) < 2:
+        raise ConfigError(source, f"{at}.variations", "an experiment needs at least two variations")
+    for j, v in enumerate(variations):
+        if v not in slot.variants:
+            raise ConfigError(
+                source, f"{at}.variations[{j}]", f"variant {v!r} is not declared ({declared})"
+            )
+    if rule.weights is not None:
+        if len(rule.weights) != len(variations):
+            raise ConfigError(
+                source,
+                f"{at}.weights",
+                f"{len(rule.weights)} weights for {len(variations)} variations",
+            )
+        if any(w < 0 for w in rule.weights) or abs(sum(rule.weights) - 1.0) > 1e-6:
+            raise ConfigError(source, f"{at}.weights", "weights must be ≥ 0 and sum to 1")
+    if rule.namespace is not None:
+        _, start, end = rule.namespace
+        if not 0.0 <= start <= end <= 1.0:
+            raise ConfigError(source, f"{at}.namespace", "range must satisfy 0 ≤ start ≤ end ≤ 1")

@@ -1,0 +1,177 @@
+"""Every decision, logged with the features it saw.
+
+Experiments, bandits and models learn only from what was logged: the variant, the propensity of
+choosing it, the rule or policy that chose it and the attributes at that moment. Decisions are
+buffered in memory by the hot path and written in batches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from trimtab.decide import Decision
+from trimtab.store.sqlite import connect_sqlite
+
+
+class DecisionRecord(msgspec.Struct, kw_only=True):
+    """A logged decision as read back."""
+
+    decision_id: str
+    ts: float
+    user_id: str
+    session_id: str
+    slot: str
+    variant: str
+    source: str
+    rule_id: str
+    experiment: str
+    variation: int
+    propensity: float
+    reason: str
+    features: dict[str, Any]
+
+
+class DecisionLog(Protocol):
+    def record(self, decisions: list[Decision], attrs: Mapping[str, Any]) -> None: ...
+
+    def flush_sync(self) -> int: ...
+
+
+_encoder = msgspec.json.Encoder()
+_features_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class SqliteDecisionLog:
+    """Decisions in a SQLite table; :meth:`record` only appends to a buffer."""
+
+    def __init__(self, path: str | Path, max_buffer: int = 100_000) -> None:
+        self._conn = connect_sqlite(path)
+        self._lock = threading.Lock()
+        self._buffer: list[tuple[list[Decision], Mapping[str, Any], float]] = []
+        self.max_buffer = max_buffer
+        self.dropped = 0
+        self._conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS decisions (
+                decision_id TEXT PRIMARY KEY,
+                ts REAL NOT NULL,
+                user_id TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                slot TEXT NOT NULL,
+                variant TEXT NOT NULL,
+                source TEXT NOT NULL,
+                rule_id TEXT NOT NULL,
+                experiment TEXT NOT NULL,
+                variation INTEGER NOT NULL,
+                propensity REAL NOT NULL,
+                reason TEXT NOT NULL,
+                features BLOB NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS decisions_user ON decisions (user_id);
+            CREATE INDEX IF NOT EXISTS decisions_experiment ON decisions (experiment);
+            """
+        )
+
+    def record(self, decisions: list[Decision], attrs: Mapping[str, Any]) -> None:
+        if len(self._buffer) >= self.max_buffer:
+            # The writer is far behind: count what is dropped rather than grow without bound.
+            self.dropped += len(decisions)
+            return
+        self._buffer.append((decisions, attrs, time.time() * 1000.0))
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def take_rows(self) -> list[tuple]:
+        """Swap the buffer out and serialise it (cheap, done on the event loop)."""
+        buffer, self._buffer = self._buffer, []
+        rows = []
+        for decisions, attrs, ts in buffer:
+            features = _encoder.encode(attrs)
+            user, session = str(attrs.get("id", "")), str(attrs.get("session_id", ""))
+            for d in decisions:
+                rows.append(
+                    (
+                        d.decision_id,
+                        ts,
+                        user,
+                        session,
+                        d.slot,
+                        d.variant,
+                        d.source,
+                        d.rule_id,
+                        d.experiment,
+                        d.variation,
+                        d.propensity,
+                        d.reason,
+                        features,
+                    )
+                )
+        return rows
+
+    def write_rows(self, rows: list[tuple]) -> int:
+        if not rows:
+            return 0
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def flush_sync(self) -> int:
+        return self.write_rows(self.take_rows())
+
+    def read(self, user_id: str | None = None, limit: int = 1000) -> list[DecisionRecord]:
+        where, args = ("WHERE user_id = ?", [user_id]) if user_id else ("", [])
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT * FROM decisions {where} ORDER BY ts DESC LIMIT ?", [*args, limit]
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def iter_all(self) -> Iterator[DecisionRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM decisions ORDER BY ts").fetchall()
+        for row in rows:
+            yield _record(row)
+
+    def erase_user(self, user_id: str) -> int:
+        self._buffer = [b for b in self._buffer if b[1].get("id") != user_id]
+        with self._lock:
+            cur = self._conn.execute("DELETE FROM decisions WHERE user_id = ?", (user_id,))
+            return cur.rowcount
+
+    def close_sync(self) -> None:
+        self.flush_sync()
+        with self._lock:
+            self._conn.close()
+
+
+def _record(row: tuple) -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=row[0],
+        ts=row[1],
+        user_id=row[2],
+        session_id=row[3],
+        slot=row[4],
+        variant=row[5],
+        source=row[6],
+        rule_id=row[7],
+        experiment=row[8],
+        variation=row[9],
+        propensity=row[10],
+        reason=row[11],
+        features=_features_decoder.decode(row[12]),
+    )

@@ -1,0 +1,172 @@
+"""The embedded pipeline in one process: event log → features → decisions.
+
+:class:`Runtime` wires the stages together with the embedded defaults (SQLite event log,
+memory state persisted to SQLite, SQLite decision log). Ingest is synchronous and fast:
+events are appended to the log in one transaction, then applied to features in memory;
+state and decisions are written in batches by :meth:`flush`.
+
+Crash safety: :meth:`flush` stores the user states and then the log position they include.
+On start, events logged after that position are re-applied; the per-user event-id window makes
+re-applying an event already in the state a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from trimtab.bus.sqlite import SqliteEventLog
+from trimtab.config import SiteConfig, load_config
+from trimtab.decide import Decision, Engine
+from trimtab.decisionlog import SqliteDecisionLog
+from trimtab.events import AnyEvent
+from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
+from trimtab.store.sqlite import SqliteStateStore
+
+log = logging.getLogger("trimtab")
+FEATURES_GROUP = "features"
+
+
+class Runtime:
+    """One process's pipeline over the embedded stores in ``data_dir``."""
+
+    def __init__(self, config: SiteConfig, data_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir or config.storage.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.event_log = SqliteEventLog(self.data_dir / "events.sqlite")
+        self.state_store = SqliteStateStore(self.data_dir / "state.sqlite")
+        self.decision_log = SqliteDecisionLog(self.data_dir / "decisions.sqlite")
+        self.processor = FeatureProcessor(config.feature_specs())
+        self.engine = Engine(config, self.features_of, log=self.decision_log.record)
+        self.events_ingested = 0
+        self.replayed = self._recover()
+
+    # -- configuration -------------------------------------------------------------------
+    def reload(self, config: SiteConfig | None = None) -> SiteConfig:
+        """Re-read the config file (or take ``config``) and swap it in without a restart.
+
+        An invalid config raises :class:`~trimtab.config.ConfigError` and the running one stays.
+        """
+        if config is None:
+            config = load_config(self.config.source)
+        self.processor.configure(config.feature_specs())
+        self.engine.reload(config)
+        self.config = config
+        return config
+
+    # -- the hot path --------------------------------------------------------------------
+    def ingest(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
+        """Log events durably, then apply them; returns (user, session) pairs that changed."""
+        if not events:
+            return set()
+        self.event_log.append_sync(events)
+        self._ensure_loaded(e.user_id for e in events)
+        self.events_ingested += len(events)
+        return self.processor.apply(events)
+
+    def features_of(self, user_id: str, session_id: str) -> dict[str, Any]:
+        self._ensure_loaded((user_id,))
+        return self.processor.features_of(user_id, session_id)
+
+    def decide(self, user_id: str, session_id: str, slots: Iterable[str] | None = None):
+        return self.engine.decide(user_id, session_id, slots)
+
+    def _ensure_loaded(self, user_ids: Iterable[str]) -> None:
+        states = self.processor.states
+        missing = {u for u in user_ids if u not in states}
+        if not missing:
+            return
+        for user_id, blob in self.state_store.get_many_sync(missing).items():
+            states[user_id] = decode_state(blob)
+
+    # -- persistence ---------------------------------------------------------------------
+    def flush(self) -> None:
+        """Persist changed user states and buffered decisions (one transaction each)."""
+        position = self.event_log.max_seq()
+        dirty = self.processor.take_dirty()
+        self.state_store.put_many_sync({u: encode_state(s) for u, s in dirty.items()})
+        self.event_log.set_cursor(FEATURES_GROUP, position)
+        self.decision_log.flush_sync()
+
+    async def flush_forever(self, interval_s: float) -> None:
+        """Flush in a worker thread every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                position = self.event_log.max_seq()
+                dirty = self.processor.take_dirty()
+                blobs = {u: encode_state(s) for u, s in dirty.items()}
+                rows = self.decision_log.take_rows()
+                await asyncio.to_thread(self._write, blobs, position, rows)
+            except Exception:  # keep flushing; the next round retries what it can
+                log.exception("flush failed")
+
+    def _write(self, blobs: dict[str, bytes], position: int, rows: list[tuple]) -> None:
+        self.state_store.put_many_sync(blobs)
+        self.event_log.set_cursor(FEATURES_GROUP, position)
+        self.decision_log.write_rows(rows)
+
+    def _recover(self) -> int:
+        """Re-apply events logged after the last flushed position (after a crash)."""
+        seq = self.event_log.cursor(FEATURES_GROUP)
+        replayed = 0
+        while True:
+            rows = self.event_log.read_sync(seq, 10_000)
+            if not rows:
+                break
+            seq = rows[-1][0]
+            events = [e for _, e in rows]
+            self._ensure_loaded(e.user_id for e in events)
+            self.processor.apply(events)
+            replayed += len(events)
+        if replayed:
+            log.info("re-applied %d events logged after the last flush", replayed)
+            self.flush()
+        return replayed
+
+    # -- privacy -------------------------------------------------------------------------
+    def erase(self, user_id: str) -> dict[str, int]:
+        """Erase a user from every store: state, event log and decision log."""
+        in_memory = int(self.processor.forget(user_id))
+        return {
+            "state": int(self.state_store.delete_sync(user_id)) or in_memory,
+            "events": self.event_log.erase_user(user_id),
+            "decisions": self.decision_log.erase_user(user_id),
+        }
+
+    def state_of(self, user_id: str) -> UserState | None:
+        self._ensure_loaded((user_id,))
+        return self.processor.states.get(user_id)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.flush()
+        self.event_log.close_sync()
+        self.state_store.close_sync()
+        self.decision_log.close_sync()
+
+
+def decisions_as_dicts(decisions: list[Decision], with_payload: bool = True) -> list[dict]:
+    out = []
+    for d in decisions:
+        item = {
+            "slot": d.slot,
+            "variant": d.variant,
+            "source": d.source,
+            "rule_id": d.rule_id,
+            "propensity": d.propensity,
+            "reason": d.reason,
+            "decision_id": d.decision_id,
+        }
+        if d.experiment:
+            item["experiment"] = d.experiment
+            item["variation"] = d.variation
+        if with_payload:
+            item["payload"] = d.payload
+        out.append(item)
+    return out

@@ -1,0 +1,254 @@
+"""Declared features, applied incrementally: values, idempotence, ordering, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trimtab.events import Click, Context, Custom, Hover, PageView, Scroll, Visible
+from trimtab.features import (
+    FeatureConfigError,
+    FeatureProcessor,
+    FeatureSpec,
+    decode_state,
+    encode_state,
+)
+
+T0 = 1.75e12
+SPECS = [
+    FeatureSpec("scroll_depth_max", "scroll_depth_max"),
+    FeatureSpec("scroll_velocity", "scroll_velocity", window=3),
+    FeatureSpec("hover_ms_by_element", "hover_ms", by="element"),
+    FeatureSpec("hover_ms_by_kind", "hover_ms", by="kind"),
+    FeatureSpec("hover_ms_total", "hover_ms", scope="user"),
+    FeatureSpec("visible_ms_by_element", "visible_ms", by="element"),
+    FeatureSpec("visible_ms_by_category", "visible_ms", by="category"),
+    FeatureSpec("clicks_by_kind", "click_count", by="kind"),
+    FeatureSpec("time_on_page_s", "time_on_page"),
+    FeatureSpec("interest", "interest", scope="user", half_life_s=60),
+    FeatureSpec("filter_then_expand", "sequence", steps=("click:filter", "expand:*"), within_s=30),
+    FeatureSpec("page_views", "event_count", event="page_view", scope="user"),
+    FeatureSpec("adds", "event_count", event="add_to_cart"),
+    FeatureSpec("plan", "last_value", event="plan", scope="user"),
+]
+
+_ids = iter(range(10**9))
+
+
+def ev(cls, t: float = 0.0, user: str = "u", session: str = "s", **fields):
+    return cls(event_id=f"e{next(_ids)}", user_id=user, session_id=session, ts=T0 + t, **fields)
+
+
+def fresh() -> FeatureProcessor:
+    return FeatureProcessor(SPECS)
+
+
+def test_scroll_depth_is_a_maximum_and_velocity_a_recent_median():
+    fp = fresh()
+    depths = [0.2, 0.9, 0.4]
+    fp.apply(
+        ev(Scroll, i, depth=d, velocity=v)
+        for i, (d, v) in enumerate(zip(depths, [100, -900, 300], strict=True))
+    )
+    fp.apply([ev(Scroll, 10, depth=0.5, velocity=5000), ev(Scroll, 11, depth=0.5, velocity=0)])
+    f = fp.features_of("u", "s")
+    assert f["scroll_depth_max"] == 0.9
+    # window of 3 non-zero |velocity| samples: 900, 300, 5000 -> median 900
+    assert f["scroll_velocity"] == 900
+
+
+def test_hover_and_visible_sums_by_element_kind_and_category():
+    fp = fresh()
+    fp.apply(
+        [
+            ev(PageView, 0, page="/a", page_category="tech"),
+            ev(Hover, 1, element="img1", element_kind="image", dwell_ms=1000),
+            ev(Hover, 2, element="img1", element_kind="image", dwell_ms=2500),
+            ev(Hover, 3, element="card", element_kind="card", dwell_ms=200),
+            ev(Visible, 4, element="c1", category="sport", visible_ms=1200),
+            ev(Visible, 5, element="c2", visible_ms=800),  # falls back to the page's category
+        ]
+    )
+    f = fp.features_of("u", "s")
+    assert f["hover_ms_by_element"] == {"img1": 3500, "card": 200}
+    assert f["hover_ms_by_kind"] == {"image": 3500, "card": 200}
+    assert f["hover_ms_total"] == 3700
+    assert f["visible_ms_by_category"] == {"sport": 1200, "other": 800}
+    assert f["page"] == "/a" and f["page_category"] == "tech"
+
+
+def test_category_falls_back_to_page_category_on_the_event():
+    fp = fresh()
+    fp.apply([ev(Visible, 1, element="c2", visible_ms=800, page_category="travel")])
+    assert fp.features_of("u", "s")["visible_ms_by_category"] == {"travel": 800}
+
+
+def test_clicks_time_on_page_and_counts():
+    fp = fresh()
+    fp.apply(
+        [
+            ev(PageView, 0, page="/a"),
+            ev(Click, 1000, element="f", element_kind="filter"),
+            ev(Click, 2000, element="f", element_kind="filter"),
+            ev(Custom, 2500, name="add_to_cart"),
+            ev(Custom, 2600, name="plan", value="pro"),
+            ev(Scroll, 12_000, depth=0.1),
+        ]
+    )
+    f = fp.features_of("u", "s")
+    assert f["clicks_by_kind"] == {"filter": 2}
+    assert f["time_on_page_s"] == pytest.approx(12.0)
+    assert f["page_views"] == 1 and f["adds"] == 1 and f["plan"] == "pro"
+    fp.apply([ev(PageView, 20_000, page="/b"), ev(Scroll, 21_000, depth=0.1)])
+    assert fp.features_of("u", "s")["time_on_page_s"] == pytest.approx(1.0)
+
+
+def test_interest_decays_with_its_half_life():
+    fp = fresh()
+    fp.apply([ev(Click, 0, element="a", category="sport")])
+    fp.apply([ev(Click, 60_000, element="b", category="tech")])  # one half-life later
+    f = fp.features_of("u", "s")
+    assert f["interest"]["sport"] == pytest.approx(2.5)
+    assert f["interest"]["tech"] == pytest.approx(5.0)
+    assert f["interest_top"] == "tech"
+    assert f["interest_top_share"] == pytest.approx(5 / 7.5)
+
+
+@pytest.mark.parametrize(
+    ("gap_s", "expected"), [(5, True), (29.9, True), (31, False)], ids=["5s", "29.9s", "31s"]
+)
+def test_sequence_within_window(gap_s, expected):
+    fp = fresh()
+    fp.apply(
+        [
+            ev(Click, 0, element="f", element_kind="filter"),
+            ev(Custom, gap_s * 1000, name="expand", value="row-3"),
+        ]
+    )
+    assert fp.features_of("u", "s")["filter_then_expand"] is expected
+
+
+def test_sequence_needs_order_and_restarts_from_a_later_first_step():
+    fp = fresh()
+    fp.apply([ev(Custom, 0, name="expand"), ev(Click, 1000, element="f", element_kind="filter")])
+    assert fp.features_of("u", "s")["filter_then_expand"] is False
+    # a later filter click restarts the window even though the first one expired
+    fp.apply(
+        [ev(Click, 50_000, element="f", element_kind="filter"), ev(Custom, 60_000, name="expand")]
+    )
+    assert fp.features_of("u", "s")["filter_then_expand"] is True
+
+
+def test_context_attributes_and_local_hour():
+    fp = fresh()
+    fp.apply([ev(Context, 0, device="mobile", tz_offset_min=120, language="de")])
+    # 1970-01-05 22:30 UTC is a Monday; +2 h is Tuesday 00:30 local
+    now = (4 * 86400 + 22.5 * 3600) * 1000
+    f = fp.features_of("u", "s", now_ms=now)
+    assert f["device"] == "mobile" and f["language"] == "de"
+    assert f["local_hour"] == 0 and f["day_of_week"] == 1
+    assert f["returning"] is False and f["id"] == "u"
+
+
+def test_second_session_makes_a_returning_visitor_and_user_scope_carries_over():
+    fp = fresh()
+    fp.apply([ev(PageView, 0, session="s1"), ev(Hover, 1, session="s1", element="x", dwell_ms=10)])
+    fp.apply([ev(PageView, 100, session="s2")])
+    f = fp.features_of("u", "s2")
+    assert f["returning"] is True and f["page_views"] == 2 and f["hover_ms_total"] == 10
+    assert "hover_ms_by_element" not in f  # session-scoped, belongs to s1
+
+
+def _stream(seed_events: list[tuple[str, int, float]]):
+    out = []
+    for i, (user, kind, x) in enumerate(seed_events):
+        common = {
+            "event_id": f"{user}-{i}",
+            "user_id": user,
+            "session_id": f"{user}s",
+            "ts": T0 + i,
+        }
+        if kind == 0:
+            out.append(Scroll(**common, depth=x, velocity=x * 1000))
+        elif kind == 1:
+            out.append(
+                Hover(**common, element=f"el{int(x * 3)}", element_kind="image", dwell_ms=x * 100)
+            )
+        elif kind == 2:
+            out.append(Click(**common, element="f", element_kind="filter", category="tech"))
+        else:
+            out.append(Custom(**common, name="expand"))
+    return out
+
+
+events_strategy = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3), st.floats(0, 1)),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=events_strategy, data=st.data())
+def test_any_interleaving_of_users_gives_the_same_features(events, data):
+    stream = _stream(events)
+    in_order = fresh()
+    for user in "abc":
+        in_order.apply(e for e in stream if e.user_id == user)
+    # any interleaving that keeps each user's own order
+    queues = {u: [e for e in stream if e.user_id == u] for u in "abc"}
+    mixed = []
+    while any(queues.values()):
+        user = data.draw(st.sampled_from([u for u in "abc" if queues[u]]))
+        mixed.append(queues[user].pop(0))
+    interleaved = fresh()
+    for chunk_start in range(0, len(mixed), 7):
+        interleaved.apply(mixed[chunk_start : chunk_start + 7])
+    for user in "abc":
+        assert interleaved.features_of(user, f"{user}s", 0) == in_order.features_of(
+            user, f"{user}s", 0
+        )
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=events_strategy, repeats=st.lists(st.integers(0, 39), max_size=20))
+def test_applying_events_again_changes_nothing(events, repeats):
+    stream = _stream(events)
+    once = fresh()
+    once.apply(stream)
+    twice = fresh()
+    twice.apply(stream)
+    twice.apply([stream[i] for i in repeats if i < len(stream)])
+    twice.apply(stream)
+    for user in "abc":
+        assert twice.features_of(user, f"{user}s", 0) == once.features_of(user, f"{user}s", 0)
+    assert twice.duplicates == len(stream) + sum(1 for i in repeats if i < len(stream))
+
+
+def test_state_survives_encoding():
+    fp = fresh()
+    fp.apply(_stream([("a", 0, 0.5), ("a", 1, 0.9), ("a", 2, 0.0), ("a", 3, 0.0)]))
+    state = fp.states["a"]
+    restored = decode_state(encode_state(state))
+    assert restored == state
+    other = fresh()
+    other.states["a"] = restored
+    assert other.features_of("a", "as", 0) == fp.features_of("a", "as", 0)
+    assert not math.isnan(other.features_of("a", "as", 0)["scroll_velocity"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (FeatureSpec("x", "nope"), "unknown feature kind 'nope'"),
+        (FeatureSpec("x", "hover_ms", by="colour"), "'by' must be"),
+        (FeatureSpec("x", "sequence", steps=("click:a",)), "at least two steps"),
+        (FeatureSpec("x", "event_count"), "needs 'event'"),
+        (FeatureSpec("device", "scroll_depth_max"), "reserved"),
+    ],
+)
+def test_invalid_declarations_are_refused(spec, message):
+    with pytest.raises(FeatureConfigError, match=message):
+        FeatureProcessor([spec])
