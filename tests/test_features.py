@@ -252,3 +252,24 @@ def test_state_survives_encoding():
 def test_invalid_declarations_are_refused(spec, message):
     with pytest.raises(FeatureConfigError, match=message):
         FeatureProcessor([spec])
+
+
+def test_every_event_kind_can_be_applied_and_consent_is_recorded():
+    from trimtab.events import AnyEvent, Consent, Exposure
+
+    fp = fresh()
+    kinds = {t.__struct_config__.tag for t in AnyEvent.__args__}
+    sample = [
+        ev(PageView, 0),
+        ev(Scroll, 1, depth=0.1),
+        ev(Hover, 2, element="x", dwell_ms=1),
+        ev(Visible, 3, element="x", visible_ms=1),
+        ev(Click, 4, element="x"),
+        ev(Custom, 5, name="n"),
+        ev(Consent, 6, purposes={"analytics": True}),
+        ev(Context, 7),
+        ev(Exposure, 8, slot="hero", variant="a"),
+    ]
+    assert {e.__struct_config__.tag for e in sample} == kinds
+    assert fp.apply(sample) == {("u", "s")}
+    assert fp.features_of("u", "s")["consent"] == {"analytics": True}

@@ -90,8 +90,9 @@ def decide(
         print(json.dumps(decisions_as_dicts(decisions), indent=2))
         return
     table = Table(title=f"decisions for {user} / {session}")
-    for column in ("slot", "variant", "source", "rule", "propensity", "reason"):
-        table.add_column(column, overflow="fold")
+    for column in ("slot", "variant", "source", "rule", "propensity"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1)
     for d in decisions:
         table.add_row(d.slot, d.variant, d.source, d.rule_id, f"{d.propensity:.3f}", d.reason)
     console.print(table)

@@ -39,7 +39,7 @@ class SiteSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     public_key: str = "pk_dev"
     # The admin key; `env:NAME` reads it from the environment so it stays out of the file.
     secret_key: str = "env:TRIMTAB_SECRET_KEY"
-    origins: list[str] = ["*"]
+    origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     consent: Literal["required", "implied"] = "required"
     rate_limit_per_s: float = 50.0
     rate_burst: int = 200
@@ -143,16 +143,43 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
     """Validate a config already parsed into Python objects."""
     if not isinstance(data, dict):
         raise ConfigError(source, "$", "the config must be a mapping at the top level")
-    try:
-        config = msgspec.convert(data, SiteConfig, strict=False)
-    except msgspec.ValidationError as exc:
-        reason, _, where = str(exc).rpartition(" - at `")
-        if not reason:
-            reason, where = str(exc), "$`"
-        raise ConfigError(source, where.rstrip("`"), _friendly(reason)) from None
+    known = {"site", "storage", "features", "slots"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                source, f"$.{key}", f"unknown section (known: {', '.join(sorted(known))})"
+            )
+    config = SiteConfig(
+        site=_convert(data.get("site") or {}, SiteSection, "$.site", source),
+        storage=_convert(data.get("storage") or {}, StorageSection, "$.storage", source),
+        features=_convert_named(data.get("features"), FeatureDecl, "$.features", source),
+        slots=_convert_named(data.get("slots"), SlotDecl, "$.slots", source),
+    )
     config.source = source
     _check(config, source)
     return config
+
+
+def _convert(value: Any, kind: type, where: str, source: str) -> Any:
+    """msgspec.convert with its ``$``-rooted error path re-rooted at ``where``."""
+    try:
+        return msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        reason, sep, at = str(exc).rpartition(" - at `")
+        if not sep:
+            reason, at = str(exc), "$`"
+        raise ConfigError(source, where + at.rstrip("`")[1:], _friendly(reason)) from None
+
+
+def _convert_named(value: Any, kind: type, where: str, source: str) -> dict[str, Any]:
+    """Convert a mapping of named entries one by one, so errors name the entry."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, where, f"expected a mapping of names, got {type(value).__name__}")
+    return {
+        str(name): _convert(item, kind, f"{where}.{name}", source) for name, item in value.items()
+    }
 
 
 def load_config(path: str | os.PathLike[str]) -> SiteConfig:
@@ -212,7 +239,8 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
             try:
                 compile_condition(rule.condition, strict=True)
             except ConditionError as exc:
-                raise ConfigError(source, f"{at}.condition{exc.path_suffix}", exc.reason) from None
+                inner = f".{exc.path}" if exc.path and not exc.path.startswith("[") else exc.path
+                raise ConfigError(source, f"{at}.condition{inner}", exc.reason) from None
         if rule.force is not None and rule.force not in slot.variants:
             raise ConfigError(
                 source, f"{at}.force", f"variant {rule.force!r} is not declared ({declared})"

@@ -17,6 +17,7 @@ page of three slots over twenty rules takes a few microseconds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -30,11 +31,14 @@ from trimtab.config import RuleDecl, SiteConfig, SlotDecl
 from trimtab.targeting import choose_variation, compile_condition, get_bucket_ranges, in_namespace
 from trimtab.targeting import hash as gb_hash
 
+# Bucketing is a pure function of (seed, id, version): remember recent users' buckets.
+_hash = functools.lru_cache(maxsize=1 << 16)(gb_hash)
+
 FORCE, ROLLOUT, EXPERIMENT, POLICY = 0, 1, 2, 3
 
 
-class Decision(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One slot's decision."""
+class Decision(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One slot's decision (not tracked by the cyclic GC: it holds no cycles)."""
 
     slot: str
     variant: str
@@ -74,6 +78,10 @@ class CompiledRule:
     bucket_range: tuple[float, float] | None = None
     policy_name: str = ""
     arms: tuple[str, ...] = ()
+    # For random rules: the probability of each variant, and of any pick at all.
+    shares: dict[str, float] = field(default_factory=dict)
+    taken: float = 0.0
+    reason_prefix: str = ""
 
 
 @dataclass(slots=True)
@@ -131,7 +139,7 @@ def _lookup(attrs: Mapping[str, Any], path: str) -> Any:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return repr(value)
 
 
@@ -161,19 +169,28 @@ def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
     if rule.force is not None:
         if rule.coverage is None and rule.range is None:
             return CompiledRule(kind=FORCE, force=rule.force, **common)
+        coverage = 1.0 if rule.coverage is None else rule.coverage
+        taken = rule.range[1] - rule.range[0] if rule.range is not None else coverage
         return CompiledRule(
             kind=ROLLOUT,
             force=rule.force,
-            coverage=1.0 if rule.coverage is None else rule.coverage,
+            coverage=coverage,
             seed=rule.seed or slot,
             bucket_range=rule.range,
+            shares={rule.force: taken},
+            taken=taken,
             **common,
         )
     variations = tuple(rule.variations or ())
     key = rule.key or slot
     coverage = 1.0 if rule.coverage is None else rule.coverage
     ranges = tuple(get_bucket_ranges(len(variations), coverage, rule.weights))
+    shares: dict[str, float] = {}
+    for name, (lo, hi) in zip(variations, ranges, strict=True):
+        shares[name] = shares.get(name, 0.0) + (hi - lo)
     return CompiledRule(
+        shares=shares,
+        taken=sum(shares.values()),
         kind=EXPERIMENT,
         seed=rule.seed or key,
         key=key,
@@ -212,9 +229,20 @@ class Engine:
         self.config = config
         self.slots = {name: compile_slot(name, decl) for name, decl in config.slots.items()}
 
-    def decide(self, user: str, session: str, slots: Iterable[str] | None = None) -> list[Decision]:
-        """Decide the given slots (all slots when None) for one user and session."""
+    def decide(
+        self,
+        user: str,
+        session: str,
+        slots: Iterable[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> list[Decision]:
+        """Decide the given slots (all slots when None) for one user and session.
+
+        ``extra`` overrides attributes for this decision only (the page a request is for).
+        """
         attrs = self.features_of(user, session)
+        if extra:
+            attrs.update(extra)
         return self.decide_attrs(attrs, slots)
 
     def decide_attrs(
@@ -253,52 +281,71 @@ class Engine:
         return out
 
     def _decide_slot(self, slot: CompiledSlot, attrs: Mapping[str, Any]) -> Decision:
-        for rule in slot.rules:
+        """Walk the rules once; the propensity is accumulated along the way (module doc).
+
+        ``mass`` is the probability of reaching the current rule; ``passed`` holds what
+        earlier random rules that did not pick this user would have given each variant.
+        """
+        mass = 1.0
+        passed: dict[str, float] | None = None
+        rules = slot.rules
+        for pos, rule in enumerate(rules):
             if rule.condition is not None and not rule.condition(attrs):
                 continue
             kind = rule.kind
             if kind == FORCE:
-                return self._made(slot, rule, rule.force, "force", -1.0, attrs, -1, 0.0)
+                p = mass + (passed.get(rule.force, 0.0) if passed else 0.0)
+                return self._made(slot, rule, rule.force, "force", p, attrs, -1, 0.0)
             if kind == POLICY:
-                made = self._by_policy(slot, rule, attrs)
+                made = self._by_policy(slot, rule, attrs, mass, passed)
                 if made is not None:
                     return made
                 continue
             hash_value = attrs.get(rule.hash_attribute)
             if hash_value is None or hash_value == "":
                 continue
-            if kind == ROLLOUT:
-                n = gb_hash(rule.seed, str(hash_value), rule.hash_version)
-                if n is None:
-                    continue
-                if rule.bucket_range is not None:
-                    if not rule.bucket_range[0] <= n < rule.bucket_range[1]:
-                        continue
-                elif n > rule.coverage:
-                    continue
-                return self._made(slot, rule, rule.force, "force", -1.0, attrs, -1, n)
-            # experiment
-            if rule.namespace is not None and not in_namespace(str(hash_value), rule.namespace):
-                continue
-            n = gb_hash(rule.seed, str(hash_value), rule.hash_version)
+            if kind == EXPERIMENT and rule.namespace is not None:
+                if not in_namespace(str(hash_value), rule.namespace):
+                    continue  # membership is fixed per user, like a condition
+            n = _hash(rule.seed, str(hash_value), rule.hash_version)
             if n is None:
                 continue
-            index = choose_variation(n, rule.ranges)
-            if index < 0:
-                continue
-            variant = rule.variations[index]
-            return self._made(slot, rule, variant, "experiment", -1.0, attrs, index, n)
+            if kind == ROLLOUT:
+                lo, hi = rule.bucket_range or (0.0, rule.coverage)
+                inside = lo <= n < hi if rule.bucket_range is not None else n <= rule.coverage
+                if inside:
+                    p = mass * rule.taken + (passed.get(rule.force, 0.0) if passed else 0.0)
+                    p += self._rest(slot, pos + 1, rule.force, mass * (1.0 - rule.taken), attrs)
+                    return self._made(slot, rule, rule.force, "force", p, attrs, -1, n)
+            else:
+                index = choose_variation(n, rule.ranges)
+                if index >= 0:
+                    variant = rule.variations[index]
+                    p = mass * rule.shares[variant] + (passed.get(variant, 0.0) if passed else 0.0)
+                    p += self._rest(slot, pos + 1, variant, mass * (1.0 - rule.taken), attrs)
+                    return self._made(slot, rule, variant, "experiment", p, attrs, index, n)
+            if passed is None:
+                passed = {}
+            for name, share in rule.shares.items():
+                passed[name] = passed.get(name, 0.0) + mass * share
+            mass *= 1.0 - rule.taken
+        p = mass + (passed.get(slot.default, 0.0) if passed else 0.0)
         return Decision(
             slot=slot.name,
             variant=slot.default,
             source="default",
-            propensity=self._propensity(slot, slot.default, attrs, -1),
+            propensity=p,
             reason="no rule matched: default content",
             payload=slot.variants[slot.default],
         )
 
     def _by_policy(
-        self, slot: CompiledSlot, rule: CompiledRule, attrs: Mapping[str, Any]
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        mass: float = 1.0,
+        passed: dict[str, float] | None = None,
     ) -> Decision | None:
         policy = self.policies.get(rule.policy_name)
         if policy is None:
@@ -316,12 +363,13 @@ class Engine:
                 reason=f"policy {rule.policy_name} failed ({type(exc).__name__}): default shown",
                 payload=slot.variants[slot.default],
             )
+        propensity = mass * p + (passed.get(arm, 0.0) if passed else 0.0)
         return Decision(
             slot=slot.name,
             variant=arm,
             source="policy",
             rule_id=rule.rule_id,
-            propensity=p,
+            propensity=propensity,
             reason=f"policy {rule.policy_name} chose {arm} (p={p:.3f}) for {rule.condition_text}",
             payload=slot.variants[arm],
         )
@@ -337,8 +385,6 @@ class Engine:
         variation: int,
         bucket: float,
     ) -> Decision:
-        if propensity < 0:
-            propensity = self._propensity(slot, variant, attrs, rule.index)
         seen = ", ".join(f"{a}={_fmt(_lookup(attrs, a))}" for a in rule.condition_attrs[:3])
         if rule.kind == EXPERIMENT:
             reason = (
@@ -363,12 +409,16 @@ class Engine:
             payload=slot.variants[variant],
         )
 
-    def _propensity(
-        self, slot: CompiledSlot, variant: str, attrs: Mapping[str, Any], chosen_index: int
+    def _rest(
+        self, slot: CompiledSlot, start: int, variant: str, mass: float, attrs: Mapping[str, Any]
     ) -> float:
-        """P(variant) with every matched rule's bucket treated as random (see module doc)."""
-        mass, p = 1.0, 0.0
-        for rule in slot.rules:
+        """What the rules after a random pick would give ``variant`` had the pick missed."""
+        p = 0.0
+        rules = slot.rules
+        for pos in range(start, len(rules)):
+            if mass <= 0.0:
+                return p
+            rule = rules[pos]
             if rule.condition is not None and not rule.condition(attrs):
                 continue
             kind = rule.kind
@@ -376,28 +426,14 @@ class Engine:
                 return p + (mass if rule.force == variant else 0.0)
             if kind == POLICY:
                 if rule.policy_name in self.policies:
-                    return p  # a policy rule always picks: the policy's own propensity applies
+                    return p  # the policy would pick; its own propensity is not known here
                 continue
             hash_value = attrs.get(rule.hash_attribute)
             if hash_value is None or hash_value == "":
                 continue
-            if kind == ROLLOUT:
-                share = (
-                    rule.bucket_range[1] - rule.bucket_range[0]
-                    if rule.bucket_range is not None
-                    else rule.coverage
-                )
-                if rule.force == variant:
-                    p += mass * share
-                mass *= 1.0 - share
-                continue
-            if rule.namespace is not None and not in_namespace(str(hash_value), rule.namespace):
-                continue  # namespace membership is fixed per user, like a condition
-            taken = 0.0
-            for name, (lo, hi) in zip(rule.variations, rule.ranges, strict=True):
-                width = hi - lo
-                taken += width
-                if name == variant:
-                    p += mass * width
-            mass *= 1.0 - taken
+            if kind == EXPERIMENT and rule.namespace is not None:
+                if not in_namespace(str(hash_value), rule.namespace):
+                    continue
+            p += mass * rule.shares.get(variant, 0.0)
+            mass *= 1.0 - rule.taken
         return p + (mass if variant == slot.default else 0.0)

@@ -30,6 +30,7 @@ import msgspec
 from trimtab.events import (
     AnyEvent,
     Click,
+    Consent,
     Context,
     Custom,
     Exposure,
@@ -330,7 +331,17 @@ def _event_count(spec: FeatureSpec) -> tuple[list[type], Updater]:
     return [Custom], count_custom
 
 
-_ALL_KINDS: tuple[type, ...] = (PageView, Scroll, Hover, Visible, Click, Custom, Context, Exposure)
+_ALL_KINDS: tuple[type, ...] = (
+    PageView,
+    Scroll,
+    Hover,
+    Visible,
+    Click,
+    Custom,
+    Consent,
+    Context,
+    Exposure,
+)
 _BEHAVIOUR = (PageView, Scroll, Hover, Visible, Click, Custom)
 
 # kind -> (event types it listens to, updater factory)
@@ -446,6 +457,8 @@ class FeatureProcessor:
                 sess.values["page_category"] = e.page_category
             elif kind is Context:
                 _apply_context(sess.values, e)
+            elif kind is Consent:
+                user.values["consent"] = dict(e.purposes)
             for update in dispatch[kind]:
                 update(user, sess, e)
             changed.add((user_id, e.session_id))

@@ -1,0 +1,488 @@
+"""The collector: the ASGI app the browser talks to.
+
+Routes (see ``docs/protocol.md``): ``POST /v1/events``, ``WS /v1/live``, ``POST /v1/decide``,
+``GET /t.js``, ``GET /health``, ``GET /metrics``, and admin routes behind the secret key
+(``POST /v1/admin/reload``, ``DELETE /v1/users/{id}``, ``GET /v1/admin/decisions``).
+
+Every request passes the same checks in the same order: site key, origin allow-list, size
+limit, rate limit; each failure is a clear 4xx (or WebSocket close code) naming the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hmac
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from trimtab.decide import Decision
+from trimtab.events import AnyEvent, BatchError, EventError, decode_batch
+from trimtab.limits import RateLimiter
+from trimtab.live import LiveConnection, LiveHub, Render
+from trimtab.privacy import PrivacyGate, truncate_ip
+from trimtab.runtime import Runtime
+
+log = logging.getLogger("trimtab.collector")
+TRACKER_PATHS = (
+    Path(__file__).parent / "static" / "trimtab.js",
+    Path(__file__).resolve().parents[2] / "tracker" / "trimtab.js",
+)
+
+
+class Hello(msgspec.Struct, kw_only=True):
+    user_id: str
+    session_id: str
+    slots: list[str] = []
+    page: str = ""
+    page_category: str = ""
+
+
+class DecideRequest(Hello, kw_only=True):
+    pass
+
+
+class Envelope(msgspec.Struct, kw_only=True):
+    type: str
+    events: msgspec.Raw | None = None
+    user_id: str = ""
+    session_id: str = ""
+    slots: list[str] = []
+    page: str = ""
+    page_category: str = ""
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+_decide_request = msgspec.json.Decoder(DecideRequest)
+_json = msgspec.json.Encoder()
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+def decision_json(d: Decision) -> dict[str, Any]:
+    out = {
+        "slot": d.slot,
+        "variant": d.variant,
+        "payload": d.payload,
+        "decision_id": d.decision_id,
+        "source": d.source,
+        "rule_id": d.rule_id,
+        "propensity": d.propensity,
+        "reason": d.reason,
+    }
+    if d.experiment:
+        out["experiment"] = d.experiment
+    return out
+
+
+class Metrics:
+    """Prometheus metrics, in a registry of the app's own (several apps may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("trimtab_events_total", "Events by outcome", ["outcome"], registry=r)
+        self.decisions = Counter(
+            "trimtab_decisions_total", "Slot decisions", ["source"], registry=r
+        )
+        self.pushes = Counter("trimtab_pushes_total", "Decisions pushed over WebSocket", registry=r)
+        self.live = Gauge("trimtab_live_connections", "Open live connections", registry=r)
+        self.ingest_seconds = Histogram(
+            "trimtab_ingest_seconds",
+            "Event batch arrival to adjustment sent",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.rejected = Counter(
+            "trimtab_requests_rejected_total", "Requests refused", ["reason"], registry=r
+        )
+
+
+class Collector:
+    """The collector's state: runtime, privacy gate, limits, live hub and metrics."""
+
+    def __init__(self, runtime: Runtime, render: Render | None = None, salt: bytes | None = None):
+        self.runtime = runtime
+        site = runtime.config.site
+        secret = runtime.config.secret_key()
+        self.gate = PrivacyGate(
+            salt=salt or (secret or site.public_key).encode(),
+            consent=site.consent,
+            stored_consent=self._stored_consent,
+        )
+        self.limiter = RateLimiter(site.rate_limit_per_s, site.rate_burst)
+        self.hub = LiveHub(lambda: self.runtime.engine, render)
+        self.metrics = Metrics()
+        self.started = time.time()
+        self._tracker: tuple[bytes, bytes] | None = None
+
+    # -- checks -----------------------------------------------------------------------------
+    @property
+    def site(self):
+        return self.runtime.config.site
+
+    def _stored_consent(self, user_id: str) -> dict[str, bool] | None:
+        state = self.runtime.state_of(user_id)
+        return None if state is None else state.values.get("consent")
+
+    def check_public(self, key: str | None, origin: str | None, client: str) -> tuple[int, str]:
+        """(0, "") when allowed, else (HTTP status, reason)."""
+        site = self.site
+        if not key:
+            return 401, "missing site key: pass ?key=pk_…"
+        if not hmac.compare_digest(key, site.public_key):
+            return 401, "unknown site key"
+        if origin and "*" not in site.origins and origin not in site.origins:
+            return 403, f"origin {origin} is not in this site's allow-list"
+        if not self.limiter.allow(key, truncate_ip(client)):
+            return 429, "rate limit exceeded for this key and client"
+        return 0, ""
+
+    def check_admin(self, request: Request) -> JSONResponse | None:
+        secret = self.runtime.config.secret_key()
+        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not secret:
+            return _error(403, "admin API disabled: no secret key configured")
+        if not supplied or not hmac.compare_digest(supplied, secret):
+            return _error(401, "admin routes need Authorization: Bearer <secret key>")
+        return None
+
+    def cors_headers(self, origin: str | None) -> dict[str, str]:
+        if not origin:
+            return {}
+        if "*" not in self.site.origins and origin not in self.site.origins:
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        }
+
+    # -- the loop ---------------------------------------------------------------------------
+    def accept_events(
+        self, body: bytes, bound: tuple[str, str] | None = None
+    ) -> tuple[int, list[EventError], set[tuple[str, str]]]:
+        """Decode, gate, log and apply a batch; returns (accepted, rejected, changed sessions).
+
+        ``bound`` is the (user, session) a live socket said hello as: its events must match.
+        """
+        result = decode_batch(body)
+        errors = list(result.errors)
+        kept: list[AnyEvent] = []
+        for index, event in enumerate(result.events):
+            if bound is not None and (event.user_id, event.session_id) != bound:
+                errors.append(
+                    EventError(index, f"$[{index}].user_id", "does not match this connection")
+                )
+                continue
+            gated = self.gate.gate(event)
+            if gated is not None:
+                kept.append(gated)
+        changed = self.runtime.ingest(kept)
+        m = self.metrics
+        m.events.labels("accepted").inc(len(kept))
+        if errors:
+            m.events.labels("rejected").inc(len(errors))
+        dropped = len(result.events) - len(kept) - (len(errors) - len(result.errors))
+        if dropped:
+            m.events.labels("no_consent").inc(dropped)
+        return len(kept), errors, changed
+
+    async def push(self, changed: set[tuple[str, str]]) -> int:
+        pushes = self.hub.refresh(changed)
+        sent = 0
+        for conn, decisions in pushes:
+            message = _json.encode(
+                {"type": "decisions", "decisions": [decision_json(d) for d in decisions]}
+            )
+            if conn.send is not None:
+                with contextlib.suppress(Exception):
+                    await conn.send(message)
+                    sent += len(decisions)
+        self.metrics.pushes.inc(sent)
+        return sent
+
+    def tracker(self) -> tuple[bytes, bytes]:
+        if self._tracker is None:
+            for path in TRACKER_PATHS:
+                if path.is_file():
+                    raw = path.read_bytes()
+                    self._tracker = (raw, gzip.compress(raw, 9))
+                    break
+            else:
+                raise FileNotFoundError("tracker script trimtab.js not found")
+        return self._tracker
+
+
+def create_app(
+    runtime: Runtime,
+    render: Render | None = None,
+    extra_routes: list[Any] | None = None,
+    flush_interval_s: float | None = None,
+) -> Starlette:
+    """The collector as a Starlette app over a :class:`Runtime`."""
+    collector = Collector(runtime, render)
+
+    async def events(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        cors = collector.cors_headers(origin)
+        client = request.client.host if request.client else "unknown"
+        status, reason = collector.check_public(request.query_params.get("key"), origin, client)
+        if status:
+            collector.metrics.rejected.labels(str(status)).inc()
+            headers = (
+                {**cors, "Retry-After": str(collector.limiter.retry_after())}
+                if status == 429
+                else cors
+            )
+            return _error(status, reason, headers)
+        limit = collector.site.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return _error(413, f"body larger than {limit} bytes", cors)
+        body = await request.body()
+        if len(body) > limit:
+            return _error(413, f"body larger than {limit} bytes", cors)
+        started = time.perf_counter()
+        try:
+            accepted, errors, changed = collector.accept_events(body)
+        except BatchError as exc:
+            return _error(400, str(exc), cors)
+        await collector.push(changed)
+        collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        rejected = [{"index": e.index, "path": e.path, "reason": e.reason} for e in errors]
+        return JSONResponse({"accepted": accepted, "rejected": rejected}, headers=cors)
+
+    async def decide(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        cors = collector.cors_headers(origin)
+        client = request.client.host if request.client else "unknown"
+        status, reason = collector.check_public(request.query_params.get("key"), origin, client)
+        if status:
+            return _error(status, reason, cors)
+        try:
+            body = _decide_request.decode(await request.body())
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return _error(400, f"bad decide request: {exc}", cors)
+        user = collector.gate.user_id(body.user_id)
+        conn = LiveConnection(
+            user_id=user,
+            session_id=body.session_id,
+            slots=body.slots,
+            page=body.page,
+            page_category=body.page_category,
+            personalize=collector.gate.personalization_allowed(user),
+        )
+        decisions = collector.hub.decide(conn, only_changed=False)
+        for d in decisions:
+            collector.metrics.decisions.labels(d.source).inc()
+        return JSONResponse({"decisions": [decision_json(d) for d in decisions]}, headers=cors)
+
+    async def preflight(request: Request) -> Response:
+        cors = collector.cors_headers(request.headers.get("origin"))
+        if not cors:
+            return _error(403, "origin not allowed")
+        return Response(status_code=204, headers=cors)
+
+    async def live(ws: WebSocket) -> None:
+        client = ws.client.host if ws.client else "unknown"
+        status, reason = collector.check_public(
+            ws.query_params.get("key"), ws.headers.get("origin"), client
+        )
+        await ws.accept()
+        if status:
+            await ws.send_text(_json.encode({"type": "error", "reason": reason}).decode())
+            await ws.close(code=4000 + status)
+            return
+        conn: LiveConnection | None = None
+        raw_user = ""
+
+        async def send(message: bytes) -> None:
+            await ws.send_text(message.decode())
+
+        collector.metrics.live.inc()
+        try:
+            while True:
+                raw = await ws.receive_text()
+                started = time.perf_counter()
+                try:
+                    envelope = _envelope.decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    await send(_json.encode({"type": "error", "reason": f"bad message: {exc}"}))
+                    continue
+                if envelope.type == "hello":
+                    if conn is not None:
+                        collector.hub.close(conn)
+                    raw_user = envelope.user_id
+                    user = collector.gate.user_id(raw_user)
+                    conn = LiveConnection(
+                        user_id=user,
+                        session_id=envelope.session_id,
+                        slots=envelope.slots,
+                        page=envelope.page,
+                        page_category=envelope.page_category,
+                        personalize=collector.gate.personalization_allowed(user),
+                        send=send,
+                    )
+                    collector.hub.open(conn)
+                    decisions = collector.hub.decide(conn, only_changed=False)
+                    await send(
+                        _json.encode(
+                            {
+                                "type": "decisions",
+                                "decisions": [decision_json(d) for d in decisions],
+                            }
+                        )
+                    )
+                elif envelope.type == "events" and envelope.events is not None:
+                    if conn is None:
+                        await send(_json.encode({"type": "error", "reason": "send hello first"}))
+                        continue
+                    if not collector.limiter.allow(collector.site.public_key, truncate_ip(client)):
+                        await send(_json.encode({"type": "error", "reason": "rate limit exceeded"}))
+                        await ws.close(code=4429)
+                        return
+                    try:
+                        accepted, errors, changed = collector.accept_events(
+                            bytes(envelope.events), bound=(raw_user, conn.session_id)
+                        )
+                    except BatchError as exc:
+                        await send(_json.encode({"type": "error", "reason": str(exc)}))
+                        continue
+                    conn.personalize = collector.gate.personalization_allowed(conn.user_id)
+                    await collector.push(changed)
+                    collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
+                    await send(
+                        _json.encode(
+                            {
+                                "type": "ack",
+                                "accepted": accepted,
+                                "rejected": [
+                                    {"index": e.index, "path": e.path, "reason": e.reason}
+                                    for e in errors
+                                ],
+                            }
+                        )
+                    )
+                else:
+                    await send(
+                        _json.encode({"type": "error", "reason": f"unknown type {envelope.type!r}"})
+                    )
+        except WebSocketDisconnect:
+            pass
+        finally:
+            collector.metrics.live.dec()
+            if conn is not None:
+                collector.hub.close(conn)
+
+    async def tracker(request: Request) -> Response:
+        raw, packed = collector.tracker()
+        headers = {"Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(packed, media_type="text/javascript", headers=headers)
+        return Response(raw, media_type="text/javascript", headers=headers)
+
+    async def health(request: Request) -> Response:
+        rt = collector.runtime
+        return JSONResponse(
+            {
+                "status": "ok",
+                "uptime_s": round(time.time() - collector.started, 1),
+                "live_connections": len(collector.hub),
+                "events_ingested": rt.events_ingested,
+                "decisions_pending": rt.decision_log.pending(),
+                "state": "sqlite",
+                "bus": "sqlite",
+            }
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(collector.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def reload(request: Request) -> Response:
+        denied = collector.check_admin(request)
+        if denied is not None:
+            return denied
+        from trimtab.config import ConfigError
+
+        try:
+            config = collector.runtime.reload()
+        except ConfigError as exc:
+            return _error(422, str(exc))
+        return JSONResponse({"reloaded": config.source, "slots": list(config.slots)})
+
+    async def erase(request: Request) -> Response:
+        denied = collector.check_admin(request)
+        if denied is not None:
+            return denied
+        raw = request.path_params["user_id"]
+        user = collector.gate.user_id(raw)
+        counts = collector.runtime.erase(user)
+        collector.gate.consents.pop(user, None)
+        return JSONResponse({"erased": user, **counts})
+
+    async def recent_decisions(request: Request) -> Response:
+        denied = collector.check_admin(request)
+        if denied is not None:
+            return denied
+        collector.runtime.decision_log.flush_sync()
+        raw = request.query_params.get("user_id")
+        user = collector.gate.user_id(raw) if raw else None
+        records = collector.runtime.decision_log.read(
+            user, int(request.query_params.get("limit", 100))
+        )
+        return Response(_json.encode(records), media_type="application/json")
+
+    routes: list[Any] = [
+        Route("/v1/events", events, methods=["POST"]),
+        Route("/v1/events", preflight, methods=["OPTIONS"]),
+        Route("/v1/decide", decide, methods=["POST"]),
+        Route("/v1/decide", preflight, methods=["OPTIONS"]),
+        WebSocketRoute("/v1/live", live),
+        Route("/t.js", tracker),
+        Route("/health", health),
+        Route("/metrics", metrics),
+        Route("/v1/admin/reload", reload, methods=["POST"]),
+        Route("/v1/admin/decisions", recent_decisions),
+        Route("/v1/users/{user_id}", erase, methods=["DELETE"]),
+        *(extra_routes or []),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        interval = flush_interval_s or runtime.config.storage.flush_ms / 1000.0
+        task = asyncio.create_task(runtime.flush_forever(interval))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            runtime.flush()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.collector = collector
+    return app

@@ -1,0 +1,216 @@
+"""The decision engine: rule order, sources, propensities, reasons, reload, parity with GrowthBook."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trimtab.bench.core import bench_attributes, bench_rules
+from trimtab.config import parse_config
+from trimtab.decide import Engine, describe_condition
+
+
+def engine_for(rules: list[dict], default: str = "a", variants=("a", "b", "c")) -> Engine:
+    data = {
+        "slots": {
+            "hero": {
+                "default": default,
+                "variants": {v: {"html": v.upper()} for v in variants},
+                "rules": rules,
+            }
+        }
+    }
+    return Engine(parse_config(data, "<test>"))
+
+
+def decide(engine: Engine, **attrs):
+    attrs.setdefault("id", "user-1")
+    (decision,) = engine.decide_attrs(attrs, ["hero"])
+    return decision
+
+
+def test_default_when_nothing_matches():
+    engine = engine_for([{"id": "deep", "condition": {"depth": {"$gt": 0.75}}, "force": "b"}])
+    d = decide(engine, depth=0.5)
+    assert (d.variant, d.source, d.propensity, d.payload) == ("a", "default", 1.0, {"html": "A"})
+
+
+def test_force_rule_with_reason_showing_what_it_saw():
+    engine = engine_for([{"id": "deep", "condition": {"depth": {"$gt": 0.75}}, "force": "b"}])
+    d = decide(engine, depth=0.82)
+    assert (d.variant, d.source, d.rule_id, d.propensity) == ("b", "force", "deep", 1.0)
+    assert "depth > 0.75" in d.reason and "saw depth=0.82" in d.reason
+
+
+def test_first_matching_rule_wins():
+    engine = engine_for(
+        [
+            {"id": "one", "condition": {"x": 1}, "force": "b"},
+            {"id": "two", "condition": {"x": {"$gte": 1}}, "force": "c"},
+        ]
+    )
+    assert decide(engine, x=1).rule_id == "one"
+    assert decide(engine, x=2).rule_id == "two"
+
+
+def test_rule_without_hash_attribute_is_skipped():
+    engine = engine_for([{"id": "t", "variations": ["b", "c"], "hashAttribute": "company"}])
+    d = decide(engine)
+    assert d.source == "default"
+
+
+def _frequencies(engine: Engine, n: int, **attrs) -> tuple[Counter, dict[str, set[float]]]:
+    seen: Counter = Counter()
+    propensities: dict[str, set[float]] = {}
+    for i in range(n):
+        d = decide(engine, **{**attrs, "id": f"u{i}"})
+        seen[d.variant] += 1
+        propensities.setdefault(d.variant, set()).add(round(d.propensity, 9))
+    return seen, propensities
+
+
+def test_propensities_match_the_observed_frequencies():
+    """Rollout 20% → b, then a 50/50 experiment over a/c with 80% coverage, then default a."""
+    engine = engine_for(
+        [
+            {"id": "roll", "force": "b", "coverage": 0.2, "hashVersion": 2},
+            {"id": "exp", "key": "e1", "variations": ["a", "c"], "coverage": 0.8, "hashVersion": 2},
+        ]
+    )
+    n = 20_000
+    seen, propensities = _frequencies(engine, n)
+    expected = {"b": 0.2, "c": 0.8 * 0.8 * 0.5, "a": 0.8 * 0.8 * 0.5 + 0.8 * 0.2}
+    for variant, p in expected.items():
+        # every decision of a variant logs the same, exact marginal probability
+        assert propensities[variant] == {round(p, 9)}
+        # and it matches how often the variant is really chosen (4 standard errors)
+        se = (p * (1 - p) / n) ** 0.5
+        assert abs(seen[variant] / n - p) < 4 * se, (variant, seen[variant] / n, p)
+
+
+def test_force_after_a_missed_rollout_has_the_missed_share_as_propensity():
+    engine = engine_for(
+        [
+            {"id": "roll", "force": "b", "coverage": 0.3, "hashVersion": 2},
+            {"id": "all", "force": "c"},
+        ]
+    )
+    seen, propensities = _frequencies(engine, 4000)
+    assert propensities == {"b": {0.3}, "c": {0.7}}
+
+
+def test_namespace_excludes_users_deterministically():
+    engine = engine_for(
+        [{"id": "t", "key": "t", "variations": ["b", "c"], "namespace": ["ns", 0, 0.5]}]
+    )
+    seen, propensities = _frequencies(engine, 4000)
+    in_test = seen["b"] + seen["c"]
+    assert 0.45 < in_test / 4000 < 0.55
+    # outside the namespace the default is certain; inside, each arm has half
+    assert propensities["a"] == {1.0} and propensities["b"] == {0.5}
+
+
+def test_policy_rule_uses_the_policy_and_falls_back_when_it_fails():
+    class Fixed:
+        def choose_for(self, attrs, arms):
+            return arms[-1], 0.25
+
+    class Broken:
+        def choose_for(self, attrs, arms):
+            raise RuntimeError("model unavailable")
+
+    data = {
+        "slots": {
+            "hero": {
+                "default": "a",
+                "variants": {"a": {}, "b": {}, "c": {}},
+                "rules": [{"id": "bandit", "policy": {"name": "p1", "arms": ["a", "b"]}}],
+            }
+        }
+    }
+    config = parse_config(data, "<test>")
+    d = Engine(config, policies={"p1": Fixed()}).decide_attrs({"id": "u"})[0]
+    assert (d.variant, d.source, d.propensity) == ("b", "policy", 0.25)
+    d = Engine(config, policies={"p1": Broken()}).decide_attrs({"id": "u"})[0]
+    assert (d.variant, d.source) == ("a", "default")
+    assert "RuntimeError" in d.reason
+
+
+def test_reload_swaps_rules_without_a_new_engine():
+    engine = engine_for([{"id": "r", "condition": {"x": 1}, "force": "b"}])
+    assert decide(engine, x=1).variant == "b"
+    engine.reload(engine_for([{"id": "r", "condition": {"x": 1}, "force": "c"}]).config)
+    assert decide(engine, x=1).variant == "c"
+
+
+def test_decisions_are_logged_with_the_attributes_they_saw():
+    logged = []
+    config = engine_for([]).config
+    engine = Engine(config, log=lambda decisions, attrs: logged.append((decisions, attrs)))
+    engine.decide_attrs({"id": "u", "depth": 0.3})
+    ((decisions, attrs),) = logged
+    assert decisions[0].slot == "hero" and attrs["depth"] == 0.3
+    assert decisions[0].decision_id
+
+
+def test_describe_condition_is_readable():
+    text = describe_condition({"device": "mobile", "local_hour": {"$gte": 21}})
+    assert text == "device = 'mobile' and local_hour ≥ 21"
+
+
+def test_same_choices_as_the_growthbook_sdk_on_the_benchmark_rules():
+    growthbook = pytest.importorskip("growthbook")
+    config_data, gb_features = bench_rules()
+    engine = Engine(parse_config(config_data, "<bench>"))
+    gb = growthbook.GrowthBook(features=gb_features)
+    checked = 0
+    for attrs in bench_attributes(400, seed=5):
+        gb.set_attributes(attrs)
+        for d in engine.decide_attrs(attrs):
+            result = gb.eval_feature(d.slot)
+            assert result.value == d.variant, (attrs["id"], d.slot, d.reason)
+            expected_source = {"defaultValue": "default"}.get(result.source, result.source)
+            assert expected_source == d.source
+            checked += 1
+    assert checked == 1200
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    coverage=st.floats(0.05, 1.0),
+    weights=st.lists(st.integers(1, 9), min_size=2, max_size=4),
+    version=st.sampled_from([1, 2]),
+    depth=st.floats(0, 1),
+)
+def test_random_rules_agree_with_growthbook(coverage, weights, version, depth):
+    growthbook = pytest.importorskip("growthbook")
+    total = sum(weights)
+    norm = [w / total for w in weights]
+    norm[-1] = 1.0 - sum(norm[:-1])
+    variants = [f"v{i}" for i in range(len(weights))]
+    rules = [
+        {
+            "condition": {"depth": {"$gt": 0.5}},
+            "force": "v1",
+            "coverage": coverage,
+            "hashVersion": version,
+        },
+        {
+            "key": "k",
+            "variations": variants,
+            "weights": norm,
+            "coverage": coverage,
+            "hashVersion": version,
+        },
+    ]
+    engine = engine_for(rules, default="v0", variants=variants)
+    gb = growthbook.GrowthBook(features={"hero": {"defaultValue": "v0", "rules": rules}})
+    rnd = random.Random(int(coverage * 1e6))
+    for _ in range(20):
+        attrs = {"id": f"u{rnd.randrange(10**6)}", "depth": depth}
+        gb.set_attributes(attrs)
+        assert decide(engine, **attrs).variant == gb.eval_feature("hero").value
