@@ -327,13 +327,6 @@ ANY_VALUE_CONDITION = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(condition=conditions_with(ANY_VALUE_CONDITION), attributes=ATTRIBUTES)
-def test_compiled_agrees_with_interpreter(condition: Any, attributes: Any) -> None:
-    expected = eval_condition(condition, attributes, SAVED_GROUPS)
-    assert compile_condition(condition, SAVED_GROUPS, strict=False)(attributes) is expected
-
-
 def well_formed_value_condition() -> st.SearchStrategy[Any]:
     """Conditions on which trimtab and GrowthBook's Python SDK promise the same answer: no
     invalid operands and no ordering of mixed types (where trimtab follows JavaScript)."""
@@ -389,6 +382,16 @@ def well_formed_conditions() -> st.SearchStrategy[Any]:
         ),
         max_leaves=6,
     )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    condition=st.one_of(conditions_with(ANY_VALUE_CONDITION), well_formed_conditions()),
+    attributes=ATTRIBUTES,
+)
+def test_compiled_agrees_with_interpreter(condition: Any, attributes: Any) -> None:
+    expected = eval_condition(condition, attributes, SAVED_GROUPS)
+    assert compile_condition(condition, SAVED_GROUPS, strict=False)(attributes) is expected
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
