@@ -1,4 +1,4 @@
-"""The decision engine: rule order, sources, propensities, reasons, reload, parity with GrowthBook."""
+"""The decision engine: rule order, sources, propensities, reasons, reload, GrowthBook parity."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_force_after_a_missed_rollout_has_the_missed_share_as_propensity():
             {"id": "all", "force": "c"},
         ]
     )
-    seen, propensities = _frequencies(engine, 4000)
+    _, propensities = _frequencies(engine, 4000)
     assert propensities == {"b": {0.3}, "c": {0.7}}
 
 

@@ -304,9 +304,12 @@ class Engine:
             hash_value = attrs.get(rule.hash_attribute)
             if hash_value is None or hash_value == "":
                 continue
-            if kind == EXPERIMENT and rule.namespace is not None:
-                if not in_namespace(str(hash_value), rule.namespace):
-                    continue  # membership is fixed per user, like a condition
+            if (
+                kind == EXPERIMENT
+                and rule.namespace is not None
+                and not in_namespace(str(hash_value), rule.namespace)
+            ):
+                continue  # membership is fixed per user, like a condition
             n = _hash(rule.seed, str(hash_value), rule.hash_version)
             if n is None:
                 continue
@@ -431,9 +434,12 @@ class Engine:
             hash_value = attrs.get(rule.hash_attribute)
             if hash_value is None or hash_value == "":
                 continue
-            if kind == EXPERIMENT and rule.namespace is not None:
-                if not in_namespace(str(hash_value), rule.namespace):
-                    continue
+            if (
+                kind == EXPERIMENT
+                and rule.namespace is not None
+                and not in_namespace(str(hash_value), rule.namespace)
+            ):
+                continue
             p += mass * rule.shares.get(variant, 0.0)
             mass *= 1.0 - rule.taken
         return p + (mass if variant == slot.default else 0.0)

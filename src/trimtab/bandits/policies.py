@@ -139,7 +139,7 @@ class _LinearPolicy:
             Ax = A_inv @ x  # (k, d)
             return theta @ x, Ax @ x
         phi = self._phi(x, idx)
-        return phi @ self.theta[0], np.einsum("kd,de,ke->k", phi, self.A_inv[0], phi)
+        return phi @ self.theta[0], ((phi @ self.A_inv[0]) * phi).sum(axis=1)
 
     def _rank_one(self, model: int, phi: np.ndarray, weight: float, target: float) -> None:
         """``A += w φφᵀ`` (Sherman–Morrison on the inverse) and ``b += target φ``."""

@@ -126,9 +126,9 @@ def effect_moments(a: Stat, b: Stat, relative: bool = True) -> EffectMoments:
         return EffectMoments(0.0, 0.0, 0, MIXED_STATISTICS)
     if a.has_zero_variance or b.has_zero_variance:
         return EffectMoments(0.0, 0.0, 0, ZERO_NEGATIVE_VARIANCE)
+    if relative and (a.mean == 0 or a.unadjusted_mean == 0):
+        return EffectMoments(0.0, 0.0, 0, BASELINE_ZERO)
     variance = effect_variance(a, b, relative)
     if not variance > 0:
         return EffectMoments(0.0, 0.0, 0, ZERO_NEGATIVE_VARIANCE)
-    if relative and (a.mean == 0 or a.unadjusted_mean == 0):
-        return EffectMoments(0.0, 0.0, 0, BASELINE_ZERO)
     return EffectMoments(effect_estimate(a, b, relative), math.sqrt(variance), a.n + b.n)

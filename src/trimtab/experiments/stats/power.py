@@ -47,7 +47,10 @@ def power_means(
         raise ValueError("need more than two units in total")
     nc = (delta / sd) * math.sqrt(_effective_n(n_control, ratio))
     crit = float(stdtrit(df, 1.0 - alpha / 2))
-    return float(1.0 - nctdtr(df, nc, crit) + nctdtr(df, nc, -crit))
+    power = float(1.0 - nctdtr(df, nc, crit) + nctdtr(df, nc, -crit))
+    if math.isnan(power):  # noncentrality far out in the tail: the normal limit is exact enough
+        power = float(ndtr(abs(nc) - crit) + ndtr(-abs(nc) - crit))
+    return power
 
 
 def power_proportions(
@@ -92,7 +95,7 @@ def sample_size_means(
     """Control-arm units needed to detect ``delta`` with the given power."""
     if delta == 0:
         raise ValueError("a zero effect cannot be detected")
-    n_min = 2.0 / (1.0 + ratio) + 1e-6
+    n_min = max(2.0, 4.0 / (1.0 + ratio))  # at least two degrees of freedom
     return _solve_n(lambda n: power_means(delta, sd, n, alpha=alpha, ratio=ratio), power, n_min)
 
 
