@@ -39,7 +39,8 @@ class FrequentistResult(msgspec.Struct, frozen=True):
     ``expected`` is the point estimate (absolute or relative), ``stddev`` its standard error,
     ``ci`` the interval (``±inf`` on the open side of a one-sided test). ``error`` names why
     no test could be run (the other fields are then neutral: 0, (0, 0), p = 1);
-    ``p_value_error`` says why only the p-value is missing.
+    ``p_value_error`` says why only the p-value is missing. ``dof`` is ``inf`` for normal-based
+    (sequential) intervals; msgspec's JSON encoder writes ``inf`` as ``null``.
     """
 
     expected: float
