@@ -62,7 +62,7 @@ class DecideRequest(Hello, kw_only=True):
 
 class Envelope(msgspec.Struct, kw_only=True):
     type: str
-    events: msgspec.Raw | None = None
+    events: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
     user_id: str = ""
     session_id: str = ""
     slots: list[str] = []
@@ -356,7 +356,7 @@ def create_app(
                             }
                         )
                     )
-                elif envelope.type == "events" and envelope.events is not None:
+                elif envelope.type == "events":
                     if conn is None:
                         await send(_json.encode({"type": "error", "reason": "send hello first"}))
                         continue

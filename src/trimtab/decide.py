@@ -276,6 +276,7 @@ class Engine:
                         source="degraded",
                         reason=reason or "degraded: live features unavailable, default shown",
                         payload=slot.variants[slot.default],
+                        decision_id=f"{self._id_prefix}{next(self._ids):x}",
                     )
                 )
         return out
