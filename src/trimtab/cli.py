@@ -98,6 +98,53 @@ def decide(
     console.print(table)
 
 
+@app.command()
+def serve(
+    config: ConfigArg,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the embedded stores live (default: from config).")
+    ] = None,
+) -> None:
+    """Run the collector (events, live WebSocket, decide, /t.js, /metrics) for a site config."""
+    import uvicorn
+
+    from trimtab.collector import create_app
+    from trimtab.runtime import Runtime
+
+    site = _load(config)
+    runtime = Runtime(site, data_dir)
+    console.print(f"trimtab serving {site.site.name or site.site.id} on http://{host}:{port}")
+    uvicorn.run(
+        create_app(runtime), host=host, port=port, log_level="warning", ws="websockets-sansio"
+    )
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
+        "var/demo"
+    ),
+) -> None:
+    """Serve the demo news site: scroll, hover and watch its slots adjust live."""
+    import uvicorn
+
+    from trimtab.demo.server import build_app
+
+    app_ = build_app(data_dir=data_dir)
+    url = f"http://{host}:{port}/"
+    console.print(f"[bold]The Daily Trim[/] — trimtab demo running at [link={url}]{url}[/link]")
+    console.print(
+        "Accept the consent banner, then scroll an article past 75 %, hover its picture for "
+        "3 s, or read several stories of one category: the slots change while you read, and "
+        "the “why am I seeing this” panel says why. Ctrl-C stops."
+    )
+    uvicorn.run(app_, host=host, port=port, log_level="warning", ws="websockets-sansio")
+
+
 def _print_timings(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> None:
     table = Table(title=title)
     for column in columns:
