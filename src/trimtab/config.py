@@ -99,6 +99,9 @@ class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     features: dict[str, FeatureDecl] = {}
     slots: dict[str, SlotDecl] = {}
+    # Metric and experiment declarations are validated by trimtab.experiments.spec.
+    metrics: dict[str, Any] = {}
+    experiments: dict[str, Any] = {}
     source: str = ""  # the file it came from (set by the loader)
 
     def feature_specs(self) -> list[FeatureSpec]:
@@ -143,7 +146,7 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
     """Validate a config already parsed into Python objects."""
     if not isinstance(data, dict):
         raise ConfigError(source, "$", "the config must be a mapping at the top level")
-    known = {"site", "storage", "features", "slots"}
+    known = {"site", "storage", "features", "slots", "metrics", "experiments"}
     for key in data:
         if key not in known:
             raise ConfigError(
@@ -154,6 +157,8 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
         storage=_convert(data.get("storage") or {}, StorageSection, "$.storage", source),
         features=_convert_named(data.get("features"), FeatureDecl, "$.features", source),
         slots=_convert_named(data.get("slots"), SlotDecl, "$.slots", source),
+        metrics=_mapping(data.get("metrics"), "$.metrics", source),
+        experiments=_mapping(data.get("experiments"), "$.experiments", source),
     )
     config.source = source
     _check(config, source)
@@ -169,6 +174,14 @@ def _convert(value: Any, kind: type, where: str, source: str) -> Any:
         if not sep:
             reason, at = str(exc), "$`"
         raise ConfigError(source, where + at.rstrip("`")[1:], _friendly(reason)) from None
+
+
+def _mapping(value: Any, where: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, where, f"expected a mapping of names, got {type(value).__name__}")
+    return value
 
 
 def _convert_named(value: Any, kind: type, where: str, source: str) -> dict[str, Any]:
@@ -215,6 +228,10 @@ def _check(config: SiteConfig, source: str) -> None:
         raise ConfigError(source, "$.slots", "declare at least one slot")
     for slot_name, slot in config.slots.items():
         _check_slot(source, f"$.slots.{slot_name}", slot)
+    if config.metrics or config.experiments:
+        from trimtab.experiments import spec
+
+        spec.check(config, source)
 
 
 def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
