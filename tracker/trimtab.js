@@ -1,0 +1,464 @@
+/* trimtab.js: consent-first behaviour tracker, flicker-free slot swaps. Protocol: docs/protocol.md */
+(() => {
+  'use strict';
+  const W = window, D = document, N = navigator, H = D.documentElement;
+  if (W.trimtab && W.trimtab.consent) return; // loaded twice
+  const me = D.currentScript || D.querySelector('script[data-key]') || { dataset: {} };
+  const cfg = me.dataset;
+  const num = (v, d) => (v > 0 || v === '0' ? +v : d);
+  const KEY = cfg.key || '';
+  const BASE = (cfg.endpoint || (me.src ? new URL(me.src).origin : location.origin)).replace(/\/$/, '');
+  const QS = '?key=' + encodeURIComponent(KEY);
+  const HIDE = num(cfg.hideMs, 300), FLUSH = num(cfg.flushMs, 1000), BATCH = num(cfg.batch, 20) || 1;
+  const MAXQ = 500, SESSION = 18e5, GUARD = 1500, LS = 'localStorage', SS = 'sessionStorage';
+  const now = Date.now, perf = () => performance.now();
+
+  // Storage: only after consent; may throw.
+  const st = (area, k, v) => {
+    try {
+      const s = W[area];
+      if (v === undefined) return s.getItem(k);
+      v === null ? s.removeItem(k) : s.setItem(k, v);
+    } catch (e) {}
+    return null;
+  };
+  const rid = () => [...crypto.getRandomValues(new Uint32Array(4))].map((n) => n.toString(36)).join('');
+  const cut = (s, n) => String(s == null ? '' : s).slice(0, n);
+  const ready = (f) => (D.readyState === 'loading' ? D.addEventListener('DOMContentLoaded', f) : f());
+  const slots = () => [...D.querySelectorAll('[data-tt-slot]')];
+  const names = () => slots().map((s) => s.dataset.ttSlot);
+
+  let on = false, pers = false, listening = false; // tracking / personalization consent
+  let uid = '', sid = '', lastAt = 0, pageCat = '';
+  let q = [], unacked = [], dropped = 0, sent = 0, rejected = 0, posting = false;
+  let ws = null, attempt = 0, conns = 0, reconnects = 0, stopWs = false, error = '';
+  let flushT = 0, hideT = 0, revealed = false, got = '', io = null;
+  const variants = {};
+  const subs = { decision: [], swap: [], exposure: [] };
+  const fire = (n, ...a) => subs[n].forEach((f) => { try { f(...a); } catch (e) {} });
+
+  // -- events, queue, transport
+  const ev = (kind, fields) => {
+    if (!on) return;
+    const t = now();
+    if (t - lastAt > SESSION) newSession();
+    st(SS, 'tt_sat', (lastAt = t));
+    push({ kind, event_id: rid(), user_id: uid, session_id: sid, ts: t, page: path(), page_category: pageCat,
+      ...fields });
+  };
+  const trim = () => {
+    const x = q.length - MAXQ;
+    if (x > 0) { q.splice(0, x); dropped += x; } // drop oldest
+  };
+  const push = (e) => {
+    q.push(e);
+    trim();
+    if (q.length >= BATCH) flush();
+    else if (!flushT) flushT = setTimeout(flush, FLUSH);
+  };
+  const url = (p) => BASE + p + QS;
+  const backoff = () => {
+    const d = Math.min(3e4, 500 * 2 ** attempt++);
+    return d / 2 + (Math.random() * d) / 2;
+  };
+  // Bodies are text/plain: no CORS preflight, same as sendBeacon.
+  const unflush = () => { clearTimeout(flushT); flushT = 0; };
+  const flush = () => {
+    unflush();
+    if (!on || !q.length) return;
+    if (ws && ws.readyState === 1) {
+      while (q.length) {
+        const b = q.splice(0, BATCH);
+        ws.send(JSON.stringify({ type: 'events', events: b }));
+        unacked.push(b); // re-sent (same ids) if no ack
+      }
+    } else if (!posting) {
+      const b = q.splice(0, 50);
+      posting = true;
+      fetch(url('/v1/events'), { method: 'POST', body: JSON.stringify(b), keepalive: true, credentials: 'omit' })
+        .then((r) => {
+          if (r.status === 429 || r.status >= 500) throw 0;
+          if (!r.ok) dropped += b.length; // 4xx: never accepted
+          else sent += b.length;
+          posting = false;
+          if (q.length) flush();
+        })
+        .catch(() => {
+          posting = false;
+          q.unshift(...b);
+          trim();
+          unflush();
+          flushT = setTimeout(flush, backoff());
+        });
+    }
+  };
+  const beacon = () => {
+    unflush();
+    while (on && q.length && N.sendBeacon) {
+      const b = q.slice(0, 50);
+      if (!N.sendBeacon(url('/v1/events'), JSON.stringify(b))) break;
+      q.splice(0, b.length);
+      sent += b.length;
+    }
+  };
+  const path = () => cut(location.pathname, 128);
+  const hello = () => ({ user_id: uid, session_id: sid, page: path(), page_category: pageCat,
+    slots: pers ? names() : [] });
+  const connect = () => {
+    if (!on || ws || stopWs || !W.WebSocket) return;
+    const s = (ws = new WebSocket(BASE.replace(/^http/, 'ws') + '/v1/live' + QS));
+    const first = ++conns === 1;
+    let n = 0;
+    s.onopen = () => {
+      s.send(JSON.stringify({ type: 'hello', ...hello() }));
+      flush();
+    };
+    s.onmessage = (m) => {
+      let d;
+      try { d = JSON.parse(m.data); } catch (e) { return; }
+      if (d.type === 'ack') {
+        attempt = 0;
+        const b = unacked.shift();
+        if (b) sent += b.length;
+        rejected += (d.rejected || []).length;
+      } else if (d.type === 'decisions') {
+        attempt = 0;
+        // hello answer vs POST /v1/decide: first wins
+        if (!n++ && first && got === 'p') return;
+        got = got || 'w';
+        decide(d.decisions);
+      } else if (d.type === 'error') error = cut(d.reason, 200);
+    };
+    s.onclose = (e) => {
+      if (ws !== s) return;
+      ws = null;
+      q.unshift(...unacked.flat());
+      unacked = [];
+      trim();
+      if (!on) return;
+      if (e.code === 4401 || e.code === 4403) stopWs = true;
+      else { reconnects++; setTimeout(connect, backoff()); }
+      flush(); // HTTP fallback
+    };
+  };
+
+  // -- identity, consent
+  const newSession = () => {
+    sid = rid();
+    st(SS, 'tt_sid', sid);
+    st(SS, 'tt_sat', (lastAt = now()));
+    ev('context', context());
+  };
+  const context = () => {
+    const ua = N.userAgent;
+    const device = /iPad|Tablet/i.test(ua) ? 'tablet' : /Mobi|Android/.test(ua) ? 'mobile' : 'desktop';
+    const fam = [['Edge', /Edg\//], ['Firefox', /Firefox\//], ['Chrome', /Chrome\/|CriOS/], ['Safari', /Safari\//]]
+      .find((f) => f[1].test(ua));
+    return { device, viewport_w: innerWidth, viewport_h: innerHeight, ua_family: fam ? fam[0] : 'Other',
+      tz_offset_min: -new Date().getTimezoneOffset(), language: cut(N.language, 32) };
+  };
+  const start = (p, explicit) => {
+    const was = on, wasPers = pers;
+    on = true;
+    pers = !!p.personalization;
+    uid = st(LS, 'tt_uid') || rid();
+    st(LS, 'tt_uid', uid);
+    if (!was) {
+      sid = st(SS, 'tt_sid');
+      lastAt = +st(SS, 'tt_sat') || 0;
+    }
+    const fresh = !sid || now() - lastAt > SESSION;
+    if (fresh) { lastAt = now(); newSession(); }
+    if (explicit || fresh) ev('consent', { purposes: { analytics: true, personalization: pers } });
+    if (!was) {
+      ev('page_view', { url: cut(location.href, 2048), title: cut(D.title, 512),
+        referrer: cut(D.referrer, 2048), slots: names() });
+      listen();
+      connect();
+    }
+    if (pers && !wasPers) {
+      got = '';
+      fetch(url('/v1/decide'), { method: 'POST', credentials: 'omit',
+        body: JSON.stringify(hello()) })
+        .then((r) => (r.ok ? r.json() : null))
+        .then((j) => { if (j && !got) { got = 'p'; decide(j.decisions); } })
+        .catch(() => {});
+      if (was && ws) { conns = 0; ws.close(); } // re-hello with the slots
+    }
+    if (!pers) restore();
+  };
+  const stop = () => {
+    on = pers = false;
+    q = [];
+    unacked = [];
+    if (ws) ws.close();
+    ['tt_uid', 'tt_consent'].forEach((k) => st(LS, k, null));
+    ['tt_sid', 'tt_sat'].forEach((k) => st(SS, k, null));
+    away();
+    vis.clear();
+    restore();
+  };
+  const consent = (p) => {
+    p = { analytics: !!(p && p.analytics), personalization: !!(p && p.analytics && p.personalization) };
+    ready(() => {
+      if (!p.analytics) return stop();
+      st(LS, 'tt_consent', JSON.stringify(p));
+      start(p, true);
+    });
+  };
+
+  // -- slots: decide, render, swap guard, exposure
+  const sx = (el) => el._tt || (el._tt = { def: el.innerHTML, t: -1e9, inside: false });
+  const decide = (list) => {
+    if (!pers || !Array.isArray(list)) return;
+    for (const d of list) {
+      const el = d && D.querySelector('[data-tt-slot="' + CSS.escape(String(d.slot)) + '"]');
+      if (!el) continue;
+      fire('decision', d);
+      apply(el, d);
+    }
+    reveal();
+  };
+  const apply = (el, d) => {
+    const x = sx(el);
+    clearTimeout(x.w);
+    x.pend = null;
+    if (d.variant === x.shown) return;
+    if (revealed && (x.inside || perf() - x.t < GUARD)) {
+      x.pend = d; // not under the pointer: wait
+      if (!x.inside) x.w = setTimeout(() => apply(el, d), GUARD - (perf() - x.t) + 20);
+      return;
+    }
+    render(el, d);
+  };
+  const render = (el, d) => {
+    const x = sx(el), p = d.payload;
+    forget(el);
+    el.innerHTML = p && typeof p.html === 'string' ? p.html : x.def;
+    x.shown = variants[d.slot] = d.variant;
+    el.dataset.ttVariant = d.variant;
+    if (revealed) { // replay fade-in class
+      el.classList.remove('tt-in');
+      void el.offsetWidth;
+      el.classList.add('tt-in');
+    }
+    x.exp = { slot: d.slot, variant: d.variant, decision_id: cut(d.decision_id, 128) };
+    if (io) el.querySelectorAll('[data-tt-id]').forEach((c) => io.observe(c));
+    fire('swap', el, d);
+    if (x.vis && revealed) expose(el);
+  };
+  const restore = () => slots().forEach((el) => {
+    const x = el._tt;
+    if (!x || x.shown == null) return;
+    forget(el);
+    el.innerHTML = x.def;
+    x.shown = x.pend = x.exp = null;
+    delete el.dataset.ttVariant;
+  });
+  const forget = (el) => el.querySelectorAll('[data-tt-id]').forEach((c) => {
+    hoverEnd(c);
+    const s = vis.get(c);
+    if (s) { vOff(c, s); vis.delete(c); }
+    if (io) io.unobserve(c);
+  });
+  const expose = (el) => {
+    const e = el._tt.exp;
+    if (!e) return;
+    el._tt.exp = null;
+    ev('exposure', e);
+    fire('exposure', e);
+  };
+  const reveal = () => {
+    if (revealed) return;
+    revealed = true;
+    clearTimeout(hideT);
+    H.classList.remove('tt-hide');
+    slots().forEach((el) => el._tt && el._tt.vis && expose(el));
+  };
+
+  // -- behaviour: hover, visibility, scroll, clicks
+  const desc = (el) => ({ element: cut(el.dataset.ttId, 128), element_kind: cut(el.dataset.ttKind, 64),
+    category: cut(el.dataset.ttCat, 64) });
+  const hov = new Map();
+  const dwell = (el, h, end) => {
+    const ms = Math.round(perf() - h.t0 - h.sent);
+    if (ms <= 0 || (end && ms < 100)) return;
+    h.sent += ms;
+    ev('hover', { ...desc(el), dwell_ms: ms });
+  };
+  const hoverStart = (el) => {
+    if (hov.has(el)) return;
+    const h = { t0: perf(), sent: 0 };
+    h.ti = [1000, 3000].map((ms) => setTimeout(() => dwell(el, h), ms));
+    hov.set(el, h);
+  };
+  const hoverEnd = (el) => {
+    const h = hov.get(el);
+    if (!h) return;
+    hov.delete(el);
+    h.ti.forEach(clearTimeout);
+    dwell(el, h, true);
+  };
+
+  // Visible while >= 50 % on screen (or half the viewport); reported from 1 s, then every 5 s.
+  const vis = new Map();
+  const vTotal = (s) => s.acc + (s.t0 ? perf() - s.t0 : 0);
+  const vReport = (el, s) => {
+    const t = vTotal(s), ms = Math.round(t - s.sent);
+    if (t < 1000 || ms < 100) return;
+    s.sent += ms;
+    ev('visible', { ...desc(el), visible_ms: ms, fraction: Math.min(1, Math.round(s.frac * 100) / 100) });
+  };
+  const vOn = (el, s) => {
+    if (s.t0 || D.hidden || !on) return;
+    s.t0 = perf();
+    const tick = () => {
+      const t = vTotal(s);
+      s.ti = setTimeout(() => { vReport(el, s); tick(); }, t < 1000 ? 1005 - t : 5000);
+    };
+    tick();
+  };
+  const vOff = (el, s) => {
+    clearTimeout(s.ti);
+    if (!s.t0) return;
+    s.acc += perf() - s.t0;
+    s.t0 = 0;
+    vReport(el, s);
+  };
+  const seen = (entries) => entries.forEach((e) => {
+    const el = e.target, r = e.intersectionRatio;
+    const v = e.isIntersecting && (r >= 0.5 || e.intersectionRect.height >= innerHeight / 2);
+    if (el.dataset.ttSlot != null) {
+      sx(el).vis = v;
+      if (v && revealed) expose(el);
+    }
+    if (!el.dataset.ttId || !on) return;
+    let s = vis.get(el);
+    if (!s) vis.set(el, (s = { acc: 0, t0: 0, sent: 0, frac: 0 }));
+    if (r > s.frac) s.frac = r;
+    s.v = v;
+    v ? vOn(el, s) : vOff(el, s);
+  });
+
+  // Scroll: the listener sets a flag; requestAnimationFrame samples.
+  let sPend = false, gest = null, ly = 0, lt = 0, last = 0, maxD = 0, sentD = 0, endT = 0;
+  const depth = () => {
+    const h = H.scrollHeight;
+    return h ? Math.min(1, (scrollY + innerHeight) / h) : 1;
+  };
+  const sEmit = (d) => {
+    const v = gest.v.slice().sort((a, b) => a - b), m = v.length ? v[v.length >> 1] : 0;
+    ev('scroll', { depth: Math.round(d * 1000) / 1000,
+      velocity: Math.round(Math.min(m, 1e5) * (scrollY < gest.y0 ? -1 : 1)) });
+  };
+  const sample = () => {
+    sPend = false;
+    if (!on) return;
+    const t = perf(), y = scrollY;
+    if (!gest) gest = { y0: ly, v: [] };
+    else if (y !== ly) gest.v.push((Math.abs(y - ly) * 1000) / Math.max(t - lt, 8));
+    if (!gest.v.length && y !== ly) gest.v.push(Math.abs(y - ly) * 60);
+    ly = y;
+    lt = last = t;
+    const d = depth();
+    if (d > maxD) maxD = d;
+    if (maxD - sentD >= 0.05) { sentD = maxD; sEmit(d); }
+    if (!endT) endT = setTimeout(sEnd, 150);
+  };
+  const sEnd = () => {
+    const idle = perf() - last;
+    if (idle < 150) { endT = setTimeout(sEnd, 150 - idle); return; }
+    endT = 0;
+    if (gest && gest.v.length) sEmit(depth());
+    gest = null;
+  };
+
+  const away = () => {
+    hov.forEach((h, el) => hoverEnd(el));
+    vis.forEach((s, el) => vOff(el, s));
+    beacon();
+  };
+  const slotTouch = (e) => {
+    const s = e.target.closest && e.target.closest('[data-tt-slot]');
+    if (s) sx(s).t = perf();
+  };
+  const listen = () => {
+    if (listening) return;
+    listening = true;
+    ly = scrollY;
+    maxD = sentD = depth();
+    addEventListener('scroll', () => {
+      if (!sPend) { sPend = true; requestAnimationFrame(sample); }
+    }, { passive: true });
+    // capture sees the non-bubbling pointerenter/leave
+    D.addEventListener('pointerenter', (e) => {
+      const t = e.target;
+      if (!t.dataset) return;
+      if (t.dataset.ttSlot != null) sx(t).inside = true;
+      if (t.dataset.ttId && on) hoverStart(t);
+    }, true);
+    D.addEventListener('pointerleave', (e) => {
+      const t = e.target;
+      if (!t.dataset) return;
+      if (t.dataset.ttSlot != null) {
+        const x = sx(t);
+        x.inside = false;
+        x.t = perf();
+        if (x.pend) apply(t, x.pend);
+      }
+      if (t.dataset.ttId) hoverEnd(t);
+    }, true);
+    ['pointerdown', 'keydown', 'focusin'].forEach((n) => D.addEventListener(n, slotTouch, true));
+    D.addEventListener('click', (e) => {
+      const el = e.target.closest && e.target.closest('[data-tt-id]');
+      if (el) ev('click', desc(el));
+    }, true);
+    addEventListener('pagehide', away);
+    D.addEventListener('visibilitychange', () => {
+      if (D.hidden) away();
+      else { vis.forEach((s, el) => s.v && vOn(el, s)); connect(); }
+    });
+    if (W.IntersectionObserver) {
+      io = new IntersectionObserver(seen, { threshold: [...Array(11)].map((_, i) => i / 10) });
+      D.querySelectorAll('[data-tt-id],[data-tt-slot]').forEach((el) => io.observe(el));
+    }
+  };
+
+  // -- API, start-up
+  const api = {
+    consent,
+    track: (name, value) => ev('custom', { name: cut(name, 128),
+      value: value && typeof value == 'object' ? String(value) : value ?? null }),
+    on: (name, fn) => { if (subs[name]) subs[name].push(fn); },
+    flush,
+    push: (fn) => fn(api),
+    state: () => ({
+      consent: on ? { analytics: true, personalization: pers } : null, user_id: uid, session_id: sid,
+      queued: q.length, unacked: unacked.reduce((n, b) => n + b.length, 0), sent, dropped, rejected,
+      ws: ws ? ['connecting', 'open', 'closing', 'closed'][ws.readyState] : 'none',
+      reconnects, error, revealed, variants: { ...variants },
+    }),
+  };
+  const pre = W.trimtab;
+  W.trimtab = api;
+
+  let stored = null;
+  try { stored = JSON.parse(st(LS, 'tt_consent')); } catch (e) {}
+  const implied = cfg.consent === 'implied' && N.globalPrivacyControl !== true;
+  const initial = stored && stored.analytics ? stored : implied ? { analytics: true, personalization: true } : null;
+  if (initial && initial.personalization && HIDE > perf()) {
+    // Anti-flicker: hide slots until a decision or the budget (from navigation start).
+    const css = D.createElement('style');
+    css.textContent = '.tt-hide [data-tt-slot]{visibility:hidden}';
+    (D.head || H).appendChild(css);
+    H.classList.add('tt-hide');
+    hideT = setTimeout(reveal, HIDE - perf());
+  }
+  ready(() => {
+    pageCat = cut((D.querySelector('meta[name="tt-category"]') || {}).content, 64);
+    slots().forEach(sx);
+    if (initial) start(initial, false);
+    if (!hideT) reveal();
+    if (Array.isArray(pre)) pre.forEach((f) => { try { f(api); } catch (e) {} });
+  });
+})();
