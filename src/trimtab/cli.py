@@ -198,6 +198,70 @@ def bench_core(
     console.print(f"[dim]took {time.perf_counter() - started:.1f} s[/]")
 
 
+@bench_app.command("live")
+def bench_live(
+    sessions: Annotated[int, typer.Option(help="Concurrent live WebSocket sessions.")] = 200,
+    seconds: Annotated[float, typer.Option(help="How long to drive them.")] = 15.0,
+    interval_ms: Annotated[
+        float, typer.Option(help="Mean gap between a session's batches.")
+    ] = 250.0,
+) -> None:
+    """The live loop: event batch arriving → adjustment leaving, under many WebSocket sessions."""
+    from trimtab.bench import live
+
+    with console.status(f"driving {sessions} live sessions for {seconds:.0f} s…"):
+        result = live.run(sessions=sessions, seconds=seconds, interval_ms=interval_ms)
+    server = result.server
+    rows = [
+        (
+            "sessions / batches / events sent",
+            f"{result.sessions} / {result.batches_sent:,} / {result.events_sent:,}",
+            "-",
+            "-",
+        ),
+        ("adjustments pushed", f"{server.get('pushes', 0):,}", "-", "-"),
+        (
+            "server: events arrive → adjustment leaves",
+            f"{server.get('median_us', 0) / 1000:.2f} ms",
+            f"{server.get('p99_us', 0) / 1000:.2f} ms",
+            "p99 ≤ 10 ms",
+        ),
+        (
+            "client round trip (batch sent → push read)",
+            f"{result.client_median_us / 1000:.2f} ms",
+            f"{result.client_p99_us / 1000:.2f} ms",
+            "-",
+        ),
+    ]
+    _print_timings("trimtab bench live", rows, ("measure", "median", "p99", "target"))
+    console.print(
+        f"throughput: {result.batches_sent / result.seconds:,.0f} batches/s, "
+        f"max server latency {server.get('max_us', 0) / 1000:.2f} ms"
+    )
+    size = _tracker_size()
+    if size is not None:
+        console.print(f"tracker /t.js: {size[0]:,} bytes, {size[1]:,} bytes gzipped (budget 6,144)")
+
+
+def _tracker_size() -> tuple[int, int] | None:
+    import gzip
+
+    from trimtab.collector import TRACKER_PATHS
+
+    for path in TRACKER_PATHS:
+        if path.is_file():
+            raw = path.read_bytes()
+            return len(raw), len(gzip.compress(raw, 9))
+    return None
+
+
+@bench_app.command("all")
+def bench_all(ctx: typer.Context) -> None:
+    """Every benchmark in turn (what `make bench` runs)."""
+    ctx.invoke(bench_core, quick=False)
+    ctx.invoke(bench_live, sessions=200, seconds=15.0, interval_ms=250.0)
+
+
 def _json_default(value: Any) -> Any:
     return str(value)
 

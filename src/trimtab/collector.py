@@ -15,7 +15,9 @@ import contextlib
 import gzip
 import hmac
 import logging
+import statistics
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,7 @@ class Collector:
         self.hub = LiveHub(lambda: self.runtime.engine, render)
         self.metrics = Metrics()
         self.started = time.time()
+        self.push_latency_s: deque[float] = deque(maxlen=200_000)
         self._tracker: tuple[bytes, bytes] | None = None
 
     # -- checks -----------------------------------------------------------------------------
@@ -210,7 +213,12 @@ class Collector:
             m.events.labels("no_consent").inc(dropped)
         return len(kept), errors, changed
 
-    async def push(self, changed: set[tuple[str, str]]) -> int:
+    async def push(self, changed: set[tuple[str, str]], arrived: float | None = None) -> int:
+        """Send each open page of the changed sessions the slots whose decision moved.
+
+        ``arrived`` (a perf_counter reading taken when the events arrived) lets the loop's
+        latency, arrival to adjustment leaving, be recorded per push.
+        """
         pushes = self.hub.refresh(changed)
         sent = 0
         for conn, decisions in pushes:
@@ -221,6 +229,8 @@ class Collector:
                 with contextlib.suppress(Exception):
                     await conn.send(message)
                     sent += len(decisions)
+                    if arrived is not None:
+                        self.push_latency_s.append(time.perf_counter() - arrived)
         self.metrics.pushes.inc(sent)
         return sent
 
@@ -270,7 +280,7 @@ def create_app(
             accepted, errors, changed = collector.accept_events(body)
         except BatchError as exc:
             return _error(400, str(exc), cors)
-        await collector.push(changed)
+        await collector.push(changed, started)
         collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
         rejected = [{"index": e.index, "path": e.path, "reason": e.reason} for e in errors]
         return JSONResponse({"accepted": accepted, "rejected": rejected}, headers=cors)
@@ -372,7 +382,7 @@ def create_app(
                         await send(_json.encode({"type": "error", "reason": str(exc)}))
                         continue
                     conn.personalize = collector.gate.personalization_allowed(conn.user_id)
-                    await collector.push(changed)
+                    await collector.push(changed, started)
                     collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
                     await send(
                         _json.encode(
@@ -456,6 +466,29 @@ def create_app(
         )
         return Response(_json.encode(records), media_type="application/json")
 
+    async def latency(request: Request) -> Response:
+        denied = collector.check_admin(request)
+        if denied is not None:
+            return denied
+        samples = sorted(collector.push_latency_s)
+        if request.query_params.get("reset"):
+            collector.push_latency_s.clear()
+        if not samples:
+            return JSONResponse({"pushes": 0})
+
+        def at(q: float) -> float:
+            return samples[min(len(samples) - 1, int(q * len(samples)))] * 1e6
+
+        return JSONResponse(
+            {
+                "pushes": len(samples),
+                "median_us": statistics.median(samples) * 1e6,
+                "p90_us": at(0.90),
+                "p99_us": at(0.99),
+                "max_us": samples[-1] * 1e6,
+            }
+        )
+
     routes: list[Any] = [
         Route("/v1/events", events, methods=["POST"]),
         Route("/v1/events", preflight, methods=["OPTIONS"]),
@@ -467,6 +500,7 @@ def create_app(
         Route("/metrics", metrics),
         Route("/v1/admin/reload", reload, methods=["POST"]),
         Route("/v1/admin/decisions", recent_decisions),
+        Route("/v1/admin/latency", latency),
         Route("/v1/users/{user_id}", erase, methods=["DELETE"]),
         *(extra_routes or []),
     ]
