@@ -32,7 +32,7 @@ def _load(config: Path):
     try:
         return load_config(config)
     except ConfigError as exc:
-        err.print(f"[bold red]invalid config[/] {exc}")
+        err.print(f"[bold red]invalid config[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 

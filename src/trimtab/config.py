@@ -240,7 +240,9 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
         raise ConfigError(source, f"{where}.variants", "declare at least one variant")
     if slot.default not in slot.variants:
         raise ConfigError(
-            source, f"{where}.default", f"variant {slot.default!r} is not declared ({declared})"
+            source,
+            f"{where}.default",
+            f"variant {slot.default!r} is not declared (declared: {declared})",
         )
     seen_ids: set[str] = set()
     for i, rule in enumerate(slot.rules):
@@ -260,7 +262,9 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
                 raise ConfigError(source, f"{at}.condition{inner}", exc.reason) from None
         if rule.force is not None and rule.force not in slot.variants:
             raise ConfigError(
-                source, f"{at}.force", f"variant {rule.force!r} is not declared ({declared})"
+                source,
+                f"{at}.force",
+                f"variant {rule.force!r} is not declared (declared: {declared})",
             )
         if rule.coverage is not None and not 0.0 <= rule.coverage <= 1.0:
             raise ConfigError(source, f"{at}.coverage", "must be between 0 and 1")
@@ -273,7 +277,9 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
             for arm in arms:
                 if arm not in slot.variants:
                     raise ConfigError(
-                        source, f"{at}.policy.arms", f"variant {arm!r} is not declared ({declared})"
+                        source,
+                        f"{at}.policy.arms",
+                        f"variant {arm!r} is not declared (declared: {declared})",
                     )
 
 
@@ -284,7 +290,9 @@ def _check_experiment(source: str, at: str, rule: RuleDecl, slot: SlotDecl, decl
     for j, v in enumerate(variations):
         if v not in slot.variants:
             raise ConfigError(
-                source, f"{at}.variations[{j}]", f"variant {v!r} is not declared ({declared})"
+                source,
+                f"{at}.variations[{j}]",
+                f"variant {v!r} is not declared (declared: {declared})",
             )
     if rule.weights is not None:
         if len(rule.weights) != len(variations):
