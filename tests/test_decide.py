@@ -214,3 +214,90 @@ def test_random_rules_agree_with_growthbook(coverage, weights, version, depth):
         attrs = {"id": f"u{rnd.randrange(10**6)}", "depth": depth}
         gb.set_attributes(attrs)
         assert decide(engine, **attrs).variant == gb.eval_feature("hero").value
+
+
+def test_sticky_experiment_keeps_the_assignment_when_weights_change(tmp_path):
+    from trimtab.runtime import Runtime
+
+    def config(weights, bucket_version=0):
+        return parse_config(
+            {
+                "slots": {
+                    "hero": {
+                        "default": "a",
+                        "variants": {"a": {}, "b": {}},
+                        "rules": [
+                            {
+                                "id": "t",
+                                "key": "hero-test",
+                                "variations": ["a", "b"],
+                                "weights": weights,
+                                "sticky": True,
+                                "bucketVersion": bucket_version,
+                            }
+                        ],
+                    }
+                }
+            },
+            "<test>",
+        )
+
+    rt = Runtime(config([0.5, 0.5]), tmp_path)
+    first = {f"u{i}": rt.decide(f"u{i}", "s")[0] for i in range(200)}
+    rt.flush()
+    rt.reload(config([0.0, 1.0]))  # everyone would now get b...
+    for user, before in first.items():
+        again = rt.decide(user, "s")[0]
+        assert again.variant == before.variant  # ...but assignments stick
+        assert again.propensity == before.propensity == 0.5
+        assert "sticky" in again.reason
+    rt.close()
+    restarted = Runtime(config([0.0, 1.0]), tmp_path)  # and survive a restart
+    assert all(restarted.decide(u, "s")[0].variant == d.variant for u, d in first.items())
+    restarted.reload(config([0.0, 1.0], bucket_version=1))  # a new bucket version re-buckets
+    assert {restarted.decide(u, "s")[0].variant for u in first} == {"b"}
+    restarted.close()
+
+
+def test_sticky_is_only_for_experiments():
+    from trimtab.config import ConfigError
+
+    data = {
+        "slots": {
+            "hero": {
+                "default": "a",
+                "variants": {"a": {}, "b": {}},
+                "rules": [{"force": "b", "sticky": True}],
+            }
+        }
+    }
+    with pytest.raises(ConfigError, match="only experiment rules can be sticky"):
+        parse_config(data, "<test>")
+
+
+def test_global_holdout_sees_defaults_and_propensities_stay_exact():
+    data = {
+        "site": {"holdout": 0.1},
+        "slots": {
+            "hero": {
+                "default": "a",
+                "variants": {"a": {}, "b": {}},
+                "rules": [{"id": "t", "key": "t", "variations": ["a", "b"], "hashVersion": 2}],
+            }
+        },
+    }
+    engine = Engine(parse_config(data, "<test>"))
+    n = 20_000
+    counts: Counter = Counter()
+    by_source: dict[str, set[float]] = {}
+    for i in range(n):
+        d = engine.decide_attrs({"id": f"user-{i}"})[0]
+        counts[(d.source, d.variant)] += 1
+        by_source.setdefault(f"{d.source}:{d.variant}", set()).add(round(d.propensity, 9))
+    held = counts[("holdout", "a")]
+    assert abs(held / n - 0.1) < 4 * (0.1 * 0.9 / n) ** 0.5
+    # P(a) = 0.1 + 0.9 * 0.5 for everyone who sees a; P(b) = 0.9 * 0.5
+    assert by_source["holdout:a"] == by_source["experiment:a"] == {0.55}
+    assert by_source["experiment:b"] == {0.45}
+    seen_a = (counts[("holdout", "a")] + counts[("experiment", "a")]) / n
+    assert abs(seen_a - 0.55) < 4 * (0.55 * 0.45 / n) ** 0.5

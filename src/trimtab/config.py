@@ -45,6 +45,10 @@ class SiteSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_burst: int = 200
     max_body_bytes: int = 256 * 1024
     decide_deadline_ms: float = 50.0
+    # A global holdout: this share of users always sees every slot's default, which measures
+    # what all adjustments together are worth.
+    holdout: float = 0.0
+    holdout_seed: str = "trimtab-holdout"
 
 
 class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +89,10 @@ class RuleDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     range: tuple[float, float] | None = None
     name: str = ""
     policy: dict[str, Any] | None = None
+    # Sticky assignment: once bucketed, a user keeps the variation (even if weights, coverage or
+    # the condition change) until bucketVersion is raised.
+    sticky: bool = False
+    bucket_version: int = msgspec.field(default=0, name="bucketVersion")
 
 
 class SlotDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -226,6 +234,8 @@ def _check(config: SiteConfig, source: str) -> None:
         raise ConfigError(source, "$.features", str(exc)) from None
     if not config.slots:
         raise ConfigError(source, "$.slots", "declare at least one slot")
+    if not 0.0 <= config.site.holdout < 1.0:
+        raise ConfigError(source, "$.site.holdout", "must be at least 0 and below 1")
     for slot_name, slot in config.slots.items():
         _check_slot(source, f"$.slots.{slot_name}", slot)
     if config.metrics or config.experiments:
@@ -272,6 +282,8 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
             raise ConfigError(source, f"{at}.hashVersion", "must be 1 or 2")
         if rule.variations is not None:
             _check_experiment(source, at, rule, slot, declared)
+        elif rule.sticky:
+            raise ConfigError(source, f"{at}.sticky", "only experiment rules can be sticky")
         if rule.policy is not None:
             arms = rule.policy.get("arms", list(slot.variants))
             for arm in arms:

@@ -52,6 +52,12 @@ class Decision(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     payload: dict[str, Any] | None = None
 
 
+STICKY_ATTRIBUTE = "_sticky"
+
+# Called when a sticky experiment assigns a user: (user id, sticky key, variation, propensity).
+AssignCallback = Callable[[str, str, int, float], None]
+
+
 class PolicyChooser(Protocol):
     """What a ``policy`` rule needs from a bandit: an arm and its probability."""
 
@@ -81,7 +87,7 @@ class CompiledRule:
     # For random rules: the probability of each variant, and of any pick at all.
     shares: dict[str, float] = field(default_factory=dict)
     taken: float = 0.0
-    reason_prefix: str = ""
+    sticky_key: str = ""  # set for sticky experiment rules: "<key>__<bucketVersion>"
 
 
 @dataclass(slots=True)
@@ -191,6 +197,7 @@ def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
     return CompiledRule(
         shares=shares,
         taken=sum(shares.values()),
+        sticky_key=f"{key}__{rule.bucket_version}" if rule.sticky else "",
         kind=EXPERIMENT,
         seed=rule.seed or key,
         key=key,
@@ -216,9 +223,11 @@ class Engine:
         features_of: Callable[[str, str], dict[str, Any]] | None = None,
         log: Callable[[list[Decision], dict[str, Any]], None] | None = None,
         policies: Mapping[str, PolicyChooser] | None = None,
+        assign: AssignCallback | None = None,
     ) -> None:
         self.features_of = features_of or (lambda user, session: {"id": user})
         self.log = log
+        self.assign = assign
         self.policies: dict[str, PolicyChooser] = dict(policies or {})
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:06x}-"
@@ -228,6 +237,8 @@ class Engine:
         """Swap in a new config atomically (already validated by the loader)."""
         self.config = config
         self.slots = {name: compile_slot(name, decl) for name, decl in config.slots.items()}
+        self.holdout = config.site.holdout
+        self.holdout_seed = config.site.holdout_seed
 
     def decide(
         self,
@@ -251,11 +262,21 @@ class Engine:
         """Decide from attributes directly (the CLI, tests and benchmarks use this)."""
         names = self.slots.keys() if slots is None else slots
         decisions = []
+        held_out = self.holdout > 0.0 and self._in_holdout(attrs)
         for name in names:
             slot = self.slots.get(name)
             if slot is None:
                 continue
-            decision = self._decide_slot(slot, attrs)
+            if held_out:
+                decision = self._held_out(slot, attrs)
+            else:
+                decision = self._decide_slot(slot, attrs)
+                if self.holdout > 0.0:
+                    # the holdout shows the default:
+                    # P(v) = (1-h)·P(v | not held out) + h·[v = default]
+                    decision.propensity *= 1.0 - self.holdout
+                    if decision.variant == slot.default:
+                        decision.propensity += self.holdout
             decision.decision_id = f"{self._id_prefix}{next(self._ids):x}"
             decisions.append(decision)
         if self.log is not None and decisions:
@@ -281,6 +302,49 @@ class Engine:
                 )
         return out
 
+    def _in_holdout(self, attrs: Mapping[str, Any]) -> bool:
+        user = attrs.get("id")
+        if user is None or user == "":
+            return False
+        n = _hash(self.holdout_seed, str(user), 2)
+        return n is not None and n < self.holdout
+
+    def _held_out(self, slot: CompiledSlot, attrs: Mapping[str, Any]) -> Decision:
+        normal = self._rest(slot, 0, slot.default, 1.0, attrs)
+        return Decision(
+            slot=slot.name,
+            variant=slot.default,
+            source="holdout",
+            propensity=self.holdout + (1.0 - self.holdout) * normal,
+            reason=f"in the {self.holdout:.0%} global holdout: every slot shows its default",
+            payload=slot.variants[slot.default],
+        )
+
+    def _sticky(
+        self, slot: CompiledSlot, rule: CompiledRule, attrs: Mapping[str, Any]
+    ) -> Decision | None:
+        """The stored assignment of a sticky experiment, if this user has one."""
+        stored = attrs.get(STICKY_ATTRIBUTE)
+        if not stored:
+            return None
+        hit = stored.get(rule.sticky_key)
+        if hit is None or not 0 <= hit[0] < len(rule.variations):
+            return None
+        index, propensity = int(hit[0]), float(hit[1])
+        variant = rule.variations[index]
+        return Decision(
+            slot=slot.name,
+            variant=variant,
+            source="experiment",
+            rule_id=rule.rule_id,
+            propensity=propensity,
+            reason=f"experiment {rule.key}: variation {index} of {len(rule.variations)} "
+            "(sticky assignment)",
+            experiment=rule.key,
+            variation=index,
+            payload=slot.variants[variant],
+        )
+
     def _decide_slot(self, slot: CompiledSlot, attrs: Mapping[str, Any]) -> Decision:
         """Walk the rules once; the propensity is accumulated along the way (module doc).
 
@@ -291,6 +355,10 @@ class Engine:
         passed: dict[str, float] | None = None
         rules = slot.rules
         for pos, rule in enumerate(rules):
+            if rule.sticky_key:
+                kept = self._sticky(slot, rule, attrs)
+                if kept is not None:
+                    return kept
             if rule.condition is not None and not rule.condition(attrs):
                 continue
             kind = rule.kind
@@ -327,6 +395,10 @@ class Engine:
                     variant = rule.variations[index]
                     p = mass * rule.shares[variant] + (passed.get(variant, 0.0) if passed else 0.0)
                     p += self._rest(slot, pos + 1, variant, mass * (1.0 - rule.taken), attrs)
+                    if rule.sticky_key and self.assign is not None:
+                        user = attrs.get("id")
+                        if user:
+                            self.assign(str(user), rule.sticky_key, index, p)
                     return self._made(slot, rule, variant, "experiment", p, attrs, index, n)
             if passed is None:
                 passed = {}

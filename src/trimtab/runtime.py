@@ -21,7 +21,7 @@ from typing import Any
 
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import SiteConfig, load_config
-from trimtab.decide import Decision, Engine
+from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
@@ -42,7 +42,9 @@ class Runtime:
         self.state_store = SqliteStateStore(self.data_dir / "state.sqlite")
         self.decision_log = SqliteDecisionLog(self.data_dir / "decisions.sqlite")
         self.processor = FeatureProcessor(config.feature_specs())
-        self.engine = Engine(config, self.features_of, log=self.decision_log.record)
+        self.engine = Engine(
+            config, self.features_of, log=self.decision_log.record, assign=self._remember
+        )
         self.events_ingested = 0
         self.replayed = self._recover()
 
@@ -75,6 +77,15 @@ class Runtime:
 
     def decide(self, user_id: str, session_id: str, slots: Iterable[str] | None = None):
         return self.engine.decide(user_id, session_id, slots)
+
+    def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
+        """Keep a sticky experiment assignment in the user's state (persisted with it)."""
+        self._ensure_loaded((user_id,))
+        state = self.processor.states.get(user_id)
+        if state is None:
+            state = self.processor.states[user_id] = UserState(user_id=user_id)
+        state.values.setdefault(STICKY_ATTRIBUTE, {})[key] = [variation, propensity]
+        self.processor.dirty.add(user_id)
 
     def _ensure_loaded(self, user_ids: Iterable[str]) -> None:
         states = self.processor.states
