@@ -59,7 +59,7 @@ body { margin: 0; font: 16px sans-serif; }
 #img1 { display: block; width: 320px; height: 200px; margin: 16px; background: #c33; }
 .filler { height: 2600px; }
 </style>
-<script src="/t.js" data-key="pk_test" data-consent="$consent" data-flush-ms="200"
+<script src="/t.js" data-key="$key" data-consent="$consent" data-flush-ms="$flush"
   data-hide-ms="$hide" async></script>
 </head><body>
 <div id="hero" class="slot" data-tt-slot="hero"><h1 id="hero-default">Default hero</h1></div>
@@ -95,17 +95,22 @@ class Capture:
     """Records what the tracker sends; the test thread reads, the server thread appends."""
 
     def __init__(self) -> None:
+        self.key = "pk_test"
         self.requests: list[tuple[str, str]] = []
         self.http_batches: list[list[dict[str, Any]]] = []
         self.frames: list[tuple[int, dict[str, Any]]] = []  # (connection number, frame)
         self.connections = 0
         self.sockets: list[WebSocket] = []
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.silent = False  # answer no decisions (anti-flicker budget test)
+        self.silent = False  # never answer with decisions (anti-flicker budget test)
+        self.decide_answered = False
         self.kill_on_events = False  # close the socket on the next events frame, without ack
         self.lock = threading.Lock()
 
-    def reset(self) -> None:
+    def reset(self, key: str) -> None:
+        """Start a test: pages now carry ``key``; traffic with other keys (late beacons from an
+        earlier test's page) is answered but not recorded."""
+        self.key = key
         with self.lock:
             self.requests.clear()
             self.http_batches.clear()
@@ -113,6 +118,7 @@ class Capture:
             self.connections = 0
             self.sockets.clear()
         self.silent = False
+        self.decide_answered = False
         self.kill_on_events = False
 
     def events(self) -> list[dict[str, Any]]:
@@ -141,43 +147,52 @@ def build_app(cap: Capture) -> Starlette:
         cap.requests.append(("GET", request.url.path))
         consent = request.query_params.get("consent", "required")
         hide = request.query_params.get("hide", "300")
-        return HTMLResponse(PAGE.substitute(consent=consent, hide=hide))
+        flush = request.query_params.get("flush", "200")
+        return HTMLResponse(PAGE.substitute(key=cap.key, consent=consent, hide=hide, flush=flush))
 
     async def tracker(request: Request) -> FileResponse:
         cap.requests.append(("GET", request.url.path))
         return FileResponse(TRACKER, media_type="application/javascript")
 
     async def events(request: Request) -> JSONResponse:
-        cap.requests.append(("POST", request.url.path))
         body = await request.body()
-        with cap.lock:
-            cap.http_batches.append(json.loads(body))
+        if request.query_params.get("key") == cap.key:
+            cap.requests.append(("POST", request.url.path))
+            with cap.lock:
+                cap.http_batches.append(json.loads(body))
         result = decode_batch(body)
         rejected = [msgspec.to_builtins(e) for e in result.errors]
         return JSONResponse({"accepted": len(result.events), "rejected": rejected})
 
     async def decide(request: Request) -> JSONResponse:
-        cap.requests.append(("POST", request.url.path))
+        if request.query_params.get("key") == cap.key:
+            cap.requests.append(("POST", request.url.path))
         await request.body()
+        if cap.silent:
+            await asyncio.sleep(4.0)  # far beyond the hide budget under test
+        cap.decide_answered = True
         return JSONResponse({"decisions": [] if cap.silent else INITIAL})
 
     async def demo_article(request: Request) -> HTMLResponse:
         cap.requests.append(("GET", request.url.path))
         article = next(a for a in site.load_articles() if a["slug"] == request.path_params["slug"])
-        return HTMLResponse(site.render_article(article, site_key="pk_test"))
+        return HTMLResponse(site.render_article(article, site_key=cap.key))
 
     async def demo_index(request: Request) -> HTMLResponse:
         cap.requests.append(("GET", request.url.path))
-        return HTMLResponse(site.render_index(site_key="pk_test"))
+        return HTMLResponse(site.render_index(site_key=cap.key))
 
     async def other(request: Request) -> Response:
         cap.requests.append((request.method, request.url.path))
         return Response(status_code=404)
 
     async def live(ws: WebSocket) -> None:
+        await ws.accept()
+        if ws.query_params.get("key") != cap.key:
+            await ws.close(code=4403)  # a page left over from an earlier test
+            return
         cap.requests.append(("WS", ws.url.path))
         cap.loop = asyncio.get_running_loop()
-        await ws.accept()
         with cap.lock:
             cap.connections += 1
             number = cap.connections
@@ -187,10 +202,8 @@ def build_app(cap: Capture) -> Starlette:
                 frame = json.loads(await ws.receive_text())
                 with cap.lock:
                     cap.frames.append((number, frame))
-                if frame.get("type") == "hello":
-                    await ws.send_json(
-                        {"type": "decisions", "decisions": [] if cap.silent else INITIAL}
-                    )
+                if frame.get("type") == "hello" and not cap.silent:
+                    await ws.send_json({"type": "decisions", "decisions": INITIAL})
                 elif frame.get("type") == "events":
                     if cap.kill_on_events:
                         cap.kill_on_events = False
@@ -258,10 +271,12 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def env(server: tuple[str, Capture], browser: Any) -> Iterator[tuple[str, Capture, Any, list[str]]]:
+def env(
+    request: pytest.FixtureRequest, server: tuple[str, Capture], browser: Any
+) -> Iterator[tuple[str, Capture, Any, list[str]]]:
     """A fresh browser context and page, the capture log reset, and the page's request log."""
     base, cap = server
-    cap.reset()
+    cap.reset(f"pk_{request.node.name.replace('[', '_').rstrip(']')}")
     context = browser.new_context(viewport={"width": 1000, "height": 700})
     page = context.new_page()
     seen: list[str] = []
@@ -333,8 +348,9 @@ def test_default_content_after_hide_budget(env: tuple[str, Capture, Any, list[st
              if (document.documentElement.classList.contains('tt-hide')) window.__hidden = true;
            }).observe(document, {attributes: true, subtree: true, attributeFilter: ['class']});"""
     )
-    page.goto(f"{base}/page?consent=implied&hide=2000")
+    page.goto(f"{base}/page?consent=implied&hide=1500")
     page.wait_for_function("window.trimtab && trimtab.state().revealed", timeout=WAIT_S * 1000)
+    assert not cap.decide_answered, "revealed by an answer, not by the budget"
     assert page.evaluate("window.__hidden === true"), "slots were never hidden"
     hero = page.locator("#hero")
     assert hero.evaluate("e => getComputedStyle(e).visibility") == "visible"
@@ -501,6 +517,7 @@ def test_reconnect_keeps_events(env: tuple[str, Capture, Any, list[str]]) -> Non
     eventually(lambda: 10 in {e["value"] for e in cap.of_kind("custom")}, "event after reconnect")
     hellos = [n for n, f in cap.frames if f["type"] == "hello"]
     assert len(hellos) >= 2
+    assert cap.http_batches, "the HTTP fallback carried the re-queued batch"
     # Retries reuse the event id: the unacknowledged batch arrived twice with the same ids.
     ids_by_value: dict[int, set[str]] = {}
     for e in cap.of_kind("custom"):
@@ -547,3 +564,19 @@ def test_demo_index_page(env: tuple[str, Capture, Any, list[str]]) -> None:
     assert page.locator("[data-tt-kind=filter]").count() == len(site.CATEGORIES)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-index.png"), full_page=True)
+
+
+def test_pagehide_sends_the_queue_by_beacon(env: tuple[str, Capture, Any, list[str]]) -> None:
+    base, cap, page, _ = env
+    page.goto(f"{base}/page?consent=implied&flush=60000")  # no timed flush during the test
+    eventually(lambda: cap.of_kind("page_view"), "page_view over the socket")
+    page.evaluate("trimtab.track('bye', true)")
+    assert page.evaluate("trimtab.state().queued") >= 1  # bye, perhaps an exposure
+    page.goto("about:blank")  # pagehide: the queue leaves by navigator.sendBeacon
+    beaconed = eventually(
+        lambda: [b for b in cap.http_batches if any(e["kind"] == "custom" for e in b)], "beacon"
+    )
+    assert [(e["name"], e["value"]) for e in beaconed[0] if e["kind"] == "custom"] == [
+        ("bye", True)
+    ]
+    assert_valid(cap.events())
