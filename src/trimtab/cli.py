@@ -145,6 +145,67 @@ def demo(
     uvicorn.run(app_, host=host, port=port, log_level="warning", ws="websockets-sansio")
 
 
+@app.command()
+def simulate(
+    config: Annotated[
+        Path | None, typer.Argument(help="Site config (default: the demo's).")
+    ] = None,
+    sessions: Annotated[int, typer.Option(help="Simulated visits to run.")] = 3000,
+    slot: Annotated[str, typer.Option(help="The bandit-driven slot to watch.")] = "rail",
+    seed: Annotated[int, typer.Option(help="Seed of the simulated population.")] = 0,
+    data_dir: Annotated[Path, typer.Option(help="Where the run's stores live.")] = Path(
+        "var/simulate"
+    ),
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG of the arm probabilities over time.")
+    ] = Path("var/simulate/arms.png"),
+) -> None:
+    """Send simulated visitors through the real pipeline and watch a bandit learn."""
+    from rich.progress import Progress
+
+    from trimtab.demo.server import DEMO_CONFIG
+    from trimtab.runtime import Runtime
+    from trimtab.sim.drive import simulate as run_simulation
+
+    site = _load(config or DEMO_CONFIG)
+    runtime = Runtime(site, data_dir)
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"simulating {sessions:,} visits", total=sessions)
+            result = run_simulation(
+                runtime,
+                sessions,
+                seed,
+                slot,
+                every=max(1, sessions // 10),
+                progress=lambda n: progress.advance(task, n),
+            )
+    except ValueError as exc:
+        err.print(f"[bold red]cannot simulate[/] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        runtime.close()
+    table = Table(title=f"{result.policy}: top arms per reference visitor as rewards arrive")
+    table.add_column("sessions", justify="right")
+    table.add_column("CTR policy / rules", justify="right")
+    profiles = list(result.snapshots[0].probabilities)
+    for name in profiles:
+        table.add_column(name)
+    for snap in result.snapshots:
+        ctr = snap.ctr_by_source
+        row = [f"{snap.sessions:,}", f"{ctr.get('policy', 0):.1%} / {ctr.get('force', 0):.1%}"]
+        for name in profiles:
+            top = sorted(snap.probabilities[name].items(), key=lambda kv: -kv[1])[:2]
+            row.append(", ".join(f"{arm} {p:.2f}" for arm, p in top))
+        table.add_row(*row)
+    console.print(table)
+    if plot is not None:
+        from trimtab.sim.plots import plot_arms
+
+        plot_arms(result, plot)
+        console.print(f"arm probabilities plotted to {plot}")
+
+
 def _print_timings(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> None:
     table = Table(title=title)
     for column in columns:

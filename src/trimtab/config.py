@@ -285,14 +285,35 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
         elif rule.sticky:
             raise ConfigError(source, f"{at}.sticky", "only experiment rules can be sticky")
         if rule.policy is not None:
-            arms = rule.policy.get("arms", list(slot.variants))
-            for arm in arms:
-                if arm not in slot.variants:
-                    raise ConfigError(
-                        source,
-                        f"{at}.policy.arms",
-                        f"variant {arm!r} is not declared (declared: {declared})",
-                    )
+            _check_policy(source, f"{at}.policy", rule, slot, declared)
+
+
+def _check_policy(source: str, at: str, rule: RuleDecl, slot: SlotDecl, declared: str) -> None:
+    from trimtab.bandits.serving import PolicySpec
+
+    data = dict(rule.policy or {})
+    data.setdefault("name", rule.id or "policy")
+    data.setdefault("arms", list(slot.variants))
+    spec = _convert(data, PolicySpec, at, source)
+    if len(spec.arms) < 2:
+        raise ConfigError(source, f"{at}.arms", "a policy needs at least two arms")
+    for j, arm in enumerate(spec.arms):
+        if arm not in slot.variants:
+            raise ConfigError(
+                source, f"{at}.arms[{j}]", f"variant {arm!r} is not declared (declared: {declared})"
+            )
+    if not 0.0 <= spec.min_default_share < 1.0:
+        raise ConfigError(source, f"{at}.min_default_share", "must be at least 0 and below 1")
+    if spec.min_default_share > 0 and slot.default not in spec.arms:
+        raise ConfigError(
+            source, f"{at}.min_default_share", f"the default {slot.default!r} is not an arm"
+        )
+    from trimtab.bandits.serving import POLICY_TYPES
+
+    try:
+        POLICY_TYPES[spec.type](len(spec.arms), len(spec.features) + 1, **spec.params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, f"{at}.params", f"not accepted by {spec.type}: {exc}") from None
 
 
 def _check_experiment(source: str, at: str, rule: RuleDecl, slot: SlotDecl, declared: str) -> None:

@@ -436,7 +436,8 @@ class Engine:
                 source="default",
                 rule_id=rule.rule_id,
                 propensity=1.0,
-                reason=f"policy {rule.policy_name} failed ({type(exc).__name__}): default shown",
+                reason=f"policy {rule.policy_name} fell back to the default: "
+                f"{exc or type(exc).__name__}",
                 payload=slot.variants[slot.default],
             )
         propensity = mass * p + (passed.get(arm, 0.0) if passed else 0.0)

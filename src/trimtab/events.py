@@ -68,6 +68,7 @@ class Hover(Event, tag="hover", kw_only=True):
     element: Id
     element_kind: Name = ""
     category: Name = ""
+    slot: Name = ""  # the data-tt-slot the element sits in, if any
     dwell_ms: NonNegative
 
 
@@ -77,6 +78,7 @@ class Visible(Event, tag="visible", kw_only=True):
     element: Id
     element_kind: Name = ""
     category: Name = ""
+    slot: Name = ""
     visible_ms: NonNegative
     fraction: Fraction = 1.0
 
@@ -87,6 +89,7 @@ class Click(Event, tag="click", kw_only=True):
     element: Id
     element_kind: Name = ""
     category: Name = ""
+    slot: Name = ""
 
 
 class Custom(Event, tag="custom", kw_only=True):

@@ -207,9 +207,11 @@ def _interest(spec: FeatureSpec) -> Updater:
     Each signal adds a weight to its category's score after every score decays by
     ``exp(-ln 2 · Δt / half_life)``: attention a minute ago counts more than last week's.
     Signals: visible seconds, hover seconds, 5 per click, 1 per page view. Sets
-    ``<name>`` (category → score), ``<name>_top`` and ``<name>_top_share`` (its share of the total).
+    ``<name>`` (category → score), ``<name>_share`` (category → share of the total, 0..1),
+    ``<name>_top`` and ``<name>_top_share`` (the top category and its share).
     """
     name, top_name, share_name = spec.name, f"{spec.name}_top", f"{spec.name}_top_share"
+    shares_name = f"{spec.name}_share"
     rate = math.log(2.0) / (spec.half_life_s * 1000.0)
     user_scope = spec.scope == "user"
 
@@ -242,6 +244,8 @@ def _interest(spec: FeatureSpec) -> Updater:
         top = max(scores, key=scores.__getitem__)
         owner.values[top_name] = top
         owner.values[share_name] = scores[top] / total if total > 0 else 0.0
+        inv = 1.0 / total if total > 0 else 0.0
+        owner.values[shares_name] = {key: value * inv for key, value in scores.items()}
 
     return update
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trimtab.bandits.serving import ServedPolicy, policy_specs
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import SiteConfig, load_config
 from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
@@ -28,6 +29,7 @@ from trimtab.features import FeatureProcessor, UserState, decode_state, encode_s
 from trimtab.store.sqlite import SqliteStateStore
 
 log = logging.getLogger("trimtab")
+POLICY_KEY = "__policy__:"  # policy states share the state store, under reserved keys
 FEATURES_GROUP = "features"
 
 
@@ -42,8 +44,15 @@ class Runtime:
         self.state_store = SqliteStateStore(self.data_dir / "state.sqlite")
         self.decision_log = SqliteDecisionLog(self.data_dir / "decisions.sqlite")
         self.processor = FeatureProcessor(config.feature_specs())
+        self.policies: dict[str, ServedPolicy] = {}
+        self._saved_updates: dict[str, int] = {}
+        self._build_policies(config)
         self.engine = Engine(
-            config, self.features_of, log=self.decision_log.record, assign=self._remember
+            config,
+            self.features_of,
+            log=self.decision_log.record,
+            policies=self.policies,
+            assign=self._remember,
         )
         self.events_ingested = 0
         self.replayed = self._recover()
@@ -57,9 +66,27 @@ class Runtime:
         if config is None:
             config = load_config(self.config.source)
         self.processor.configure(config.feature_specs())
+        self._build_policies(config)
+        self.engine.policies = self.policies
         self.engine.reload(config)
         self.config = config
         return config
+
+    def _build_policies(self, config: SiteConfig) -> None:
+        """Serve the config's policy rules, keeping what each policy has already learned."""
+        served: dict[str, ServedPolicy] = {}
+        stored = self.state_store.get_many_sync(
+            POLICY_KEY + spec.name for _, _, spec in policy_specs(config.slots)
+        )
+        for slot, default, spec in policy_specs(config.slots):
+            current = self.policies.get(spec.name)
+            policy = ServedPolicy(spec, default, slot)
+            if current is not None and policy.restore(current.to_state()):
+                policy.pending, policy.by_user = current.pending, current.by_user
+            elif POLICY_KEY + spec.name in stored:
+                policy.restore(stored[POLICY_KEY + spec.name])
+            served[spec.name] = policy
+        self.policies = served
 
     # -- the hot path --------------------------------------------------------------------
     def ingest(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
@@ -69,7 +96,10 @@ class Runtime:
         self.event_log.append_sync(events)
         self._ensure_loaded(e.user_id for e in events)
         self.events_ingested += len(events)
-        return self.processor.apply(events)
+        changed = self.processor.apply(events)
+        for policy in self.policies.values():
+            policy.observe(events)
+        return changed
 
     def features_of(self, user_id: str, session_id: str) -> dict[str, Any]:
         self._ensure_loaded((user_id,))
@@ -96,11 +126,27 @@ class Runtime:
             states[user_id] = decode_state(blob)
 
     # -- persistence ---------------------------------------------------------------------
+    def learn(self, now_ms: float | None = None) -> int:
+        """Close ended reward windows: the online policy updates. Returns windows closed."""
+        return sum(policy.expire(now_ms) for policy in self.policies.values())
+
+    def _policy_blobs(self) -> dict[str, bytes]:
+        """The states of the policies that learned something since they were last saved."""
+        blobs = {}
+        for name, policy in self.policies.items():
+            if self._saved_updates.get(name) != policy.updates:
+                blobs[POLICY_KEY + name] = policy.to_state()
+                self._saved_updates[name] = policy.updates
+        return blobs
+
     def flush(self) -> None:
-        """Persist changed user states and buffered decisions (one transaction each)."""
+        """Persist changed user states, policies and buffered decisions."""
         position = self.event_log.max_seq()
         dirty = self.processor.take_dirty()
-        self.state_store.put_many_sync({u: encode_state(s) for u, s in dirty.items()})
+        blobs = {u: encode_state(s) for u, s in dirty.items()}
+        self.learn()
+        blobs.update(self._policy_blobs())
+        self.state_store.put_many_sync(blobs)
         self.event_log.set_cursor(FEATURES_GROUP, position)
         self.decision_log.flush_sync()
 
@@ -112,6 +158,8 @@ class Runtime:
                 position = self.event_log.max_seq()
                 dirty = self.processor.take_dirty()
                 blobs = {u: encode_state(s) for u, s in dirty.items()}
+                self.learn()
+                blobs.update(self._policy_blobs())
                 rows = self.decision_log.take_rows()
                 await asyncio.to_thread(self._write, blobs, position, rows)
             except Exception:  # keep flushing; the next round retries what it can
