@@ -202,7 +202,8 @@ def render_index(
         lead_dek=_e(lead["dek"]),
         lead_meta=_e(f"By {lead['author']} · {lead['reading_minutes']} min read"),
         cards="".join(render_card(a, static_url=static_url) for a in rest),
-        rail=render_rail(articles, "popular", exclude=lead["slug"], static_url=static_url),
+        # Same as the server's rendering of the ``popular`` rail variant on the home page.
+        rail=render_rail(articles, "popular", static_url=static_url),
     )
     return _page(
         title=f"{category.capitalize()} · {SITE_NAME}" if category else SITE_NAME,
