@@ -19,7 +19,8 @@ Metrics are named and reusable; experiments name the metrics they are judged on:
 
 Event patterns are the ``kind:detail`` tokens of feature sequences (``click:cta``,
 ``hover:*``; a custom event by its name, ``signup`` or ``signup:*``), matched by the same code.
-``direction`` is the way a metric moving is *bad* (``decrease`` by default; ``increase`` for a bounce or an error rate).
+``direction`` is the way a metric moving is *bad* (``decrease`` by default; ``increase`` for
+a bounce or an error rate).
 """
 
 from __future__ import annotations
@@ -146,8 +147,11 @@ def _convert(raw: Any, kind: type, where: str, fail) -> Any:
         reason, sep, at = str(exc).rpartition(" - at `")
         if not sep:
             reason, at = str(exc), "$`"
-        reason = reason.replace("Object contains unknown field", "unknown field")
-        raise fail(where + at.rstrip("`")[1:], reason) from None
+        path = where + at.rstrip("`")[1:]
+        if reason.startswith("Object contains unknown field"):
+            field = reason.rpartition(" ")[2].strip("`")
+            path, reason = f"{path}.{field}", "unknown field"
+        raise fail(path, reason) from None
 
 
 def _check_pattern(pattern: str, where: str, fail) -> None:

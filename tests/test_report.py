@@ -1,0 +1,170 @@
+"""`trimtab report`: the HTML page with its plots, the terminal table, JSON, and a holdout arm."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from trimtab.bench.stats import BENCH_CONFIG, synthesize
+from trimtab.config import parse_config
+from trimtab.events import Click, Exposure
+from trimtab.experiments import cli
+from trimtab.experiments.html import render_html
+from trimtab.experiments.report import COLUMNS, analyze, metric_rows
+from trimtab.runtime import Runtime
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+app = typer.Typer()
+app.command("report")(cli.report)
+app.command("bench-stats")(cli.bench_stats)
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory) -> Path:
+    """A 55/45 split with a conversion lift (data dir + config file)."""
+    where = tmp_path_factory.mktemp("skewed")
+    synthesize(
+        where / "data",
+        users_per_arm=(2750, 2250),
+        conversion=(0.08, 0.12),
+        activity_mean=0.3,
+        both_arms=2,
+    )
+    data = copy.deepcopy(BENCH_CONFIG)
+    data["experiments"]["hero-copy-test"]["guardrails"] = ["exposures"]
+    (where / "site.yaml").write_text(yaml.safe_dump(data))
+    return where
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def test_html_report_embeds_plots_and_the_srm_alarm(skewed):
+    config = parse_config(yaml.safe_load((skewed / "site.yaml").read_text()), "site.yaml")
+    report = analyze(config, "hero-copy-test", skewed / "data")
+    page = render_html(report)
+    images = _images(page)
+    # one effect plot per metric, cumulative exposures, SRM shares
+    assert len(images) == len(report.metrics) + 2
+    assert all(img.startswith(PNG_MAGIC) for img in images)
+    assert 'class="banner srm-bad"' in page
+    assert "SAMPLE RATIO MISMATCH" in page
+    assert "2 users were exposed to more than one arm" in page
+    for metric in report.metrics:
+        assert f"<h2>{metric.name} " in page
+
+
+def test_html_report_says_when_traffic_is_fine(tmp_path):
+    synthesize(tmp_path, users_per_arm=(500, 500), activity_mean=0.2)
+    report = analyze(parse_config(BENCH_CONFIG, "<b>"), "hero-copy-test", tmp_path)
+    page = render_html(report)
+    assert 'class="banner srm-ok"' in page and 'class="banner srm-bad"' not in page
+    assert "No sample ratio mismatch" in page
+
+
+def test_rows_have_one_cell_per_column(skewed):
+    config = parse_config(yaml.safe_load((skewed / "site.yaml").read_text()), "site.yaml")
+    for metric in analyze(config, "hero-copy-test", skewed / "data").metrics:
+        rows = metric_rows(metric)
+        assert len(rows) == 2
+        assert all(len(r) == len(COLUMNS) for r in rows)
+        assert rows[0][-1] == "baseline"
+
+
+def test_cli_report_prints_tables_srm_and_writes_html(skewed, tmp_path):
+    out = tmp_path / "report.html"
+    args = ["report", "hero-copy-test", str(skewed / "site.yaml")]
+    args += ["--data-dir", str(skewed / "data"), "--html", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "SAMPLE RATIO MISMATCH" in result.output
+    for name in BENCH_CONFIG["experiments"]["hero-copy-test"]["metrics"]:
+        assert name in result.output
+    assert "cta_click" in out.read_text()
+    assert _images(out.read_text())
+
+
+def test_cli_report_json_is_the_report(skewed):
+    args = ["report", "hero-copy-test", str(skewed / "site.yaml")]
+    result = CliRunner().invoke(app, [*args, "--data-dir", str(skewed / "data"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["srm"]["ok"] is False
+    assert [a["users"] for a in data["arms"]] == [2750, 2250]
+    assert data["multi_arm_users"] == 2
+
+
+@pytest.mark.parametrize(
+    ("experiment", "data_dir", "message"),
+    [("ghost", "data", "not declared"), ("hero-copy-test", "nowhere", "no such file")],
+)
+def test_cli_report_errors_exit_2(skewed, experiment, data_dir, message):
+    args = ["report", experiment, str(skewed / "site.yaml"), "--data-dir", str(skewed / data_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+HOLDOUT_SITE = {
+    "slots": {
+        "hero": {
+            "default": "top_story",
+            "variants": {"top_story": {}, "for_you": {}},
+            "rules": [
+                {"id": "hero-holdout", "force": "top_story", "coverage": 0.2, "seed": "hold"},
+                {
+                    "id": "hero-test",
+                    "key": "hero-copy-test",
+                    "variations": ["top_story", "for_you"],
+                },
+            ],
+        }
+    },
+    "metrics": {"cta_click": {"type": "binomial", "event": "click:cta"}},
+    "experiments": {"hero-copy-test": {"metrics": ["cta_click"], "holdout": "hero-holdout"}},
+}
+
+
+def test_holdout_is_reported_as_another_arm_through_the_real_engine(tmp_path):
+    """Decisions from the engine, exposures and clicks through the runtime's logs."""
+    config = parse_config(copy.deepcopy(HOLDOUT_SITE), "holdout.yaml")
+    runtime = Runtime(config, tmp_path)
+    now = time.time() * 1000.0
+    shown: dict[str, int] = {}
+    events = []
+    for i in range(600):
+        user = f"user-{i}"
+        (decision,) = runtime.decide(user, "s1", ["hero"])
+        common = {"user_id": user, "session_id": "s1", "ts": now + i}
+        events.append(
+            Exposure(event_id=f"x{i}", slot="hero", variant=decision.variant,
+                     decision_id=decision.decision_id, **common)
+        )  # fmt: skip
+        if i % 5 == 0:
+            events.append(Click(event_id=f"c{i}", element="cta-1", element_kind="cta", **common))
+        arm = "holdout" if decision.rule_id == "hero-holdout" else str(decision.variation)
+        shown[arm] = shown.get(arm, 0) + 1
+    runtime.ingest(events)
+    runtime.close()
+    report = analyze(config, "hero-copy-test", tmp_path)
+    assert [a.name for a in report.arms] == ["top_story", "for_you", "holdout (hero-holdout)"]
+    assert [a.users for a in report.arms] == [
+        shown.get("0", 0),
+        shown.get("1", 0),
+        shown["holdout"],
+    ]
+    assert report.arms[2].holdout and report.arms[2].weight == 0.0
+    assert 0.1 < shown["holdout"] / 600 < 0.3  # the 20 % holdout rule took its share
+    assert report.srm.expected_shares[2] == 0.0
+    assert len(report.metrics[0].comparison.variants) == 3
