@@ -168,3 +168,12 @@ def test_holdout_is_reported_as_another_arm_through_the_real_engine(tmp_path):
     assert 0.1 < shown["holdout"] / 600 < 0.3  # the 20 % holdout rule took its share
     assert report.srm.expected_shares[2] == 0.0
     assert len(report.metrics[0].comparison.variants) == 3
+
+
+@pytest.mark.parametrize("users", [(0, 0), (40, 0), (1, 1)])
+def test_reports_on_empty_or_one_sided_data_render(tmp_path, users):
+    synthesize(tmp_path, users_per_arm=users)
+    report = analyze(parse_config(BENCH_CONFIG, "<b>"), "hero-copy-test", tmp_path)
+    assert report.users == sum(users)
+    assert all(m.verdicts[1] == "no data" for m in report.metrics)
+    assert len(_images(render_html(report))) == len(report.metrics) + 2
