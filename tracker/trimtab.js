@@ -278,7 +278,7 @@
 
   // -- behaviour: hover, visibility, scroll, clicks
   const desc = (el) => ({ element: cut(el.dataset.ttId, 128), element_kind: cut(el.dataset.ttKind, 64),
-    category: cut(el.dataset.ttCat, 64) });
+    category: cut(el.dataset.ttCat, 64), slot: cut(el.closest('[data-tt-slot]')?.dataset.ttSlot, 128) });
   const hov = new Map();
   const dwell = (el, h, end) => {
     const ms = Math.round(perf() - h.t0 - h.sent);

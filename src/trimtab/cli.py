@@ -22,6 +22,16 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: medians and tails, next to a baseline.")
 app.add_typer(bench_app, name="bench")
+
+
+def _register_experiment_commands() -> None:
+    from trimtab.experiments.cli import bench_stats, report
+
+    app.command("report")(report)
+    bench_app.command("stats")(bench_stats)
+
+
+_register_experiment_commands()
 console = Console()
 err = Console(stderr=True)
 
@@ -150,7 +160,8 @@ def simulate(
     config: Annotated[
         Path | None, typer.Argument(help="Site config (default: the demo's).")
     ] = None,
-    sessions: Annotated[int, typer.Option(help="Simulated visits to run.")] = 3000,
+    sessions: Annotated[int, typer.Option(help="Simulated visits to run.")] = 6000,
+    users: Annotated[int, typer.Option(help="Size of the simulated population.")] = 3000,
     slot: Annotated[str, typer.Option(help="The bandit-driven slot to watch.")] = "rail",
     seed: Annotated[int, typer.Option(help="Seed of the simulated population.")] = 0,
     data_dir: Annotated[Path, typer.Option(help="Where the run's stores live.")] = Path(
@@ -179,6 +190,7 @@ def simulate(
                 slot,
                 every=max(1, sessions // 10),
                 progress=lambda n: progress.advance(task, n),
+                users=users,
             )
     except ValueError as exc:
         err.print(f"[bold red]cannot simulate[/] {exc}")
@@ -316,11 +328,42 @@ def _tracker_size() -> tuple[int, int] | None:
     return None
 
 
+@bench_app.command("bandits")
+def bench_bandits(
+    campaign: Annotated[
+        list[str] | None, typer.Option(help="OBD campaign(s): all, men, women (repeat).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Open Bandit Dataset folder (default: ../shared/data/obd).")
+    ] = None,
+    peers: Annotated[bool, typer.Option(help="Also run Vowpal Wabbit and MABWiser.")] = True,
+    limit: Annotated[int | None, typer.Option(help="Replay only the first N rows.")] = None,
+) -> None:
+    """Replay trimtab's policies on real logged data (OBD) next to VW and MABWiser."""
+    from trimtab.bench import bandits
+
+    for name in campaign or ["all", "men", "women"]:
+        with console.status(f"replaying OBD '{name}'…") as status:
+            rows = bandits.run(
+                data_dir,
+                name,
+                peers=peers,
+                limit=limit,
+                render=False,
+                progress=lambda msg, name=name: status.update(f"OBD '{name}': {msg}"),
+            )
+        bandits.render_table(rows, title=f"OBD random logs, campaign '{name}'")
+
+
 @bench_app.command("all")
 def bench_all(ctx: typer.Context) -> None:
     """Every benchmark in turn (what `make bench` runs)."""
     ctx.invoke(bench_core, quick=False)
     ctx.invoke(bench_live, sessions=200, seconds=15.0, interval_ms=250.0)
+    ctx.invoke(bench_bandits, campaign=None, data_dir=None, peers=True, limit=None)
+    from trimtab.experiments.cli import bench_stats
+
+    ctx.invoke(bench_stats)
 
 
 def _json_default(value: Any) -> Any:

@@ -37,7 +37,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from trimtab.decide import Decision
-from trimtab.events import AnyEvent, BatchError, EventError, decode_batch
+from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render
 from trimtab.privacy import PrivacyGate, truncate_ip
@@ -194,6 +194,10 @@ class Collector:
         result = decode_batch(body)
         errors = list(result.errors)
         kept: list[AnyEvent] = []
+        # A consent choice applies to the whole batch that carries it, whatever its position.
+        for event in result.events:
+            if type(event) is Consent and (bound is None or event.user_id == bound[0]):
+                self.gate.record_consent(event.user_id, event.purposes)
         for index, event in enumerate(result.events):
             if bound is not None and (event.user_id, event.session_id) != bound:
                 errors.append(

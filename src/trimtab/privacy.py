@@ -109,6 +109,10 @@ class PrivacyGate:
     def personalization_allowed(self, user_id: str) -> bool:
         return self.allows(user_id, _PURPOSE_PERSONALIZATION)
 
+    def record_consent(self, raw_user_id: str, purposes: dict[str, bool]) -> None:
+        """Take a consent choice into account before its batch is gated."""
+        self.consents[self.user_id(raw_user_id)] = dict(purposes)
+
     def gate(self, event: AnyEvent) -> AnyEvent | None:
         """The event as it may be stored, or None when it may not be collected at all."""
         event.user_id = self.user_id(event.user_id)

@@ -1,9 +1,11 @@
 """Drive the real pipeline with simulated visitors: `trimtab simulate`.
 
 Each simulated page view goes through :class:`trimtab.runtime.Runtime` exactly as tracker
-events would (log, features, decide). The rail's decision is shown (an ``exposure`` event) and
-the visitor clicks it with the simulator's click model, a ``click`` inside the slot — the
-reward the rail's bandit is configured to learn from. Reward windows close on the simulated
+events would (log, features, decide). Every slot's decision is shown (an ``exposure`` event
+with its decision id) and the visitor may click it: the rail with the simulator's
+interest-based click model (the reward the rail's bandit learns from), the hero and the
+call-to-action with the small true effects in :data:`HERO_CLICK` and :data:`CTA_CLICK`, which
+``trimtab report`` should then find. Reward windows close on the simulated
 clock, so the bandit's arm probabilities move as the rewards arrive.
 """
 
@@ -56,14 +58,15 @@ def simulate(
     slot: str = "rail",
     every: int = 200,
     progress: Callable[[int], None] | None = None,
+    users: int = 3000,
 ) -> SimulationResult:
-    """Run ``sessions`` simulated visits through ``runtime``; snapshot every ``every``."""
+    """Run ``sessions`` simulated visits of ``users`` visitors; snapshot every ``every``."""
     policy_name = next((name for name, p in runtime.policies.items() if p.slot == slot), None)
     if policy_name is None:
         raise ValueError(f"slot {slot!r} has no policy rule in this config")
     served = runtime.policies[policy_name]
     categories = tuple(c for c in DEFAULT_CATEGORIES)
-    sim = Simulator(seed=seed, categories=categories, n_users=500, start_ms=time.time() * 1000)
+    sim = Simulator(seed=seed, categories=categories, n_users=users, start_ms=time.time() * 1000)
     result = SimulationResult(slot=slot, policy=policy_name)
     profiles = _profiles(categories)
     exposures = clicks = 0
@@ -77,32 +80,38 @@ def simulate(
             view = next((e for e in page_events if type(e) is PageView), None)
             if view is None:
                 continue
-            (decision,) = runtime.engine.decide(
-                view.user_id, view.session_id, [slot], {"page": view.page}
+            decisions = runtime.engine.decide(
+                view.user_id, view.session_id, list(runtime.engine.slots), {"page": view.page}
             )
             sim.clock_ms += 500.0
-            shown = _event(
-                sim,
-                view,
-                Exposure,
-                slot=slot,
-                variant=decision.variant,
-                decision_id=decision.decision_id,
-            )
-            p_click = _click_probability(sim, visitor, decision.variant, categories)
-            clicked = bool(sim.rng.random() < p_click)
-            reaction: list[AnyEvent] = [shown]
-            if clicked:
-                sim.clock_ms += float(sim.rng.gamma(2.0, 900.0))
-                reaction.append(
-                    _event(sim, view, Click, element=f"{slot}-card", element_kind="card", slot=slot)
+            reaction: list[AnyEvent] = [
+                _event(
+                    sim, view, Exposure, slot=d.slot, variant=d.variant, decision_id=d.decision_id
                 )
+                for d in decisions
+            ]
+            clicked = False
+            for d in decisions:
+                p_click = _slot_click_probability(sim, visitor, d.slot, d.variant, categories)
+                if sim.rng.random() < p_click:
+                    sim.clock_ms += float(sim.rng.gamma(2.0, 900.0))
+                    kind = "cta" if d.slot == "cta" else "card"
+                    reaction.append(
+                        _event(
+                            sim,
+                            view,
+                            Click,
+                            element=f"{d.slot}-{kind}",
+                            element_kind=kind,
+                            slot=d.slot,
+                        )
+                    )
+                    clicked = clicked or d.slot == slot
             runtime.ingest(reaction)
+            decision = next(d for d in decisions if d.slot == slot)
             exposures += 1
             clicks += clicked
-            source = decision.source if decision.rule_id != policy_name else "policy"
-            if source == "policy" and decision.variant == served.default:
-                source = "policy"  # the default share is logged as the policy's choice too
+            source = "policy" if decision.rule_id == policy_name else decision.source
             by_source_n[source] = by_source_n.get(source, 0) + 1
             by_source_c[source] = by_source_c.get(source, 0) + int(clicked)
         runtime.learn(now_ms=sim.clock_ms)
@@ -151,6 +160,23 @@ def _event(sim: Simulator, view: PageView, kind: type, **fields) -> AnyEvent:
         page_category=view.page_category,
         **fields,
     )
+
+
+# The simulated truth behind the demo's experiments: what each variant does to clicks.
+HERO_CLICK = {"top_story": 0.02, "for_you": 0.03, "skim": 0.025}
+CTA_CLICK = {"newsletter": 0.015, "subscribe_offer": 0.05}
+
+
+def _slot_click_probability(
+    sim: Simulator, visitor, slot: str, variant: str, categories: tuple[str, ...]
+) -> float:
+    if slot == "rail":
+        return _click_probability(sim, visitor, variant, categories)
+    if slot == "hero":
+        return HERO_CLICK.get(variant, 0.02)
+    if slot == "cta":
+        return CTA_CLICK.get(variant, 0.015)
+    return 0.0
 
 
 def _click_probability(sim: Simulator, visitor, variant: str, categories: tuple[str, ...]) -> float:
