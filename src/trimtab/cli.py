@@ -95,9 +95,9 @@ def decide(
     engine = Engine(site, processor.features_of)
     decisions = engine.decide(user, session, slot or None)
     if as_json:
-        from trimtab.runtime import decisions_as_dicts
+        from trimtab.decide import decision_json
 
-        print(json.dumps(decisions_as_dicts(decisions), indent=2))
+        print(json.dumps([decision_json(d) for d in decisions], indent=2))
         return
     table = Table(title=f"decisions for {user} / {session}")
     for column in ("slot", "variant", "source", "rule", "propensity"):

@@ -18,6 +18,7 @@ import logging
 import statistics
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from trimtab.decide import Decision
+from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render
@@ -79,22 +80,6 @@ _json = msgspec.json.Encoder()
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
-
-
-def decision_json(d: Decision) -> dict[str, Any]:
-    out = {
-        "slot": d.slot,
-        "variant": d.variant,
-        "payload": d.payload,
-        "decision_id": d.decision_id,
-        "source": d.source,
-        "rule_id": d.rule_id,
-        "propensity": d.propensity,
-        "reason": d.reason,
-    }
-    if d.experiment:
-        out["experiment"] = d.experiment
-    return out
 
 
 class Metrics:
@@ -184,6 +169,28 @@ class Collector:
         }
 
     # -- the loop ---------------------------------------------------------------------------
+    def page_of(
+        self, hello: Hello | Envelope, send: Callable[[bytes], Awaitable[None]] | None = None
+    ) -> LiveConnection:
+        """The open page a hello (or decide request) describes, under the stored user id."""
+        user = self.gate.user_id(hello.user_id)
+        return LiveConnection(
+            user_id=user,
+            session_id=hello.session_id,
+            slots=hello.slots,
+            page=hello.page,
+            page_category=hello.page_category,
+            personalize=self.gate.personalization_allowed(user),
+            send=send,
+        )
+
+    def first_decisions(self, conn: LiveConnection) -> list[Decision]:
+        """Every slot of a page, decided now (what the page renders first)."""
+        decisions = self.hub.decide(conn, only_changed=False)
+        for d in decisions:
+            self.metrics.decisions.labels(d.source).inc()
+        return decisions
+
     def accept_events(
         self, body: bytes, bound: tuple[str, str] | None = None
     ) -> tuple[int, list[EventError], set[tuple[str, str]]]:
@@ -300,18 +307,7 @@ def create_app(
             body = _decide_request.decode(await request.body())
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _error(400, f"bad decide request: {exc}", cors)
-        user = collector.gate.user_id(body.user_id)
-        conn = LiveConnection(
-            user_id=user,
-            session_id=body.session_id,
-            slots=body.slots,
-            page=body.page,
-            page_category=body.page_category,
-            personalize=collector.gate.personalization_allowed(user),
-        )
-        decisions = collector.hub.decide(conn, only_changed=False)
-        for d in decisions:
-            collector.metrics.decisions.labels(d.source).inc()
+        decisions = collector.first_decisions(collector.page_of(body))
         return JSONResponse({"decisions": [decision_json(d) for d in decisions]}, headers=cors)
 
     async def preflight(request: Request) -> Response:
@@ -350,18 +346,9 @@ def create_app(
                     if conn is not None:
                         collector.hub.close(conn)
                     raw_user = envelope.user_id
-                    user = collector.gate.user_id(raw_user)
-                    conn = LiveConnection(
-                        user_id=user,
-                        session_id=envelope.session_id,
-                        slots=envelope.slots,
-                        page=envelope.page,
-                        page_category=envelope.page_category,
-                        personalize=collector.gate.personalization_allowed(user),
-                        send=send,
-                    )
+                    conn = collector.page_of(envelope, send)
                     collector.hub.open(conn)
-                    decisions = collector.hub.decide(conn, only_changed=False)
+                    decisions = collector.first_decisions(conn)
                     await send(
                         _json.encode(
                             {

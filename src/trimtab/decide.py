@@ -149,6 +149,41 @@ def _fmt(value: Any) -> str:
     return repr(value)
 
 
+def _bucketable(rule: CompiledRule, attrs: Mapping[str, Any]) -> str | None:
+    """The user's hash value for a random rule, or None when the rule cannot bucket them.
+
+    A missing hash attribute or an experiment namespace the user is outside of rules the
+    user out deterministically, like a condition does.
+    """
+    value = attrs.get(rule.hash_attribute)
+    if value is None or value == "":
+        return None
+    value = str(value)
+    namespace = rule.namespace
+    if rule.kind == EXPERIMENT and namespace is not None and not in_namespace(value, namespace):
+        return None
+    return value
+
+
+def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
+    """A decision as the API returns it (``docs/protocol.md``)."""
+    out: dict[str, Any] = {
+        "slot": d.slot,
+        "variant": d.variant,
+        "decision_id": d.decision_id,
+        "source": d.source,
+        "rule_id": d.rule_id,
+        "propensity": d.propensity,
+        "reason": d.reason,
+    }
+    if with_payload:
+        out["payload"] = d.payload
+    if d.experiment:
+        out["experiment"] = d.experiment
+        out["variation"] = d.variation
+    return out
+
+
 def compile_slot(name: str, slot: SlotDecl) -> CompiledSlot:
     compiled = CompiledSlot(name=name, default=slot.default, variants=slot.variants)
     for i, rule in enumerate(slot.rules):
@@ -370,16 +405,10 @@ class Engine:
                 if made is not None:
                     return made
                 continue
-            hash_value = attrs.get(rule.hash_attribute)
-            if hash_value is None or hash_value == "":
+            hash_value = _bucketable(rule, attrs)
+            if hash_value is None:
                 continue
-            if (
-                kind == EXPERIMENT
-                and rule.namespace is not None
-                and not in_namespace(str(hash_value), rule.namespace)
-            ):
-                continue  # membership is fixed per user, like a condition
-            n = _hash(rule.seed, str(hash_value), rule.hash_version)
+            n = _hash(rule.seed, hash_value, rule.hash_version)
             if n is None:
                 continue
             if kind == ROLLOUT:
@@ -505,14 +534,7 @@ class Engine:
                 if rule.policy_name in self.policies:
                     return p  # the policy would pick; its own propensity is not known here
                 continue
-            hash_value = attrs.get(rule.hash_attribute)
-            if hash_value is None or hash_value == "":
-                continue
-            if (
-                kind == EXPERIMENT
-                and rule.namespace is not None
-                and not in_namespace(str(hash_value), rule.namespace)
-            ):
+            if _bucketable(rule, attrs) is None:
                 continue
             p += mass * rule.shares.get(variant, 0.0)
             mass *= 1.0 - rule.taken

@@ -22,7 +22,7 @@ from typing import Any
 from trimtab.bandits.serving import ServedPolicy, policy_specs
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import SiteConfig, load_config
-from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
+from trimtab.decide import STICKY_ATTRIBUTE, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
@@ -208,24 +208,3 @@ class Runtime:
         self.event_log.close_sync()
         self.state_store.close_sync()
         self.decision_log.close_sync()
-
-
-def decisions_as_dicts(decisions: list[Decision], with_payload: bool = True) -> list[dict]:
-    out = []
-    for d in decisions:
-        item = {
-            "slot": d.slot,
-            "variant": d.variant,
-            "source": d.source,
-            "rule_id": d.rule_id,
-            "propensity": d.propensity,
-            "reason": d.reason,
-            "decision_id": d.decision_id,
-        }
-        if d.experiment:
-            item["experiment"] = d.experiment
-            item["variation"] = d.variation
-        if with_payload:
-            item["payload"] = d.payload
-        out.append(item)
-    return out
