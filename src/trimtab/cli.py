@@ -114,18 +114,62 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Where the embedded stores live (default: from config).")
+        Path | None, typer.Option(help="Where local stores live (default: from config).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes. More than one needs shared backends: "
+            "TRIMTAB_STATE=redis://… and TRIMTAB_BUS=redis://… or nats://…"
+        ),
+    ] = 1,
 ) -> None:
-    """Run the collector (events, live WebSocket, decide, /t.js, /metrics) for a site config."""
+    """Run the collector (events, live WebSocket, decide, /t.js, /metrics) for a site config.
+
+    With no backends configured everything runs embedded in this process (SQLite). With
+    TRIMTAB_STATE / TRIMTAB_BUS (or `storage:` in the config) many processes, on one machine or
+    many, share Redis and Redis Streams or NATS JetStream; see docs/deployment.md.
+    """
+    import os
+
     import uvicorn
 
     from trimtab.collector import create_app
-    from trimtab.runtime import Runtime
+    from trimtab.scaled import ScaledRuntime, runtime_for
 
     site = _load(config)
-    runtime = Runtime(site, data_dir)
-    console.print(f"trimtab serving {site.site.name or site.site.id} on http://{host}:{port}")
+    try:
+        runtime = runtime_for(site, data_dir)
+    except ValueError as exc:
+        err.print(f"[bold red]cannot serve[/] {exc}")
+        raise typer.Exit(2) from None
+    if workers > 1 and not isinstance(runtime, ScaledRuntime):
+        runtime.close()
+        err.print(
+            "[bold red]cannot serve[/] --workers > 1 needs shared backends: set "
+            "TRIMTAB_STATE=redis://… and TRIMTAB_BUS=redis://… (or nats://…); embedded "
+            "workers would each keep their own features"
+        )
+        raise typer.Exit(2)
+    kind = "scaled" if isinstance(runtime, ScaledRuntime) else "embedded"
+    console.print(
+        f"trimtab serving {site.site.name or site.site.id} ({kind}) on http://{host}:{port}"
+        + (f" with {workers} workers" if workers > 1 else "")
+    )
+    if workers > 1:
+        os.environ["TRIMTAB_CONFIG"] = str(config)
+        if data_dir is not None:
+            os.environ["TRIMTAB_DATA_DIR"] = str(data_dir)
+        uvicorn.run(
+            "trimtab.collector:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            ws="websockets-sansio",
+        )
+        return
     uvicorn.run(
         create_app(runtime), host=host, port=port, log_level="warning", ws="websockets-sansio"
     )

@@ -121,6 +121,7 @@ class Collector:
         self.hub = LiveHub(lambda: self.runtime.engine, render)
         self.metrics = Metrics()
         self.started = time.time()
+        self.degraded = ""
         self.push_latency_s: deque[float] = deque(maxlen=200_000)
         self._tracker: tuple[bytes, bytes] | None = None
 
@@ -184,14 +185,36 @@ class Collector:
             send=send,
         )
 
-    def first_decisions(self, conn: LiveConnection) -> list[Decision]:
-        """Every slot of a page, decided now (what the page renders first)."""
+    async def prepare(self, user_ids: set[str]) -> bool:
+        """Fresh state for these users within the decide deadline; False when unavailable."""
+        try:
+            await asyncio.wait_for(
+                self.runtime.prepare(user_ids), self.site.decide_deadline_ms / 1000.0
+            )
+        except Exception as exc:  # an unreachable or slow state store must not fail the page
+            self.degraded = f"state store: {type(exc).__name__}: {exc}"[:300]
+            return False
+        self.degraded = ""
+        return True
+
+    async def first_decisions(self, conn: LiveConnection) -> list[Decision]:
+        """Every slot of a page, decided now (what the page renders first).
+
+        When the user's state cannot be had within the deadline, every slot gets its default,
+        flagged ``degraded``, instead of the request failing.
+        """
+        if not await self.prepare({conn.user_id}):
+            decisions = self.runtime.engine.defaults(conn.slots)
+            for d in decisions:
+                conn.shown[d.slot] = d.variant
+                self.metrics.decisions.labels(d.source).inc()
+            return decisions
         decisions = self.hub.decide(conn, only_changed=False)
         for d in decisions:
             self.metrics.decisions.labels(d.source).inc()
         return decisions
 
-    def accept_events(
+    async def accept_events(
         self, body: bytes, bound: tuple[str, str] | None = None
     ) -> tuple[int, list[EventError], set[tuple[str, str]]]:
         """Decode, gate, log and apply a batch; returns (accepted, rejected, changed sessions).
@@ -201,6 +224,8 @@ class Collector:
         result = decode_batch(body)
         errors = list(result.errors)
         kept: list[AnyEvent] = []
+        # Consent given in an earlier visit lives in the user's state: have it at hand.
+        await self.prepare({self.gate.user_id(e.user_id) for e in result.events})
         # A consent choice applies to the whole batch that carries it, whatever its position.
         for event in result.events:
             if type(event) is Consent and (bound is None or event.user_id == bound[0]):
@@ -214,7 +239,7 @@ class Collector:
             gated = self.gate.gate(event)
             if gated is not None:
                 kept.append(gated)
-        changed = self.runtime.ingest(kept)
+        changed = await self.runtime.accept(kept)
         m = self.metrics
         m.events.labels("accepted").inc(len(kept))
         if errors:
@@ -288,7 +313,7 @@ def create_app(
             return _error(413, f"body larger than {limit} bytes", cors)
         started = time.perf_counter()
         try:
-            accepted, errors, changed = collector.accept_events(body)
+            accepted, errors, changed = await collector.accept_events(body)
         except BatchError as exc:
             return _error(400, str(exc), cors)
         await collector.push(changed, started)
@@ -307,7 +332,7 @@ def create_app(
             body = _decide_request.decode(await request.body())
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _error(400, f"bad decide request: {exc}", cors)
-        decisions = collector.first_decisions(collector.page_of(body))
+        decisions = await collector.first_decisions(collector.page_of(body))
         return JSONResponse({"decisions": [decision_json(d) for d in decisions]}, headers=cors)
 
     async def preflight(request: Request) -> Response:
@@ -348,7 +373,7 @@ def create_app(
                     raw_user = envelope.user_id
                     conn = collector.page_of(envelope, send)
                     collector.hub.open(conn)
-                    decisions = collector.first_decisions(conn)
+                    decisions = await collector.first_decisions(conn)
                     await send(
                         _json.encode(
                             {
@@ -366,7 +391,7 @@ def create_app(
                         await ws.close(code=4429)
                         return
                     try:
-                        accepted, errors, changed = collector.accept_events(
+                        accepted, errors, changed = await collector.accept_events(
                             bytes(envelope.events), bound=(raw_user, conn.session_id)
                         )
                     except BatchError as exc:
@@ -407,16 +432,16 @@ def create_app(
         return Response(raw, media_type="text/javascript", headers=headers)
 
     async def health(request: Request) -> Response:
-        rt = collector.runtime
+        backends = collector.runtime.health()
+        degraded = [reason for reason in (collector.degraded, backends.get("degraded")) if reason]
         return JSONResponse(
             {
-                "status": "ok",
+                "status": "degraded" if degraded else "ok",
+                "degraded": degraded,
                 "uptime_s": round(time.time() - collector.started, 1),
                 "live_connections": len(collector.hub),
-                "events_ingested": rt.events_ingested,
-                "decisions_pending": rt.decision_log.pending(),
-                "state": "sqlite",
-                "bus": "sqlite",
+                "decisions_pending": collector.runtime.decision_log.pending(),
+                **{k: v for k, v in backends.items() if k != "degraded"},
             }
         )
 
@@ -441,7 +466,7 @@ def create_app(
             return denied
         raw = request.path_params["user_id"]
         user = collector.gate.user_id(raw)
-        counts = collector.runtime.erase(user)
+        counts = await collector.runtime.erase_async(user)
         collector.gate.consents.pop(user, None)
         return JSONResponse({"erased": user, **counts})
 
@@ -498,16 +523,27 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        interval = flush_interval_s or runtime.config.storage.flush_ms / 1000.0
-        task = asyncio.create_task(runtime.flush_forever(interval))
+        await runtime.start(flush_interval_s or runtime.config.storage.flush_ms / 1000.0)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            runtime.flush()
+            await runtime.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.collector = collector
     return app
+
+
+def app_from_env() -> Starlette:
+    """The app for ``trimtab serve --workers N``: each worker builds its own from the env.
+
+    ``TRIMTAB_CONFIG`` names the site config and ``TRIMTAB_DATA_DIR`` the data directory;
+    ``TRIMTAB_STATE`` / ``TRIMTAB_BUS`` select the shared backends.
+    """
+    import os
+
+    from trimtab.config import load_config
+    from trimtab.scaled import runtime_for
+
+    config = load_config(os.environ["TRIMTAB_CONFIG"])
+    return create_app(runtime_for(config, os.environ.get("TRIMTAB_DATA_DIR") or None))

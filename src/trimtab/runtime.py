@@ -188,6 +188,37 @@ class Runtime:
             self.flush()
         return replayed
 
+    # -- the interface the collector uses (shared with trimtab.scaled.ScaledRuntime) -----
+    async def accept(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
+        """Log and apply gated events; the (user, session) pairs whose features changed."""
+        return self.ingest(events)
+
+    async def prepare(self, user_ids: Iterable[str]) -> None:
+        """Make sure these users' states are loaded before deciding."""
+        self._ensure_loaded(user_ids)
+
+    async def start(self, flush_interval_s: float) -> None:
+        self._flusher = asyncio.create_task(self.flush_forever(flush_interval_s))
+
+    async def stop(self) -> None:
+        task = getattr(self, "_flusher", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.flush()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "state": "sqlite",
+            "bus": "sqlite",
+            "events_ingested": self.events_ingested,
+            "replayed_at_start": self.replayed,
+        }
+
+    async def erase_async(self, user_id: str) -> dict[str, int]:
+        return self.erase(user_id)
+
     # -- privacy -------------------------------------------------------------------------
     def erase(self, user_id: str) -> dict[str, int]:
         """Erase a user from every store: state, event log and decision log."""

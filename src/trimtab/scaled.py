@@ -1,0 +1,277 @@
+"""The pipeline of one process among many, on Redis and Redis Streams or NATS JetStream.
+
+Every `trimtab serve` process is stateless apart from caches; what must be shared lives in the
+backends (see ``docs/deployment.md``):
+
+- **The event log is the bus.** Accepted events are queued to a
+  :class:`~trimtab.backends.BufferedPublisher`, which keeps them in a bounded local buffer
+  while the bus is unreachable and delivers them, once, when it is back (the buses drop
+  retries by ``event_id``). Until then ``/health`` says ``degraded``.
+- **Features are applied at the edge** for latency: the process loads the users' states from
+  Redis, applies the events, and writes back with compare-and-set on a per-user version; a
+  conflict (the same user's events arriving at two processes at once) reloads and re-applies.
+- **A bus consumer is the safety net.** Each process also runs a
+  :class:`~trimtab.processor.Processor` in the shared consumer group: every logged event is
+  applied to the shared state even if the process that accepted it died first. Events the
+  edge already applied are no-ops (the per-user event-id window), so nothing counts twice.
+- **Deciding needs fresh state**: :meth:`prepare` reloads the users before a decision; when
+  Redis does not answer within the site's deadline the collector serves defaults, flagged
+  ``degraded``.
+
+Each process writes its own decision log (``decisions-<host>-<pid>.sqlite`` in its data dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from trimtab.backends import BufferedPublisher, open_event_bus, open_state_store
+from trimtab.bandits.serving import ServedPolicy, policy_specs
+from trimtab.config import SiteConfig, load_config
+from trimtab.decide import STICKY_ATTRIBUTE, Engine
+from trimtab.decisionlog import SqliteDecisionLog
+from trimtab.events import AnyEvent
+from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
+from trimtab.processor import Processor
+
+log = logging.getLogger("trimtab.scaled")
+MAX_CAS_ROUNDS = 10
+POLICY_KEY = "__policy__:"
+
+
+class ScaledRuntime:
+    """The collector-facing pipeline over shared backends (same interface as ``Runtime``)."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        data_dir: str | Path | None = None,
+        state_url: str | None = None,
+        bus_url: str | None = None,
+        group: str = "features",
+        run_processor: bool = True,
+    ) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir or config.storage.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state_url = state_url or os.environ.get("TRIMTAB_STATE") or config.storage.state
+        self.bus_url = bus_url or os.environ.get("TRIMTAB_BUS") or config.storage.bus
+        self.store = open_state_store(self.state_url, self.data_dir)
+        self.bus = open_event_bus(self.bus_url, self.data_dir)
+        self.publisher = BufferedPublisher(self.bus)
+        self.group = group
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.run_processor = run_processor
+        self.processor = FeatureProcessor(config.feature_specs())
+        self.versions: dict[str, int] = {}
+        self.decision_log = SqliteDecisionLog(self.data_dir / f"decisions-{self.consumer}.sqlite")
+        self.policies: dict[str, ServedPolicy] = {
+            spec.name: ServedPolicy(spec, default, slot)
+            for slot, default, spec in policy_specs(config.slots)
+        }
+        self.engine = Engine(
+            config,
+            self.features_of,
+            log=self.decision_log.record,
+            policies=self.policies,
+            assign=self._remember,
+        )
+        self.events_ingested = 0
+        self.state_error = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._safety_net: Processor | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self, flush_interval_s: float) -> None:
+        if self.run_processor:
+            self._safety_net = Processor(
+                self.bus,
+                open_state_store(self.state_url, self.data_dir),
+                FeatureProcessor(self.config.feature_specs()),
+                group=self.group,
+                consumer=self.consumer,
+            )
+            self._tasks.append(asyncio.create_task(self._run_safety_net()))
+        self._tasks.append(asyncio.create_task(self._flush_forever(flush_interval_s)))
+
+    async def _run_safety_net(self) -> None:
+        assert self._safety_net is not None
+        while True:
+            try:
+                await self._safety_net.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the bus or store is down: retry, never give up
+                log.warning("bus consumer stopped (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.publisher.close(timeout=10.0)
+        await self._save_policies()
+        self.decision_log.flush_sync()
+        await self.bus.close()
+        await self.store.close()
+        if self._safety_net is not None:
+            await self._safety_net.store.close()
+
+    async def _flush_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                for policy in self.policies.values():
+                    policy.expire()
+                rows = self.decision_log.take_rows()
+                await asyncio.to_thread(self.decision_log.write_rows, rows)
+            except Exception:
+                log.exception("flush failed")
+
+    async def _save_policies(self) -> None:
+        blobs = {POLICY_KEY + n: p.to_state() for n, p in self.policies.items() if p.updates}
+        with contextlib.suppress(Exception):
+            await self.store.put_many(blobs)
+
+    # -- the collector's interface ------------------------------------------------------
+    async def accept(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
+        """Queue events to the bus, then apply them to the shared state (compare-and-set)."""
+        if not events:
+            return set()
+        await self.publisher.publish(events)  # BufferFull propagates: the client resends
+        self.events_ingested += len(events)
+        for policy in self.policies.values():
+            policy.observe(events)
+        try:
+            return await self._apply(events)
+        except Exception as exc:
+            # The state store is unreachable: the events are safe in the bus (or its buffer)
+            # and the consumer group applies them when it is back.
+            self.state_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("state store unavailable, events left to the bus consumer: %s", exc)
+            return set()
+
+    async def _apply(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
+        users = {e.user_id for e in events}
+        await self._load(users)
+        changed = self.processor.apply(events)
+        for _ in range(MAX_CAS_ROUNDS):
+            dirty = self.processor.take_dirty()
+            if not dirty:
+                break
+            blobs = {u: encode_state(s) for u, s in dirty.items()}
+            expected = {u: self.versions.get(u, 0) for u in blobs}
+            written, conflicts = await self.store.put_many_versioned(blobs, expected)
+            self.versions.update(written)
+            if not conflicts:
+                break
+            # another process wrote these users meanwhile: start again from what it wrote
+            for user in conflicts:
+                self.processor.forget(user)
+                self.versions.pop(user, None)
+            await self._load(conflicts)
+            changed |= self.processor.apply(e for e in events if e.user_id in conflicts)
+        self.state_error = ""
+        return changed
+
+    async def _load(self, user_ids: Iterable[str]) -> None:
+        rows = await self.store.get_many_versioned(set(user_ids))
+        states = self.processor.states
+        for user in set(user_ids):
+            if user in rows:
+                blob, version = rows[user]
+                if self.versions.get(user) != version or user not in states:
+                    states[user] = decode_state(blob)
+                    self.versions[user] = version
+            elif self.versions.get(user, 0) != 0:
+                # erased elsewhere
+                states.pop(user, None)
+                self.versions.pop(user, None)
+        if len(states) > 200_000:  # bounded cache: drop the oldest half
+            for user in list(states)[: len(states) // 2]:
+                states.pop(user, None)
+                self.versions.pop(user, None)
+
+    async def prepare(self, user_ids: Iterable[str]) -> None:
+        """Reload these users (other processes may have changed them) before deciding."""
+        await self._load(user_ids)
+
+    def features_of(self, user_id: str, session_id: str) -> dict[str, Any]:
+        return self.processor.features_of(user_id, session_id)
+
+    def state_of(self, user_id: str) -> UserState | None:
+        return self.processor.states.get(user_id)
+
+    def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
+        state = self.processor.states.get(user_id)
+        if state is None:
+            state = self.processor.states[user_id] = UserState(user_id=user_id)
+        state.values.setdefault(STICKY_ATTRIBUTE, {})[key] = [variation, propensity]
+        self.processor.dirty.add(user_id)  # written with the user's next events
+
+    def reload(self, config: SiteConfig | None = None) -> SiteConfig:
+        config = config or load_config(self.config.source)
+        self.processor.configure(config.feature_specs())
+        self.engine.reload(config)
+        self.config = config
+        return config
+
+    def health(self) -> dict[str, Any]:
+        degraded = []
+        if not self.publisher.healthy:
+            degraded.append(
+                f"event bus unreachable, {self.publisher.buffered} events buffered "
+                f"({self.publisher.last_error})"
+            )
+        if self.state_error:
+            degraded.append(f"state store: {self.state_error}")
+        return {
+            "state": self.state_url.split("?")[0],
+            "bus": self.bus_url.split("?")[0],
+            "events_ingested": self.events_ingested,
+            "buffered": self.publisher.buffered,
+            "degraded": "; ".join(degraded),
+        }
+
+    async def erase_async(self, user_id: str) -> dict[str, int]:
+        """Erase a user's shared state and this process's decisions.
+
+        The event bus is an append-only log with retention: its copies of the user's events
+        age out with the stream's retention (documented in docs/deployment.md).
+        """
+        self.processor.forget(user_id)
+        self.versions.pop(user_id, None)
+        return {
+            "state": int(await self.store.delete(user_id)),
+            "decisions": self.decision_log.erase_user(user_id),
+            "events": 0,
+        }
+
+    def flush(self) -> None:
+        self.decision_log.flush_sync()
+
+    async def wait_published(self, timeout: float = 10.0) -> None:
+        """Wait until every accepted event is in the bus (tests, orderly shutdown)."""
+        await self.publisher.flush(timeout)
+
+
+def runtime_for(config: SiteConfig, data_dir: str | Path | None = None):
+    """The embedded Runtime, or a ScaledRuntime when the config or environment names backends."""
+    state = os.environ.get("TRIMTAB_STATE") or config.storage.state
+    bus = os.environ.get("TRIMTAB_BUS") or config.storage.bus
+    if state.startswith("redis") or bus.startswith(("redis", "nats")):
+        if not state.startswith("redis"):
+            raise ValueError("a shared bus needs a shared state store: set TRIMTAB_STATE=redis://…")
+        return ScaledRuntime(config, data_dir)
+    from trimtab.runtime import Runtime
+
+    return Runtime(config, data_dir)
