@@ -1,0 +1,231 @@
+"""The event log on NATS JetStream, partitioned by user.
+
+One stream (``TT_EVENTS`` by default) captures the subjects ``<prefix>.events.<p>`` with
+``p = crc32(user) % N`` (the same partitioning as :mod:`trimtab.bus.redis`). Each event is one
+message whose ``Nats-Msg-Id`` header is its ``event_id``, so JetStream drops a retried publish
+inside the stream's duplicate window.
+
+A consumer group is a durable pull consumer with explicit acks. A message not acknowledged
+within ``ack_wait_s`` is delivered again, to whichever member of the group fetches next: that
+is how a dead consumer's batch reaches a live one. ``max_ack_pending`` bounds what the group
+holds unacknowledged; keep it at the batch size of a single consumer and a crashed batch must be
+redelivered before anything newer, which keeps one user's events in order across restarts.
+
+A :class:`~trimtab.bus.BusMessage` id is the message's ack subject, so acknowledging is one
+fire-and-forget publish per message and needs no local bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import api
+
+from trimtab.bus import BusMessage
+from trimtab.bus.redis import default_consumer, partition_of
+from trimtab.events import AnyEvent, decode_one
+
+log = logging.getLogger("trimtab.bus.nats")
+_encoder = msgspec.json.Encoder()
+_ACK = b"+ACK"
+
+
+async def connect(url: str, **options: Any) -> Client:
+    """A NATS connection that keeps reconnecting (a restarted server is picked up again)."""
+
+    async def quiet(exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    options.setdefault("max_reconnect_attempts", -1)
+    options.setdefault("reconnect_time_wait", 0.25)
+    options.setdefault("connect_timeout", 2)
+    return await nats.connect(url, error_cb=quiet, **options)
+
+
+class NatsJetStreamBus:
+    """:class:`~trimtab.bus.EventBus` on one JetStream stream with durable pull consumers."""
+
+    def __init__(
+        self,
+        server: Client | str = "nats://127.0.0.1:4222",
+        *,
+        stream: str = "TT_EVENTS",
+        prefix: str = "tt",
+        partitions: int = 16,
+        duplicate_window_s: float = 120.0,
+        ack_wait_s: float = 30.0,
+        max_ack_pending: int = 1000,
+        fetch_timeout_s: float = 1.0,
+        publish_timeout_s: float = 5.0,
+    ) -> None:
+        # A URL connects lazily on first use, so the bus can be built outside an event loop.
+        self._url = server if isinstance(server, str) else None
+        self.nc: Client | None = None if isinstance(server, str) else server
+        self.js: Any = None if self.nc is None else self.nc.jetstream()
+        self.stream = stream
+        self.prefix = prefix
+        self.partitions = partitions
+        self.duplicate_window_s = duplicate_window_s
+        self.ack_wait_s = ack_wait_s
+        self.max_ack_pending = max_ack_pending
+        self.fetch_timeout_s = fetch_timeout_s
+        self.publish_timeout_s = publish_timeout_s
+        self.subjects = [f"{prefix}.events.{p}" for p in range(partitions)]
+        self._ready = False
+
+    async def ensure_stream(self) -> None:
+        """Connect if needed; create the stream if it does not exist (file storage, dedupe)."""
+        if self._ready:
+            return
+        if self.nc is None:
+            assert self._url is not None
+            self.nc = await connect(self._url)
+            self.js = self.nc.jetstream()
+        try:
+            await self.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(
+                name=self.stream,
+                subjects=[f"{self.prefix}.events.*"],
+                storage=api.StorageType.FILE,
+                duplicate_window=self.duplicate_window_s,
+            )
+        self._ready = True
+
+    # -- publishing ----------------------------------------------------------------------
+    async def publish(self, events: list[AnyEvent]) -> int:
+        """Append events (retries dropped by ``Nats-Msg-Id``); returns how many were new.
+
+        Publishes are pipelined (many in flight, one wait for all acknowledgements); a batch
+        not fully acknowledged within ``publish_timeout_s`` raises ``TimeoutError`` and is safe
+        to publish again.
+        """
+        if not events:
+            return 0
+        await self.ensure_stream()
+        subjects, n, js = self.subjects, self.partitions, self.js
+        futures = []
+        try:
+            for e in events:
+                futures.append(
+                    await js.publish_async(
+                        subjects[partition_of(e.user_id, n)],
+                        _encoder.encode(e),
+                        headers={"Nats-Msg-Id": e.event_id},
+                    )
+                )
+            acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
+        except BaseException:
+            for future in futures:
+                future.cancel()  # frees the in-flight slots of unanswered publishes
+            raise
+        return sum(1 for ack in acks if not ack.duplicate)
+
+    # -- consuming -----------------------------------------------------------------------
+    async def subscribe(
+        self, group: str, batch: int = 500, consumer: str | None = None
+    ) -> AsyncIterator[list[BusMessage]]:
+        """Batches for a member of ``group`` (the durable consumer named after the group).
+
+        ``consumer`` only names this member in logs: JetStream tracks deliveries per group.
+        """
+        await self.ensure_stream()
+        config = api.ConsumerConfig(
+            durable_name=group,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_ack_pending=self.max_ack_pending,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        sub = await self.js.pull_subscribe(
+            f"{self.prefix}.events.*", durable=group, stream=self.stream, config=config
+        )
+        log.debug("%s joined group %s", consumer or default_consumer(), group)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch, timeout=self.fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    continue
+                out = [BusMessage(m.reply, decode_one(m.data)) for m in msgs if m.reply]
+                if out:
+                    yield out
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def ack(self, group: str, ids: list[str]) -> None:
+        """Acknowledge delivered messages (their ids are their ack subjects)."""
+        if not ids or self.nc is None:
+            return
+        publish = self.nc.publish
+        for reply in ids:
+            await publish(reply, _ACK)
+        await self.nc.flush()
+
+    # -- inspection ----------------------------------------------------------------------
+    async def count(self) -> int:
+        """How many events the stream holds."""
+        await self.ensure_stream()
+        info = await self.js.stream_info(self.stream)
+        return info.state.messages
+
+    async def iter_all(self, batch: int = 5000) -> AsyncIterator[AnyEvent]:
+        """Every logged event in stream order (an unacknowledged throwaway consumer)."""
+        total = await self.count()
+        name = f"iter_{uuid.uuid4().hex}"
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.ALL,
+            inactive_threshold=60.0,
+        )
+        sub = await self.js.pull_subscribe(
+            f"{self.prefix}.events.*", durable=name, stream=self.stream, config=config
+        )
+        try:
+            seen = 0
+            while seen < total:
+                try:
+                    msgs = await sub.fetch(min(batch, total - seen), timeout=self.fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    break
+                for m in msgs:
+                    if m.reply:
+                        seen += 1
+                        yield decode_one(m.data)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.stream, name)
+
+    async def pending(self, group: str) -> int:
+        """Messages the group has not acknowledged yet (undelivered or in flight)."""
+        await self.ensure_stream()
+        info = await self.js.consumer_info(self.stream, group)
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+    async def drop(self) -> None:
+        """Delete the stream (tests, teardown)."""
+        await self.ensure_stream()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_stream(self.stream)
+        self._ready = False
+
+    async def close(self) -> None:
+        if self.nc is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        with contextlib.suppress(Exception):
+            await self.nc.close()

@@ -1,0 +1,219 @@
+"""The scaled feature processor: event bus → features → state store, then acknowledge.
+
+For each batch from the bus, the processor loads the state of the users it has not cached
+(``get_many``), applies the events with :class:`~trimtab.features.FeatureProcessor`, writes the
+changed states back (``put_many``) and only then acknowledges the batch. A crash anywhere
+before the ack means redelivery; the per-user event-id window in the state turns events already
+applied into no-ops, so nothing is lost and nothing is counted twice.
+
+With a versioned store (:class:`~trimtab.store.redis.RedisStateStore`) writes are
+compare-and-set: when another processor changed a user meanwhile, that user is reloaded and the
+batch's events re-applied to the fresh state, so cached state never overwrites newer state.
+
+Run it as a process::
+
+    python -m trimtab.processor --bus redis://127.0.0.1:6379 --state redis://127.0.0.1:6379 \\
+        --config site.yaml --group features --consumer worker-1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from trimtab.bus import BusMessage, EventBus
+from trimtab.events import AnyEvent
+from trimtab.features import FeatureProcessor, decode_state, encode_state
+from trimtab.store import StateStore
+
+log = logging.getLogger("trimtab.processor")
+MAX_CAS_ROUNDS = 20
+
+
+@dataclass
+class ProcessorStats:
+    events: int = 0
+    batches: int = 0
+    conflicts: int = 0
+
+
+def subscribe(
+    bus: EventBus, group: str, batch: int, consumer: str | None
+) -> AsyncIterator[list[BusMessage]]:
+    """``bus.subscribe`` with the consumer name, for the buses that take one."""
+    if consumer and "consumer" in inspect.signature(bus.subscribe).parameters:
+        return bus.subscribe(group, batch=batch, consumer=consumer)  # type: ignore[call-arg]
+    return bus.subscribe(group, batch=batch)
+
+
+class Processor:
+    """Consumes one group of a bus into a state store. See the module docstring."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        store: StateStore,
+        features: FeatureProcessor,
+        group: str = "features",
+        consumer: str | None = None,
+        batch: int = 1000,
+        max_cached_users: int = 100_000,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.features = features
+        self.group = group
+        self.consumer = consumer
+        self.batch = batch
+        self.max_cached_users = max_cached_users
+        self.versions: dict[str, int] = {}
+        self.versioned = hasattr(store, "put_many_versioned")
+        self.stats = ProcessorStats()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Process batches until ``stop`` is set (checked between batches) or cancelled."""
+        async with contextlib.aclosing(
+            subscribe(self.bus, self.group, self.batch, self.consumer)
+        ) as batches:
+            async for messages in batches:
+                await self.process(messages)
+                if stop is not None and stop.is_set():
+                    return
+
+    async def process(self, messages: list[BusMessage]) -> None:
+        """Load, apply, store, then acknowledge one batch."""
+        events = [m.event for m in messages]
+        await self._load({e.user_id for e in events} - self.features.states.keys())
+        self.features.apply(events)
+        await self._store(events)
+        await self.bus.ack(self.group, [m.id for m in messages])
+        self.stats.events += len(messages)
+        self.stats.batches += 1
+        self._evict()
+
+    async def _load(self, user_ids: set[str]) -> None:
+        if not user_ids:
+            return
+        states = self.features.states
+        if self.versioned:
+            rows = await self.store.get_many_versioned(user_ids)  # type: ignore[attr-defined]
+            for user_id, (blob, version) in rows.items():
+                states[user_id] = decode_state(blob)
+                self.versions[user_id] = version
+        else:
+            for user_id, blob in (await self.store.get_many(user_ids)).items():
+                states[user_id] = decode_state(blob)
+
+    async def _store(self, events: list[AnyEvent]) -> None:
+        dirty = self.features.take_dirty()
+        if not self.versioned:
+            await self.store.put_many({u: encode_state(s) for u, s in dirty.items()})
+            return
+        for _ in range(MAX_CAS_ROUNDS):
+            blobs = {u: encode_state(s) for u, s in dirty.items()}
+            expected = {u: self.versions.get(u, 0) for u in blobs}
+            written, conflicts = await self.store.put_many_versioned(  # type: ignore[attr-defined]
+                blobs, expected
+            )
+            self.versions.update(written)
+            if not conflicts:
+                return
+            # Another writer got there first: start these users again from the stored state.
+            self.stats.conflicts += len(conflicts)
+            for user_id in conflicts:
+                self.features.forget(user_id)
+                self.versions.pop(user_id, None)
+            await self._load(conflicts)
+            self.features.apply(e for e in events if e.user_id in conflicts)
+            dirty = self.features.take_dirty()
+        raise RuntimeError(f"state of {len(dirty)} users kept changing under this processor")
+
+    def _evict(self) -> None:
+        """Keep the cache bounded: drop the oldest-loaded half when it is full."""
+        states = self.features.states
+        if len(states) <= self.max_cached_users:
+            return
+        for user_id in list(islice(states, len(states) // 2)):
+            del states[user_id]
+            self.versions.pop(user_id, None)
+
+
+# -- command line --------------------------------------------------------------------------
+def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trimtab.processor",
+        description="Consume events from a bus into per-user feature state.",
+    )
+    parser.add_argument("--bus", default=None, help="bus URL (redis://, nats://, sqlite:)")
+    parser.add_argument("--state", default=None, help="state store URL (redis://, sqlite:)")
+    parser.add_argument("--config", required=True, help="site config file (features)")
+    parser.add_argument("--group", default="features", help="consumer group")
+    parser.add_argument("--consumer", default=None, help="this consumer's name in the group")
+    parser.add_argument("--batch", type=int, default=1000, help="events per batch")
+    parser.add_argument("--data-dir", default=None, help="directory for the embedded stores")
+    return parser.parse_args(list(argv) if argv is not None else None)
+
+
+async def _main(args: argparse.Namespace) -> ProcessorStats:
+    from trimtab.backends import open_event_bus, open_state_store
+    from trimtab.config import load_config
+
+    config = load_config(args.config)
+    data_dir = Path(args.data_dir or config.storage.data_dir)
+    bus = open_event_bus(args.bus, data_dir)
+    store = open_state_store(args.state, data_dir)
+    processor = Processor(
+        bus,
+        store,
+        FeatureProcessor(config.feature_specs()),
+        group=args.group,
+        consumer=args.consumer,
+        batch=args.batch,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(processor.run(stop))
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():  # finish the batch in hand, then stop waiting for the next one
+            await asyncio.wait({task}, timeout=5.0)
+            task.cancel()
+            # Unacknowledged work is redelivered; don't let a stuck client read block exit.
+            await asyncio.wait({task}, timeout=2.0)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    finally:
+        stopped.cancel()
+        await bus.close()
+        await store.close()
+    return processor.stats
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stats = asyncio.run(_main(_parse(argv)))
+    print(
+        f"processed {stats.events} events in {stats.batches} batches "
+        f"({stats.conflicts} write conflicts)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Processor", "ProcessorStats", "main", "subscribe"]
