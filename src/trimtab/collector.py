@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from trimtab.backends import BufferFull
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
@@ -316,6 +317,11 @@ def create_app(
             accepted, errors, changed = await collector.accept_events(body)
         except BatchError as exc:
             return _error(400, str(exc), cors)
+        except BufferFull as exc:
+            collector.metrics.rejected.labels("503").inc()
+            return _error(
+                503, f"event log unavailable, try again: {exc}", {**cors, "Retry-After": "5"}
+            )
         await collector.push(changed, started)
         collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
         rejected = [{"index": e.index, "path": e.path, "reason": e.reason} for e in errors]
@@ -394,7 +400,8 @@ def create_app(
                         accepted, errors, changed = await collector.accept_events(
                             bytes(envelope.events), bound=(raw_user, conn.session_id)
                         )
-                    except BatchError as exc:
+                    except (BatchError, BufferFull) as exc:
+                        # not acknowledged: the tracker keeps the batch and sends it again
                         await send(_json.encode({"type": "error", "reason": str(exc)}))
                         continue
                     conn.personalize = collector.gate.personalization_allowed(conn.user_id)
