@@ -41,7 +41,8 @@ format: install
 test: install browser services lint
 	$(BIN)/pytest -q
 
-bench: install
+bench: install services
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(BIN)/trimtab bench all
 
 clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -399,6 +400,44 @@ def bench_bandits(
         bandits.render_table(rows, title=f"OBD random logs, campaign '{name}'")
 
 
+@bench_app.command("scale")
+def bench_scale(
+    processes: Annotated[
+        list[int] | None, typer.Option(help="Worker process counts to try (repeat).")
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="Duration of each load run.")] = 8.0,
+    connections: Annotated[int, typer.Option(help="Concurrent HTTP connections.")] = 32,
+) -> None:
+    """Event batches and decide calls at 1, 2, 4 processes on Redis / NATS vs embedded."""
+    from trimtab.bench import scale
+
+    with console.status("starting servers and driving them with wrk…"):
+        rows = scale.run(tuple(processes or (1, 2, 4)), seconds=seconds, connections=connections)
+    table = Table(title="trimtab bench scale (HTTP, wrk, 20-event batches)")
+    for column in (
+        "backend",
+        "processes",
+        "events/s",
+        "decide/s",
+        "decide p50",
+        "decide p99",
+        "errors",
+    ):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for r in rows:
+        table.add_row(
+            r.backend,
+            str(r.processes),
+            f"{r.events_per_s:,.0f}",
+            f"{r.decide_per_s:,.0f}",
+            f"{r.decide_p50_ms:.2f} ms",
+            f"{r.decide_p99_ms:.2f} ms",
+            str(r.errors),
+        )
+    console.print(table)
+    console.print(f"[dim]{os.cpu_count()} cores shared by the servers and wrk[/]")
+
+
 @bench_app.command("all")
 def bench_all(ctx: typer.Context) -> None:
     """Every benchmark in turn (what `make bench` runs)."""
@@ -408,6 +447,7 @@ def bench_all(ctx: typer.Context) -> None:
     from trimtab.experiments.cli import bench_stats
 
     ctx.invoke(bench_stats)
+    ctx.invoke(bench_scale, processes=None, seconds=8.0, connections=32)
 
 
 def _json_default(value: Any) -> Any:
