@@ -8,11 +8,18 @@ inside the stream's duplicate window.
 A consumer group is a durable pull consumer with explicit acks. A message not acknowledged
 within ``ack_wait_s`` is delivered again, to whichever member of the group fetches next: that
 is how a dead consumer's batch reaches a live one. ``max_ack_pending`` bounds what the group
-holds unacknowledged; keep it at the batch size of a single consumer and a crashed batch must be
-redelivered before anything newer, which keeps one user's events in order across restarts.
+holds unacknowledged.
 
 A :class:`~trimtab.bus.BusMessage` id is the message's ack subject, so acknowledging is one
 fire-and-forget publish per message and needs no local bookkeeping.
+
+Order across a crash: the messages a dead member held (including any the server pushed into a
+pull request it left open, and the rest of a half-sent batch of acks) are redelivered only after
+``ack_wait_s``, while anything newer could be delivered at once. So a member that joins while
+the group has messages in flight first waits ``ack_wait_s + fetch_timeout_s``; JetStream then
+redelivers the expired messages, in stream order, before anything newer. With one active
+member per group (the others standing by), one user's events are applied in order across
+crashes.
 """
 
 from __future__ import annotations
@@ -132,6 +139,26 @@ class NatsJetStreamBus:
         return sum(1 for ack in acks if not ack.duplicate)
 
     # -- consuming -----------------------------------------------------------------------
+    async def ensure_group(self, group: str) -> None:
+        """Create the group's durable consumer (reading from the start of the stream)."""
+        await self.ensure_stream()
+        try:
+            await self.js.consumer_info(self.stream, group)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        await self.js.add_consumer(
+            self.stream,
+            config=api.ConsumerConfig(
+                durable_name=group,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait_s,
+                max_ack_pending=self.max_ack_pending,
+                deliver_policy=api.DeliverPolicy.ALL,
+                filter_subject=f"{self.prefix}.events.*",
+            ),
+        )
+
     async def subscribe(
         self, group: str, batch: int = 500, consumer: str | None = None
     ) -> AsyncIterator[list[BusMessage]]:
@@ -139,17 +166,11 @@ class NatsJetStreamBus:
 
         ``consumer`` only names this member in logs: JetStream tracks deliveries per group.
         """
-        await self.ensure_stream()
-        config = api.ConsumerConfig(
-            durable_name=group,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait_s,
-            max_ack_pending=self.max_ack_pending,
-            deliver_policy=api.DeliverPolicy.ALL,
-        )
-        sub = await self.js.pull_subscribe(
-            f"{self.prefix}.events.*", durable=group, stream=self.stream, config=config
-        )
+        await self.ensure_group(group)
+        info = await self.js.consumer_info(self.stream, group)
+        if info.num_ack_pending:  # a member may have died holding them: let them expire
+            await asyncio.sleep(self.ack_wait_s + self.fetch_timeout_s + 0.2)
+        sub = await self.js.pull_subscribe_bind(durable=group, stream=self.stream)
         log.debug("%s joined group %s", consumer or default_consumer(), group)
         try:
             while True:

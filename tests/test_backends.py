@@ -1,0 +1,100 @@
+"""trimtab.backends: choosing backends from URLs, and the buffered publisher's bookkeeping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trimtab.backends import BufferedPublisher, BufferFull, open_event_bus, open_state_store
+from trimtab.bench.core import synthetic_events
+from trimtab.bus import SqliteEventLog
+from trimtab.bus.nats import NatsJetStreamBus
+from trimtab.bus.redis import RedisStreamBus
+from trimtab.events import AnyEvent
+from trimtab.store import SqliteStateStore
+from trimtab.store.redis import RedisStateStore
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "attrs"),
+    [
+        (None, SqliteEventLog, {}),
+        ("sqlite:", SqliteEventLog, {}),
+        ("memory:", SqliteEventLog, {"path": ":memory:"}),
+        ("redis://127.0.0.1:6379/0?prefix=x&partitions=4", RedisStreamBus,
+         {"prefix": "x", "partitions": 4}),
+        ("nats://127.0.0.1:4222?stream=S&ack_wait_s=2.5", NatsJetStreamBus,
+         {"stream": "S", "ack_wait_s": 2.5}),
+    ],
+)  # fmt: skip
+async def test_open_event_bus(
+    url: str | None, kind: type, attrs: dict[str, Any], tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("TRIMTAB_BUS", raising=False)
+    bus = open_event_bus(url, tmp_path)
+    assert isinstance(bus, kind)
+    for name, value in attrs.items():
+        assert getattr(bus, name) == value
+    if kind is SqliteEventLog and url != "memory:":
+        assert Path(bus.path) == tmp_path / "events.sqlite"
+    await bus.close()
+
+
+async def test_environment_overrides_the_url(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TRIMTAB_STATE", "redis://127.0.0.1:6379/0?prefix=env")
+    monkeypatch.setenv("TRIMTAB_BUS", f"sqlite:{tmp_path / 'other.sqlite'}")
+    store = open_state_store("memory:", tmp_path)
+    assert isinstance(store, RedisStateStore) and store.prefix == "env"
+    bus = open_event_bus(None, tmp_path)
+    assert isinstance(bus, SqliteEventLog) and bus.path == str(tmp_path / "other.sqlite")
+    await store.close()
+    await bus.close()
+
+
+async def test_open_state_store_defaults_and_errors(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.delenv("TRIMTAB_STATE", raising=False)
+    store = open_state_store(None, tmp_path)
+    assert isinstance(store, SqliteStateStore) and store.path == str(tmp_path / "state.sqlite")
+    await store.close()
+    with pytest.raises(ValueError, match="unknown state store URL"):
+        open_state_store("mongodb://x", tmp_path)
+    with pytest.raises(ValueError, match="unknown event bus URL"):
+        open_event_bus("kafka://x", tmp_path)
+
+
+class FlakyBus:
+    """An in-process bus that fails while ``down`` (the network cases use real servers)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.logged: dict[str, AnyEvent] = {}
+
+    async def publish(self, events: list[AnyEvent]) -> int:
+        if self.down:
+            raise ConnectionError("bus down")
+        new = [e for e in events if e.event_id not in self.logged]
+        self.logged.update((e.event_id, e) for e in new)
+        return len(new)
+
+
+async def test_buffered_publisher_reports_degraded_state_and_catches_up() -> None:
+    bus = FlakyBus()
+    publisher = BufferedPublisher(bus, max_buffered=3_000, batch=400, retry_s=0.01)  # type: ignore[arg-type]
+    events = synthetic_events(2_500, users=50)
+    await publisher.publish(events[:500])
+    await publisher.flush(timeout=5)
+    assert publisher.healthy and publisher.buffered == 0
+    bus.down = True
+    await publisher.publish(events[500:2_500])
+    with pytest.raises(TimeoutError):
+        await publisher.flush(timeout=0.2)
+    assert not publisher.healthy and publisher.buffered == 2_000
+    with pytest.raises(BufferFull):
+        await publisher.publish(synthetic_events(1_001, users=5, seed=2))
+    bus.down = False
+    await publisher.flush(timeout=10)
+    assert publisher.healthy and publisher.buffered == 0
+    assert list(bus.logged) == [e.event_id for e in events]  # all of them, in order
+    await publisher.close()

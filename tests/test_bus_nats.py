@@ -1,0 +1,89 @@
+"""trimtab.bus.nats on the real NATS JetStream server (the shared contract is in test_bus_redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from trimtab.backends import BufferedPublisher
+from trimtab.bench.core import synthetic_events
+from trimtab.bus.nats import NatsJetStreamBus
+from trimtab.bus.redis import partition_of
+
+
+@pytest.fixture
+async def bus(nats_url: str, namespace: str) -> AsyncIterator[NatsJetStreamBus]:
+    b = NatsJetStreamBus(
+        nats_url, stream=namespace.upper(), prefix=namespace, partitions=8,
+        ack_wait_s=0.5, fetch_timeout_s=0.2,
+    )  # fmt: skip
+    yield b
+    await b.drop()
+    await b.close()
+
+
+async def test_messages_carry_partition_subject_and_msg_id(bus: NatsJetStreamBus) -> None:
+    events = synthetic_events(300, users=40, seed=4)
+    assert await bus.publish(events) == len(events)
+    for seq in (1, 150, 300):
+        raw = await bus.js.get_msg(bus.stream, seq)
+        event = events[seq - 1]
+        assert raw.subject == f"{bus.prefix}.events.{partition_of(event.user_id, 8)}"
+        assert raw.headers["Nats-Msg-Id"] == event.event_id
+    info = await bus.js.stream_info(bus.stream)
+    assert info.config.duplicate_window == pytest.approx(bus.duplicate_window_s)
+
+
+async def test_a_joining_member_gets_the_dead_members_batch_first_in_order(
+    bus: NatsJetStreamBus, nats_url: str
+) -> None:
+    events = synthetic_events(500, users=20, seed=8)
+    await bus.publish(events)
+    dead = NatsJetStreamBus(
+        nats_url, stream=bus.stream, prefix=bus.prefix, partitions=8, ack_wait_s=0.5
+    )
+    taken = await anext(dead.subscribe("features", batch=100))
+    await dead.close()  # died holding 100 unacknowledged messages
+
+    async with contextlib.aclosing(bus.subscribe("features", batch=100)) as batches:
+        first = await asyncio.wait_for(anext(batches), 20)
+    assert [m.event.event_id for m in first] == [m.event.event_id for m in taken]
+    assert [m.event.event_id for m in taken] == [e.event_id for e in events[:100]]
+
+
+async def test_publisher_survives_a_nats_restart(own_server: Any, namespace: str) -> None:
+    """Stop and restart our own NATS mid-stream: the buffered publisher loses nothing."""
+    server = own_server("nats")
+    bus = NatsJetStreamBus(
+        server.url, stream=namespace.upper(), prefix=namespace, partitions=4,
+        publish_timeout_s=1.0,
+    )  # fmt: skip
+    publisher = BufferedPublisher(bus, max_buffered=50_000, batch=500, retry_s=0.05)
+    events = synthetic_events(10_000, users=300, seed=9)
+    saw_degraded = False
+    try:
+        for i, start in enumerate(range(0, len(events), 500)):
+            await publisher.publish(events[start : start + 500])
+            if i == 5:
+                await publisher.flush(timeout=30)
+                server.stop(signal.SIGTERM)
+            if 5 <= i < 12:
+                await asyncio.sleep(0.2)
+                saw_degraded = saw_degraded or not publisher.healthy
+            if i == 12:
+                assert publisher.buffered > 0
+                server.start()
+        await publisher.flush(timeout=90)
+        assert saw_degraded
+        assert publisher.healthy and publisher.buffered == 0
+        assert await bus.count() == len(events)
+        ids = [e.event_id async for e in bus.iter_all()]
+        assert len(set(ids)) == len(ids) == len(events)
+    finally:
+        await publisher.close(timeout=1)
+        await bus.close()
