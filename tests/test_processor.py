@@ -79,6 +79,7 @@ async def test_processor_matches_an_in_memory_run(
         for start in range(0, len(events), 500):
             await bus.publish(events[start : start + 500])
         await bus.publish(events[1000:1500])  # a retried batch
+        await bus.ensure_group("features")  # so "pending" counts from the first event
         processor = Processor(bus, store, FeatureProcessor(SPECS), batch=400, consumer="p")
         task = asyncio.create_task(processor.run())
         deadline = time.monotonic() + 60
