@@ -16,6 +16,14 @@ from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import partition_of
 
 
+async def until(condition: Any, timeout: float = 30.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 @pytest.fixture
 async def bus(nats_url: str, namespace: str) -> AsyncIterator[NatsJetStreamBus]:
     b = NatsJetStreamBus(
@@ -52,8 +60,10 @@ async def test_a_joining_member_gets_the_dead_members_batch_first_in_order(
 
     async with contextlib.aclosing(bus.subscribe("features", batch=100)) as batches:
         first = await asyncio.wait_for(anext(batches), 20)
-    assert [m.event.event_id for m in first] == [m.event.event_id for m in taken]
-    assert [m.event.event_id for m in taken] == [e.event_id for e in events[:100]]
+    # The redelivered batch comes first and in stream order (fetches may return fewer).
+    taken_ids = [m.event.event_id for m in taken]
+    assert taken_ids == [e.event_id for e in events[: len(taken)]]
+    assert [m.event.event_id for m in first] == taken_ids[: len(first)]
 
 
 async def test_publisher_survives_a_nats_restart(own_server: Any, namespace: str) -> None:
@@ -65,21 +75,17 @@ async def test_publisher_survives_a_nats_restart(own_server: Any, namespace: str
     )  # fmt: skip
     publisher = BufferedPublisher(bus, max_buffered=50_000, batch=500, retry_s=0.05)
     events = synthetic_events(10_000, users=300, seed=9)
-    saw_degraded = False
     try:
         for i, start in enumerate(range(0, len(events), 500)):
             await publisher.publish(events[start : start + 500])
             if i == 5:
                 await publisher.flush(timeout=30)
                 server.stop(signal.SIGTERM)
-            if 5 <= i < 12:
-                await asyncio.sleep(0.2)
-                saw_degraded = saw_degraded or not publisher.healthy
             if i == 12:
+                await until(lambda: not publisher.healthy)  # degraded while it is down
                 assert publisher.buffered > 0
                 server.start()
         await publisher.flush(timeout=90)
-        assert saw_degraded
         assert publisher.healthy and publisher.buffered == 0
         assert await bus.count() == len(events)
         ids = [e.event_id async for e in bus.iter_all()]
