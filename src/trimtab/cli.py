@@ -176,6 +176,21 @@ def serve(
     )
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def process(ctx: typer.Context) -> None:
+    """Run a standalone bus consumer (features → shared state); see `trimtab process --help`.
+
+    Same as `python -m trimtab.processor`: --bus URL --state URL --config FILE --group G
+    --consumer NAME. Useful to catch up a backlog without serving traffic.
+    """
+    from trimtab.processor import main as processor_main
+
+    raise typer.Exit(processor_main(ctx.args))
+
+
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

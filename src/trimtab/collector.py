@@ -489,6 +489,23 @@ def create_app(
         )
         return Response(_json.encode(records), media_type="application/json")
 
+    async def features(request: Request) -> Response:
+        """What trimtab knows about a user now: the attributes rules would see."""
+        denied = collector.check_admin(request)
+        if denied is not None:
+            return denied
+        raw = request.query_params.get("user_id")
+        if not raw:
+            return _error(400, "pass ?user_id=… (and optionally &session_id=…)")
+        user = collector.gate.user_id(raw)
+        if not await collector.prepare({user}):
+            return _error(503, f"state unavailable: {collector.degraded}")
+        session = request.query_params.get("session_id", "")
+        return Response(
+            _json.encode(collector.runtime.features_of(user, session)),
+            media_type="application/json",
+        )
+
     async def latency(request: Request) -> Response:
         denied = collector.check_admin(request)
         if denied is not None:
@@ -524,6 +541,7 @@ def create_app(
         Route("/v1/admin/reload", reload, methods=["POST"]),
         Route("/v1/admin/decisions", recent_decisions),
         Route("/v1/admin/latency", latency),
+        Route("/v1/admin/features", features),
         Route("/v1/users/{user_id}", erase, methods=["DELETE"]),
         *(extra_routes or []),
     ]

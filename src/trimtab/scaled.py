@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,28 @@ from trimtab.processor import Processor
 log = logging.getLogger("trimtab.scaled")
 MAX_CAS_ROUNDS = 10
 POLICY_KEY = "__policy__:"
+SAFETY_NET_GRACE_S = 3.0
+
+
+class SafetyNet(Processor):
+    """The bus consumer behind the edge: it applies a batch only once it is ``grace_s`` old.
+
+    Edges apply what they accept within milliseconds; the consumer exists for events whose
+    edge died first. Waiting out the grace period keeps it from racing an edge that is still
+    applying, which could apply one user's events out of their order.
+    """
+
+    def __init__(self, *args: Any, grace_s: float = SAFETY_NET_GRACE_S, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.grace_s = grace_s
+
+    async def process(self, messages: list) -> None:
+        if messages:
+            newest = max(m.event.received for m in messages) / 1000.0
+            wait = newest + self.grace_s - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        await super().process(messages)
 
 
 class ScaledRuntime:
@@ -86,12 +109,12 @@ class ScaledRuntime:
         self.events_ingested = 0
         self.state_error = ""
         self._tasks: list[asyncio.Task[None]] = []
-        self._safety_net: Processor | None = None
+        self._safety_net: SafetyNet | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, flush_interval_s: float) -> None:
         if self.run_processor:
-            self._safety_net = Processor(
+            self._safety_net = SafetyNet(
                 self.bus,
                 open_state_store(self.state_url, self.data_dir),
                 FeatureProcessor(self.config.feature_specs()),
@@ -164,7 +187,7 @@ class ScaledRuntime:
         users = {e.user_id for e in events}
         await self._load(users)
         changed = self.processor.apply(events)
-        for _ in range(MAX_CAS_ROUNDS):
+        for round_ in range(MAX_CAS_ROUNDS):
             dirty = self.processor.take_dirty()
             if not dirty:
                 break
@@ -174,6 +197,8 @@ class ScaledRuntime:
             self.versions.update(written)
             if not conflicts:
                 break
+            if round_ == MAX_CAS_ROUNDS - 1:
+                log.warning("%d users kept changing; left to the bus consumer", len(conflicts))
             # another process wrote these users meanwhile: start again from what it wrote
             for user in conflicts:
                 self.processor.forget(user)

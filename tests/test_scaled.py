@@ -1,0 +1,236 @@
+"""Many processes on the real Redis and NATS behave as one embedded process.
+
+Each test starts real ``trimtab serve`` processes (the CLI, as an operator would) and talks to
+them over HTTP. Keys and streams get a fresh prefix per test and are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from trimtab.bench.core import synthetic_events
+from trimtab.bench.live import free_port
+from trimtab.events import Consent, encode
+
+pytestmark = [pytest.mark.redis, pytest.mark.nats]
+DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
+SECRET = "sk_scaled"
+DETERMINISTIC_SLOTS = ["hero", "cta", "review"]  # the rail is a bandit: random by design
+TIME_DEPENDENT = ("local_hour", "day_of_week")
+
+
+class Serve:
+    """One ``trimtab serve`` process."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], workers: int = 1) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trimtab.cli",
+                "serve",
+                str(DEMO),
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--workers",
+                str(workers),
+            ],
+            env={**env, "TRIMTAB_SECRET_KEY": SECRET},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stderr.read().decode()[-3000:])
+            try:
+                self.get("/health")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("trimtab serve did not start")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> dict:
+        request = urllib.request.Request(
+            self.url(path), headers={"Authorization": f"Bearer {SECRET}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: bytes) -> dict:
+        request = urllib.request.Request(self.url(path), data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _stream() -> list:
+    """A reader stream: consent first for every user, then their behaviour."""
+    events = synthetic_events(1500, users=30, seed=21, t0=time.time() * 1000 - 60_000)
+    users = sorted({e.user_id for e in events})
+    consents = [
+        Consent(
+            event_id=f"consent-{u}",
+            user_id=u,
+            session_id=f"{u}-s",
+            ts=events[0].ts - 1,
+            purposes={"analytics": True, "personalization": True},
+        )
+        for u in users
+    ]
+    return consents + events
+
+
+def _features(server: Serve, user: str) -> dict:
+    found = server.get(f"/v1/admin/features?user_id={user}&session_id={user}-s")
+    for key in TIME_DEPENDENT:
+        found.pop(key, None)
+    found.pop("id", None)  # pseudonymous ids differ by salt only if secrets differ; they do not
+    return found
+
+
+def _decisions(server: Serve, user: str) -> list[tuple]:
+    body = json.dumps(
+        {"user_id": user, "session_id": f"{user}-s", "slots": DETERMINISTIC_SLOTS}
+    ).encode()
+    found = server.post("/v1/decide?key=pk_demo", body)["decisions"]
+    return [(d["slot"], d["variant"], d["source"], d["rule_id"], d["propensity"]) for d in found]
+
+
+def _backends(kind: str, prefix: str) -> dict[str, str]:
+    bus = (
+        f"redis://127.0.0.1:6379/0?prefix={prefix}"
+        if kind == "redis"
+        else f"nats://127.0.0.1:4222?stream={prefix.upper()}&prefix={prefix}"
+    )
+    return {"TRIMTAB_STATE": f"redis://127.0.0.1:6379/0?prefix={prefix}", "TRIMTAB_BUS": bus}
+
+
+@pytest.mark.parametrize("bus", ["redis", "nats"])
+def test_three_processes_match_one_embedded_process(tmp_path, bus, redis_url, nats_url):
+    prefix = f"tteq{uuid.uuid4().hex[:8]}"
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+    embedded = Serve(tmp_path / "embedded", base_env)
+    scaled = [Serve(tmp_path / f"p{i}", {**base_env, **_backends(bus, prefix)}) for i in range(3)]
+    try:
+        events = _stream()
+        # the same batches, in the same order: all to the embedded process, and round-robin
+        # over the three scaled ones (so every user's events are spread over all three)
+        for n, start in enumerate(range(0, len(events), 20)):
+            batch = encode(events[start : start + 20])
+            assert embedded.post("/v1/events?key=pk_demo", batch)["rejected"] == []
+            assert scaled[n % 3].post("/v1/events?key=pk_demo", batch)["rejected"] == []
+        users = sorted({e.user_id for e in events})
+        for user in users:
+            want_features = _features(embedded, user)
+            want_decisions = _decisions(embedded, user)
+            assert want_features["scroll_depth_max"] > 0
+            for server in scaled:
+                assert _features(server, user) == want_features, (user, server.port)
+                assert _decisions(server, user) == want_decisions, (user, server.port)
+        for server in scaled:
+            health = server.get("/health")
+            assert health["status"] == "ok", health
+    finally:
+        for server in [embedded, *scaled]:
+            server.stop()
+        _cleanup(prefix, bus, tmp_path)
+
+
+def test_serve_workers_share_state(tmp_path, redis_url, nats_url):
+    prefix = f"ttwk{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+    server = Serve(tmp_path / "w", {**env, **_backends("redis", prefix)}, workers=2)
+    try:
+        events = _stream()[:400]
+        for start in range(0, len(events), 20):
+            server.post("/v1/events?key=pk_demo", encode(events[start : start + 20]))
+        user = events[-1].user_id
+        # whichever worker answers, it sees the same features
+        seen = [json.dumps(_features(server, user), sort_keys=True) for _ in range(12)]
+        assert len(set(seen)) == 1
+    finally:
+        server.stop()
+        _cleanup(prefix, "redis", tmp_path)
+
+
+def test_embedded_serve_refuses_several_workers(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trimtab.cli",
+            "serve",
+            str(DEMO),
+            "--workers",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "needs shared backends" in " ".join(result.stderr.split())
+
+
+def test_unreachable_state_store_gives_degraded_defaults_within_the_deadline(tmp_path, nats_url):
+    prefix = f"ttdg{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0?prefix={prefix}&socket_connect_timeout=0.2"
+    env.update(
+        {"TRIMTAB_STATE": dead_redis, "TRIMTAB_BUS": _backends("nats", prefix)["TRIMTAB_BUS"]}
+    )
+    server = Serve(tmp_path / "d", env)
+    try:
+        started = time.monotonic()
+        body = json.dumps({"user_id": "u1", "session_id": "s1", "slots": ["hero", "cta"]}).encode()
+        decisions = server.post("/v1/decide?key=pk_demo", body)["decisions"]
+        elapsed = time.monotonic() - started
+        assert [(d["slot"], d["variant"], d["source"]) for d in decisions] == [
+            ("hero", "top_story", "degraded"),
+            ("cta", "newsletter", "degraded"),
+        ]
+        assert elapsed < 5  # answered, not hung (the deadline itself is 50 ms)
+        events = [e for e in _stream()[:40] if e.user_id == "u1"] or _stream()[:5]
+        accepted = server.post("/v1/events?key=pk_demo", encode(events))
+        assert accepted["accepted"] >= 0  # accepted into the log even though state is down
+        health = server.get("/health")
+        assert health["status"] == "degraded"
+        assert any("state store" in reason for reason in health["degraded"])
+    finally:
+        server.stop()
+        _cleanup(prefix, "nats", tmp_path)
+
+
+def _cleanup(prefix: str, bus: str, root: Path) -> None:
+    from trimtab.bench.scale import _cleanup as cleanup
+
+    cleanup(_backends(bus, prefix)["TRIMTAB_BUS"], prefix, root)
