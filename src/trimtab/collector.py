@@ -44,6 +44,7 @@ from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render
 from trimtab.privacy import PrivacyGate, truncate_ip
 from trimtab.runtime import Runtime
+from trimtab.tuning import tune_for_serving
 
 log = logging.getLogger("trimtab.collector")
 TRACKER_PATHS = (
@@ -549,6 +550,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await runtime.start(flush_interval_s or runtime.config.storage.flush_ms / 1000.0)
+        tune_for_serving()
         try:
             yield
         finally:

@@ -31,8 +31,33 @@ from trimtab.config import RuleDecl, SiteConfig, SlotDecl
 from trimtab.targeting import choose_variation, compile_condition, get_bucket_ranges, in_namespace
 from trimtab.targeting import hash as gb_hash
 
-# Bucketing is a pure function of (seed, id, version): remember recent users' buckets.
-_hash = functools.lru_cache(maxsize=1 << 16)(gb_hash)
+_CACHE_SIZE = 1 << 16
+_FNV_OFFSET, _FNV_PRIME, _MASK = 0x811C9DC5, 0x01000193, 0xFFFFFFFF
+
+
+def _fnv_extend(h: int, data: bytes) -> int:
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _MASK
+    return h
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _id_prefix(value: str) -> int:
+    """FNV-1a state after an (ASCII) id: version-1 hashes of one user share it."""
+    return _fnv_extend(_FNV_OFFSET, value.encode())
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _hash(seed: str, value: str, version: int) -> float | None:
+    """GrowthBook's bucket hash, remembered per (seed, id): a returning user costs a lookup.
+
+    Version 1 hashes ``id + seed``, so the id's part is computed once per user and every
+    rule only adds its seed (equal to :func:`trimtab.targeting.hash`, tested).
+    """
+    if version == 1 and value.isascii() and seed.isascii():
+        return (_fnv_extend(_id_prefix(value), seed.encode()) % 1000) / 1000
+    return gb_hash(seed, value, version)
+
 
 FORCE, ROLLOUT, EXPERIMENT, POLICY = 0, 1, 2, 3
 
@@ -88,6 +113,7 @@ class CompiledRule:
     shares: dict[str, float] = field(default_factory=dict)
     taken: float = 0.0
     sticky_key: str = ""  # set for sticky experiment rules: "<key>__<bucketVersion>"
+    shown_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()  # attributes a reason shows
 
 
 @dataclass(slots=True)
@@ -96,6 +122,8 @@ class CompiledSlot:
     default: str
     variants: dict[str, dict[str, Any]]
     rules: list[CompiledRule] = field(default_factory=list)
+    # (condition, kind, sticky key, rule) per rule: what the hot loop reads, unpacked once
+    walk: tuple[tuple[Any, int, str, CompiledRule], ...] = ()
 
 
 def describe_condition(condition: Mapping[str, Any] | None) -> str:
@@ -134,9 +162,9 @@ def _attributes_in(condition: Mapping[str, Any] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _lookup(attrs: Mapping[str, Any], path: str) -> Any:
+def _lookup(attrs: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
     value: Any = attrs
-    for part in path.split("."):
+    for part in parts:
         if not isinstance(value, Mapping):
             return None
         value = value.get(part)
@@ -189,12 +217,15 @@ def compile_slot(name: str, slot: SlotDecl) -> CompiledSlot:
     for i, rule in enumerate(slot.rules):
         if rule.enabled:
             compiled.rules.append(_compile_rule(name, i, rule))
+    compiled.walk = tuple((r.condition, r.kind, r.sticky_key, r) for r in compiled.rules)
     return compiled
 
 
 def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
     rule_id = rule.id or f"{slot}#{index}"
+    shown = _attributes_in(rule.condition)[:3]
     common: dict[str, Any] = {
+        "shown_paths": tuple((a, tuple(a.split("."))) for a in shown),
         "index": index,
         "rule_id": rule_id,
         "condition": compile_condition(rule.condition) if rule.condition else None,
@@ -388,15 +419,13 @@ class Engine:
         """
         mass = 1.0
         passed: dict[str, float] | None = None
-        rules = slot.rules
-        for pos, rule in enumerate(rules):
-            if rule.sticky_key:
+        for pos, (condition, kind, sticky, rule) in enumerate(slot.walk):
+            if sticky:
                 kept = self._sticky(slot, rule, attrs)
                 if kept is not None:
                     return kept
-            if rule.condition is not None and not rule.condition(attrs):
+            if condition is not None and not condition(attrs):
                 continue
-            kind = rule.kind
             if kind == FORCE:
                 p = mass + (passed.get(rule.force, 0.0) if passed else 0.0)
                 return self._made(slot, rule, rule.force, "force", p, attrs, -1, 0.0)
@@ -491,7 +520,7 @@ class Engine:
         variation: int,
         bucket: float,
     ) -> Decision:
-        seen = ", ".join(f"{a}={_fmt(_lookup(attrs, a))}" for a in rule.condition_attrs[:3])
+        seen = ", ".join(f"{a}={_fmt(_lookup(attrs, parts))}" for a, parts in rule.shown_paths)
         if rule.kind == EXPERIMENT:
             reason = (
                 f"experiment {rule.key}: variation {variation} of {len(rule.variations)} "

@@ -98,6 +98,8 @@ def decode_state(blob: bytes) -> UserState:
 
 # An updater mutates the state of one user/session for one event.
 Updater = Callable[[UserState, SessionState, Any], None]
+# A reader derives attributes from state when features are read (not per event).
+Reader = Callable[["UserState | None", "SessionState | None", dict[str, Any]], None]
 
 
 def _key_getter(by: str) -> Callable[[Any], str]:
@@ -204,23 +206,27 @@ def _time_on_page(spec: FeatureSpec) -> Updater:
 def _interest(spec: FeatureSpec) -> Updater:
     """Recency-weighted interest per content category.
 
-    Each signal adds a weight to its category's score after every score decays by
-    ``exp(-ln 2 · Δt / half_life)``: attention a minute ago counts more than last week's.
-    Signals: visible seconds, hover seconds, 5 per click, 1 per page view. Sets
-    ``<name>`` (category → score), ``<name>_share`` (category → share of the total, 0..1),
-    ``<name>_top`` and ``<name>_top_share`` (the top category and its share).
+    A signal of weight ``w`` at time ``t`` counts ``w · exp(-ln 2 · (now − t) / half_life)``:
+    attention a minute ago counts more than last week's. Signals: visible seconds, hover
+    seconds, 5 per click, 1 per page view; "now" is the owner's latest signal.
+
+    The state keeps ``g_c = Σ w · exp(λ (t − anchor))`` per category, so a signal touches its
+    own category only (O(1), and the order signals arrive in does not matter); the decayed
+    scores are ``g_c · exp(−λ (last − anchor))``, computed when features are read (see
+    :func:`_interest_reader`). When the exponent grows large the anchor moves forward.
     """
-    name, top_name, share_name = spec.name, f"{spec.name}_top", f"{spec.name}_top_share"
-    shares_name = f"{spec.name}_share"
+    name = spec.name
     rate = math.log(2.0) / (spec.half_life_s * 1000.0)
     user_scope = spec.scope == "user"
+    exp = math.exp
 
     def update(user: UserState, sess: SessionState, e: Any) -> None:
-        if type(e) is Visible:
+        kind = type(e)
+        if kind is Visible:
             weight = e.visible_ms / 1000.0
-        elif type(e) is Hover:
+        elif kind is Hover:
             weight = e.dwell_ms / 1000.0
-        elif type(e) is Click:
+        elif kind is Click:
             weight = 5.0
         else:
             weight = 1.0
@@ -228,26 +234,47 @@ def _interest(spec: FeatureSpec) -> Updater:
         if not category or weight <= 0.0:
             return
         owner = user if user_scope else sess
-        scores = owner.values.get(name)
-        if scores is None:
-            scores = owner.values[name] = {}
-        last = owner.aux.get(name, e.ts)
-        if e.ts > last:
-            decay = math.exp(-rate * (e.ts - last))
-            for key in scores:
-                scores[key] *= decay
-            owner.aux[name] = e.ts
-        elif name not in owner.aux:
-            owner.aux[name] = e.ts
-        scores[category] = scores.get(category, 0.0) + weight
-        total = sum(scores.values())
-        top = max(scores, key=scores.__getitem__)
-        owner.values[top_name] = top
-        owner.values[share_name] = scores[top] / total if total > 0 else 0.0
-        inv = 1.0 / total if total > 0 else 0.0
-        owner.values[shares_name] = {key: value * inv for key, value in scores.items()}
+        st = owner.aux.get(name)
+        if st is None:
+            st = owner.aux[name] = [e.ts, e.ts, {}]  # anchor, last signal, growth per category
+        x = rate * (e.ts - st[0])
+        growth = st[2]
+        if x > 300.0:  # rebase long before floats overflow (~700)
+            shrink = exp(-x)
+            for key in growth:
+                growth[key] *= shrink
+            st[0], x = e.ts, 0.0
+        growth[category] = growth.get(category, 0.0) + weight * exp(x)
+        if e.ts > st[1]:
+            st[1] = e.ts
 
     return update
+
+
+def _interest_reader(spec: FeatureSpec) -> Reader:
+    """Adds ``<name>`` (category → score), ``<name>_share`` (category → share of the total),
+    ``<name>_top`` and ``<name>_top_share`` to the attributes when they are read."""
+    name, top_name, share_name = spec.name, f"{spec.name}_top", f"{spec.name}_top_share"
+    shares_name = f"{spec.name}_share"
+    rate = math.log(2.0) / (spec.half_life_s * 1000.0)
+    user_scope = spec.scope == "user"
+
+    def read(user: UserState | None, sess: SessionState | None, attrs: dict[str, Any]) -> None:
+        owner = user if user_scope else sess
+        st = owner.aux.get(name) if owner is not None else None
+        if not st or not st[2]:
+            return
+        factor = math.exp(-rate * (st[1] - st[0]))
+        scores = {key: g * factor for key, g in st[2].items()}
+        total = sum(scores.values())
+        top = max(scores, key=scores.__getitem__)
+        inv = 1.0 / total if total > 0 else 0.0
+        attrs[name] = scores
+        attrs[top_name] = top
+        attrs[share_name] = scores[top] * inv
+        attrs[shares_name] = {key: value * inv for key, value in scores.items()}
+
+    return read
 
 
 def _token_matcher(pattern: str) -> Callable[[Any], bool]:
@@ -428,6 +455,7 @@ class FeatureProcessor:
                 target[t].append(updater)
         self.specs = specs
         self._dispatch = {t: dispatch[t] + tail[t] for t in _ALL_KINDS}
+        self._readers = [_interest_reader(spec) for spec in specs if spec.kind == "interest"]
 
     def apply(self, events: Iterable[AnyEvent]) -> set[tuple[str, str]]:
         """Apply events in order; return the (user, session) pairs whose features changed."""
@@ -488,7 +516,10 @@ class FeatureProcessor:
         """
         user = self.states.get(user_id)
         sess = user.sessions.get(session_id) if user is not None else None
-        return attributes_of(user, sess, user_id, session_id, now_ms)
+        attrs = attributes_of(user, sess, user_id, session_id, now_ms)
+        for read in self._readers:
+            read(user, sess, attrs)
+        return attrs
 
     def forget(self, user_id: str) -> bool:
         """Drop a user's state (erasure)."""

@@ -6,6 +6,7 @@ and through the PyPI ``growthbook`` SDK (imported only here, as the baseline), i
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from trimtab.config import SiteConfig, parse_config
 from trimtab.decide import Engine
 from trimtab.events import AnyEvent, Click, Hover, PageView, Scroll, Visible, decode_batch, encode
 from trimtab.features import FeatureProcessor
+from trimtab.tuning import tune_for_serving
 
 CATEGORIES = ("politics", "tech", "science", "sport", "culture", "travel")
 KINDS = ("image", "card", "link", "filter", "expand")
@@ -182,8 +184,10 @@ def run(quick: bool = False) -> CoreResult:
     # 3. decide: 3 slots, 20 rules, 30 features, decisions logged to the in-memory buffer
     logged: list[Any] = []
     engine = Engine(config, log=lambda decisions, attrs: logged.append((decisions, attrs)))
-    # Every call is a different user, so no bucket is ever served from the engine's cache.
+    # Every call is a different user, so no bucket is ever served from the engine's cache;
+    # the process runs with the serving GC schedule, as `trimtab serve` does.
     attrs_list = bench_attributes(n + 200)
+    previous_gc = tune_for_serving()
     slots = list(config.slots)
 
     def decide_one(i: int) -> None:
@@ -193,6 +197,8 @@ def run(quick: bool = False) -> CoreResult:
 
     decide = time_calls("decide 3 slots / 20 rules", decide_one, n)
     gb_timing = _growthbook_timing(bench_rules()[1], attrs_list, slots, n)
+    gc.set_threshold(*previous_gc)
+    gc.unfreeze()
     rules = sum(len(s.rules) for s in config.slots.values())
     return CoreResult(
         decode=decode,
