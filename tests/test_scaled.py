@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -234,3 +235,67 @@ def _cleanup(prefix: str, bus: str, root: Path) -> None:
     from trimtab.bench.scale import _cleanup as cleanup
 
     cleanup(_backends(bus, prefix)["TRIMTAB_BUS"], prefix, root)
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+def test_collector_keeps_accepting_while_the_bus_restarts(tmp_path, kind, redis_url, own_server):
+    """Kill the event bus mid-stream: nothing is refused, health says why, nothing is lost."""
+    import asyncio
+
+    from trimtab.backends import open_event_bus
+
+    bus_server = own_server(kind)
+    prefix = f"ttrs{uuid.uuid4().hex[:8]}"
+    bus_url = (
+        f"{bus_server.url}?prefix={prefix}"
+        if kind == "redis"
+        else f"{bus_server.url}?stream={prefix.upper()}&prefix={prefix}"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+    env.update(
+        {"TRIMTAB_STATE": f"redis://127.0.0.1:6379/0?prefix={prefix}", "TRIMTAB_BUS": bus_url}
+    )
+    server = Serve(tmp_path / "c", env)
+    events = _stream()[:600]
+    batches = [encode(events[i : i + 20]) for i in range(0, len(events), 20)]
+    try:
+        for batch in batches[:10]:
+            assert server.post("/v1/events?key=pk_demo", batch)["rejected"] == []
+        bus_server.stop(signal.SIGKILL)
+        for batch in batches[10:20]:  # still accepted, into the local buffer
+            assert server.post("/v1/events?key=pk_demo", batch)["rejected"] == []
+        assert _wait(lambda: server.get("/health")["status"] == "degraded", 20)
+        health = server.get("/health")
+        assert any("event bus unreachable" in r for r in health["degraded"]), health
+        assert health["buffered"] > 0
+        bus_server.start()  # same port, same data directory
+        for batch in batches[20:]:
+            assert server.post("/v1/events?key=pk_demo", batch)["rejected"] == []
+        assert _wait(
+            lambda: (h := server.get("/health"))["status"] == "ok" and h["buffered"] == 0, 60
+        ), server.get("/health")
+    finally:
+        server.stop()
+
+    async def logged_ids() -> list[str]:
+        bus = open_event_bus(bus_url, tmp_path)
+        ids = [e.event_id async for e in bus.iter_all()]
+        await bus.close()
+        return ids
+
+    ids = asyncio.run(logged_ids())
+    assert len(ids) == len(set(ids)) == len(events)  # every event, exactly once
+    assert set(ids) == {e.event_id for e in events}
+    _cleanup(prefix, "redis", tmp_path)
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False

@@ -77,12 +77,23 @@ def _wrk(
     url: str, script: Path, seconds: float, connections: int
 ) -> tuple[float, float, float, int]:
     """Requests/s, p50 ms, p99 ms and socket/HTTP errors of one wrk run."""
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stderr.strip() or done.stdout.strip()}")
+    out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(label: str) -> float:
