@@ -451,6 +451,14 @@ def bench_scale(
         )
     console.print(table)
     console.print(f"[dim]{os.cpu_count()} cores shared by the servers and wrk[/]")
+    with console.status("measuring the buses: 200,000 events each…"):
+        buses = scale.bus_throughput()
+    table = Table(title="event buses: publish (1,000-event batches) and feature processor")
+    for column in ("bus", "events", "publish events/s", "bus → features → Redis → ack, events/s"):
+        table.add_column(column, justify="left" if column == "bus" else "right")
+    for b in buses:
+        table.add_row(b.bus, f"{b.events:,}", f"{b.publish_per_s:,.0f}", f"{b.process_per_s:,.0f}")
+    console.print(table)
 
 
 @bench_app.command("all")

@@ -13,6 +13,7 @@ the cost of sharing, not the capacity of more machines.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -144,19 +145,24 @@ def _serve(config: Path, port: int, workers: int, env: dict[str, str], data_dir:
     raise RuntimeError("serve did not become healthy")
 
 
-def _cleanup(bus_url: str, prefix: str, root: Path) -> None:
-    """Remove what a run left in the shared Redis and NATS servers."""
-    import asyncio
-
+def _cleanup_keys(prefix: str) -> None:
+    """Delete a run's keys from the shared Redis."""
     import redis
-
-    from trimtab.backends import open_event_bus
 
     client = redis.Redis(host="127.0.0.1", port=6379)
     keys = list(client.scan_iter(match=f"{prefix}*", count=5000))
     for start in range(0, len(keys), 5000):
         client.delete(*keys[start : start + 5000])
     client.close()
+
+
+def _cleanup(bus_url: str, prefix: str, root: Path) -> None:
+    """Remove what a run left in the shared Redis and NATS servers."""
+    import asyncio
+
+    from trimtab.backends import open_event_bus
+
+    _cleanup_keys(prefix)
     if bus_url.startswith("nats"):
 
         async def drop() -> None:
@@ -225,3 +231,63 @@ def run(
                         _cleanup(env["TRIMTAB_BUS"], prefix, root)
                 rows.append(ScaleRow(backend, n, ev_rate * 20, d_rate, p50, p99, ev_err + d_err))
     return rows
+
+
+@dataclass
+class BusRow:
+    bus: str
+    events: int
+    publish_per_s: float
+    process_per_s: float
+
+
+def bus_throughput(n_events: int = 200_000, users: int = 5_000) -> list[BusRow]:
+    """Events/s publishing 1,000-event batches to each bus, and through the feature processor
+    (bus → features → Redis state → ack), on the shared local servers."""
+    import asyncio
+
+    from trimtab.backends import open_event_bus, open_state_store
+    from trimtab.bench.core import synthetic_events
+    from trimtab.config import load_config
+    from trimtab.demo.server import DEMO_CONFIG
+    from trimtab.features import FeatureProcessor
+    from trimtab.processor import Processor
+
+    events = synthetic_events(n_events, users=users, seed=9, t0=time.time() * 1000)
+    specs = load_config(DEMO_CONFIG).feature_specs()
+
+    async def one(kind: str, root: Path) -> BusRow:
+        prefix = f"ttbus{uuid.uuid4().hex[:8]}"
+        url = (
+            f"redis://127.0.0.1:6379/0?prefix={prefix}"
+            if kind == "redis"
+            else f"nats://127.0.0.1:4222?stream={prefix.upper()}&prefix={prefix}"
+        )
+        bus = open_event_bus(url, root)
+        store = open_state_store(f"redis://127.0.0.1:6379/0?prefix={prefix}", root)
+        try:
+            started = time.perf_counter()
+            for i in range(0, len(events), 1000):
+                await bus.publish(events[i : i + 1000])
+            publish_s = time.perf_counter() - started
+            processor = Processor(bus, store, FeatureProcessor(specs), batch=1000)
+            stop = asyncio.Event()
+            started = time.perf_counter()
+            task = asyncio.create_task(processor.run(stop))
+            while processor.stats.events < len(events):
+                await asyncio.sleep(0.05)
+            process_s = time.perf_counter() - started
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        finally:
+            with contextlib.suppress(Exception):
+                await bus.drop()
+            await bus.close()
+            await store.close()
+            _cleanup_keys(prefix)
+        return BusRow(kind, len(events), len(events) / publish_s, len(events) / process_s)
+
+    with tempfile.TemporaryDirectory(prefix="trimtab-bench-bus-") as tmp:
+        return [asyncio.run(one(kind, Path(tmp))) for kind in ("redis", "nats")]
