@@ -233,3 +233,32 @@ def test_admin_routes_need_the_secret_key(client):
     erased = client.delete("/v1/users/reader", headers=auth).json()
     assert erased["events"] == 2 and erased["decisions"] >= 1
     assert client.get("/v1/admin/decisions?user_id=reader", headers=auth).json() == []
+
+
+def test_config_file_changes_are_picked_up_and_bad_ones_refused(tmp_path):
+    app, runtime = make_app(tmp_path)
+    path = Path(runtime.config.source)
+    decide = json.dumps({"user_id": "reader", "session_id": "s1", "slots": ["cta"]})
+    with TestClient(app) as c:
+        c.post(f"/v1/events?key={KEY}", content=json.dumps([event("consent", **CONSENT)]))
+
+        def cta_variant() -> str:
+            return c.post(f"/v1/decide?key={KEY}", content=decide).json()["decisions"][0]["variant"]
+
+        assert cta_variant() == "newsletter"
+        text = path.read_text()
+        path.write_text(text.replace("default: newsletter", "default: subscribe_offer"))
+        deadline = time.monotonic() + 5
+        while cta_variant() != "subscribe_offer" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cta_variant() == "subscribe_offer"  # reloaded without a restart
+
+        path.write_text(text.replace("default: newsletter", "default: nothing_like_it"))
+        deadline = time.monotonic() + 5
+        while c.get("/health").json()["status"] == "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = c.get("/health").json()
+        assert health["status"] == "degraded"
+        assert "$.slots.cta.default" in health["degraded"][0]
+        assert cta_variant() == "subscribe_offer"  # the running config stays
+    runtime.close()

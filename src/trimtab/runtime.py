@@ -19,17 +19,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trimtab.bandits.serving import ServedPolicy, policy_specs
+from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, policy_specs, serve_policies
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import SiteConfig, load_config
 from trimtab.decide import STICKY_ATTRIBUTE, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
+from trimtab.reload import ConfigWatcher
 from trimtab.store.sqlite import SqliteStateStore
 
 log = logging.getLogger("trimtab")
-POLICY_KEY = "__policy__:"  # policy states share the state store, under reserved keys
 FEATURES_GROUP = "features"
 
 
@@ -55,6 +55,7 @@ class Runtime:
             assign=self._remember,
         )
         self.events_ingested = 0
+        self.config_error = ""
         self.replayed = self._recover()
 
     # -- configuration -------------------------------------------------------------------
@@ -74,19 +75,10 @@ class Runtime:
 
     def _build_policies(self, config: SiteConfig) -> None:
         """Serve the config's policy rules, keeping what each policy has already learned."""
-        served: dict[str, ServedPolicy] = {}
         stored = self.state_store.get_many_sync(
             POLICY_KEY + spec.name for _, _, spec in policy_specs(config.slots)
         )
-        for slot, default, spec in policy_specs(config.slots):
-            current = self.policies.get(spec.name)
-            policy = ServedPolicy(spec, default, slot)
-            if current is not None and policy.restore(current.to_state()):
-                policy.pending, policy.by_user = current.pending, current.by_user
-            elif POLICY_KEY + spec.name in stored:
-                policy.restore(stored[POLICY_KEY + spec.name])
-            served[spec.name] = policy
-        self.policies = served
+        self.policies = serve_policies(config.slots, self.policies, stored)
 
     # -- the hot path --------------------------------------------------------------------
     def ingest(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
@@ -152,8 +144,11 @@ class Runtime:
 
     async def flush_forever(self, interval_s: float) -> None:
         """Flush in a worker thread every ``interval_s`` until cancelled."""
+        watcher = ConfigWatcher(self.config.source, self.reload)
         while True:
             await asyncio.sleep(interval_s)
+            watcher.check()
+            self.config_error = watcher.last_error
             try:
                 position = self.event_log.max_seq()
                 dirty = self.processor.take_dirty()
@@ -210,6 +205,7 @@ class Runtime:
 
     def health(self) -> dict[str, Any]:
         return {
+            "degraded": f"config change refused: {self.config_error}" if self.config_error else "",
             "state": "sqlite",
             "bus": "sqlite",
             "events_ingested": self.events_ingested,

@@ -34,17 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from trimtab.backends import BufferedPublisher, open_event_bus, open_state_store
-from trimtab.bandits.serving import ServedPolicy, policy_specs
+from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, serve_policies
 from trimtab.config import SiteConfig, load_config
 from trimtab.decide import STICKY_ATTRIBUTE, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
 from trimtab.processor import Processor
+from trimtab.reload import ConfigWatcher
 
 log = logging.getLogger("trimtab.scaled")
 MAX_CAS_ROUNDS = 10
-POLICY_KEY = "__policy__:"
 SAFETY_NET_GRACE_S = 3.0
 
 
@@ -95,10 +95,7 @@ class ScaledRuntime:
         self.processor = FeatureProcessor(config.feature_specs())
         self.versions: dict[str, int] = {}
         self.decision_log = SqliteDecisionLog(self.data_dir / f"decisions-{self.consumer}.sqlite")
-        self.policies: dict[str, ServedPolicy] = {
-            spec.name: ServedPolicy(spec, default, slot)
-            for slot, default, spec in policy_specs(config.slots)
-        }
+        self.policies: dict[str, ServedPolicy] = serve_policies(config.slots, {})
         self.engine = Engine(
             config,
             self.features_of,
@@ -108,11 +105,17 @@ class ScaledRuntime:
         )
         self.events_ingested = 0
         self.state_error = ""
+        self.config_error = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._safety_net: SafetyNet | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, flush_interval_s: float) -> None:
+        names = [POLICY_KEY + name for name in self.policies]
+        with contextlib.suppress(Exception):  # Redis away: the policies start afresh
+            stored = await self.store.get_many(names)
+            self.policies = serve_policies(self.config.slots, {}, stored)
+            self.engine.policies = self.policies
         if self.run_processor:
             self._safety_net = SafetyNet(
                 self.bus,
@@ -150,8 +153,11 @@ class ScaledRuntime:
             await self._safety_net.store.close()
 
     async def _flush_forever(self, interval_s: float) -> None:
+        watcher = ConfigWatcher(self.config.source, self.reload)
         while True:
             await asyncio.sleep(interval_s)
+            watcher.check()
+            self.config_error = watcher.last_error
             try:
                 for policy in self.policies.values():
                     policy.expire()
@@ -246,6 +252,8 @@ class ScaledRuntime:
     def reload(self, config: SiteConfig | None = None) -> SiteConfig:
         config = config or load_config(self.config.source)
         self.processor.configure(config.feature_specs())
+        self.policies = serve_policies(config.slots, self.policies)
+        self.engine.policies = self.policies
         self.engine.reload(config)
         self.config = config
         return config
@@ -259,6 +267,8 @@ class ScaledRuntime:
             )
         if self.state_error:
             degraded.append(f"state store: {self.state_error}")
+        if self.config_error:
+            degraded.append(f"config change refused: {self.config_error}")
         return {
             "state": self.state_url.split("?")[0],
             "bus": self.bus_url.split("?")[0],

@@ -297,3 +297,30 @@ def policy_specs(slots: Mapping[str, Any]) -> list[tuple[str, str, PolicySpec]]:
                 data.setdefault("arms", list(slot.variants))
                 out.append((slot_name, slot.default, msgspec.convert(data, PolicySpec)))
     return out
+
+
+POLICY_KEY = "__policy__:"  # policy states share the state store, under reserved keys
+
+
+def serve_policies(
+    slots: Mapping[str, Any],
+    current: Mapping[str, ServedPolicy],
+    stored: Mapping[str, bytes] | None = None,
+) -> dict[str, ServedPolicy]:
+    """Policies for a (re)loaded config, keeping what each has learned.
+
+    A policy whose arms, features and type are unchanged keeps its model and open reward
+    windows (``current``), or else picks up its saved state (``stored``, keyed
+    ``POLICY_KEY + name``); a changed one starts afresh.
+    """
+    served: dict[str, ServedPolicy] = {}
+    stored = stored or {}
+    for slot, default, spec in policy_specs(slots):
+        policy = ServedPolicy(spec, default, slot)
+        old = current.get(spec.name)
+        if old is not None and policy.restore(old.to_state()):
+            policy.pending, policy.by_user = old.pending, old.by_user
+        elif POLICY_KEY + spec.name in stored:
+            policy.restore(stored[POLICY_KEY + spec.name])
+        served[spec.name] = policy
+    return served
