@@ -1,8 +1,8 @@
-"""Shared fixtures for the tests that need the real Redis and NATS servers.
+"""Shared fixtures for the tests that need real parts: Redis, NATS and Chromium.
 
-A missing server skips those tests on a developer machine and fails them in CI (``CI=true``),
-where the services are part of the contract. Tests that stop or restart a server start their
-own instance on another loopback port (:func:`own_server`) and stop it by pid.
+A missing server or browser skips those tests on a developer machine and fails them in CI
+(``CI=true``), where they are part of the contract. Tests that stop or restart a server start
+their own instance on another loopback port (:func:`own_server`) and stop it by pid.
 """
 
 from __future__ import annotations
@@ -144,3 +144,33 @@ def own_server(tmp_path: Path) -> Iterator:
     yield start
     for server in servers:
         server.stop(signal.SIGKILL)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium, headless, with nothing that would reach outside this machine.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Real Chromium driven by Playwright (never `playwright install`: Debian's build)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -176,6 +176,59 @@ def serve(
     )
 
 
+@app.command()
+def ope(
+    config: ConfigArg,
+    slot: Annotated[str, typer.Option(help="The slot whose logged decisions to evaluate.")],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="Candidate policy: always:VARIANT, uniform or logged (repeat)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The data dir with the logs (default: from config).")
+    ] = None,
+    reward: Annotated[str, typer.Option(help="Reward event pattern (kind:detail).")] = "click:*",
+    in_slot: Annotated[bool, typer.Option(help="Only events inside the slot count.")] = True,
+    window_s: Annotated[float, typer.Option(help="Attribution window after exposure.")] = 3600,
+) -> None:
+    """Off-policy evaluation on the decision log: IPS, SNIPS, DM and DR of candidate policies."""
+    from trimtab.bandits import logeval
+
+    site = _load(config)
+    if slot not in site.slots:
+        err.print(f"[bold red]unknown slot[/] {slot!r} (slots: {', '.join(site.slots)})")
+        raise typer.Exit(2)
+    variants = list(site.slots[slot].variants)
+    folder = data_dir or Path(site.storage.data_dir)
+    rounds = logeval.load_rounds(folder, slot, reward, in_slot, window_s)
+    if not rounds:
+        err.print(f"[bold red]no exposed decisions[/] for slot {slot!r} in {folder}")
+        raise typer.Exit(2)
+    by_id = {r.decision_id: r for r in rounds}
+    table = Table(
+        title=f"off-policy value of candidate policies for '{slot}' ({len(rounds):,} rounds)"
+    )
+    for column in ("policy", "IPS", "SNIPS", "DM", "DR"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for name in target or ["logged", "uniform", *(f"always:{v}" for v in variants)]:
+        if name == "logged":
+            policy = logeval.logged(by_id)
+        elif name == "uniform":
+            policy = logeval.uniform()
+        elif name.startswith("always:") and name[7:] in variants:
+            policy = logeval.always(name[7:])
+        else:
+            err.print(f"[bold red]unknown target[/] {name!r}: always:VARIANT, uniform or logged")
+            raise typer.Exit(2)
+        est = logeval.evaluate(rounds, variants, policy)
+        table.add_row(
+            name, *(f"{e.value:.4f} [{e.lower:.4f}, {e.upper:.4f}]" for e in est.values())
+        )
+    console.print(table)
+    observed = sum(r.reward for r in rounds) / len(rounds)
+    console.print(f"observed reward rate of the logged policy: {observed:.4f}")
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
