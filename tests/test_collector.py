@@ -262,3 +262,17 @@ def test_config_file_changes_are_picked_up_and_bad_ones_refused(tmp_path):
         assert "$.slots.cta.default" in health["degraded"][0]
         assert cta_variant() == "subscribe_offer"  # the running config stays
     runtime.close()
+
+
+def test_decide_route_has_the_same_limits_as_the_events_route(tmp_path):
+    app, runtime = make_app(tmp_path, max_body_bytes=200, rate_limit_per_s=1, rate_burst=2)
+    with TestClient(app) as c:
+        big = json.dumps({"user_id": "u" * 300, "session_id": "s", "slots": ["cta"]})
+        assert c.post(f"/v1/decide?key={KEY}", content=big).status_code == 413
+        small = json.dumps({"user_id": "u", "session_id": "s", "slots": ["cta"]})
+        statuses = [c.post(f"/v1/decide?key={KEY}", content=small).status_code for _ in range(3)]
+        assert statuses[-1] == 429
+        limited = c.post(f"/v1/decide?key={KEY}", content=small)
+        assert limited.status_code == 429 and "retry-after" in limited.headers
+        assert 'trimtab_requests_rejected_total{reason="413"} 1.0' in c.get("/metrics").text
+    runtime.close()

@@ -293,7 +293,8 @@ def create_app(
     """The collector as a Starlette app over a :class:`Runtime`."""
     collector = Collector(runtime, render)
 
-    async def events(request: Request) -> Response:
+    async def admit(request: Request) -> tuple[dict[str, str], Response | None, bytes]:
+        """Key, origin, rate and size checks of a public route; the body when admitted."""
         origin = request.headers.get("origin")
         cors = collector.cors_headers(origin)
         client = request.client.host if request.client else "unknown"
@@ -305,14 +306,22 @@ def create_app(
                 if status == 429
                 else cors
             )
-            return _error(status, reason, headers)
+            return cors, _error(status, reason, headers), b""
         limit = collector.site.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            return _error(413, f"body larger than {limit} bytes", cors)
+            collector.metrics.rejected.labels("413").inc()
+            return cors, _error(413, f"body larger than {limit} bytes", cors), b""
         body = await request.body()
         if len(body) > limit:
-            return _error(413, f"body larger than {limit} bytes", cors)
+            collector.metrics.rejected.labels("413").inc()
+            return cors, _error(413, f"body larger than {limit} bytes", cors), b""
+        return cors, None, body
+
+    async def events(request: Request) -> Response:
+        cors, refused, body = await admit(request)
+        if refused is not None:
+            return refused
         started = time.perf_counter()
         try:
             accepted, errors, changed = await collector.accept_events(body)
@@ -329,14 +338,11 @@ def create_app(
         return JSONResponse({"accepted": accepted, "rejected": rejected}, headers=cors)
 
     async def decide(request: Request) -> Response:
-        origin = request.headers.get("origin")
-        cors = collector.cors_headers(origin)
-        client = request.client.host if request.client else "unknown"
-        status, reason = collector.check_public(request.query_params.get("key"), origin, client)
-        if status:
-            return _error(status, reason, cors)
+        cors, refused, raw = await admit(request)
+        if refused is not None:
+            return refused
         try:
-            body = _decide_request.decode(await request.body())
+            body = _decide_request.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _error(400, f"bad decide request: {exc}", cors)
         decisions = await collector.first_decisions(collector.page_of(body))
