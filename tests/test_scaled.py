@@ -299,3 +299,45 @@ def _wait(predicate, timeout: float) -> bool:
             pass
         time.sleep(0.2)
     return False
+
+
+@pytest.mark.parametrize("bus", ["redis", "nats"])
+def test_erasure_reaches_the_shared_state_and_the_event_log(tmp_path, bus, redis_url, nats_url):
+    import asyncio
+
+    from trimtab.backends import open_event_bus
+
+    prefix = f"tter{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+    backends = _backends(bus, prefix)
+    server = Serve(tmp_path / "e", {**env, **backends})
+    events = _stream()[:400]
+    try:
+        for start in range(0, len(events), 20):
+            server.post("/v1/events?key=pk_demo", encode(events[start : start + 20]))
+        victim = events[-1].user_id
+        theirs = sum(1 for e in events if e.user_id == victim)
+        assert _features(server, victim)["scroll_depth_max"] >= 0
+        request = urllib.request.Request(
+            server.url(f"/v1/users/{victim}"),
+            method="DELETE",
+            headers={"Authorization": f"Bearer {SECRET}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            erased = json.loads(r.read())
+        assert erased["state"] == 1 and erased["events"] == theirs
+        assert "scroll_depth_max" not in _features(server, victim)
+    finally:
+        server.stop()
+
+    async def logged_users() -> tuple[set[str], int]:
+        log = open_event_bus(backends["TRIMTAB_BUS"], tmp_path)
+        users = [e.user_id async for e in log.iter_all()]
+        await log.close()
+        return set(users), len(users)
+
+    users, count = asyncio.run(logged_users())
+    pseudonymous = erased["erased"]
+    assert pseudonymous not in users  # every one of their events is gone from the log
+    assert count == len(events) - theirs  # and nobody else's
+    _cleanup(prefix, bus, tmp_path)

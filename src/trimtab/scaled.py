@@ -278,17 +278,20 @@ class ScaledRuntime:
         }
 
     async def erase_async(self, user_id: str) -> dict[str, int]:
-        """Erase a user's shared state and this process's decisions.
+        """Erase a user from the shared state, the event log and this process's decisions.
 
-        The event bus is an append-only log with retention: its copies of the user's events
-        age out with the stream's retention (documented in docs/deployment.md).
+        Events still buffered locally are published first, so none escapes the erasure.
         """
+        with contextlib.suppress(TimeoutError):
+            await self.publisher.flush(timeout=10.0)
         self.processor.forget(user_id)
         self.versions.pop(user_id, None)
+        events = await self.bus.erase_user(user_id)
+        self.processor.forget(user_id)  # the safety net may have reloaded it meanwhile
         return {
             "state": int(await self.store.delete(user_id)),
             "decisions": self.decision_log.erase_user(user_id),
-            "events": 0,
+            "events": events,
         }
 
     def flush(self) -> None:

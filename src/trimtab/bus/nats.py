@@ -230,6 +230,45 @@ class NatsJetStreamBus:
             with contextlib.suppress(Exception):
                 await self.js.delete_consumer(self.stream, name)
 
+    async def erase_user(self, user_id: str, batch: int = 1000) -> int:
+        """Delete every logged event of one user (erasure); returns how many were deleted.
+
+        Only the user's own partition subject can hold them: a throwaway consumer filtered to
+        it reads them, and each of the user's messages is deleted by its stream sequence.
+        """
+        await self.ensure_stream()
+        subject = self.subjects[partition_of(user_id, self.partitions)]
+        info = await self.js.stream_info(self.stream, subjects_filter=subject)
+        total = (info.state.subjects or {}).get(subject, 0) if info.state.subjects else None
+        name = f"erase_{uuid.uuid4().hex}"
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.ALL,
+            filter_subject=subject,
+            inactive_threshold=60.0,
+        )
+        sub = await self.js.pull_subscribe(subject, durable=name, stream=self.stream, config=config)
+        doomed: list[int] = []
+        try:
+            seen = 0
+            while total is None or seen < total:
+                try:
+                    msgs = await sub.fetch(batch, timeout=self.fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    break
+                for m in msgs:
+                    seen += 1
+                    if decode_one(m.data).user_id == user_id:
+                        doomed.append(m.metadata.sequence.stream)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.stream, name)
+        for seq in doomed:
+            await self.js.delete_msg(self.stream, seq)
+        return len(doomed)
+
     async def pending(self, group: str) -> int:
         """Messages the group has not acknowledged yet (undelivered or in flight)."""
         await self.ensure_stream()

@@ -247,6 +247,28 @@ class RedisStreamBus:
                     break
                 start = "(" + entries[-1][0].decode()
 
+    async def erase_user(self, user_id: str, batch: int = 1000) -> int:
+        """Delete every logged event of one user (erasure); returns how many were deleted.
+
+        Only the user's own partition can hold them, so only that stream is scanned.
+        """
+        stream = self.streams[partition_of(user_id, self.partitions)]
+        deleted, start = 0, "-"
+        while True:
+            entries = await self.client.xrange(stream, min=start, max="+", count=batch)
+            if not entries:
+                return deleted
+            doomed = [
+                entry_id
+                for entry_id, fields in entries
+                if fields and decode_one(fields[b"e"]).user_id == user_id
+            ]
+            if doomed:
+                deleted += await self.client.xdel(stream, *doomed)
+            if len(entries) < batch:
+                return deleted
+            start = "(" + entries[-1][0].decode()
+
     async def pending(self, group: str) -> int:
         """Entries the group has not acknowledged yet: undelivered (lag) or in flight."""
         total = 0
