@@ -276,3 +276,20 @@ def test_decide_route_has_the_same_limits_as_the_events_route(tmp_path):
         assert limited.status_code == 429 and "retry-after" in limited.headers
         assert 'trimtab_requests_rejected_total{reason="413"} 1.0' in c.get("/metrics").text
     runtime.close()
+
+
+def test_oversized_websocket_message_is_refused_and_the_socket_stays_usable(tmp_path):
+    app, runtime = make_app(tmp_path, max_body_bytes=2000)
+    with TestClient(app) as c, c.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        ws.send_text(json.dumps({"type": "hello", "user_id": "r", "session_id": "s", "slots": []}))
+        ws.receive_json()
+        ws.send_text(json.dumps({"type": "events", "events": [], "pad": "x" * 3000}))
+        error = ws.receive_json()
+        assert error["type"] == "error" and "larger than 2000 bytes" in error["reason"]
+        ws.send_text(
+            json.dumps(
+                {"type": "events", "events": [event("scroll", user="r", session="s", depth=0.2)]}
+            )
+        )
+        assert ws.receive_json()["type"] == "ack"
+    runtime.close()

@@ -375,6 +375,15 @@ def create_app(
             while True:
                 raw = await ws.receive_text()
                 started = time.perf_counter()
+                if len(raw) > collector.site.max_body_bytes:
+                    collector.metrics.rejected.labels("413").inc()
+                    limit = collector.site.max_body_bytes
+                    await send(
+                        _json.encode(
+                            {"type": "error", "reason": f"message larger than {limit} bytes"}
+                        )
+                    )
+                    continue
                 try:
                     envelope = _envelope.decode(raw)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
