@@ -87,3 +87,16 @@ def test_live_bench_smoke_pushes_adjustments_over_real_websockets():
     assert result.pushes_received > 0
     assert result.server["pushes"] >= result.pushes_received
     assert result.server["p99_us"] >= result.server["median_us"] > 0
+
+
+def test_power_sizes_an_experiment_and_inverts_to_the_same_lift():
+    wide = CliRunner(env={"COLUMNS": "200"})
+    sized = wide.invoke(app, ["power", "--baseline", "0.05", "--lift", "0.1"])
+    assert sized.exit_code == 0, sized.output
+    n = int(sized.output.split(" users per arm")[0].replace(",", ""))
+    assert 30_000 < n < 32_500  # the textbook figure for 5 % → 5.5 % is about 31,200
+    mde = wide.invoke(app, ["power", "--baseline", "0.05", "--users", str(n)])
+    assert mde.exit_code == 0, mde.output
+    assert "(+10.0%)" in mde.output  # the detectable lift at that size is the one asked for
+    both = wide.invoke(app, ["power", "--baseline", "0.05", "--lift", "0.1", "--users", "9"])
+    assert both.exit_code == 2 and "exactly one of" in both.output

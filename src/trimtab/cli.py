@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -174,6 +175,58 @@ def serve(
     uvicorn.run(
         create_app(runtime), host=host, port=port, log_level="warning", ws="websockets-sansio"
     )
+
+
+@app.command()
+def power(
+    baseline: Annotated[
+        float, typer.Option(help="Control conversion rate (proportion) or mean (with --sd).")
+    ],
+    lift: Annotated[
+        float | None, typer.Option(help="Relative lift to detect, e.g. 0.1 for +10 %.")
+    ] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Users per arm you have: prints the detectable lift.")
+    ] = None,
+    sd: Annotated[float | None, typer.Option(help="Standard deviation, for a mean metric.")] = None,
+    alpha: Annotated[float, typer.Option(help="Two-sided significance level.")] = 0.05,
+    target_power: Annotated[float, typer.Option("--power", help="Desired power.")] = 0.8,
+) -> None:
+    """Plan an experiment: users per arm for a lift, or the smallest lift for a sample size."""
+    from trimtab.experiments.stats import power as stats_power
+
+    if (lift is None) == (users is None):
+        err.print("[bold red]give exactly one of[/] --lift (to size) or --users (for the MDE)")
+        raise typer.Exit(2)
+    try:
+        if lift is not None:
+            if sd is None:
+                n = stats_power.sample_size_proportions(
+                    baseline, baseline * (1 + lift), alpha=alpha, power=target_power
+                )
+            else:
+                n = stats_power.sample_size_means(
+                    baseline * lift, sd, alpha=alpha, power=target_power
+                )
+            console.print(
+                f"{math.ceil(n):,} users per arm detect a {lift:+.1%} change of {baseline:g} "
+                f"with {target_power:.0%} power at α = {alpha:g} (two-sided)"
+            )
+        else:
+            assert users is not None
+            if sd is None:
+                delta = stats_power.mde_proportions(
+                    baseline, users, alpha=alpha, power=target_power
+                )
+            else:
+                delta = stats_power.mde_means(sd, users, alpha=alpha, power=target_power)
+            console.print(
+                f"with {users:,} users per arm the smallest detectable change of {baseline:g} is "
+                f"{delta:+.4g} ({delta / baseline:+.1%}) at {target_power:.0%} power, α = {alpha:g}"
+            )
+    except ValueError as exc:
+        err.print(f"[bold red]cannot plan[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
