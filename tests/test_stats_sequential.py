@@ -54,21 +54,28 @@ def test_two_sided_p_value_agrees_with_interval(pair, alpha: float, tuning: int)
 @settings(max_examples=60, deadline=None)
 def test_one_sided_p_value_is_where_the_bound_touches_zero(pair, alternative: str) -> None:
     a, b = _pair(*pair)
-    r = sequential_ttest(a, b, relative=False, alternative=alternative)
+    r = sequential_ttest(a, b, relative=False, alternative=alternative, p_value="exact")
     assert r.p_value is not None
     lo, hi = ONE_SIDED_P_RANGE
+    rho = sequential_rho(0.05, 5000, two_sided=False)
     if lo < r.p_value < hi:
-        rho = sequential_rho(0.05, 5000, two_sided=False)
         at_p = sequential_ttest(
             a, b, relative=False, alternative=alternative, alpha=r.p_value, rho=rho
         )
         bound = at_p.ci[0] if alternative == "greater" else at_p.ci[1]
         assert bound == pytest.approx(0.0, abs=1e-9 * max(1.0, r.stddev))
+    # GrowthBook's bisection (the default) stops when the bound is within 1e-6 of zero and
+    # reports the next midpoint: close to the exact root, not equal to it
+    searched = sequential_ttest(a, b, relative=False, alternative=alternative)
+    if searched.p_value is None:
+        assert searched.p_value_error == "NUMERICAL_PVALUE_NOT_CONVERGED"
+    else:
+        assert searched.p_value == pytest.approx(r.p_value, abs=1e-3)
 
 
 def test_one_sided_p_value_conformance_case_is_exact_root() -> None:
-    """The gbstats case trimtab deliberately differs on: our p makes the bound exactly 0."""
-    r = sequential_ttest(A, B, relative=False, alternative="greater")
+    """The gbstats case where bisection and the exact root differ: p="exact" is the root."""
+    r = sequential_ttest(A, B, relative=False, alternative="greater", p_value="exact")
     rho = sequential_rho(0.05, 5000, two_sided=False)
     at_p = sequential_ttest(A, B, relative=False, alternative="greater", alpha=r.p_value, rho=rho)
     assert at_p.ci[0] == pytest.approx(0.0, abs=1e-12)

@@ -14,8 +14,10 @@ The interval is valid simultaneously over all ``n``, so stopping as soon as it e
 keeps the false-positive rate below ``α``. The two-sided p-value is the inverse e-value of the
 mixture martingale, ``min(1, sqrt(k + 1) exp(-k z² / (2 (k + 1))))`` with ``z = Δ̂/se``:
 ``p < α`` exactly when the interval excludes 0. The one-sided p-value is the ``α`` at which the
-interval's finite bound touches 0 (closed form below), reported within ``[1e-5, 0.4999]``
-like GrowthBook.
+interval's finite bound touches 0, reported within ``[1e-5, 0.4999]``. By default it is found
+the way GrowthBook finds it — a bisection on ``α`` that stops once the bound is within 1e-6 of
+0 — so reports show GrowthBook's numbers (``p_value="search"``); ``p_value="exact"`` gives the
+closed-form root instead (they differ in the 4th decimal at most).
 
 >>> from trimtab.experiments.stats.statistics import ProportionStat
 >>> r = sequential_ttest(ProportionStat(3000, 1396), ProportionStat(3461, 2422))
@@ -80,6 +82,52 @@ def p_value_one_sided(z: float, n: int, rho: float, greater: bool) -> float:
     return min(max(alpha, lo), hi)
 
 
+NOT_CONVERGED = "NUMERICAL_PVALUE_NOT_CONVERGED"
+SEARCH_TOLERANCE = 1e-6
+SEARCH_STEPS = 100
+
+
+def p_value_one_sided_search(
+    estimate: float, stddev: float, n: int, rho: float, greater: bool
+) -> tuple[float | None, str | None]:
+    """The one-sided p-value by bisection on ``α``, as GrowthBook computes it.
+
+    ``ρ`` stays fixed while ``α`` moves (so only the interval's width changes). The bracket
+    is ``[1e-5, 0.4999]``: if the bound already excludes 0 at the small end, or still includes
+    it at the large end, that end is the answer. Otherwise bisect until the bound is within
+    ``SEARCH_TOLERANCE`` of 0; the answer is the midpoint of the bracket *after* that last
+    step (GrowthBook's convention). Returns ``(p, None)`` or ``(None, NOT_CONVERGED)``.
+    """
+    lo, hi = ONE_SIDED_P_RANGE
+
+    def bound(alpha: float) -> float:
+        half = float(halfwidth_one_sided(stddev, n, rho, alpha))
+        return estimate - half if greater else estimate + half
+
+    # a larger α narrows the interval: the lower bound rises, the upper bound falls
+    if greater:
+        if bound(lo) > 0:
+            return lo, None
+        if bound(hi) < 0:
+            return hi, None
+    else:
+        if bound(lo) < 0:
+            return lo, None
+        if bound(hi) > 0:
+            return hi, None
+    alpha, gap = 0.5 * (lo + hi), 0.0
+    for _ in range(SEARCH_STEPS):
+        gap = bound(alpha)
+        if (gap < 0) if greater else (gap > 0):
+            lo = alpha
+        else:
+            hi = alpha
+        alpha = 0.5 * (lo + hi)
+        if abs(gap) < SEARCH_TOLERANCE:
+            return alpha, None
+    return None, NOT_CONVERGED
+
+
 def sequential_ttest(
     a: Stat,
     b: Stat,
@@ -89,6 +137,7 @@ def sequential_ttest(
     tuning: float = DEFAULT_TUNING,
     alternative: Alternative = "two-sided",
     rho: float | None = None,
+    p_value: str = "search",
 ) -> FrequentistResult:
     """Always-valid test of ``b`` against ``a``; ``tuning`` is the expected final total ``n``."""
     two_sided = alternative == "two-sided"
@@ -106,16 +155,22 @@ def sequential_ttest(
     if two_sided:
         half = float(halfwidth_two_sided(m.stddev, n, r, alpha))
         ci = (m.estimate - half, m.estimate + half)
-        p = float(p_value_two_sided(z, n, r))
+        p, p_error = float(p_value_two_sided(z, n, r)), None
     else:
         half = float(halfwidth_one_sided(m.stddev, n, r, alpha))
         greater = alternative == "greater"
         ci = (m.estimate - half, math.inf) if greater else (-math.inf, m.estimate + half)
-        p = p_value_one_sided(z, n, r, greater)
+        if p_value == "exact":
+            p, p_error = p_value_one_sided(z, n, r, greater), None
+        elif p_value == "search":
+            p, p_error = p_value_one_sided_search(m.estimate, m.stddev, n, r, greater)
+        else:
+            raise ValueError(f"p_value must be 'search' or 'exact', not {p_value!r}")
     return FrequentistResult(
         expected=m.estimate,
         ci=ci,
         p_value=p,
+        p_value_error=p_error,
         stddev=m.stddev,
         dof=math.inf,
         relative=relative,
