@@ -20,6 +20,7 @@ from trimtab.experiments.stats import (
 from trimtab.experiments.stats.sequential import (
     ALPHA_TOO_LARGE_ONE_SIDED,
     ONE_SIDED_P_RANGE,
+    bisect_one_sided,
     p_value_one_sided,
 )
 from trimtab.experiments.stats.simulation import significance_paths
@@ -64,13 +65,19 @@ def test_one_sided_p_value_is_where_the_bound_touches_zero(pair, alternative: st
         )
         bound = at_p.ci[0] if alternative == "greater" else at_p.ci[1]
         assert bound == pytest.approx(0.0, abs=1e-9 * max(1.0, r.stddev))
-    # GrowthBook's bisection (the default) stops when the bound is within 1e-6 of zero and
-    # reports the next midpoint: close to the exact root, not equal to it
+    # GrowthBook's bisection (the default) reports the midpoint of its final bracket, and the
+    # exact root lies inside that bracket
     searched = sequential_ttest(a, b, relative=False, alternative=alternative)
-    if searched.p_value is None:
+    est = sequential_ttest(a, b, relative=False, alternative=alternative, p_value="exact")
+    p, low, high, converged = bisect_one_sided(
+        est.expected, est.stddev, a.n + b.n, rho, alternative == "greater"
+    )
+    if not converged:
+        assert searched.p_value is None
         assert searched.p_value_error == "NUMERICAL_PVALUE_NOT_CONVERGED"
     else:
-        assert searched.p_value == pytest.approx(r.p_value, abs=1e-3)
+        assert searched.p_value == p == pytest.approx(0.5 * (low + high))
+        assert low - 1e-12 <= r.p_value <= high + 1e-12
 
 
 def test_one_sided_p_value_conformance_case_is_exact_root() -> None:

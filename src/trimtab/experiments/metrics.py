@@ -181,39 +181,46 @@ def load(
     )
     data = LoadedData(con=con, patterns=patterns, numeric=numeric, arms=arms)
 
-    src = _open_readonly(data_dir / DECISIONS_FILE)
+    holdout = experiment.holdout or ""
+    marks = ",".join("?" * len(experiment.slots))
+    where = f"slot IN ({marks}) AND (experiment = ? OR experiment = ? OR rule_id = ?)"
+    args = [*experiment.slots, experiment.key, holdout, holdout]
+    # one decision log per process: the embedded one and, scaled out, decisions-<host>-<pid>
+    files = sorted(data_dir.glob("decisions*.sqlite")) or [data_dir / DECISIONS_FILE]
+    sources = [_open_readonly(path) for path in files]
+    done = 0
     try:
-        holdout = experiment.holdout or ""
-        marks = ",".join("?" * len(experiment.slots))
-        where = f"slot IN ({marks}) AND (experiment = ? OR experiment = ? OR rule_id = ?)"
-        args = [*experiment.slots, experiment.key, holdout, holdout]
-        total = src.execute(f"SELECT count(*) FROM decisions WHERE {where}", args).fetchone()[0]
-        cur = src.execute(
-            "SELECT decision_id, user_id, slot, variant, "
-            f"CASE WHEN experiment = ? THEN variation ELSE {arms} END "
-            f"FROM decisions WHERE {where}",
-            [experiment.key, *args],
+        total = sum(
+            src.execute(f"SELECT count(*) FROM decisions WHERE {where}", args).fetchone()[0]
+            for src in sources
         )
-        done = 0
-        while rows := cur.fetchmany(CHUNK_ROWS):
-            ids, users, slots, variants, arm = zip(*rows, strict=True)
-            obj = np.array
-            _insert(
-                con,
-                "decisions",
-                {
-                    "decision_id": obj(ids, dtype=object),
-                    "user_id": obj(users, dtype=object),
-                    "slot": obj(slots, dtype=object),
-                    "variant": obj(variants, dtype=object),
-                    "arm": np.asarray(arm, dtype=np.int32),
-                },
+        for src in sources:
+            cur = src.execute(
+                "SELECT decision_id, user_id, slot, variant, "
+                f"CASE WHEN experiment = ? THEN variation ELSE {arms} END "
+                f"FROM decisions WHERE {where}",
+                [experiment.key, *args],
             )
-            done += len(rows)
-            report("decisions", done, total)
+            while rows := cur.fetchmany(CHUNK_ROWS):
+                ids, users, slots, variants, arm = zip(*rows, strict=True)
+                obj = np.array
+                _insert(
+                    con,
+                    "decisions",
+                    {
+                        "decision_id": obj(ids, dtype=object),
+                        "user_id": obj(users, dtype=object),
+                        "slot": obj(slots, dtype=object),
+                        "variant": obj(variants, dtype=object),
+                        "arm": np.asarray(arm, dtype=np.int32),
+                    },
+                )
+                done += len(rows)
+                report("decisions", done, total)
         data.counts["decisions"] = done
     finally:
-        src.close()
+        for src in sources:
+            src.close()
 
     src = _open_readonly(data_dir / EVENTS_FILE)
     try:

@@ -96,8 +96,18 @@ def p_value_one_sided_search(
     is ``[1e-5, 0.4999]``: if the bound already excludes 0 at the small end, or still includes
     it at the large end, that end is the answer. Otherwise bisect until the bound is within
     ``SEARCH_TOLERANCE`` of 0; the answer is the midpoint of the bracket *after* that last
-    step (GrowthBook's convention). Returns ``(p, None)`` or ``(None, NOT_CONVERGED)``.
+    step (GrowthBook's convention). The tolerance is absolute, so with a small standard error
+    the answer can sit a few per cent from the exact root (always inside the final bracket,
+    see :func:`bisect_one_sided`). Returns ``(p, None)`` or ``(None, NOT_CONVERGED)``.
     """
+    p, _, _, converged = bisect_one_sided(estimate, stddev, n, rho, greater)
+    return (p, None) if converged else (None, NOT_CONVERGED)
+
+
+def bisect_one_sided(
+    estimate: float, stddev: float, n: int, rho: float, greater: bool
+) -> tuple[float, float, float, bool]:
+    """GrowthBook's search: ``(reported α, final bracket low, high, converged)``."""
     lo, hi = ONE_SIDED_P_RANGE
 
     def bound(alpha: float) -> float:
@@ -105,17 +115,11 @@ def p_value_one_sided_search(
         return estimate - half if greater else estimate + half
 
     # a larger α narrows the interval: the lower bound rises, the upper bound falls
-    if greater:
-        if bound(lo) > 0:
-            return lo, None
-        if bound(hi) < 0:
-            return hi, None
-    else:
-        if bound(lo) < 0:
-            return lo, None
-        if bound(hi) > 0:
-            return hi, None
-    alpha, gap = 0.5 * (lo + hi), 0.0
+    if (bound(lo) > 0) if greater else (bound(lo) < 0):
+        return lo, lo, lo, True
+    if (bound(hi) < 0) if greater else (bound(hi) > 0):
+        return hi, hi, hi, True
+    alpha = 0.5 * (lo + hi)
     for _ in range(SEARCH_STEPS):
         gap = bound(alpha)
         if (gap < 0) if greater else (gap > 0):
@@ -124,8 +128,8 @@ def p_value_one_sided_search(
             hi = alpha
         alpha = 0.5 * (lo + hi)
         if abs(gap) < SEARCH_TOLERANCE:
-            return alpha, None
-    return None, NOT_CONVERGED
+            return alpha, lo, hi, True
+    return alpha, lo, hi, False
 
 
 def sequential_ttest(
