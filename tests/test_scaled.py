@@ -341,3 +341,38 @@ def test_erasure_reaches_the_shared_state_and_the_event_log(tmp_path, bus, redis
     assert pseudonymous not in users  # every one of their events is gone from the log
     assert count == len(events) - theirs  # and nobody else's
     _cleanup(prefix, bus, tmp_path)
+
+
+@pytest.mark.parametrize("bus", ["redis", "nats"])
+def test_export_copies_the_bus_log_for_reports_once(tmp_path, bus, redis_url, nats_url):
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from trimtab.backends import open_event_bus
+    from trimtab.bus.sqlite import SqliteEventLog
+    from trimtab.cli import app
+
+    prefix = f"ttex{uuid.uuid4().hex[:8]}"
+    url = _backends(bus, prefix)["TRIMTAB_BUS"]
+    events = _stream()[:700]
+
+    async def publish() -> None:
+        log = open_event_bus(url, tmp_path)
+        await log.publish(events)
+        await log.close()
+
+    asyncio.run(publish())
+    out = tmp_path / "exported"
+    runner = CliRunner(env={"COLUMNS": "200"})
+    try:
+        for _ in range(2):  # a second export adds nothing
+            result = runner.invoke(app, ["export", "--bus", url, "--data-dir", str(out)])
+            assert result.exit_code == 0, result.output
+        assert "700 events read from the bus, 0 new" in result.output
+        local = SqliteEventLog(out / "events.sqlite")
+        assert {e.event_id for e in local.iter_all()} == {e.event_id for e in events}
+        assert local.count() == 700
+        local.close_sync()
+    finally:
+        _cleanup(prefix, bus, tmp_path)

@@ -282,6 +282,62 @@ def ope(
     console.print(f"observed reward rate of the logged policy: {observed:.4f}")
 
 
+@app.command()
+def export(
+    bus: Annotated[
+        str, typer.Option(help="The event bus to read: redis://…?prefix=… or nats://…?stream=…")
+    ],
+    data_dir: Annotated[Path, typer.Option(help="Where to write events.sqlite.")],
+) -> None:
+    """Copy a scaled deployment's event log into DATA_DIR/events.sqlite.
+
+    `trimtab report` and `trimtab ope` read SQLite logs; put the processes' decision logs
+    (decisions-*.sqlite) in the same folder. Events already exported are not copied twice.
+    """
+    import asyncio
+
+    from rich.progress import Progress
+
+    from trimtab.backends import open_event_bus
+    from trimtab.bus.sqlite import SqliteEventLog
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    target = SqliteEventLog(data_dir / "events.sqlite")
+
+    async def copy(progress: Progress) -> tuple[int, int]:
+        source = open_event_bus(bus, data_dir)
+        total = await source.count()
+        task = progress.add_task("exporting events", total=total)
+        read = added = 0
+        batch: list = []
+        try:
+            async for event in source.iter_all():
+                batch.append(event)
+                if len(batch) >= 10_000:
+                    added += target.append_sync(batch)
+                    read += len(batch)
+                    progress.update(task, completed=read)
+                    batch = []
+            added += target.append_sync(batch)
+            read += len(batch)
+            progress.update(task, completed=read)
+        finally:
+            await source.close()
+        return read, added
+
+    try:
+        with Progress(console=console, transient=True) as progress:
+            read, added = asyncio.run(copy(progress))
+    except (OSError, ConnectionError) as exc:
+        err.print(f"[bold red]cannot read the bus[/] {bus}: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        target.close_sync()
+    console.print(
+        f"{read:,} events read from the bus, {added:,} new in {data_dir / 'events.sqlite'}"
+    )
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
