@@ -126,7 +126,14 @@ async def remaining(bus: Any, group: str) -> int:
     """
     if isinstance(bus, SqliteEventLog):
         return bus.max_seq() - bus.cursor(group)
-    return await bus.pending(group)
+    # JetStream applies acks asynchronously (they are plain publishes): give the server a
+    # moment to count the last ones before reading what is still pending.
+    deadline = asyncio.get_running_loop().time() + 5.0
+    pending = await bus.pending(group)
+    while pending and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        pending = await bus.pending(group)
+    return pending
 
 
 # -- the contract ---------------------------------------------------------------------------

@@ -68,6 +68,14 @@ def simulate(
     categories = tuple(c for c in DEFAULT_CATEGORIES)
     sim = Simulator(seed=seed, categories=categories, n_users=users, start_ms=time.time() * 1000)
     result = SimulationResult(slot=slot, policy=policy_name)
+    # Reproducible runs: the policies draw from seeded generators, and each slot's clicks from
+    # its own, so one slot's randomness never shifts another's outcomes.
+    for k, policy in enumerate(runtime.policies.values()):
+        policy.rng = np.random.default_rng([seed, 1, k])
+        policy.policy.rng = np.random.default_rng([seed, 2, k])
+    click_rngs = {
+        name: np.random.default_rng([seed, 3, k]) for k, name in enumerate(runtime.engine.slots)
+    }
     profiles = _profiles(categories)
     exposures = clicks = 0
     by_source_n: dict[str, int] = {}
@@ -93,8 +101,9 @@ def simulate(
             clicked = False
             for d in decisions:
                 p_click = _slot_click_probability(sim, visitor, d.slot, d.variant, categories)
-                if sim.rng.random() < p_click:
-                    sim.clock_ms += float(sim.rng.gamma(2.0, 900.0))
+                rng = click_rngs[d.slot]
+                if rng.random() < p_click:
+                    sim.clock_ms += float(rng.gamma(2.0, 900.0))
                     kind = "cta" if d.slot == "cta" else "card"
                     reaction.append(
                         _event(
