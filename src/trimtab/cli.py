@@ -94,7 +94,10 @@ def decide(
         for problem in result.errors:
             err.print(f"[yellow]rejected[/] {problem}")
         processor.apply(e for e in result.events if e.user_id == user)
-    engine = Engine(site, processor.features_of)
+    from trimtab.bandits.serving import serve_policies
+
+    # the same engine the server runs, bandit policies included (untrained: fresh state)
+    engine = Engine(site, processor.features_of, policies=serve_policies(site.slots, {}))
     decisions = engine.decide(user, session, slot or None)
     if as_json:
         from trimtab.decide import decision_json
