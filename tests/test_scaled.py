@@ -376,3 +376,57 @@ def test_export_copies_the_bus_log_for_reports_once(tmp_path, bus, redis_url, na
         local.close_sync()
     finally:
         _cleanup(prefix, bus, tmp_path)
+
+
+def test_sticky_assignments_are_shared_by_every_process(tmp_path, redis_url, nats_url):
+    """A user bucketed by one process keeps the variation everywhere once weights change."""
+    import yaml
+
+    prefix = f"ttst{uuid.uuid4().hex[:8]}"
+    data = yaml.safe_load(DEMO.read_text())
+    rule = data["slots"]["hero"]["rules"][1]
+    rule["sticky"] = True
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
+    env.update(_backends("redis", prefix))
+
+    def serve(name: str) -> Serve:
+        server = Serve.__new__(Serve)
+        server.port = free_port()
+        server.data_dir = tmp_path / name
+        server.process = subprocess.Popen(
+            [sys.executable, "-m", "trimtab.cli", "serve", str(config), "--port",
+             str(server.port), "--data-dir", str(server.data_dir)],
+            env={**env, "TRIMTAB_SECRET_KEY": SECRET},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert _wait(lambda: server.get("/health")["status"] == "ok", 40)
+        return server
+
+    first = serve("one")
+    users = [f"sticky-{i}" for i in range(40)]
+    try:
+        consent = [
+            Consent(event_id=f"c-{u}", user_id=u, session_id="s", ts=time.time() * 1000,
+                    purposes={"analytics": True, "personalization": True})
+            for u in users
+        ]  # fmt: skip
+        first.post("/v1/events?key=pk_demo", encode(consent))
+
+        def hero(server: Serve, user: str) -> str:
+            body = json.dumps({"user_id": user, "session_id": "s", "slots": ["hero"]}).encode()
+            return server.post("/v1/decide?key=pk_demo", body)["decisions"][0]["variant"]
+
+        before = {u: hero(first, u) for u in users}
+        assert set(before.values()) == {"top_story", "for_you"}
+    finally:
+        first.stop()  # an orderly stop writes what is still pending
+    rule["weights"] = [1.0, 0.0]  # everyone new would now get top_story
+    config.write_text(yaml.safe_dump(data))
+    second = serve("two")
+    try:
+        assert {u: hero(second, u) for u in users} == before
+    finally:
+        second.stop()
+        _cleanup(prefix, "redis", tmp_path)

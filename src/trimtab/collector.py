@@ -211,6 +211,9 @@ class Collector:
                 conn.shown[d.slot] = d.variant
                 self.metrics.decisions.labels(d.source).inc()
             return decisions
+        # consent given in an earlier visit is in the state just loaded (another process may
+        # have recorded it): decide personalization only now
+        conn.personalize = self.gate.personalization_allowed(conn.user_id)
         decisions = self.hub.decide(conn, only_changed=False)
         for d in decisions:
             self.metrics.decisions.labels(d.source).inc()

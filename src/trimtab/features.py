@@ -521,6 +521,15 @@ class FeatureProcessor:
             read(user, sess, attrs)
         return attrs
 
+    def set_user_value(self, user_id: str, name: str, key: str, value: Any) -> None:
+        """Store ``values[name][key] = value`` in a user's state and mark it to be persisted
+        (the engine keeps sticky experiment assignments this way)."""
+        state = self.states.get(user_id)
+        if state is None:
+            state = self.states[user_id] = UserState(user_id=user_id)
+        state.values.setdefault(name, {})[key] = value
+        self.dirty.add(user_id)
+
     def forget(self, user_id: str) -> bool:
         """Drop a user's state (erasure)."""
         self.dirty.discard(user_id)

@@ -28,7 +28,7 @@ from typing import Literal
 from trimtab.events import AnyEvent, Consent, Custom, PageView
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-_PHONE = re.compile(r"\+?\d[\d ()-]{7,}\d")
+_PHONE = re.compile(r"\+?\(?\d[\d ()-]{7,}\d")
 _PURPOSE_ANALYTICS = "analytics"
 _PURPOSE_PERSONALIZATION = "personalization"
 
@@ -101,7 +101,7 @@ class PrivacyGate:
         if granted is None and self.stored_consent is not None:
             granted = self.stored_consent(user_id)
             if granted is not None:
-                self.consents[user_id] = granted
+                self._remember_consent(user_id, granted)
         if granted is None:
             return self.consent_mode == "implied"
         return bool(granted.get(purpose, False))
@@ -111,14 +111,20 @@ class PrivacyGate:
 
     def record_consent(self, raw_user_id: str, purposes: dict[str, bool]) -> None:
         """Take a consent choice into account before its batch is gated."""
-        self.consents[self.user_id(raw_user_id)] = dict(purposes)
+        self._remember_consent(self.user_id(raw_user_id), dict(purposes))
+
+    def _remember_consent(self, user_id: str, purposes: dict[str, bool]) -> None:
+        # A bounded cache: what it forgets is read again from the user's state.
+        if len(self.consents) >= self._cache_size and user_id not in self.consents:
+            self.consents.clear()
+        self.consents[user_id] = purposes
 
     def gate(self, event: AnyEvent) -> AnyEvent | None:
         """The event as it may be stored, or None when it may not be collected at all."""
         event.user_id = self.user_id(event.user_id)
         kind = type(event)
         if kind is Consent:
-            self.consents[event.user_id] = dict(event.purposes)
+            self._remember_consent(event.user_id, dict(event.purposes))
             return event
         if not self.allows(event.user_id):
             self.dropped_without_consent += 1

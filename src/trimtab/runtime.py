@@ -103,11 +103,7 @@ class Runtime:
     def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
         """Keep a sticky experiment assignment in the user's state (persisted with it)."""
         self._ensure_loaded((user_id,))
-        state = self.processor.states.get(user_id)
-        if state is None:
-            state = self.processor.states[user_id] = UserState(user_id=user_id)
-        state.values.setdefault(STICKY_ATTRIBUTE, {})[key] = [variation, propensity]
-        self.processor.dirty.add(user_id)
+        self.processor.set_user_value(user_id, STICKY_ATTRIBUTE, key, [variation, propensity])
 
     def _ensure_loaded(self, user_ids: Iterable[str]) -> None:
         states = self.processor.states

@@ -106,6 +106,7 @@ class ScaledRuntime:
         self.events_ingested = 0
         self.state_error = ""
         self.config_error = ""
+        self._sticky: dict[str, dict[str, list]] = {}  # assignments not yet in Redis
         self._tasks: list[asyncio.Task[None]] = []
         self._safety_net: SafetyNet | None = None
 
@@ -145,6 +146,8 @@ class ScaledRuntime:
                 await task
         self._tasks.clear()
         await self.publisher.close(timeout=10.0)
+        with contextlib.suppress(Exception):
+            await self._save_sticky()
         await self._save_policies()
         self.decision_log.flush_sync()
         await self.bus.close()
@@ -159,6 +162,7 @@ class ScaledRuntime:
             watcher.check()
             self.config_error = watcher.last_error
             try:
+                await self._save_sticky()
                 for policy in self.policies.values():
                     policy.expire()
                 rows = self.decision_log.take_rows()
@@ -243,11 +247,38 @@ class ScaledRuntime:
         return self.processor.states.get(user_id)
 
     def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
-        state = self.processor.states.get(user_id)
-        if state is None:
-            state = self.processor.states[user_id] = UserState(user_id=user_id)
-        state.values.setdefault(STICKY_ATTRIBUTE, {})[key] = [variation, propensity]
-        self.processor.dirty.add(user_id)  # written with the user's next events
+        """Keep a sticky assignment in the user's state; the flush loop writes it to Redis."""
+        value = [variation, propensity]
+        self.processor.set_user_value(user_id, STICKY_ATTRIBUTE, key, value)
+        self._sticky.setdefault(user_id, {})[key] = value
+
+    async def _save_sticky(self) -> None:
+        """Write pending sticky assignments into the shared state (compare-and-set).
+
+        An assignment leaves the pending set only once Redis has it, so a save interrupted by
+        shutdown (or a Redis outage) is simply done again.
+        """
+        pending = {user: dict(values) for user, values in self._sticky.items()}
+        for _ in range(MAX_CAS_ROUNDS):
+            if not pending:
+                return
+            rows = await self.store.get_many_versioned(pending)
+            blobs, expected = {}, {}
+            for user, assignments in pending.items():
+                blob, version = rows.get(user, (None, 0))
+                state = decode_state(blob) if blob is not None else UserState(user_id=user)
+                state.values.setdefault(STICKY_ATTRIBUTE, {}).update(assignments)
+                blobs[user], expected[user] = encode_state(state), version
+            written, conflicts = await self.store.put_many_versioned(blobs, expected)
+            self.versions.update(written)
+            for user in written:
+                left = self._sticky.get(user, {})
+                for key, value in pending[user].items():
+                    if left.get(key) == value:
+                        del left[key]
+                if not left:
+                    self._sticky.pop(user, None)
+            pending = {user: pending[user] for user in conflicts}
 
     def reload(self, config: SiteConfig | None = None) -> SiteConfig:
         config = config or load_config(self.config.source)
