@@ -173,15 +173,25 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
     return config
 
 
-def _convert(value: Any, kind: type, where: str, source: str) -> Any:
-    """msgspec.convert with its ``$``-rooted error path re-rooted at ``where``."""
+def _convert(
+    value: Any, kind: type, where: str, source: str, *, field_in_path: bool = False
+) -> Any:
+    """msgspec.convert with its ``$``-rooted error path re-rooted at ``where``.
+
+    With ``field_in_path`` an unknown field is named in the path (``….colour: unknown
+    field``) rather than in the message.
+    """
     try:
         return msgspec.convert(value, kind, strict=False)
     except msgspec.ValidationError as exc:
         reason, sep, at = str(exc).rpartition(" - at `")
         if not sep:
             reason, at = str(exc), "$`"
-        raise ConfigError(source, where + at.rstrip("`")[1:], _friendly(reason)) from None
+        path = where + at.rstrip("`")[1:]
+        if field_in_path and reason.startswith("Object contains unknown field"):
+            field = reason.rpartition(" ")[2].strip("`")
+            path, reason = f"{path}.{field}", "unknown field"
+        raise ConfigError(source, path, _friendly(reason)) from None
 
 
 def _mapping(value: Any, where: str, source: str) -> dict[str, Any]:

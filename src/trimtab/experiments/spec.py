@@ -116,21 +116,25 @@ def check(config: Any, source: str) -> ExperimentsConfig:
 
     Returns the typed declarations, with each experiment's ``key`` and ``slots`` filled in.
     """
-    from trimtab.config import ConfigError
+    from trimtab.config import ConfigError, _convert
 
     def fail(path: str, problem: str) -> ConfigError:
         return ConfigError(source, path, problem)
 
     metrics: dict[str, MetricSpec] = {}
     for name, raw in (config.metrics or {}).items():
-        metrics[str(name)] = _convert(raw, MetricSpec, f"$.metrics.{name}", fail)
+        metrics[str(name)] = _convert(
+            raw, MetricSpec, f"$.metrics.{name}", source, field_in_path=True
+        )
     for name, m in metrics.items():
         _check_metric(name, m, metrics, fail)
 
     experiments: dict[str, ExperimentSpec] = {}
     for name, raw in (config.experiments or {}).items():
         where = f"$.experiments.{name}"
-        spec = _convert(raw if raw is not None else {}, ExperimentSpec, where, fail)
+        spec = _convert(
+            raw if raw is not None else {}, ExperimentSpec, where, source, field_in_path=True
+        )
         experiments[str(name)] = _check_experiment(str(name), spec, config, metrics, where, fail)
     return ExperimentsConfig(metrics=metrics, experiments=experiments)
 
@@ -138,20 +142,6 @@ def check(config: Any, source: str) -> ExperimentsConfig:
 def experiments_of(config: Any) -> ExperimentsConfig:
     """The typed declarations of an already loaded :class:`~trimtab.config.SiteConfig`."""
     return check(config, config.source or "<config>")
-
-
-def _convert(raw: Any, kind: type, where: str, fail) -> Any:
-    try:
-        return msgspec.convert(raw, kind, strict=False)
-    except msgspec.ValidationError as exc:
-        reason, sep, at = str(exc).rpartition(" - at `")
-        if not sep:
-            reason, at = str(exc), "$`"
-        path = where + at.rstrip("`")[1:]
-        if reason.startswith("Object contains unknown field"):
-            field = reason.rpartition(" ")[2].strip("`")
-            path, reason = f"{path}.{field}", "unknown field"
-        raise fail(path, reason) from None
 
 
 def _check_pattern(pattern: str, where: str, fail) -> None:
