@@ -194,8 +194,10 @@ class ScaledRuntime:
             return set()
 
     async def _apply(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
-        users = {e.user_id for e in events}
-        await self._load(users)
+        # Users already cached (the collector's prepare() has just loaded them) are not read
+        # again: if another process changed one meanwhile, the compare-and-set below fails
+        # for that user, who is then reloaded and re-applied.
+        await self._load({e.user_id for e in events} - self.processor.states.keys())
         changed = self.processor.apply(events)
         for round_ in range(MAX_CAS_ROUNDS):
             dirty = self.processor.take_dirty()
