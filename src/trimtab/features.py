@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from statistics import median
 from typing import Any, Literal
 
@@ -112,20 +113,14 @@ def _key_getter(by: str) -> Callable[[Any], str]:
     raise FeatureConfigError(f"'by' must be element, kind, category or total, not {by!r}")
 
 
-def _target(spec: FeatureSpec) -> Callable[[UserState, SessionState], dict[str, Any]]:
-    if spec.scope == "user":
-        return lambda user, sess: user.values
-    return lambda user, sess: sess.values
-
-
-def _sum_by(spec: FeatureSpec, field: str) -> Updater:
-    """Sum of a numeric event field, in total or keyed by element / kind / category."""
+def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0) -> Updater:
+    """Sum of ``amount(event)``, in total or keyed by element / kind / category."""
     name, user_scope = spec.name, spec.scope == "user"
     if spec.by == "total":
 
         def update_total(user: UserState, sess: SessionState, e: Any) -> None:
             values = user.values if user_scope else sess.values
-            values[name] = values.get(name, 0.0) + getattr(e, field)
+            values[name] = values.get(name, zero) + amount(e)
 
         return update_total
     key_of = _key_getter(spec.by)
@@ -136,31 +131,13 @@ def _sum_by(spec: FeatureSpec, field: str) -> Updater:
         if table is None:
             table = values[name] = {}
         key = key_of(e)
-        table[key] = table.get(key, 0.0) + getattr(e, field)
+        table[key] = table.get(key, zero) + amount(e)
 
     return update_by
 
 
-def _count_by(spec: FeatureSpec) -> Updater:
-    name, user_scope = spec.name, spec.scope == "user"
-    if spec.by == "total":
-
-        def count_total(user: UserState, sess: SessionState, e: Any) -> None:
-            values = user.values if user_scope else sess.values
-            values[name] = values.get(name, 0) + 1
-
-        return count_total
-    key_of = _key_getter(spec.by)
-
-    def count_by(user: UserState, sess: SessionState, e: Any) -> None:
-        values = user.values if user_scope else sess.values
-        table = values.get(name)
-        if table is None:
-            table = values[name] = {}
-        key = key_of(e)
-        table[key] = table.get(key, 0) + 1
-
-    return count_by
+def _one(e: Any) -> int:
+    return 1
 
 
 def _scroll_depth_max(spec: FeatureSpec) -> Updater:
@@ -379,9 +356,9 @@ _BEHAVIOUR = (PageView, Scroll, Hover, Visible, Click, Custom)
 FEATURE_KINDS: dict[str, tuple[tuple[type, ...], Callable[[FeatureSpec], Updater]]] = {
     "scroll_depth_max": ((Scroll,), _scroll_depth_max),
     "scroll_velocity": ((Scroll,), _scroll_velocity),
-    "hover_ms": ((Hover,), lambda s: _sum_by(s, "dwell_ms")),
-    "visible_ms": ((Visible,), lambda s: _sum_by(s, "visible_ms")),
-    "click_count": ((Click,), _count_by),
+    "hover_ms": ((Hover,), lambda s: _sum_by(s, attrgetter("dwell_ms"))),
+    "visible_ms": ((Visible,), lambda s: _sum_by(s, attrgetter("visible_ms"))),
+    "click_count": ((Click,), lambda s: _sum_by(s, _one, 0)),  # counts stay integers
     "time_on_page": (_BEHAVIOUR, _time_on_page),
     "interest": ((PageView, Visible, Hover, Click), _interest),
     "sequence": (_BEHAVIOUR, _sequence),
