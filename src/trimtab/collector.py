@@ -61,10 +61,6 @@ class Hello(msgspec.Struct, kw_only=True):
     page_category: str = ""
 
 
-class DecideRequest(Hello, kw_only=True):
-    pass
-
-
 class Envelope(msgspec.Struct, kw_only=True):
     type: str
     events: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
@@ -76,7 +72,7 @@ class Envelope(msgspec.Struct, kw_only=True):
 
 
 _envelope = msgspec.json.Decoder(Envelope)
-_decide_request = msgspec.json.Decoder(DecideRequest)
+_decide_request = msgspec.json.Decoder(Hello)  # a decide request says what a hello says
 _json = msgspec.json.Encoder()
 
 

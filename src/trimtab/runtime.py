@@ -129,14 +129,17 @@ class Runtime:
 
     def flush(self) -> None:
         """Persist changed user states, policies and buffered decisions."""
+        self._write(*self._snapshot())
+
+    def _snapshot(self) -> tuple[dict[str, bytes], int, list[tuple]]:
+        """What a flush writes, taken on the event loop: the log position first, so every
+        event up to it is in the states taken next (the crash-recovery invariant)."""
         position = self.event_log.max_seq()
         dirty = self.processor.take_dirty()
         blobs = {u: encode_state(s) for u, s in dirty.items()}
         self.learn()
         blobs.update(self._policy_blobs())
-        self.state_store.put_many_sync(blobs)
-        self.event_log.set_cursor(FEATURES_GROUP, position)
-        self.decision_log.flush_sync()
+        return blobs, position, self.decision_log.take_rows()
 
     async def flush_forever(self, interval_s: float) -> None:
         """Flush in a worker thread every ``interval_s`` until cancelled."""
@@ -146,17 +149,12 @@ class Runtime:
             watcher.check()
             self.config_error = watcher.last_error
             try:
-                position = self.event_log.max_seq()
-                dirty = self.processor.take_dirty()
-                blobs = {u: encode_state(s) for u, s in dirty.items()}
-                self.learn()
-                blobs.update(self._policy_blobs())
-                rows = self.decision_log.take_rows()
-                await asyncio.to_thread(self._write, blobs, position, rows)
+                await asyncio.to_thread(self._write, *self._snapshot())
             except Exception:  # keep flushing; the next round retries what it can
                 log.exception("flush failed")
 
     def _write(self, blobs: dict[str, bytes], position: int, rows: list[tuple]) -> None:
+        """States before the log position, so a crash between them only replays events."""
         self.state_store.put_many_sync(blobs)
         self.event_log.set_cursor(FEATURES_GROUP, position)
         self.decision_log.write_rows(rows)
