@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from trimtab.bench.live import free_port
+
 REDIS_URL = os.environ.get("TRIMTAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("TRIMTAB_TEST_NATS", "nats://127.0.0.1:4222")
 
@@ -58,12 +60,6 @@ def nats_url() -> str:
 def namespace() -> str:
     """A name unique to this test, for Redis key prefixes and NATS stream/subject names."""
     return f"tt_test_{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OwnServer:
