@@ -10,7 +10,7 @@ import pytest
 from trimtab.bandits.logged import load_obd, one_hot_contexts
 from trimtab.bench import bandits
 
-OBD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "obd"
+OBD = Path(__file__).resolve().parent / "data" / "obd"
 
 
 def test_run_returns_rows_for_logged_and_trimtab_policies() -> None:

@@ -12,9 +12,9 @@ from trimtab.bandits import ope
 from trimtab.bandits.logged import load_obd, load_vw_cb_eval
 from trimtab.bandits.regression import AdaptiveRegressor, progressive_predictions
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-OBD = SHARED / "data" / "obd"
-VW = SHARED / "data" / "vw"
+DATA = Path(__file__).resolve().parent / "data"
+OBD = DATA / "obd"
+VW = DATA / "vw"
 OBP_REFERENCE = json.loads((OBD / "obp_reference_ope.json").read_text())
 
 

@@ -1,6 +1,6 @@
 """GrowthBook's own gbstats unit tests, run unchanged as data against trimtab's statistics.
 
-The two unittest files in ``../shared/conformance/gbstats/`` import ``gbstats``; a thin shim
+The two unittest files vendored in ``tests/data/gbstats/`` import ``gbstats``; a thin shim
 package (``tests/gbstats_shim/gbstats``) maps those names onto
 :mod:`trimtab.experiments.stats`. Each ``TestCase`` method becomes one pytest case.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "conformance" / "gbstats"
+SHARED = HERE / "data" / "gbstats"
 SHIM = HERE / "gbstats_shim"
 FILES = ("frequentist_test_tests.py", "bayesian_test_tests.py")
 

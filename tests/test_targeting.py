@@ -1,6 +1,6 @@
 """trimtab.targeting: GrowthBook's conformance suite run as data, plus properties.
 
-Every case of the shared suite (``../shared/conformance/growthbook/cases.json``) is one test,
+Every case of GrowthBook's suite (vendored in ``tests/data/growthbook/cases.json``) is one test,
 named ``test_<section>[<case name>]``. Hypothesis then checks that compiled conditions agree
 with the interpreter on arbitrary (even invalid) conditions, and with the PyPI ``growthbook``
 SDK (a differential oracle, used only here) on well-formed ones.
@@ -43,9 +43,9 @@ from trimtab.targeting import (
 )
 from trimtab.targeting import hash as gb_hash
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
 CASES: dict[str, Any] = json.loads(
-    (SHARED / "conformance" / "growthbook" / "cases.json").read_text(encoding="utf-8")
+    (DATA / "growthbook" / "cases.json").read_text(encoding="utf-8")
 )
 
 

@@ -7,6 +7,7 @@ evaluation code never touches file formats.
 from __future__ import annotations
 
 import csv
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +38,14 @@ class ObdLog:
 
 
 def load_obd(root: Path | str, behavior: str = "random", campaign: str = "all") -> ObdLog:
-    """Read ``<root>/<behavior>/<campaign>/<campaign>.csv`` (e.g. ``random/all/all.csv``)."""
+    """Read ``<root>/<behavior>/<campaign>/<campaign>.csv[.gz]`` (e.g. ``random/all/all.csv``)."""
     base = Path(root) / behavior / campaign
-    with open(base / f"{campaign}.csv", newline="") as fh:
+    plain = base / f"{campaign}.csv"
+    # The repository vendors the sample gzipped (tests/data/obd); the original layout is plain.
+    opener = (lambda: open(plain, newline="")) if plain.exists() else (
+        lambda: gzip.open(base / f"{campaign}.csv.gz", "rt", newline="")
+    )
+    with opener() as fh:
         rows = list(csv.DictReader(fh))
     with open(base / "item_context.csv", newline="") as fh:
         n_items = sum(1 for _ in csv.DictReader(fh))

@@ -59,8 +59,11 @@ def _median_us(samples_ns: np.ndarray | list[int]) -> float:
 
 
 def default_data_dir() -> Path:
-    """``$TRIMTAB_OBD`` or ``../shared/data/obd`` next to the working directory."""
-    return Path(os.environ.get("TRIMTAB_OBD", Path.cwd().parent / "shared" / "data" / "obd"))
+    """``$TRIMTAB_OBD``, else the sample vendored in the source checkout (``tests/data/obd``)."""
+    if "TRIMTAB_OBD" in os.environ:
+        return Path(os.environ["TRIMTAB_OBD"])
+    checkout = Path(__file__).resolve().parents[3] / "tests" / "data" / "obd"
+    return checkout if checkout.is_dir() else Path.cwd() / "tests" / "data" / "obd"
 
 
 def trimtab_policies(
