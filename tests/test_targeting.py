@@ -44,9 +44,7 @@ from trimtab.targeting import (
 from trimtab.targeting import hash as gb_hash
 
 DATA = Path(__file__).resolve().parent / "data"
-CASES: dict[str, Any] = json.loads(
-    (DATA / "growthbook" / "cases.json").read_text(encoding="utf-8")
-)
+CASES: dict[str, Any] = json.loads((DATA / "growthbook" / "cases.json").read_text(encoding="utf-8"))
 
 
 def named(section: str) -> list[Any]:

@@ -559,7 +559,7 @@ def bench_bandits(
         list[str] | None, typer.Option(help="OBD campaign(s): all, men, women (repeat).")
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Open Bandit Dataset folder (default: the sample in tests/data/obd).")
+        Path | None, typer.Option(help="Open Bandit Dataset folder (default: tests/data/obd).")
     ] = None,
     peers: Annotated[bool, typer.Option(help="Also run Vowpal Wabbit and MABWiser.")] = True,
     limit: Annotated[int | None, typer.Option(help="Replay only the first N rows.")] = None,

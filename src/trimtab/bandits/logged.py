@@ -42,10 +42,11 @@ def load_obd(root: Path | str, behavior: str = "random", campaign: str = "all") 
     base = Path(root) / behavior / campaign
     plain = base / f"{campaign}.csv"
     # The repository vendors the sample gzipped (tests/data/obd); the original layout is plain.
-    opener = (lambda: open(plain, newline="")) if plain.exists() else (
-        lambda: gzip.open(base / f"{campaign}.csv.gz", "rt", newline="")
-    )
-    with opener() as fh:
+    with (
+        open(plain, newline="")
+        if plain.exists()
+        else gzip.open(base / f"{campaign}.csv.gz", "rt", newline="")
+    ) as fh:
         rows = list(csv.DictReader(fh))
     with open(base / "item_context.csv", newline="") as fh:
         n_items = sum(1 for _ in csv.DictReader(fh))
