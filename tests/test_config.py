@@ -145,3 +145,31 @@ def test_secret_key_comes_from_the_environment(monkeypatch):
     config = parse_config(demo_data(), "demo")
     monkeypatch.setenv("TRIMTAB_SECRET_KEY", "sk_test")
     assert config.secret_key() == "sk_test"
+
+
+def test_one_policy_name_in_two_slots_is_refused_and_distinct_names_decide(tmp_path):
+    """Two slots serving bandits under one name validated, then every decide raised KeyError."""
+    from trimtab.runtime import Runtime
+
+    data = demo_data()
+    bandit = copy.deepcopy(data["slots"]["rail"]["rules"][-1])
+    data["slots"]["rail2"] = {
+        "default": "popular",
+        "variants": data["slots"]["rail"]["variants"],
+        "rules": [bandit],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.yaml")
+    assert info.value.path == "$.slots.rail2.rules"
+    assert "'rail-bandit' is already used by a rule of slot 'rail'" in str(info.value)
+
+    bandit["id"] = "rail2-bandit"
+    bandit["policy"]["name"] = "rail2-bandit"
+    runtime = Runtime(parse_config(data, "x.yaml"), tmp_path)
+    try:
+        decisions = runtime.decide("u1", "s1")
+    finally:
+        runtime.close()
+    by_slot = {d.slot: d for d in decisions}
+    assert set(by_slot) == set(data["slots"])
+    assert by_slot["rail2"].variant in data["slots"]["rail"]["variants"]

@@ -248,6 +248,7 @@ def _check(config: SiteConfig, source: str) -> None:
         raise ConfigError(source, "$.site.holdout", "must be at least 0 and below 1")
     for slot_name, slot in config.slots.items():
         _check_slot(source, f"$.slots.{slot_name}", slot)
+    _check_policy_names(source, config)
     if config.metrics or config.experiments:
         from trimtab.experiments import spec
 
@@ -296,6 +297,22 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
             raise ConfigError(source, f"{at}.sticky", "only experiment rules can be sticky")
         if rule.policy is not None:
             _check_policy(source, f"{at}.policy", rule, slot, declared)
+
+
+def _check_policy_names(source: str, config: SiteConfig) -> None:
+    """A policy name identifies one learner (its state is saved under it): one rule each."""
+    from trimtab.bandits.serving import policy_specs
+
+    first: dict[str, str] = {}
+    for slot_name, _, spec in policy_specs(config.slots):
+        if spec.name in first:
+            raise ConfigError(
+                source,
+                f"$.slots.{slot_name}.rules",
+                f"policy name {spec.name!r} is already used by a rule of slot "
+                f"{first[spec.name]!r}: give each policy rule its own name (or id)",
+            )
+        first[spec.name] = slot_name
 
 
 def _check_policy(source: str, at: str, rule: RuleDecl, slot: SlotDecl, declared: str) -> None:

@@ -1,0 +1,1 @@
+../../../tracker/trimtab.js
