@@ -173,3 +173,11 @@ def test_one_policy_name_in_two_slots_is_refused_and_distinct_names_decide(tmp_p
     by_slot = {d.slot: d for d in decisions}
     assert set(by_slot) == set(data["slots"])
     assert by_slot["rail2"].variant in data["slots"]["rail"]["variants"]
+
+
+def test_the_demo_config_states_the_scope_of_every_feature():
+    demo = yaml.safe_load(DEMO.read_text())
+    assert all(f.get("scope") in ("page", "session", "user") for f in demo["features"].values())
+    scopes = load_config(DEMO).feature_specs()
+    page = {s.name for s in scopes if s.resolved_scope == "page"}
+    assert {"scroll_depth_max", "hover_ms_by_kind", "time_on_page_s"} <= page

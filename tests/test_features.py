@@ -207,8 +207,8 @@ def test_any_interleaving_of_users_gives_the_same_features(events, data):
     for chunk_start in range(0, len(mixed), 7):
         interleaved.apply(mixed[chunk_start : chunk_start + 7])
     for user in "abc":
-        assert interleaved.features_of(user, f"{user}s", 0) == in_order.features_of(
-            user, f"{user}s", 0
+        assert interleaved.features_of(user, f"{user}s", now_ms=0) == in_order.features_of(
+            user, f"{user}s", now_ms=0
         )
 
 
@@ -223,7 +223,9 @@ def test_applying_events_again_changes_nothing(events, repeats):
     twice.apply([stream[i] for i in repeats if i < len(stream)])
     twice.apply(stream)
     for user in "abc":
-        assert twice.features_of(user, f"{user}s", 0) == once.features_of(user, f"{user}s", 0)
+        assert twice.features_of(user, f"{user}s", now_ms=0) == once.features_of(
+            user, f"{user}s", now_ms=0
+        )
     assert twice.duplicates == len(stream) + sum(1 for i in repeats if i < len(stream))
 
 
@@ -235,8 +237,8 @@ def test_state_survives_encoding():
     assert restored == state
     other = fresh()
     other.states["a"] = restored
-    assert other.features_of("a", "as", 0) == fp.features_of("a", "as", 0)
-    assert not math.isnan(other.features_of("a", "as", 0)["scroll_velocity"])
+    assert other.features_of("a", "as", now_ms=0) == fp.features_of("a", "as", now_ms=0)
+    assert not math.isnan(other.features_of("a", "as", now_ms=0)["scroll_velocity"])
 
 
 @pytest.mark.parametrize(
@@ -247,6 +249,9 @@ def test_state_survives_encoding():
         (FeatureSpec("x", "sequence", steps=("click:a",)), "at least two steps"),
         (FeatureSpec("x", "event_count"), "needs 'event'"),
         (FeatureSpec("device", "scroll_depth_max"), "reserved"),
+        (FeatureSpec("x", "time_on_page", scope="session"), "always page-scoped"),
+        (FeatureSpec("x", "hover_ms", scope="tab"), "scope must be page, session or user"),  # type: ignore[arg-type]
+        (FeatureSpec("x", "interest", min_evidence=-1), "min_evidence must be 0 or more"),
     ],
 )
 def test_invalid_declarations_are_refused(spec, message):
@@ -273,3 +278,117 @@ def test_every_event_kind_can_be_applied_and_consent_is_recorded():
     assert {e.__struct_config__.tag for e in sample} == kinds
     assert fp.apply(sample) == {("u", "s")}
     assert fp.features_of("u", "s")["consent"] == {"analytics": True}
+
+
+# -- scopes: page (reset by each page view), session, user -------------------------------------
+
+PAGE_SPECS = [
+    FeatureSpec("depth", "scroll_depth_max", scope="page"),
+    FeatureSpec("depth_visit", "scroll_depth_max", scope="session"),
+    FeatureSpec("image_ms", "hover_ms", by="kind", scope="page"),
+    FeatureSpec("image_ms_visit", "hover_ms", by="kind", scope="session"),
+    FeatureSpec("time_on_page_s", "time_on_page"),
+    FeatureSpec("views", "event_count", event="page_view", scope="user"),
+]
+
+
+def pv(cls, t: float, view: str, **fields):
+    return ev(cls, t, page_view_id=view, **fields)
+
+
+def test_page_scope_starts_afresh_on_each_page_view_and_the_others_carry_on():
+    fp = FeatureProcessor(PAGE_SPECS)
+    fp.apply(
+        [
+            pv(PageView, 0, "v1", page="/a"),
+            pv(Scroll, 1000, "v1", depth=1.0),
+            pv(Hover, 2000, "v1", element="img", element_kind="image", dwell_ms=3400),
+        ]
+    )
+    first = fp.features_of("u", "s", "v1")
+    assert first["depth"] == 1.0 and first["image_ms"] == {"image": 3400}
+    assert first["time_on_page_s"] == pytest.approx(2.0)
+    # the next page is decided before any of its events: nothing of the first page shows
+    opening = fp.features_of("u", "s", "v2")
+    assert "depth" not in opening and "image_ms" not in opening and "time_on_page_s" not in opening
+    assert opening["depth_visit"] == 1.0 and opening["image_ms_visit"] == {"image": 3400}
+    fp.apply([pv(PageView, 60_000, "v2", page="/b"), pv(Scroll, 61_000, "v2", depth=0.3)])
+    second = fp.features_of("u", "s", "v2")
+    assert second["depth"] == 0.3 and "image_ms" not in second
+    assert second["depth_visit"] == 1.0 and second["views"] == 2
+    assert second["time_on_page_s"] == pytest.approx(1.0)
+    assert fp.features_of("u", "s") == second  # no id: the session's latest page view
+
+
+def test_a_late_event_of_the_previous_page_updates_that_page_only():
+    fp = FeatureProcessor(PAGE_SPECS)
+    fp.apply(
+        [pv(PageView, 0, "v1"), pv(PageView, 10_000, "v2"), pv(Scroll, 11_000, "v2", depth=0.2)]
+    )
+    # the first page's last hover report arrives after the second page opened (a beacon)
+    fp.apply([pv(Hover, 9_000, "v1", element="img", element_kind="image", dwell_ms=2000)])
+    assert "image_ms" not in fp.features_of("u", "s", "v2")
+    assert fp.features_of("u", "s")["depth"] == 0.2  # v2 is still the current page
+    assert fp.features_of("u", "s", "v1")["image_ms"] == {"image": 2000}
+
+
+def test_pages_of_a_session_are_bounded():
+    fp = FeatureProcessor(PAGE_SPECS)
+    fp.apply([pv(Scroll, i * 1000, f"v{i}", depth=0.1 * i) for i in range(1, 9)])
+    pages = fp.states["u"].sessions["s"].pages
+    assert list(pages) == ["v5", "v6", "v7", "v8"]
+    assert fp.features_of("u", "s")["depth"] == pytest.approx(0.8)
+
+
+def test_without_page_view_ids_page_view_events_start_pages():
+    fp = FeatureProcessor(PAGE_SPECS)
+    fp.apply([ev(PageView, 0), ev(Scroll, 500, depth=0.9)])
+    assert fp.features_of("u", "s")["depth"] == 0.9
+    fp.apply([ev(PageView, 1000), ev(Scroll, 1500, depth=0.1)])
+    assert fp.features_of("u", "s")["depth"] == 0.1
+
+
+def test_scopes_default_to_what_the_kind_means():
+    fp = FeatureProcessor(
+        [
+            FeatureSpec("depth", "scroll_depth_max"),
+            FeatureSpec("speed", "scroll_velocity"),
+            FeatureSpec("dwell", "hover_ms"),
+            FeatureSpec("interest", "interest"),
+        ]
+    )
+    assert fp.scopes == {"depth": "page", "speed": "page", "dwell": "session", "interest": "user"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    depths=st.lists(st.tuples(st.sampled_from(["v1", "v2"]), st.floats(0, 1)), max_size=30),
+)
+def test_page_features_do_not_depend_on_how_two_pages_interleave(data, depths):
+    """Two tabs (or a late beacon): each page's own features, whatever the arrival order."""
+    opening = [pv(PageView, 0, "v1"), pv(PageView, 1, "v2")]
+    stream = [pv(Scroll, 10 + i, view, depth=d) for i, (view, d) in enumerate(depths)]
+    shuffled = data.draw(st.permutations(stream))
+    ordered, mixed = FeatureProcessor(PAGE_SPECS), FeatureProcessor(PAGE_SPECS)
+    ordered.apply(opening + stream)
+    mixed.apply(opening + list(shuffled))
+    for view in ("v1", "v2"):
+        assert ordered.features_of("u", "s", view, now_ms=0) == mixed.features_of(
+            "u", "s", view, now_ms=0
+        )
+
+
+def test_navigation_is_not_interest_and_interest_needs_evidence():
+    fp = FeatureProcessor([FeatureSpec("interest", "interest", min_evidence=2)])
+    chips = [
+        ev(Visible, 1, element=f"chip-{c}", category=c, visible_ms=60_000, nav=True)
+        for c in ("politics", "tech", "sport")
+    ]
+    fp.apply([ev(PageView, 0, page_category="sport"), *chips])
+    f = fp.features_of("u", "s")
+    assert f["interest_pages"] == 1 and "interest_top" not in f  # one page: no claim yet
+    fp.apply([ev(PageView, 10, page_category="sport"), ev(Click, 11, element="x", nav=True)])
+    f = fp.features_of("u", "s")
+    assert f["interest_pages"] == 2
+    assert f["interest_top"] == "sport" and list(f["interest_share"]) == ["sport"]

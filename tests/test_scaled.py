@@ -149,7 +149,7 @@ def test_three_processes_match_one_embedded_process(tmp_path, bus, redis_url, na
         for user in users:
             want_features = _features(embedded, user)
             want_decisions = _decisions(embedded, user)
-            assert want_features["scroll_depth_max"] > 0
+            assert want_features["visible_ms_by_category"]  # a session feature: never empty here
             for server in scaled:
                 assert _features(server, user) == want_features, (user, server.port)
                 assert _decisions(server, user) == want_decisions, (user, server.port)

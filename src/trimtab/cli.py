@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -455,8 +456,19 @@ def _print_timings(title: str, rows: list[tuple[str, ...]], columns: tuple[str, 
 @bench_app.command("core")
 def bench_core(
     quick: Annotated[bool, typer.Option(help="Fewer iterations (a smoke run).")] = False,
+    against: Annotated[
+        str,
+        typer.Option(
+            help="Also time feature updates of this git revision (e.g. main) against this "
+            "tree, alternating in one run, and print the ratio.",
+        ),
+    ] = "",
 ) -> None:
-    """Decode, feature updates and decide (3 slots, 20 rules, 30 features) vs the GrowthBook SDK."""
+    """Decode, feature updates and decide (3 slots, 20 rules, 30 features), with baselines.
+
+    Feature updates are compared with River's online statistics on the same 10 declarations
+    and events; decide with the GrowthBook SDK on the same rules and attributes.
+    """
     from trimtab.bench import core
 
     with console.status("running the core benchmark…"):
@@ -471,6 +483,28 @@ def bench_core(
             "-",
         ),
         ("feature updates", f"{result.events_per_s:,.0f} events/s", "-", "≥ 200,000 events/s"),
+    ]
+    if result.river_runs:
+        rows.append(
+            (
+                "River per-key aggregates (Agg), same declarations and events",
+                f"{result.river_events_per_s:,.0f} events/s",
+                "-",
+                "-",
+            )
+        )
+        rows.append(
+            ("speed-up over River (median ratio)", f"{result.river_ratio:.1f}×", "-", "≥ 2×")
+        )
+        rows.append(
+            (
+                "River statistics in hand-written per-key tables (no Agg)",
+                f"{result.river_stats_events_per_s:,.0f} events/s",
+                "-",
+                "-",
+            )
+        )
+    rows += [
         (
             f"decide {result.slots} slots / {result.rules} rules / {result.features} features",
             f"{result.decide.median_us:.1f} µs",
@@ -493,6 +527,21 @@ def bench_core(
     console.print(
         f"feature-update runs (events/s): {', '.join(f'{r:,.0f}' for r in result.apply_runs)}"
     )
+    if result.river_runs:
+        console.print(
+            f"River Agg runs (events/s): {', '.join(f'{r:,.0f}' for r in result.river_runs)}; "
+            f"River values that differ from trimtab's: {result.river_differ}"
+        )
+    if against:
+        from trimtab.bench import ab
+
+        with console.status(f"timing feature updates of {against} against this tree…"):
+            compared = ab.run(against, rounds=2 if quick else 4)
+        console.print(
+            f"feature updates, {against}: median {statistics.median(compared.before):,.0f} "
+            f"events/s; this tree: {statistics.median(compared.after):,.0f} events/s; "
+            f"ratio {compared.ratio:.3f} (target ≥ 0.90)"
+        )
     console.print(f"[dim]took {time.perf_counter() - started:.1f} s[/]")
 
 
@@ -629,7 +678,7 @@ def bench_scale(
 @bench_app.command("all")
 def bench_all(ctx: typer.Context) -> None:
     """Every benchmark in turn (what `make bench` runs)."""
-    ctx.invoke(bench_core, quick=False)
+    ctx.invoke(bench_core, quick=False, against="")
     ctx.invoke(bench_live, sessions=200, seconds=15.0, interval_ms=250.0)
     ctx.invoke(bench_bandits, campaign=None, data_dir=None, peers=True, limit=None)
     from trimtab.experiments.cli import bench_stats

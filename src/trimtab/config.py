@@ -60,13 +60,16 @@ class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class FeatureDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: str
-    scope: Literal["session", "user"] = "session"
+    # page: reset by every page view; session: this visit; user: this reader. Unset: the
+    # kind's natural scope (page for scroll and time on page, user for interest, else session).
+    scope: Literal["page", "session", "user"] | None = None
     by: Literal["element", "kind", "category", "total"] = "total"
     event: str = ""
     window: int = 9
     half_life_s: float = 600.0
     steps: list[str] = []
     within_s: float = 30.0
+    min_evidence: int = 0
     description: str = ""
 
 
@@ -124,6 +127,7 @@ class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 half_life_s=d.half_life_s,
                 steps=tuple(d.steps),
                 within_s=d.within_s,
+                min_evidence=d.min_evidence,
                 description=d.description,
             )
             for name, d in self.features.items()

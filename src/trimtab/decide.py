@@ -278,7 +278,7 @@ def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
 class Engine:
     """Decides slots for users from their live features.
 
-    ``features_of(user, session)`` supplies the attributes (normally
+    ``features_of(user, session, page_view_id)`` supplies the attributes (normally
     :meth:`trimtab.features.FeatureProcessor.features_of`); ``policies`` maps policy names to
     choosers for ``policy`` rules. Each decision is passed to ``log`` with the attributes it saw.
     """
@@ -286,12 +286,12 @@ class Engine:
     def __init__(
         self,
         config: SiteConfig,
-        features_of: Callable[[str, str], dict[str, Any]] | None = None,
+        features_of: Callable[..., dict[str, Any]] | None = None,
         log: Callable[[list[Decision], dict[str, Any]], None] | None = None,
         policies: Mapping[str, PolicyChooser] | None = None,
         assign: AssignCallback | None = None,
     ) -> None:
-        self.features_of = features_of or (lambda user, session: {"id": user})
+        self.features_of = features_of or (lambda user, session, page_view_id="": {"id": user})
         self.log = log
         self.assign = assign
         self.policies: dict[str, PolicyChooser] = dict(policies or {})
@@ -312,12 +312,18 @@ class Engine:
         session: str,
         slots: Iterable[str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        page_view_id: str = "",
     ) -> list[Decision]:
         """Decide the given slots (all slots when None) for one user and session.
 
-        ``extra`` overrides attributes for this decision only (the page a request is for).
+        ``extra`` overrides attributes for this decision only (the page a request is for);
+        ``page_view_id`` names the page view whose ``page``-scoped features apply.
         """
-        attrs = self.features_of(user, session)
+        attrs = (
+            self.features_of(user, session, page_view_id)
+            if page_view_id
+            else self.features_of(user, session)
+        )
         if extra:
             attrs.update(extra)
         return self.decide_attrs(attrs, slots)

@@ -34,7 +34,9 @@ class Event(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True):
 
     ``event_id`` deduplicates retries; ``user_id`` is pseudonymous (the privacy gate hashes it
     before storage); ``ts`` is the client clock and ``received`` the server clock, both epoch ms.
-    ``page`` is the page path and ``page_category`` the content category of that page.
+    ``page`` is the page path and ``page_category`` the content category of that page;
+    ``page_view_id`` (random, one per page load) tells page views apart, so ``page``-scoped
+    features start afresh on each.
     """
 
     event_id: Id
@@ -44,6 +46,7 @@ class Event(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True):
     received: float = 0.0
     page: Name = ""
     page_category: Name = ""
+    page_view_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 class PageView(Event, tag="page_view", kw_only=True):
@@ -69,6 +72,7 @@ class Hover(Event, tag="hover", kw_only=True):
     element_kind: Name = ""
     category: Name = ""
     slot: Name = ""  # the data-tt-slot the element sits in, if any
+    nav: bool = False  # inside data-tt-nav markup: navigation or chrome, never interest
     dwell_ms: NonNegative
 
 
@@ -79,6 +83,7 @@ class Visible(Event, tag="visible", kw_only=True):
     element_kind: Name = ""
     category: Name = ""
     slot: Name = ""
+    nav: bool = False
     visible_ms: NonNegative
     fraction: Fraction = 1.0
 
@@ -90,6 +95,7 @@ class Click(Event, tag="click", kw_only=True):
     element_kind: Name = ""
     category: Name = ""
     slot: Name = ""
+    nav: bool = False
 
 
 class Custom(Event, tag="custom", kw_only=True):

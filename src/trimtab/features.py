@@ -1,9 +1,16 @@
-"""Declared features, computed incrementally per session and per user.
+"""Declared features, computed incrementally per page view, per session and per user.
 
-A site config declares named features (``scroll_depth_max: {kind: scroll_depth_max}``). The
-:class:`FeatureProcessor` compiles the declarations into one list of small update functions per
-event kind, so applying an event is a dict lookup plus a few arithmetic updates. State lives in
+A site config declares named features (``scroll_depth_max: {kind: scroll_depth_max, scope:
+page}``). Each feature has a **scope**: ``page`` (reset by every page view: "this page"),
+``session`` ("this visit") or ``user`` ("this reader"). The :class:`FeatureProcessor` compiles
+the declarations into small update functions per event kind and scope, so applying an event
+is a dict lookup plus a few arithmetic updates on the state of its scope. State lives in
 :class:`UserState` objects (msgspec Structs, so a store can persist them as bytes).
+
+Page views are told apart by the ``page_view_id`` the tracker puts on every event; events
+without one (other clients, the simulator) belong to the page opened by the latest
+``page_view`` event. A session keeps the state of its last few page views, so a late event of
+the previous page (or a second tab) updates its own page, never the current one.
 
 Applying the same event twice (same ``event_id``) changes nothing: every user keeps a bounded
 window of the event ids it has applied.
@@ -15,6 +22,9 @@ window of the event ids it has applied.
 [('u', 's')]
 >>> fp.features_of("u", "s")["scroll_depth_max"]
 0.8
+>>> _ = fp.apply([PageView(event_id="e2", user_id="u", session_id="s", ts=1.7e12 + 1)])
+>>> "scroll_depth_max" in fp.features_of("u", "s")  # a new page view starts from nothing
+False
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from operator import attrgetter
-from statistics import median
 from typing import Any, Literal
 
 import msgspec
@@ -41,10 +50,12 @@ from trimtab.events import (
     Visible,
 )
 
-Scope = Literal["session", "user"]
+Scope = Literal["page", "session", "user"]
+SCOPES: tuple[str, ...] = ("page", "session", "user")
 SEEN_IDS_PER_USER = 20_000
 SESSION_TIMEOUT_MS = 30 * 60 * 1000
 MAX_SESSIONS_PER_USER = 8
+MAX_PAGES_PER_SESSION = 4  # page views whose state a session keeps (tabs, late events)
 
 
 class FeatureSpec(msgspec.Struct, frozen=True):
@@ -52,24 +63,39 @@ class FeatureSpec(msgspec.Struct, frozen=True):
 
     name: str
     kind: str
-    scope: Scope = "session"
+    scope: Scope | None = None  # None: the kind's natural scope (DEFAULT_SCOPE)
     by: str = "total"  # element | kind | category | total, for hover/visible/click kinds
     event: str = ""  # for event_count: an event kind or a custom event name
     window: int = 9  # for scroll_velocity: how many recent samples the median covers
     half_life_s: float = 600.0  # for interest
     steps: tuple[str, ...] = ()  # for sequence: "kind:detail" patterns, "*" matches anything
     within_s: float = 30.0  # for sequence
+    min_evidence: int = 0  # for interest: categorised page views before _top/_share exist
     description: str = ""
 
+    @property
+    def resolved_scope(self) -> str:
+        return self.scope or DEFAULT_SCOPE.get(self.kind, "session")
 
-class SessionState(msgspec.Struct):
-    """Feature values and bookkeeping of one visit."""
+
+class PageState(msgspec.Struct):
+    """Feature values of one page view (the ``page`` scope)."""
 
     values: dict[str, Any] = {}
     aux: dict[str, Any] = {}
     started_ms: float = 0.0
     last_ms: float = 0.0
-    page_started_ms: float = 0.0
+
+
+class SessionState(msgspec.Struct):
+    """Feature values and bookkeeping of one visit, and of its latest page views."""
+
+    values: dict[str, Any] = {}
+    aux: dict[str, Any] = {}
+    started_ms: float = 0.0
+    last_ms: float = 0.0
+    page_view_id: str = ""  # the latest page view
+    pages: dict[str, PageState] = {}
 
 
 class UserState(msgspec.Struct):
@@ -97,15 +123,17 @@ def decode_state(blob: bytes) -> UserState:
     return _state_decoder.decode(blob)
 
 
-# An updater mutates the state of one user/session for one event.
-Updater = Callable[[UserState, SessionState, Any], None]
-# A reader derives attributes from state when features are read (not per event).
-Reader = Callable[["UserState | None", "SessionState | None", dict[str, Any]], None]
+# The state of one scope: a UserState, SessionState or PageState (each has values and aux).
+Owner = Any
+# An updater mutates the state of its scope's owner for one event.
+Updater = Callable[[Owner, Any], None]
+# A reader derives attributes from an owner's state when features are read (not per event).
+Reader = Callable[[Owner, dict[str, Any]], None]
 
 
 def _key_getter(by: str) -> Callable[[Any], str]:
     if by == "element":
-        return lambda e: e.element
+        return attrgetter("element")
     if by == "kind":
         return lambda e: e.element_kind or "other"
     if by == "category":
@@ -115,18 +143,18 @@ def _key_getter(by: str) -> Callable[[Any], str]:
 
 def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0) -> Updater:
     """Sum of ``amount(event)``, in total or keyed by element / kind / category."""
-    name, user_scope = spec.name, spec.scope == "user"
+    name = spec.name
     if spec.by == "total":
 
-        def update_total(user: UserState, sess: SessionState, e: Any) -> None:
-            values = user.values if user_scope else sess.values
+        def update_total(owner: Owner, e: Any) -> None:
+            values = owner.values
             values[name] = values.get(name, zero) + amount(e)
 
         return update_total
     key_of = _key_getter(spec.by)
 
-    def update_by(user: UserState, sess: SessionState, e: Any) -> None:
-        values = user.values if user_scope else sess.values
+    def update_by(owner: Owner, e: Any) -> None:
+        values = owner.values
         table = values.get(name)
         if table is None:
             table = values[name] = {}
@@ -140,11 +168,15 @@ def _one(e: Any) -> int:
     return 1
 
 
-def _scroll_depth_max(spec: FeatureSpec) -> Updater:
-    name, user_scope = spec.name, spec.scope == "user"
+def _noop(owner: Owner, e: Any) -> None:
+    return None
 
-    def update(user: UserState, sess: SessionState, e: Scroll) -> None:
-        values = user.values if user_scope else sess.values
+
+def _scroll_depth_max(spec: FeatureSpec) -> Updater:
+    name = spec.name
+
+    def update(owner: Owner, e: Scroll) -> None:
+        values = owner.values
         if e.depth > values.get(name, 0.0):
             values[name] = e.depth
 
@@ -152,32 +184,44 @@ def _scroll_depth_max(spec: FeatureSpec) -> Updater:
 
 
 def _scroll_velocity(spec: FeatureSpec) -> Updater:
-    """Median absolute scroll speed (px/s) over the last ``window`` non-zero samples."""
-    name, window, user_scope = spec.name, spec.window, spec.scope == "user"
+    """Median absolute scroll speed (px/s) over the last ``window`` non-zero samples.
 
-    def update(user: UserState, sess: SessionState, e: Scroll) -> None:
+    The tracker measures each sample over a time window (distance covered in the last half
+    second), not per animation frame, so one wheel notch is not a flick.
+    """
+    name, window = spec.name, spec.window
+
+    def update(owner: Owner, e: Scroll) -> None:
         if e.velocity == 0.0:
             return
-        owner = user if user_scope else sess
         recent = owner.aux.get(name)
         if recent is None:
             recent = owner.aux[name] = []
         recent.append(abs(e.velocity))
-        if len(recent) > window:
+        n = len(recent)
+        if n > window:
             del recent[0]
-        owner.values[name] = median(recent)
+            n -= 1
+        ordered = sorted(recent)
+        mid = n >> 1
+        owner.values[name] = ordered[mid] if n & 1 else (ordered[mid - 1] + ordered[mid]) / 2
 
     return update
 
 
-def _time_on_page(spec: FeatureSpec) -> Updater:
-    """Seconds between the current page's page_view and the latest event of the session."""
+def _time_on_page_reader(spec: FeatureSpec) -> Reader:
+    """Seconds between a page view's first event and its latest (always page-scoped).
+
+    Computed when features are read from the page's clock, which every event keeps: no work
+    per event.
+    """
     name = spec.name
 
-    def update(user: UserState, sess: SessionState, e: Any) -> None:
-        sess.values[name] = max(0.0, (sess.last_ms - sess.page_started_ms) / 1000.0)
+    def read(page: PageState | None, attrs: dict[str, Any]) -> None:
+        if page is not None:
+            attrs[name] = max(0.0, (page.last_ms - page.started_ms) / 1000.0)
 
-    return update
+    return read
 
 
 def _interest(spec: FeatureSpec) -> Updater:
@@ -185,35 +229,38 @@ def _interest(spec: FeatureSpec) -> Updater:
 
     A signal of weight ``w`` at time ``t`` counts ``w · exp(-ln 2 · (now − t) / half_life)``:
     attention a minute ago counts more than last week's. Signals: visible seconds, hover
-    seconds, 5 per click, 1 per page view; "now" is the owner's latest signal.
+    seconds, 5 per click, 1 per page view; "now" is the owner's latest signal. Only content
+    counts: events on navigation and chrome (``nav``, from ``data-tt-nav`` markup) do not.
 
     The state keeps ``g_c = Σ w · exp(λ (t − anchor))`` per category, so a signal touches its
     own category only (O(1), and the order signals arrive in does not matter); the decayed
     scores are ``g_c · exp(−λ (last − anchor))``, computed when features are read (see
-    :func:`_interest_reader`). When the exponent grows large the anchor moves forward.
+    :func:`_interest_reader`). When the exponent grows large the anchor moves forward. The
+    state also counts the categorised page views: the evidence ``min_evidence`` asks for.
     """
     name = spec.name
     rate = math.log(2.0) / (spec.half_life_s * 1000.0)
-    user_scope = spec.scope == "user"
     exp = math.exp
 
-    def update(user: UserState, sess: SessionState, e: Any) -> None:
+    def update(owner: Owner, e: Any) -> None:
         kind = type(e)
-        if kind is Visible:
+        if kind is PageView:
+            weight = 1.0
+        elif e.nav:
+            return
+        elif kind is Visible:
             weight = e.visible_ms / 1000.0
         elif kind is Hover:
             weight = e.dwell_ms / 1000.0
-        elif kind is Click:
+        else:  # Click
             weight = 5.0
-        else:
-            weight = 1.0
-        category = getattr(e, "category", "") or e.page_category
+        category = e.page_category if kind is PageView else (e.category or e.page_category)
         if not category or weight <= 0.0:
             return
-        owner = user if user_scope else sess
         st = owner.aux.get(name)
         if st is None:
-            st = owner.aux[name] = [e.ts, e.ts, {}]  # anchor, last signal, growth per category
+            # anchor, last signal, growth per category, categorised page views
+            st = owner.aux[name] = [e.ts, e.ts, {}, 0]
         x = rate * (e.ts - st[0])
         growth = st[2]
         if x > 300.0:  # rebase long before floats overflow (~700)
@@ -224,22 +271,28 @@ def _interest(spec: FeatureSpec) -> Updater:
         growth[category] = growth.get(category, 0.0) + weight * exp(x)
         if e.ts > st[1]:
             st[1] = e.ts
+        if kind is PageView:
+            if len(st) < 4:  # state saved before page views were counted
+                st.append(0)
+            st[3] += 1
 
     return update
 
 
 def _interest_reader(spec: FeatureSpec) -> Reader:
-    """Adds ``<name>`` (category → score), ``<name>_share`` (category → share of the total),
-    ``<name>_top`` and ``<name>_top_share`` to the attributes when they are read."""
+    """Adds ``<name>_pages`` (categorised page views seen) and, once they reach
+    ``min_evidence``, ``<name>`` (category → score), ``<name>_share`` (category → share of the
+    total), ``<name>_top`` and ``<name>_top_share``: no interest is claimed without evidence."""
     name, top_name, share_name = spec.name, f"{spec.name}_top", f"{spec.name}_top_share"
-    shares_name = f"{spec.name}_share"
+    shares_name, pages_name = f"{spec.name}_share", f"{spec.name}_pages"
     rate = math.log(2.0) / (spec.half_life_s * 1000.0)
-    user_scope = spec.scope == "user"
+    min_evidence = spec.min_evidence
 
-    def read(user: UserState | None, sess: SessionState | None, attrs: dict[str, Any]) -> None:
-        owner = user if user_scope else sess
+    def read(owner: Owner, attrs: dict[str, Any]) -> None:
         st = owner.aux.get(name) if owner is not None else None
-        if not st or not st[2]:
+        pages = st[3] if st and len(st) > 3 else 0
+        attrs[pages_name] = pages
+        if not st or not st[2] or pages < min_evidence:
             return
         factor = math.exp(-rate * (st[1] - st[0]))
         scores = {key: g * factor for key, g in st[2].items()}
@@ -278,6 +331,20 @@ def _token_matcher(pattern: str) -> Callable[[Any], bool]:
     return matches
 
 
+def _step_types(steps: Iterable[str]) -> tuple[type, ...]:
+    """The event types that can match any of these ``kind:detail`` steps."""
+    by_tag = {t.__struct_config__.tag: t for t in _BEHAVIOUR}
+    found: list[type] = []
+    for step in steps:
+        head = step.partition(":")[0]
+        if head == "*":
+            return _BEHAVIOUR
+        if head in by_tag:
+            found.append(by_tag[head])
+        found.append(Custom)  # a custom event may carry any name, a kind's included
+    return tuple(dict.fromkeys(found))
+
+
 def _sequence(spec: FeatureSpec) -> Updater:
     """True once the steps occurred in order with the last within ``within_s`` of the first.
 
@@ -289,10 +356,8 @@ def _sequence(spec: FeatureSpec) -> Updater:
     name, n = spec.name, len(spec.steps)
     matchers = [_token_matcher(step) for step in spec.steps]
     within_ms = spec.within_s * 1000.0
-    user_scope = spec.scope == "user"
 
-    def update(user: UserState, sess: SessionState, e: Any) -> None:
-        owner = user if user_scope else sess
+    def update(owner: Owner, e: Any) -> None:
         if owner.values.get(name):
             return
         starts = owner.aux.get(name)
@@ -311,29 +376,29 @@ def _sequence(spec: FeatureSpec) -> Updater:
 
 
 def _last_value(spec: FeatureSpec) -> Updater:
-    name, event, user_scope = spec.name, spec.event, spec.scope == "user"
+    name, event = spec.name, spec.event
 
-    def update(user: UserState, sess: SessionState, e: Custom) -> None:
+    def update(owner: Owner, e: Custom) -> None:
         if e.name == event:
-            (user.values if user_scope else sess.values)[name] = e.value
+            owner.values[name] = e.value
 
     return update
 
 
 def _event_count(spec: FeatureSpec) -> tuple[list[type], Updater]:
-    name, event, user_scope = spec.name, spec.event, spec.scope == "user"
+    name, event = spec.name, spec.event
     kinds = [t for t in _ALL_KINDS if t.__struct_config__.tag == event]
     if kinds:
 
-        def count_kind(user: UserState, sess: SessionState, e: Any) -> None:
-            values = user.values if user_scope else sess.values
+        def count_kind(owner: Owner, e: Any) -> None:
+            values = owner.values
             values[name] = values.get(name, 0) + 1
 
         return kinds, count_kind
 
-    def count_custom(user: UserState, sess: SessionState, e: Custom) -> None:
+    def count_custom(owner: Owner, e: Custom) -> None:
         if e.name == event:
-            values = user.values if user_scope else sess.values
+            values = owner.values
             values[name] = values.get(name, 0) + 1
 
     return [Custom], count_custom
@@ -359,11 +424,25 @@ FEATURE_KINDS: dict[str, tuple[tuple[type, ...], Callable[[FeatureSpec], Updater
     "hover_ms": ((Hover,), lambda s: _sum_by(s, attrgetter("dwell_ms"))),
     "visible_ms": ((Visible,), lambda s: _sum_by(s, attrgetter("visible_ms"))),
     "click_count": ((Click,), lambda s: _sum_by(s, _one, 0)),  # counts stay integers
-    "time_on_page": (_BEHAVIOUR, _time_on_page),
+    "time_on_page": ((), lambda s: _noop),  # a reader: see _time_on_page_reader
     "interest": ((PageView, Visible, Hover, Click), _interest),
-    "sequence": (_BEHAVIOUR, _sequence),
+    "sequence": (_BEHAVIOUR, _sequence),  # narrowed to the steps' types (_step_types)
     "last_value": ((Custom,), _last_value),
     "event_count": ((), _event_count),  # listens to what its `event` names
+}
+
+# Kinds whose attributes are (also) derived when features are read.
+_READERS: dict[str, Callable[[FeatureSpec], Reader]] = {
+    "interest": _interest_reader,
+    "time_on_page": _time_on_page_reader,
+}
+
+# The scope a kind has when a declaration does not say: what its name means.
+DEFAULT_SCOPE: dict[str, str] = {
+    "scroll_depth_max": "page",
+    "scroll_velocity": "page",
+    "time_on_page": "page",
+    "interest": "user",
 }
 
 # Attributes trimtab always provides, whatever the config declares.
@@ -407,8 +486,10 @@ class FeatureProcessor:
         """Compile feature declarations; existing state is kept (config reload)."""
         specs = list(specs)
         names: set[str] = set()
-        dispatch: dict[type, list[Updater]] = {t: [] for t in _ALL_KINDS}
-        tail: dict[type, list[Updater]] = {t: [] for t in _ALL_KINDS}
+        # per event type, per scope: the updaters
+        tables: dict[str, dict[type, list[Updater]]] = {
+            scope: {t: [] for t in _ALL_KINDS} for scope in SCOPES
+        }
         for spec in specs:
             if spec.name in names or spec.name in CONTEXT_ATTRIBUTES:
                 raise FeatureConfigError(f"feature name {spec.name!r} is used twice or reserved")
@@ -416,8 +497,13 @@ class FeatureProcessor:
             if spec.kind not in FEATURE_KINDS:
                 known = ", ".join(sorted(FEATURE_KINDS))
                 raise FeatureConfigError(f"unknown feature kind {spec.kind!r} (known: {known})")
-            if spec.scope not in ("session", "user"):
-                raise FeatureConfigError(f"scope must be session or user, not {spec.scope!r}")
+            scope = spec.resolved_scope
+            if scope not in SCOPES:
+                raise FeatureConfigError(f"scope must be page, session or user, not {scope!r}")
+            if spec.min_evidence < 0:
+                raise FeatureConfigError(f"{spec.name}: min_evidence must be 0 or more")
+            if spec.kind == "time_on_page" and scope != "page":
+                raise FeatureConfigError(f"{spec.name}: time_on_page is always page-scoped")
             types, factory = FEATURE_KINDS[spec.kind]
             if spec.kind == "event_count":
                 if not spec.event:
@@ -426,19 +512,30 @@ class FeatureProcessor:
                 types = tuple(types_list)
             else:
                 updater = factory(spec)
-            # time_on_page reads the session clock, so it runs after the others.
-            target = tail if spec.kind == "time_on_page" else dispatch
+                if spec.kind == "sequence":
+                    types = _step_types(spec.steps)
             for t in types:
-                target[t].append(updater)
+                tables[scope][t].append(updater)
         self.specs = specs
-        self._dispatch = {t: dispatch[t] + tail[t] for t in _ALL_KINDS}
-        self._readers = [_interest_reader(spec) for spec in specs if spec.kind == "interest"]
+        self.scopes = {spec.name: spec.resolved_scope for spec in specs}
+        self._dispatch = {
+            t: (tuple(tables["user"][t]), tuple(tables["session"][t]), tuple(tables["page"][t]))
+            for t in _ALL_KINDS
+        }
+        self._track_pages = any(s == "page" for s in self.scopes.values())
+        self._readers = [
+            (spec.resolved_scope, _READERS[spec.kind](spec))
+            for spec in specs
+            if spec.kind in _READERS
+        ]
 
     def apply(self, events: Iterable[AnyEvent]) -> set[tuple[str, str]]:
         """Apply events in order; return the (user, session) pairs whose features changed."""
         changed: set[tuple[str, str]] = set()
         states = self.states
         dispatch = self._dispatch
+        track_pages = self._track_pages
+        mark_changed, mark_dirty = changed.add, self.dirty.add
         for e in events:
             user_id = e.user_id
             user = states.get(user_id)
@@ -461,22 +558,37 @@ class FeatureProcessor:
                 user.last_ms = ts
             kind = type(e)
             if kind is PageView:
-                sess.page_started_ms = ts
                 sess.values["page"] = e.page
                 sess.values["page_category"] = e.page_category
             elif kind is Context:
                 _apply_context(sess.values, e)
             elif kind is Consent:
                 user.values["consent"] = dict(e.purposes)
-            for update in dispatch[kind]:
-                update(user, sess, e)
-            changed.add((user_id, e.session_id))
-            self.dirty.add(user_id)
+            to_user, to_session, to_page = dispatch[kind]
+            for update in to_user:
+                update(user, e)
+            for update in to_session:
+                update(sess, e)
+            if track_pages:
+                pv = e.page_view_id
+                if not pv:  # a client without page view ids: page_view events start pages
+                    pv = e.event_id if kind is PageView else sess.page_view_id
+                page = sess.pages.get(pv)
+                if page is None:
+                    page = _new_page(sess, pv, ts)
+                elif ts > page.last_ms:
+                    page.last_ms = ts
+                elif ts < page.started_ms:
+                    page.started_ms = ts
+                for update in to_page:
+                    update(page, e)
+            mark_changed((user_id, e.session_id))
+            mark_dirty(user_id)
         return changed
 
     def _new_session(self, user: UserState, e: AnyEvent) -> SessionState:
         sess = user.sessions[e.session_id] = SessionState(
-            values={}, aux={}, started_ms=e.ts, last_ms=e.ts, page_started_ms=e.ts
+            values={}, aux={}, started_ms=e.ts, last_ms=e.ts, pages={}
         )
         if user.n_sessions == 0:
             user.first_ms = e.ts
@@ -486,16 +598,28 @@ class FeatureProcessor:
             del user.sessions[oldest]
         return sess
 
-    def features_of(self, user_id: str, session_id: str, now_ms: float | None = None) -> dict:
-        """The attributes rules see: user features, then session features, then context.
+    def features_of(
+        self,
+        user_id: str,
+        session_id: str,
+        page_view_id: str = "",
+        *,
+        now_ms: float | None = None,
+    ) -> dict:
+        """The attributes rules see: user, then session, then page features, then context.
 
+        ``page_view_id`` names the page being decided; a page view not seen yet has no page
+        features (a new page starts from nothing). Without it, the session's latest page view.
         A fresh dict each call, so callers (the decision log) may keep it.
         """
         user = self.states.get(user_id)
         sess = user.sessions.get(session_id) if user is not None else None
-        attrs = attributes_of(user, sess, user_id, session_id, now_ms)
-        for read in self._readers:
-            read(user, sess, attrs)
+        page = None
+        if sess is not None:
+            page = sess.pages.get(page_view_id or sess.page_view_id)
+        attrs = attributes_of(user, sess, user_id, session_id, now_ms, page)
+        for scope, read in self._readers:
+            read(user if scope == "user" else sess if scope == "session" else page, attrs)
         return attrs
 
     def set_user_value(self, user_id: str, name: str, key: str, value: Any) -> None:
@@ -519,6 +643,20 @@ class FeatureProcessor:
         return dirty
 
 
+def _new_page(sess: SessionState, page_view_id: str, ts: float) -> PageState:
+    """Start the state of a page view; it becomes the session's current page unless it is
+    older than the current one (a late event of an earlier page)."""
+    pages = sess.pages
+    page = pages[page_view_id] = PageState(values={}, aux={}, started_ms=ts, last_ms=ts)
+    current = pages.get(sess.page_view_id)
+    if current is None or ts >= current.started_ms:
+        sess.page_view_id = page_view_id
+    if len(pages) > MAX_PAGES_PER_SESSION:
+        oldest = min(pages, key=lambda pv: pages[pv].started_ms)
+        del pages[oldest]
+    return page
+
+
 def _apply_context(values: dict[str, Any], e: Context) -> None:
     values["device"] = e.device
     values["viewport_w"] = e.viewport_w
@@ -534,8 +672,10 @@ def attributes_of(
     user_id: str,
     session_id: str,
     now_ms: float | None = None,
+    page: PageState | None = None,
 ) -> dict[str, Any]:
-    """Merge user, session and context attributes (local hour from the visitor's time zone)."""
+    """Merge user, session, page and context attributes (local hour from the visitor's time
+    zone)."""
     attrs: dict[str, Any] = {}
     if user is not None:
         attrs.update(user.values)
@@ -546,6 +686,8 @@ def attributes_of(
         attrs["sessions"] = 0
     if sess is not None:
         attrs.update(sess.values)
+    if page is not None:
+        attrs.update(page.values)
     attrs["id"] = user_id
     attrs["session_id"] = session_id
     now = time.time() * 1000.0 if now_ms is None else now_ms

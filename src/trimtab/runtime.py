@@ -93,9 +93,9 @@ class Runtime:
             policy.observe(events)
         return changed
 
-    def features_of(self, user_id: str, session_id: str) -> dict[str, Any]:
+    def features_of(self, user_id: str, session_id: str, page_view_id: str = "") -> dict[str, Any]:
         self._ensure_loaded((user_id,))
-        return self.processor.features_of(user_id, session_id)
+        return self.processor.features_of(user_id, session_id, page_view_id)
 
     def decide(self, user_id: str, session_id: str, slots: Iterable[str] | None = None):
         return self.engine.decide(user_id, session_id, slots)

@@ -242,8 +242,8 @@ class ScaledRuntime:
         """Reload these users (other processes may have changed them) before deciding."""
         await self._load(user_ids)
 
-    def features_of(self, user_id: str, session_id: str) -> dict[str, Any]:
-        return self.processor.features_of(user_id, session_id)
+    def features_of(self, user_id: str, session_id: str, page_view_id: str = "") -> dict[str, Any]:
+        return self.processor.features_of(user_id, session_id, page_view_id)
 
     def state_of(self, user_id: str) -> UserState | None:
         return self.processor.states.get(user_id)

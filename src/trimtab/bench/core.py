@@ -1,7 +1,9 @@
-"""`trimtab bench core`: event decode, feature updates and decide, next to the GrowthBook SDK.
+"""`trimtab bench core`: event decode, feature updates and decide, next to two baselines.
 
 The decide comparison runs the *same* rules on the *same* attributes through trimtab's engine
-and through the PyPI ``growthbook`` SDK (imported only here, as the baseline), in one run.
+and through the PyPI ``growthbook`` SDK (imported only here, as the baseline), in one run. The
+feature updates run the same 10 declarations on the same events through trimtab's processor
+and through River's online statistics (:mod:`trimtab.bench.river`), in one run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class CoreResult:
     decode: Timing
     events_per_s: float
     apply_runs: list[float]
+    river_runs: list[float] | None  # River's per-key aggregates (feature_extraction.Agg)
+    river_stats_runs: list[float] | None  # River statistics in hand-written per-key tables
+    river_differ: int | None
     decide: Timing
     growthbook: Timing | None
     slots: int
@@ -40,16 +45,38 @@ class CoreResult:
             return None
         return self.growthbook.median_us / self.decide.median_us
 
+    @property
+    def river_events_per_s(self) -> float | None:
+        return None if not self.river_runs else self.river_runs[len(self.river_runs) // 2]
+
+    @property
+    def river_stats_events_per_s(self) -> float | None:
+        runs = self.river_stats_runs
+        return None if not runs else runs[len(runs) // 2]
+
+    @property
+    def river_ratio(self) -> float | None:
+        river = self.river_events_per_s
+        return None if river is None else self.events_per_s / river
+
 
 def synthetic_events(n: int, users: int, seed: int = 7, t0: float = 1.75e12) -> list[AnyEvent]:
-    """A plausible mix of behaviour events over many users (what a busy site sends)."""
+    """A plausible mix of behaviour events over many users (what a busy site sends).
+
+    Every event carries its page view's id, as the tracker sends it; a page_view starts a new
+    one (the random draws are those of the stream before page views had ids).
+    """
     rnd = random.Random(seed)
     out: list[AnyEvent] = []
+    views: dict[str, int] = {}
     for i in range(n):
         u = f"u{rnd.randrange(users)}"
         common = {"event_id": f"e{i}", "user_id": u, "session_id": f"{u}-s", "ts": t0 + i * 5.0}
         cat = rnd.choice(CATEGORIES)
         r = rnd.random()
+        if r >= 0.95:
+            views[u] = views.get(u, 0) + 1
+        common["page_view_id"] = f"{u}-v{views.get(u, 0)}"
         if r < 0.4:
             out.append(Scroll(**common, depth=rnd.random(), velocity=rnd.uniform(-2000, 2000)))
         elif r < 0.6:
@@ -69,18 +96,19 @@ def synthetic_events(n: int, users: int, seed: int = 7, t0: float = 1.75e12) -> 
     return out
 
 
-# The feature set of a realistic site: the demo's declarations.
+# The feature set of a realistic site: the demo's declarations, with the demo's scopes.
 BENCH_FEATURES: dict[str, dict[str, Any]] = {
-    "scroll_depth_max": {"kind": "scroll_depth_max"},
-    "scroll_velocity": {"kind": "scroll_velocity"},
-    "hover_ms_by_element": {"kind": "hover_ms", "by": "element"},
-    "hover_ms_by_kind": {"kind": "hover_ms", "by": "kind"},
-    "visible_ms_by_category": {"kind": "visible_ms", "by": "category"},
-    "clicks_by_kind": {"kind": "click_count", "by": "kind"},
-    "time_on_page_s": {"kind": "time_on_page"},
+    "scroll_depth_max": {"kind": "scroll_depth_max", "scope": "page"},
+    "scroll_velocity": {"kind": "scroll_velocity", "scope": "page"},
+    "hover_ms_by_element": {"kind": "hover_ms", "by": "element", "scope": "page"},
+    "hover_ms_by_kind": {"kind": "hover_ms", "by": "kind", "scope": "page"},
+    "visible_ms_by_category": {"kind": "visible_ms", "by": "category", "scope": "session"},
+    "clicks_by_kind": {"kind": "click_count", "by": "kind", "scope": "session"},
+    "time_on_page_s": {"kind": "time_on_page", "scope": "page"},
     "interest": {"kind": "interest", "scope": "user"},
     "filter_then_expand": {
         "kind": "sequence",
+        "scope": "session",
         "steps": ["click:filter", "click:expand"],
         "within_s": 30,
     },
@@ -170,16 +198,27 @@ def run(quick: bool = False) -> CoreResult:
     batch = encode(events)
     decode = time_calls("decode 20-event batch", lambda i: decode_batch(batch), n)
 
-    # 2. feature updates, events/s (median of runs over fresh processors)
+    # 2. feature updates, events/s of CPU time (median of runs over fresh processors)
     config: SiteConfig = parse_config(bench_rules()[0], "<bench>")
     stream = synthetic_events(50_000 if quick else 200_000, users=2_000)
-    runs = []
+    # ... alternating with River on the same declarations and events, so load drift hits both
+    baseline = _river_module()
+    dicts = baseline.RiverAgg.dicts(stream) if baseline is not None else []
+    runs: list[float] = []
+    river_runs: list[float] = []
+    agg_runs: list[float] = []
     for _ in range(3 if quick else 5):
         processor = FeatureProcessor(config.feature_specs())
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: the machine's other load does not count
         processor.apply(stream)
-        runs.append(len(stream) / (time.perf_counter() - start))
+        runs.append(len(stream) / (time.process_time() - start))
+        if baseline is not None:
+            agg_runs += baseline.agg_rate(dicts, 1)
+            river_runs += baseline.river_rate(stream, 1)
     runs.sort()
+    river_runs.sort()
+    agg_runs.sort()
+    river_differ = baseline.disagreements(stream, processor) if baseline is not None else None
 
     # 3. decide: 3 slots, 20 rules, 30 features, decisions logged to the in-memory buffer
     logged: list[Any] = []
@@ -204,12 +243,26 @@ def run(quick: bool = False) -> CoreResult:
         decode=decode,
         events_per_s=runs[len(runs) // 2],
         apply_runs=runs,
+        river_runs=agg_runs or None,
+        river_stats_runs=river_runs or None,
+        river_differ=river_differ,
         decide=decide,
         growthbook=gb_timing,
         slots=len(slots),
         rules=rules,
         features=len(attrs_list[0]),
     )
+
+
+def _river_module() -> Any:
+    """:mod:`trimtab.bench.river` when River (a dev dependency) is installed, else None."""
+    try:
+        import river  # noqa: F401
+    except ImportError:
+        return None
+    from trimtab.bench import river as baseline
+
+    return baseline
 
 
 def _growthbook_timing(
