@@ -35,6 +35,15 @@ def _register_experiment_commands() -> None:
 
 
 _register_experiment_commands()
+
+
+def _register_model_commands() -> None:
+    from trimtab.models.cli import register
+
+    register(app)
+
+
+_register_model_commands()
 console = Console()
 err = Console(stderr=True)
 
@@ -77,6 +86,12 @@ def decide(
         list[str] | None, typer.Option(help="Slot to decide (repeat); all by default.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve the live models and segments of this data dir (default: config's)."
+        ),
+    ] = None,
 ) -> None:
     """Apply events for a user (in memory) and print each slot's decision and its reason."""
     from trimtab.decide import Engine
@@ -96,8 +111,11 @@ def decide(
             err.print(f"[yellow]rejected[/] {problem}")
         processor.apply(e for e in result.events if e.user_id == user)
     from trimtab.bandits.serving import serve_policies
+    from trimtab.models.live import attach as attach_models
 
-    # the same engine the server runs, bandit policies included (untrained: fresh state)
+    # the same engine the server runs: bandit policies (untrained: fresh state), and the
+    # live models and segments registered in the config's data dir
+    attach_models(processor, site, data_dir or site.storage.data_dir)
     engine = Engine(site, processor.features_of, policies=serve_policies(site.slots, {}))
     decisions = engine.decide(user, session, slot or None)
     if as_json:

@@ -42,6 +42,7 @@ from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render
+from trimtab.models.admin import routes as model_routes
 from trimtab.privacy import PrivacyGate, truncate_ip
 from trimtab.runtime import Runtime
 from trimtab.tuning import tune_for_serving
@@ -558,6 +559,7 @@ def create_app(
         Route("/v1/admin/latency", latency),
         Route("/v1/admin/features", features),
         Route("/v1/users/{user_id}", erase, methods=["DELETE"]),
+        *model_routes(collector),
         *(extra_routes or []),
     ]
 

@@ -113,6 +113,9 @@ class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Metric and experiment declarations are validated by trimtab.experiments.spec.
     metrics: dict[str, Any] = {}
     experiments: dict[str, Any] = {}
+    # Predictive models and micro-segments are validated by trimtab.models.spec.
+    models: dict[str, Any] = {}
+    segments: dict[str, Any] = {}
     source: str = ""  # the file it came from (set by the loader)
 
     def feature_specs(self) -> list[FeatureSpec]:
@@ -158,7 +161,7 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
     """Validate a config already parsed into Python objects."""
     if not isinstance(data, dict):
         raise ConfigError(source, "$", "the config must be a mapping at the top level")
-    known = {"site", "storage", "features", "slots", "metrics", "experiments"}
+    known = {"site", "storage", "features", "slots", "metrics", "experiments", "models", "segments"}
     for key in data:
         if key not in known:
             raise ConfigError(
@@ -171,6 +174,8 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
         slots=_convert_named(data.get("slots"), SlotDecl, "$.slots", source),
         metrics=_mapping(data.get("metrics"), "$.metrics", source),
         experiments=_mapping(data.get("experiments"), "$.experiments", source),
+        models=_mapping(data.get("models"), "$.models", source),
+        segments=_mapping(data.get("segments"), "$.segments", source),
     )
     config.source = source
     _check(config, source)
@@ -257,6 +262,10 @@ def _check(config: SiteConfig, source: str) -> None:
         from trimtab.experiments import spec
 
         spec.check(config, source)
+    if config.models or config.segments:
+        from trimtab.models import spec as models_spec
+
+        models_spec.check(config, source)
 
 
 def _check_slot(source: str, where: str, slot: SlotDecl) -> None:

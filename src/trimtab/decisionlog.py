@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import msgspec
 
 from trimtab.decide import Decision
+from trimtab.models.spec import MODELS_ATTRIBUTE
 from trimtab.store.sqlite import connect_sqlite
 
 
@@ -35,6 +36,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True):
     propensity: float
     reason: str
     features: dict[str, Any]
+    models: str = ""  # the model and segment versions (and scores) behind the attributes
 
 
 class DecisionLog(Protocol):
@@ -71,12 +73,16 @@ class SqliteDecisionLog:
                 variation INTEGER NOT NULL,
                 propensity REAL NOT NULL,
                 reason TEXT NOT NULL,
-                features BLOB NOT NULL
+                features BLOB NOT NULL,
+                models TEXT NOT NULL DEFAULT ''
             );
             CREATE INDEX IF NOT EXISTS decisions_user ON decisions (user_id);
             CREATE INDEX IF NOT EXISTS decisions_experiment ON decisions (experiment);
             """
         )
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(decisions)")}
+        if "models" not in columns:  # a log written before decisions recorded model versions
+            self._conn.execute("ALTER TABLE decisions ADD COLUMN models TEXT NOT NULL DEFAULT ''")
 
     def record(self, decisions: list[Decision], attrs: Mapping[str, Any]) -> None:
         if len(self._buffer) >= self.max_buffer:
@@ -95,6 +101,7 @@ class SqliteDecisionLog:
         for decisions, attrs, ts in buffer:
             features = _encoder.encode(attrs)
             user, session = str(attrs.get("id", "")), str(attrs.get("session_id", ""))
+            models = attrs.get(MODELS_ATTRIBUTE, "")
             for d in decisions:
                 rows.append(
                     (
@@ -111,6 +118,7 @@ class SqliteDecisionLog:
                         d.propensity,
                         d.reason,
                         features,
+                        models,
                     )
                 )
         return rows
@@ -122,7 +130,7 @@ class SqliteDecisionLog:
             self._conn.execute("BEGIN")
             try:
                 self._conn.executemany(
-                    "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                    "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -174,4 +182,5 @@ def _record(row: tuple) -> DecisionRecord:
         propensity=row[10],
         reason=row[11],
         features=_features_decoder.decode(row[12]),
+        models=row[13] if len(row) > 13 else "",
     )

@@ -129,6 +129,8 @@ Owner = Any
 Updater = Callable[[Owner, Any], None]
 # A reader derives attributes from an owner's state when features are read (not per event).
 Reader = Callable[[Owner, dict[str, Any]], None]
+# A derived reader sees the finished attributes of a user and page view (model scores).
+Derived = Callable[["UserState | None", str, dict[str, Any]], None]
 
 
 def _key_getter(by: str) -> Callable[[Any], str]:
@@ -480,6 +482,8 @@ class FeatureProcessor:
         self.states: dict[str, UserState] = {}
         self.dirty: set[str] = set()
         self.duplicates = 0
+        # Attributes derived from all the others (model scores, segments), computed last.
+        self.derived: list[Derived] = []
         self.configure(specs)
 
     def configure(self, specs: Iterable[FeatureSpec]) -> None:
@@ -616,10 +620,13 @@ class FeatureProcessor:
         sess = user.sessions.get(session_id) if user is not None else None
         page = None
         if sess is not None:
-            page = sess.pages.get(page_view_id or sess.page_view_id)
+            page_view_id = page_view_id or sess.page_view_id
+            page = sess.pages.get(page_view_id)
         attrs = attributes_of(user, sess, user_id, session_id, now_ms, page)
         for scope, read in self._readers:
             read(user if scope == "user" else sess if scope == "session" else page, attrs)
+        for derive in self.derived:
+            derive(user, page_view_id, attrs)
         return attrs
 
     def set_user_value(self, user_id: str, name: str, key: str, value: Any) -> None:

@@ -26,6 +26,7 @@ from trimtab.decide import STICKY_ATTRIBUTE, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
+from trimtab.models.live import attach as attach_models
 from trimtab.reload import ConfigWatcher
 from trimtab.store.sqlite import SqliteStateStore
 
@@ -44,6 +45,7 @@ class Runtime:
         self.state_store = SqliteStateStore(self.data_dir / "state.sqlite")
         self.decision_log = SqliteDecisionLog(self.data_dir / "decisions.sqlite")
         self.processor = FeatureProcessor(config.feature_specs())
+        self.models = attach_models(self.processor, config, self.data_dir)  # scores, segments
         self.policies: dict[str, ServedPolicy] = {}
         self._saved_updates: dict[str, int] = {}
         self._build_policies(config)
@@ -67,6 +69,7 @@ class Runtime:
         if config is None:
             config = load_config(self.config.source)
         self.processor.configure(config.feature_specs())
+        self.models.configure(config)
         self._build_policies(config)
         self.engine.policies = self.policies
         self.engine.reload(config)

@@ -40,6 +40,7 @@ from trimtab.decide import STICKY_ATTRIBUTE, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
+from trimtab.models.live import attach as attach_models
 from trimtab.processor import Processor
 from trimtab.reload import ConfigWatcher
 
@@ -93,6 +94,7 @@ class ScaledRuntime:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.run_processor = run_processor
         self.processor = FeatureProcessor(config.feature_specs())
+        self.models = attach_models(self.processor, config, self.data_dir)  # scores, segments
         self.versions: dict[str, int] = {}
         self.decision_log = SqliteDecisionLog(self.data_dir / f"decisions-{self.consumer}.sqlite")
         self.policies: dict[str, ServedPolicy] = serve_policies(config.slots, {})
@@ -285,6 +287,7 @@ class ScaledRuntime:
     def reload(self, config: SiteConfig | None = None) -> SiteConfig:
         config = config or load_config(self.config.source)
         self.processor.configure(config.feature_specs())
+        self.models.configure(config)
         self.policies = serve_policies(config.slots, self.policies)
         self.engine.policies = self.policies
         self.engine.reload(config)

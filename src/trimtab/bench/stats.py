@@ -199,7 +199,14 @@ def synthesize(
 
     conn = _writer(data_dir / DECISIONS_FILE)
     try:
-        _write(conn, "INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", decisions, tick)
+        _write(
+            conn,
+            "INSERT INTO decisions (decision_id, ts, user_id, session_id, slot, variant, source, "
+            "rule_id, experiment, variation, propensity, reason, features) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            decisions,
+            tick,
+        )
     finally:
         conn.close()
     conn = _writer(data_dir / EVENTS_FILE)

@@ -53,6 +53,46 @@ class Visitor:
     device: str
     reading_speed: float  # multiplies dwell and visible times (< 1: skims)
     click_propensity: float  # c_u, click probability on a variant of their top category
+    group: str = ""  # the latent reader group, when the population has groups
+    depth: float = 1.0  # multiplies how far down a page they read
+    scroll_speed: float = 1.0  # multiplies their scrolling speed
+    local_hours: tuple[int, int] | None = None  # the local hours they read at
+
+
+@dataclass(frozen=True)
+class ReaderGroup:
+    """A latent type of reader: what segments should find in the behaviour it produces.
+
+    Visitors of a group prefer its ``favourites`` (Dirichlet weight ``favour`` on them, the
+    population's ``concentration`` elsewhere), read at ``reading_speed`` (median of a
+    log-normal), scroll ``depth`` times as far and ``scroll_speed`` times as fast, use the
+    devices with ``devices`` probabilities (mobile, desktop, tablet) and, with ``local_hours``,
+    visit only at those local hours.
+    """
+
+    name: str
+    share: float
+    favourites: tuple[str, ...]
+    favour: float = 3.0
+    reading_speed: float = 1.0
+    depth: float = 1.0
+    scroll_speed: float = 1.0
+    devices: tuple[float, float, float] = (0.55, 0.38, 0.07)
+    local_hours: tuple[int, int] | None = None
+
+
+# Four kinds of reader of the demo's news site (used by segment tests, benchmarks and the demo).
+READER_GROUPS = (
+    ReaderGroup("deep-readers", 0.3, ("politics", "science"), favour=8.0, reading_speed=1.8,
+                depth=1.6, scroll_speed=0.5, devices=(0.2, 0.7, 0.1)),
+    ReaderGroup("late-evening-skimmers", 0.3, ("sport", "culture"), favour=8.0,
+                reading_speed=0.4, depth=0.45, scroll_speed=2.5, devices=(0.9, 0.05, 0.05),
+                local_hours=(21, 24)),
+    ReaderGroup("tech-loyalists", 0.2, ("tech",), favour=6.0, reading_speed=1.0, depth=0.9,
+                devices=(0.4, 0.55, 0.05)),
+    ReaderGroup("travel-browsers", 0.2, ("travel",), favour=6.0, reading_speed=1.2, depth=0.75,
+                devices=(0.3, 0.3, 0.4)),
+)  # fmt: skip
 
 
 class Simulator:
@@ -72,6 +112,7 @@ class Simulator:
         base_click: tuple[float, float] = (0.04, 0.25),
         interest_floor: float = 0.1,
         start_ms: float = 1.75e12,
+        groups: Sequence[ReaderGroup] | None = None,
     ) -> None:
         if n_users < 1 or len(categories) < 2:
             raise ValueError("need at least one user and two categories")
@@ -83,6 +124,9 @@ class Simulator:
         self._session_counter = 0
         rng = self.rng
         k = len(self.categories)
+        if groups:
+            self.users = self._grouped(groups, n_users, concentration, base_click)
+            return
         self.users = [
             Visitor(
                 user_id=f"u{i}",
@@ -93,6 +137,36 @@ class Simulator:
             )
             for i in range(n_users)
         ]
+
+    def _grouped(
+        self,
+        groups: Sequence[ReaderGroup],
+        n_users: int,
+        concentration: float,
+        base_click: tuple[float, float],
+    ) -> list[Visitor]:
+        rng = self.rng
+        shares = np.array([g.share for g in groups], dtype=np.float64)
+        users = []
+        for i, g in enumerate(rng.choice(len(groups), n_users, p=shares / shares.sum())):
+            group = groups[int(g)]
+            alpha = np.array(
+                [group.favour if c in group.favourites else concentration for c in self.categories]
+            )
+            users.append(
+                Visitor(
+                    user_id=f"u{i}",
+                    interests=rng.dirichlet(alpha),
+                    device=DEVICES[int(rng.choice(3, p=group.devices))],
+                    reading_speed=float(group.reading_speed * rng.lognormal(0.0, 0.25)),
+                    click_propensity=float(rng.uniform(*base_click)),
+                    group=group.name,
+                    depth=group.depth,
+                    scroll_speed=group.scroll_speed,
+                    local_hours=group.local_hours,
+                )
+            )
+        return users
 
     def rewind(self) -> None:
         """Restart the simulated clock and session numbering (same population)."""
@@ -152,13 +226,24 @@ class Simulator:
                 viewport_w=width,
                 viewport_h=height,
                 language="en",
-                tz_offset_min=int(rng.choice([-300, 0, 60, 120])),
+                tz_offset_min=self._tz_offset(visitor),
             )
         ]
         n_pages = int(pages if pages is not None else 1 + rng.poisson(2.0))
         for number in range(n_pages):
             events.extend(self._page(visitor, base, number))
         return events
+
+    def _tz_offset(self, visitor: Visitor) -> int:
+        """A time zone (minutes east of UTC) putting this visit in the visitor's local hours."""
+        offset = int(self.rng.choice([-300, 0, 60, 120]))
+        if visitor.local_hours is None:
+            return offset
+        first, last = visitor.local_hours
+        wanted = float(self.rng.uniform(first, last))
+        utc_hour = (self.clock_ms / 3_600_000.0) % 24.0
+        minutes = round((wanted - utc_hour) * 60.0) % 1440
+        return minutes - 1440 if minutes > 840 else minutes
 
     def _base(self, visitor: Visitor, session_id: str) -> Callable[[], dict[str, Any]]:
         """A factory of the common event fields: unique ids, advancing clock."""
@@ -190,12 +275,12 @@ class Simulator:
             PageView(**base(), **where, url=f"https://example.test{page}", slots=["hero", "rail"])
         ]
         # Scrolling: liked pages are read deeper and more slowly.
-        target_depth = float(np.clip(rng.beta(1.0 + 4.0 * like, 2.0), 0.05, 1.0))
+        target_depth = float(np.clip(rng.beta(1.0 + 4.0 * like, 2.0) * visitor.depth, 0.05, 1.0))
         depth = 0.0
         while depth < target_depth:
             step = float(rng.uniform(0.08, 0.3))
             depth = min(target_depth, depth + step)
-            speed = float(rng.lognormal(np.log(900.0 * (1.3 - like)), 0.4))
+            speed = float(rng.lognormal(np.log(900.0 * (1.3 - like) * visitor.scroll_speed), 0.4))
             self.clock_ms += float(rng.exponential(2500.0 * visitor.reading_speed * (0.3 + like)))
             events.append(Scroll(**base(), **where, depth=round(depth, 4), velocity=speed))
         # Tiles: the page shows a few tiles of mixed categories (half from the page's own).

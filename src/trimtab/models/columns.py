@@ -1,0 +1,210 @@
+"""Feature columns: how a model or a segmentation reads numbers out of a user's attributes.
+
+A column is written as text in the config, over the attributes rules see:
+
+* ``scroll_depth_max`` — the number at that path (``hover_ms_by_kind.image`` reads into a
+  map); ``true``/``false`` count 1/0; absent, text or a map counts 0;
+* ``device=mobile`` — 1 when the value there is ``mobile``, else 0;
+* ``device=*`` — one 0/1 column per value seen in the training data (its *levels*);
+* ``sum(hover_ms_by_kind)`` — the sum of the numbers of a map;
+* ``log(x)`` — ``log(1 + max(x, 0))`` of a number or a sum, for heavy-tailed dwell times.
+
+>>> cols = Columns(parse_columns(["scroll_depth_max", "device=*", "log(sum(hover))"]),
+...                levels={"device=*": ["desktop", "mobile"]})
+>>> cols.names
+['scroll_depth_max', 'device=desktop', 'device=mobile', 'log(sum(hover))']
+>>> [round(v, 3) for v in cols.vector({"device": "mobile", "hover": {"a": 1.0, "b": 0.718}})]
+[0.0, 0.0, 1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class ColumnError(ValueError):
+    """A column declaration that cannot be read: its index and the reason."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.index, self.reason = index, reason
+        super().__init__(f"feature {index}: {reason}")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One declared column (before ``=*`` expansion)."""
+
+    text: str
+    path: tuple[str, ...]
+    equals: str | None = None  # "path=value"; "*" expands to the levels
+    total: bool = False  # sum(path)
+    log: bool = False  # log(...)
+
+    @property
+    def expands(self) -> bool:
+        return self.equals == "*"
+
+
+def parse_columns(texts: Sequence[str]) -> list[Column]:
+    """Parse column declarations; :class:`ColumnError` names the bad one."""
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ColumnError(i, "a feature column is a non-empty string")
+        body, log, total = text.strip(), False, False
+        if body.startswith("log(") and body.endswith(")"):
+            body, log = body[4:-1].strip(), True
+        if body.startswith("sum(") and body.endswith(")"):
+            body, total = body[4:-1].strip(), True
+        name, eq, value = body.partition("=")
+        name = name.strip()
+        if not name or any(not part for part in name.split(".")) or "(" in name or " " in name:
+            raise ColumnError(i, f"{text!r} is not an attribute path (e.g. hover_ms_by_kind.image)")
+        if eq and (log or total):
+            raise ColumnError(i, f"{text!r}: log() and sum() take a number, not a comparison")
+        if eq and not value.strip():
+            raise ColumnError(i, f"{text!r}: write path=value, or path=* for every value")
+        out.append(Column(text, tuple(name.split(".")), value.strip() if eq else None, total, log))
+    if len({c.text for c in out}) != len(out):
+        raise ColumnError(len(out) - 1, "a feature column is declared twice")
+    return out
+
+
+def as_text(value: Any) -> str:
+    """How a value is compared with ``path=value``: booleans as true/false."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _lookup(attrs: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = attrs
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _number(value: Any) -> float:
+    if value is True:
+        return 1.0
+    if value is False or value is None:
+        return 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    return 0.0
+
+
+def _reader(column: Column, level: str | None = None) -> Callable[[Mapping[str, Any]], float]:
+    path, wanted = column.path, level if level is not None else column.equals
+    if wanted is not None:
+
+        def equals(attrs: Mapping[str, Any]) -> float:
+            value = _lookup(attrs, path)
+            return 1.0 if value is not None and as_text(value) == wanted else 0.0
+
+        return equals
+    total, log = column.total, column.log
+    if len(path) == 1 and not total and not log:
+        key = path[0]
+
+        def plain(attrs: Mapping[str, Any]) -> float:
+            value = attrs.get(key)
+            if type(value) is float:
+                return value
+            return _number(value)
+
+        return plain
+
+    def number(attrs: Mapping[str, Any]) -> float:
+        value = _lookup(attrs, path)
+        if total:
+            if isinstance(value, Mapping):
+                x = sum(_number(v) for v in value.values())
+            else:
+                x = _number(value)
+        else:
+            x = _number(value)
+        if log:
+            return math.log1p(x) if x > 0.0 else (x if x != x else 0.0)  # NaN stays NaN
+        return x
+
+    return number
+
+
+class Columns:
+    """Declared columns with their levels: attributes → a fixed-order vector of floats."""
+
+    def __init__(
+        self, columns: Sequence[Column], levels: Mapping[str, Sequence[str]] | None = None
+    ):
+        self.columns = list(columns)
+        self.levels = {k: list(v) for k, v in (levels or {}).items()}
+        names: list[str] = []
+        readers: list[Callable[[Mapping[str, Any]], float]] = []
+        for column in self.columns:
+            if column.expands:
+                base = column.text[:-2]
+                for level in self.levels.get(column.text, []):
+                    names.append(f"{base}={level}")
+                    readers.append(_reader(column, level))
+            else:
+                names.append(column.text)
+                readers.append(_reader(column))
+        self.names = names
+        self._readers = readers
+
+    @classmethod
+    def learn(
+        cls, columns: Sequence[Column], rows: Iterable[Mapping[str, Any]], max_levels: int = 200
+    ) -> Columns:
+        """Columns whose ``=*`` levels are the values seen in ``rows`` (the most frequent
+        ``max_levels``, sorted), so a model's inputs are fixed at training."""
+        expanding = [c for c in columns if c.expands]
+        counts: dict[str, dict[str, int]] = {c.text: {} for c in expanding}
+        if expanding:
+            for attrs in rows:
+                for c in expanding:
+                    value = _lookup(attrs, c.path)
+                    if value is not None and not isinstance(value, Mapping | list):
+                        seen = counts[c.text]
+                        text = as_text(value)
+                        seen[text] = seen.get(text, 0) + 1
+        levels = {}
+        for text, seen in counts.items():
+            top = sorted(seen, key=lambda v: (-seen[v], v))[:max_levels]
+            levels[text] = sorted(top)
+        return cls(columns, levels)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def vector(self, attrs: Mapping[str, Any]) -> list[float]:
+        """The values in column order (a list: cheaper than an array for one user)."""
+        return [read(attrs) for read in self._readers]
+
+    def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Rows × columns, float64."""
+        out = np.empty((len(rows), len(self.names)))
+        readers = self._readers
+        for i, attrs in enumerate(rows):
+            out[i] = [read(attrs) for read in readers]
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What a model file stores about its inputs."""
+        return {"columns": [c.text for c in self.columns], "levels": self.levels}
+
+    @classmethod
+    def from_description(cls, data: Mapping[str, Any]) -> Columns:
+        return cls(parse_columns(list(data["columns"])), data.get("levels") or {})

@@ -1,0 +1,273 @@
+"""Live scores and segments: attributes recomputed when a user's features change.
+
+:class:`LiveModels` is a reader of the :class:`~trimtab.features.FeatureProcessor`: whenever
+the attributes of a user are read (to decide, to push, for the admin API) it adds
+
+* ``segment`` and ``segment_p`` from the live segmentation (the name given in the config, or
+  the id ``s3`` when unnamed; empty below ``segments.min_p``);
+* one attribute per live model, under the model's name (``p_subscribe``);
+* ``_models``: the versions behind those values and the scores of ``shadow`` versions (which
+  rules never see), as compact JSON — the decision log stores it with every decision.
+
+The values are computed once per feature update: they are cached per user and session under the
+id of the last event applied to that user (plus the local hour, which rules may read), so
+deciding again without new events costs a dictionary lookup. Scoring is numpy only.
+
+The registry is checked for changes at most once a second. A version that cannot be served —
+its file is unreadable, its columns differ from the config's declaration, its arrays are
+inconsistent — is refused with a logged message naming the model and the reason, and the last
+good version keeps serving (:meth:`LiveModels.status` shows the refusal).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from trimtab.models.registry import Registry, RegistryError, VersionInfo
+from trimtab.models.scorer import Scorer, ScorerError
+from trimtab.models.segments import SegmentModel, SegmentsError
+from trimtab.models.spec import MODELS_ATTRIBUTE, ModelsConfig, models_of
+
+log = logging.getLogger("trimtab.models")
+CHECK_EVERY_S = 1.0
+MAX_CACHED = 100_000
+_encode = msgspec.json.Encoder().encode
+
+
+class LiveModels:
+    """The scores and segment of each user, for rules, policies and the decision log."""
+
+    def __init__(
+        self, config: Any, models_dir: str | Path, check_every_s: float = CHECK_EVERY_S
+    ) -> None:
+        self.registry = Registry(models_dir)
+        self.check_every_s = check_every_s
+        self.live: dict[str, Scorer] = {}
+        self.shadow: dict[str, Scorer] = {}
+        self.segments: SegmentModel | None = None
+        self.errors: dict[str, str] = {}
+        self.generation = 0
+        self.scored = 0
+        self.unscored = 0
+        self._stamp: tuple[int, int] | None = None
+        self._next_check = 0.0
+        self._cache: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
+        self._loaded: dict[tuple[str, str], tuple[int, Any]] = {}  # (name, stage) -> version
+        self.configure(config)
+
+    # -- configuration --------------------------------------------------------------------
+    def configure(self, config: Any) -> None:
+        """Take a (re)loaded site config: declarations and segment names."""
+        self.config = config
+        self.declared: ModelsConfig = (
+            models_of(config)
+            if (config.models or config.segments)
+            else (ModelsConfig(models={}, segments=None))
+        )
+        decl = self.declared.segments
+        self.names = dict(decl.names) if decl is not None else {}
+        self.min_p = decl.min_p if decl is not None else 0.0
+        # re-check every served version against the new declarations
+        self.live, self.shadow, self.segments = {}, {}, None
+        self._loaded.clear()
+        self._stamp = None
+        self.reload()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.live or self.shadow or self.segments)
+
+    def reload(self) -> bool:
+        """Load what the registry marks live and shadow; True when something changed."""
+        self._next_check = time.monotonic() + self.check_every_s
+        stamp = self.registry.stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            live = self.registry.in_stage("live")
+            shadow = self.registry.in_stage("shadow")
+        except RegistryError as exc:
+            self.errors["registry"] = str(exc)
+            log.error("model registry unreadable, keeping the served models: %s", exc)
+            return False
+        self.errors.pop("registry", None)
+        changed = False
+        for stage, found, served in (("live", live, self.live), ("shadow", shadow, self.shadow)):
+            for name in list(served):
+                if name not in found or name not in self.declared.models:
+                    del served[name]  # retired, or no longer declared
+                    self._loaded.pop((name, stage), None)
+                    changed = True
+            for name, info in found.items():
+                if name == "segments":
+                    if stage == "live":
+                        changed |= self._load_segments(info)
+                    continue
+                changed |= self._load_model(name, stage, info, served)
+        if "segments" not in live and self.segments is not None:
+            self.segments = None
+            self._loaded.pop(("segments", "live"), None)
+            changed = True
+        if changed:
+            self.generation += 1
+            self._cache.clear()
+        return changed
+
+    def _load_model(self, name: str, stage: str, info: VersionInfo, served: dict) -> bool:
+        key = (name, stage)
+        if self._loaded.get(key) == (info.version, info.created):
+            return False
+        decl = self.declared.models.get(name)
+        where = f"model {name} v{info.version} ({stage})"
+        try:
+            if decl is None:
+                raise ScorerError(f"{where}: not declared in the config's models")
+            meta, arrays = self.registry.load(info)
+            scorer = Scorer.from_file(meta, arrays)
+            declared = list(decl.features)
+            trained = list(meta.get("columns", {}).get("columns", []))
+            if trained != declared:
+                raise ScorerError(
+                    f"{where}: features {trained} do not match the config's {declared} "
+                    f"(retrain: trimtab train … {name})"
+                )
+            if str(meta.get("target")) != decl.target.type:
+                raise ScorerError(
+                    f"{where}: target type {meta.get('target')!r} is not the config's "
+                    f"{decl.target.type!r}"
+                )
+        except (ScorerError, RegistryError, OSError) as exc:
+            message = str(exc) if str(exc).startswith("model ") else f"{where}: {exc}"
+            if self.errors.get(f"{name}:{stage}") != message:
+                log.error("refused %s; still serving %s", message, _serving(served.get(name)))
+            self.errors[f"{name}:{stage}"] = message
+            self._loaded[key] = (info.version, info.created)  # do not retry every second
+            return False
+        self.errors.pop(f"{name}:{stage}", None)
+        served[name] = scorer
+        self._loaded[key] = (info.version, info.created)
+        log.info("serving %s v%d as %s", name, info.version, stage)
+        return True
+
+    def _load_segments(self, info: VersionInfo) -> bool:
+        key = ("segments", "live")
+        if self._loaded.get(key) == (info.version, info.created):
+            return False
+        where = f"segments v{info.version}"
+        try:
+            decl = self.declared.segments
+            if decl is None:
+                raise SegmentsError("$.segments", "the config declares no segments")
+            meta, arrays = self.registry.load(info)
+            trained = list(meta.get("columns", {}).get("columns", []))
+            if trained != list(decl.features):
+                raise SegmentsError(
+                    "features", f"{trained} do not match the config's {list(decl.features)}"
+                )
+            model = SegmentModel.from_file(meta, arrays)
+        except (SegmentsError, RegistryError, OSError) as exc:
+            message = f"{where}: {exc}"
+            if self.errors.get("segments") != message:
+                log.error("refused %s; still serving %s", message, (self.segments and
+                          f"segments v{self.segments.version}") or "no segments")  # fmt: skip
+            self.errors["segments"] = message
+            self._loaded[key] = (info.version, info.created)
+            return False
+        self.errors.pop("segments", None)
+        self.segments = model
+        self._loaded[key] = (info.version, info.created)
+        log.info("serving segments v%d", info.version)
+        return True
+
+    # -- the reader -----------------------------------------------------------------------
+    def read(self, user: Any, page_view_id: str, attrs: dict[str, Any]) -> None:
+        """Add scores and segment to ``attrs`` (a :data:`trimtab.features.Derived` reader)."""
+        if time.monotonic() >= self._next_check:
+            self.reload()
+        if not (self.live or self.shadow or self.segments):
+            return
+        key = (attrs.get("id", ""), attrs.get("session_id", ""), page_view_id)
+        last = next(reversed(user.seen), None) if user is not None else None
+        stamp = (last, self.generation, attrs.get("local_hour"))
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == stamp:
+            attrs.update(hit[1])
+            return
+        values = self.compute(attrs)
+        cache = self._cache
+        if len(cache) >= MAX_CACHED:
+            for old in list(cache)[: MAX_CACHED // 2]:
+                del cache[old]
+        cache[key] = (stamp, values)
+        attrs.update(values)
+
+    def compute(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """The attributes these models add for ``attrs`` (no caching)."""
+        out: dict[str, Any] = {}
+        record: dict[str, Any] = {}
+        segments = self.segments
+        if segments is not None:
+            assigned = segments.assign(attrs)
+            if assigned is not None:
+                seg_id, p = assigned
+                label = self.names.get(seg_id, seg_id) if p >= self.min_p else ""
+                out["segment"], out["segment_p"] = label, p
+                record["segments"] = {"v": segments.version, "id": seg_id, "p": round(p, 4)}
+        for name, scorer in self.live.items():
+            score = scorer.score(attrs)
+            if score is None:
+                self.unscored += 1
+                record[name] = {"v": scorer.version, "skipped": "non-finite input"}
+                continue
+            out[name] = score
+            record[name] = {"v": scorer.version, "score": round(score, 6)}
+            self.scored += 1
+        for name, scorer in self.shadow.items():
+            score = scorer.score(attrs)
+            record[f"{name}~shadow"] = {
+                "v": scorer.version,
+                **({"score": round(score, 6)} if score is not None else {"skipped": "non-finite"}),
+            }
+        if record:
+            out[MODELS_ATTRIBUTE] = _encode(record).decode()
+        return out
+
+    # -- the admin API --------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What is served, what was refused and why (``GET /v1/admin/models``)."""
+        self.reload()
+        seg = self.segments
+        return {
+            "models_dir": str(self.registry.root),
+            "declared": sorted(self.declared.models),
+            "live": {n: s.version for n, s in self.live.items()},
+            "shadow": {n: s.version for n, s in self.shadow.items()},
+            "segments": None
+            if seg is None
+            else {
+                "version": seg.version,
+                "algorithm": seg.algorithm,
+                "segments": [{"id": i, "name": self.names.get(i, "")} for i in seg.ids],
+            },
+            "refused": dict(self.errors),
+            "scored": self.scored,
+            "unscored_non_finite": self.unscored,
+        }
+
+
+def _serving(scorer: Scorer | None) -> str:
+    return f"v{scorer.version}" if scorer is not None else "nothing"
+
+
+def attach(processor: Any, config: Any, data_dir: str | Path) -> LiveModels:
+    """Serve the registry in ``data_dir/models`` to ``processor``'s readers."""
+    live = LiveModels(config, Path(data_dir) / "models")
+    processor.derived.append(live.read)
+    return live
