@@ -49,7 +49,7 @@ def _need_extra() -> None:
         import sklearn  # noqa: F401
     except ImportError:
         err.print(
-            "[bold red]training needs the models extra[/]: pip install 'trimtab[models]' "
+            "[bold red]training needs the models extra[/]: pip install 'trimtab\\[models]' "
             "(scikit-learn, LightGBM, PyTorch CPU); serving does not"
         )
         raise typer.Exit(2) from None

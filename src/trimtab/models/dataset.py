@@ -231,10 +231,9 @@ class _Builder:
         self._open(row)
 
     def _project(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """A copy of the attributes (nested maps too: the state keeps changing after)."""
         keep = self.keep
-        if keep is None:
-            return attrs
-        return {k: v for k, v in attrs.items() if k in keep}
+        return {k: _copy(v) for k, v in attrs.items() if keep is None or k in keep}
 
     def _open(self, row: Row) -> None:
         if self.past is not None:
@@ -291,6 +290,14 @@ class _Builder:
         while self.due:
             self._snapshot(heapq.heappop(self.due)[2])
         self.rows.sort(key=lambda r: r.ts)
+
+
+def _copy(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    return value
 
 
 def _decisions(data_dir: Path, slot: str) -> dict[str, tuple[dict[str, Any], float]]:

@@ -56,7 +56,7 @@ class LiveModels:
         self.scored = 0
         self.unscored = 0
         self._stamp: tuple[int, int] | None = None
-        self._next_check = 0.0
+        self._last_check = 0.0
         self._cache: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
         self._loaded: dict[tuple[str, str], tuple[int, Any]] = {}  # (name, stage) -> version
         self.configure(config)
@@ -85,7 +85,7 @@ class LiveModels:
 
     def reload(self) -> bool:
         """Load what the registry marks live and shadow; True when something changed."""
-        self._next_check = time.monotonic() + self.check_every_s
+        self._last_check = time.monotonic()
         stamp = self.registry.stamp()
         if stamp == self._stamp:
             return False
@@ -189,7 +189,7 @@ class LiveModels:
     # -- the reader -----------------------------------------------------------------------
     def read(self, user: Any, page_view_id: str, attrs: dict[str, Any]) -> None:
         """Add scores and segment to ``attrs`` (a :data:`trimtab.features.Derived` reader)."""
-        if time.monotonic() >= self._next_check:
+        if time.monotonic() - self._last_check >= self.check_every_s:
             self.reload()
         if not (self.live or self.shadow or self.segments):
             return

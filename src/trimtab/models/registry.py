@@ -82,8 +82,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndar
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"cannot read {path}: {exc}") from None
+    except Exception as exc:  # a damaged zip raises BadZipFile, EOFError, ValueError…
+        raise RegistryError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     packed = arrays.pop("__meta__", None)
     if packed is None:
         raise RegistryError(f"{path} has no metadata: not a trimtab model file")

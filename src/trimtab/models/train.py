@@ -178,11 +178,12 @@ def train(
     timings["baseline"] = time.perf_counter() - started
     started = time.perf_counter()
     native_files: dict[str, bytes] = {}
+    params = _params_for(decl, algorithm)
     if algorithm == "lightgbm":
-        model, native, reference = _fit_lightgbm(x_train, y_train, x_test, kind, decl.params, seed)
+        model, native, reference = _fit_lightgbm(name, x_train, y_train, x_test, kind, params, seed)
         native_files["native.lgb.txt"] = native.booster_.model_to_string().encode()
     elif algorithm == "mlp":
-        model, native, reference = _fit_mlp(x_train, y_train, x_test, kind, decl.params, seed)
+        model, native, reference = _fit_mlp(name, x_train, y_train, x_test, kind, params, seed)
         native_files["native.pt"] = _torch_bytes(native)
     else:
         model, native = baseline_model, baseline_pipe
@@ -315,12 +316,20 @@ LIGHTGBM_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _fit_lightgbm(x, y, x_test, kind: str, params: dict[str, Any], seed: int):
+def _params_for(decl: ModelDecl, algorithm: str) -> dict[str, Any]:
+    """``params`` of the declared algorithm, or ``params.<algorithm>`` when given per algorithm."""
+    params = dict(decl.params)
+    if set(params) & set(TOLERANCE):
+        return dict(params.get(algorithm) or {})
+    return params if algorithm == decl.algorithm else {}
+
+
+def _fit_lightgbm(name: str, x, y, x_test, kind: str, params: dict[str, Any], seed: int):
     import lightgbm as lgb
 
     merged = {**LIGHTGBM_DEFAULTS, "random_state": seed, **params}
     if int(merged.get("num_leaves", 31)) > 64:
-        raise TrainError("?", "params.num_leaves", "live scoring takes ≤ 64 leaves per tree")
+        raise TrainError(name, "params.num_leaves", "live scoring takes ≤ 64 leaves per tree")
     if kind == "binary":
         estimator = lgb.LGBMClassifier(**merged)
     else:
@@ -333,13 +342,15 @@ def _fit_lightgbm(x, y, x_test, kind: str, params: dict[str, Any], seed: int):
     return compiled, estimator, reference
 
 
-def _fit_mlp(x, y, x_test, kind: str, params: dict[str, Any], seed: int):
+def _fit_mlp(name: str, x, y, x_test, kind: str, params: dict[str, Any], seed: int):
     from trimtab.models.mlp import torch_predict, train_mlp
 
     allowed = {"hidden", "epochs", "batch_size", "lr", "weight_decay", "patience"}
     unknown = set(params) - allowed
     if unknown:
-        raise TrainError("?", "params", f"unknown MLP parameters {sorted(unknown)} ({allowed})")
+        raise TrainError(
+            name, "params", f"unknown MLP parameters {sorted(unknown)} (known: {sorted(allowed)})"
+        )
     served, net = train_mlp(x, y, kind, seed=seed, **params)
     return served, net, torch_predict(net, x_test, kind)
 

@@ -1,0 +1,244 @@
+"""Scores and segments as live attributes: rules, the decision log, shadows, the admin API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from trimtab.cli import app as cli
+from trimtab.collector import create_app
+from trimtab.config import load_config
+from trimtab.events import Context, PageView, Scroll
+from trimtab.models.columns import Columns, parse_columns
+from trimtab.models.linear import Linear
+from trimtab.models.registry import Registry
+from trimtab.models.segments import SegmentModel
+from trimtab.runtime import Runtime
+
+CONFIG = {
+    "site": {"secret_key": "sk_test", "public_key": "pk_test", "consent": "implied"},
+    "features": {
+        "scroll_depth_max": {"kind": "scroll_depth_max"},
+        "scroll_velocity": {"kind": "scroll_velocity"},
+    },
+    "slots": {
+        "cta": {
+            "default": "newsletter",
+            "variants": {"newsletter": {}, "offer": {}},
+            "rules": [
+                {
+                    "id": "likely-subscriber",
+                    "condition": {"p_subscribe": {"$gt": 0.5}},
+                    "force": "offer",
+                }
+            ],
+        },
+        "rail": {
+            "default": "popular",
+            "variants": {"popular": {}, "short": {}},
+            "rules": [
+                {
+                    "id": "skimmers",
+                    "description": "readers like you (segment 'late-evening skimmers') skim",
+                    "condition": {"segment": "late-evening-skimmers"},
+                    "force": "short",
+                }
+            ],
+        },
+    },
+    "models": {
+        "p_subscribe": {
+            "target": {"event": "click:cta"},
+            "features": ["scroll_depth_max"],
+            "algorithm": "logistic",
+        }
+    },
+    "segments": {
+        "features": ["scroll_velocity"],
+        "names": {"s1": "deep-readers", "s2": "late-evening-skimmers"},
+    },
+}
+
+
+def register_models(root: Path, weight: float = 10.0, stage: str = "live") -> None:
+    """A logistic model p = σ(weight·(depth − 0.5)) and two velocity segments, by hand."""
+    registry = Registry(root)
+    cols = Columns(parse_columns(["scroll_depth_max"]))
+    meta = {"columns": cols.describe(), "target": "binary"}
+    model = Linear(np.array([weight]), -weight / 2, "sigmoid")
+    registry.add("p_subscribe", "logistic", model.to_arrays(), meta, stage=stage)
+    seg_cols = Columns(parse_columns(["scroll_velocity"]))
+    segments = SegmentModel(
+        seg_cols,
+        ["s1", "s2"],
+        mean=np.array([1500.0]),
+        scale=np.array([1000.0]),
+        means=np.array([[-1.0], [1.5]]),
+        prec_chol=np.array([[[2.0]], [[2.0]]]),
+        weights=np.array([0.5, 0.5]),
+    )
+    registry.add("segments", "kmeans", segments.to_arrays(), {"columns": seg_cols.describe(),
+                 "report": {"segments": [{"id": "s1"}, {"id": "s2"}]}}, stage="live")  # fmt: skip
+
+
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+def reader(user: str, depth: float, velocity: float, t0: float) -> list:
+    s = {"user_id": user, "session_id": f"{user}-s", "page_category": "news"}
+    return [
+        Context(event_id=f"{user}-c", ts=t0, device="mobile", **s),
+        PageView(event_id=f"{user}-p", ts=t0 + 1, page="/a", **s),
+        Scroll(event_id=f"{user}-s1", ts=t0 + 2, depth=depth, velocity=velocity, **s),
+    ]
+
+
+def test_rules_see_scores_and_segments_and_the_log_records_versions(tmp_path):
+    register_models(tmp_path / "data" / "models")
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    try:
+        t0 = time.time() * 1000
+        runtime.ingest(reader("deep", 0.9, 300.0, t0))
+        runtime.ingest(reader("skim", 0.2, 4000.0, t0))
+        deep = {d.slot: d for d in runtime.decide("deep", "deep-s")}
+        skim = {d.slot: d for d in runtime.decide("skim", "skim-s")}
+        assert deep["cta"].variant == "offer" and skim["cta"].variant == "newsletter"
+        assert "p_subscribe=0.982" in deep["cta"].reason
+        assert (deep["rail"].variant, skim["rail"].variant) == ("popular", "short")
+        assert skim["rail"].reason.startswith(
+            "rule skimmers: readers like you (segment 'late-evening skimmers') skim "
+            "(saw segment='late-evening-skimmers')"
+        )
+        attrs = runtime.features_of("skim", "skim-s")
+        assert attrs["segment"] == "late-evening-skimmers" and attrs["segment_p"] > 0.99
+        runtime.flush()
+        rows = runtime.decision_log.read("deep")
+        assert rows and all(r.models for r in rows)
+        record = json.loads(rows[0].models)
+        assert record["p_subscribe"] == {"v": 1, "score": round(1 / (1 + np.exp(-4.0)), 6)}
+        assert record["segments"]["v"] == 1 and record["segments"]["id"] == "s1"
+    finally:
+        runtime.close()
+
+
+def test_scores_are_computed_once_per_feature_update(tmp_path):
+    register_models(tmp_path / "data" / "models")
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    try:
+        t0 = time.time() * 1000
+        runtime.ingest(reader("u", 0.3, 300.0, t0))
+        for _ in range(5):
+            runtime.decide("u", "u-s")
+        assert runtime.models.scored == 1
+        before = runtime.features_of("u", "u-s")["p_subscribe"]
+        runtime.ingest([Scroll(event_id="more", user_id="u", session_id="u-s", ts=t0 + 10,
+                               depth=0.95, velocity=300.0)])  # fmt: skip
+        after = runtime.features_of("u", "u-s")["p_subscribe"]
+        assert runtime.models.scored == 2 and after > 0.9 > 0.2 > before
+    finally:
+        runtime.close()
+
+
+def test_shadow_scores_are_logged_but_invisible_to_rules(tmp_path):
+    root = tmp_path / "data" / "models"
+    register_models(root, weight=10.0, stage="live")
+    registry = Registry(root)
+    cols = Columns(parse_columns(["scroll_depth_max"]))
+    always = Linear(np.array([0.0]), 9.0, "sigmoid")  # p ≈ 0.9999 for everyone
+    registry.add("p_subscribe", "logistic", always.to_arrays(),
+                 {"columns": cols.describe(), "target": "binary"}, stage="shadow")  # fmt: skip
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    try:
+        runtime.ingest(reader("u", 0.1, 300.0, time.time() * 1000))
+        cta = next(d for d in runtime.decide("u", "u-s") if d.slot == "cta")
+        assert cta.variant == "newsletter"  # the live score (low) decides, not the shadow
+        record = json.loads(runtime.features_of("u", "u-s")["_models"])
+        assert (
+            record["p_subscribe~shadow"]["v"] == 2 and record["p_subscribe~shadow"]["score"] > 0.99
+        )
+        assert record["p_subscribe"]["score"] < 0.05
+    finally:
+        runtime.close()
+
+
+def test_promotion_and_rollback_reach_a_running_engine(tmp_path):
+    root = tmp_path / "data" / "models"
+    register_models(root, weight=10.0)
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    runtime.models.check_every_s = 0.0
+    try:
+        runtime.ingest(reader("u", 0.6, 300.0, time.time() * 1000))
+        assert runtime.features_of("u", "u-s")["p_subscribe"] > 0.5
+        cols = Columns(parse_columns(["scroll_depth_max"]))
+        flipped = Linear(np.array([-10.0]), 5.0, "sigmoid")
+        meta = {"columns": cols.describe(), "target": "binary"}
+        Registry(root).add("p_subscribe", "logistic", flipped.to_arrays(), meta, stage="live")
+        assert runtime.features_of("u", "u-s")["p_subscribe"] < 0.5
+        Registry(root).rollback("p_subscribe")
+        assert runtime.features_of("u", "u-s")["p_subscribe"] > 0.5
+    finally:
+        runtime.close()
+
+
+def test_admin_api_shows_models_and_segments_and_moves_stages(tmp_path):
+    register_models(tmp_path / "data" / "models")
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    headers = {"Authorization": "Bearer sk_test"}
+    with TestClient(create_app(runtime, flush_interval_s=0.05)) as client:
+        assert client.get("/v1/admin/models").status_code == 401
+        body = client.get("/v1/admin/models", headers=headers).json()
+        assert body["serving"]["live"] == {"p_subscribe": 1}
+        assert body["serving"]["segments"]["segments"][1] == {
+            "id": "s2",
+            "name": "late-evening-skimmers",
+        }
+        assert [v["stage"] for v in body["versions"]["p_subscribe"]] == ["live"]
+        segments = client.get("/v1/admin/segments", headers=headers).json()
+        assert segments["serving"]["version"] == 1 and segments["features"] == ["scroll_velocity"]
+        assert segments["report"]["segments"][0]["name"] == "deep-readers"
+        moved = client.post(
+            "/v1/admin/models/p_subscribe/stage", json={"version": 1, "stage": "shadow"},
+            headers=headers,
+        )  # fmt: skip
+        assert moved.status_code == 200 and moved.json()["stage"] == "shadow"
+        body = client.get("/v1/admin/models", headers=headers).json()
+        assert body["serving"]["live"] == {} and body["serving"]["shadow"] == {"p_subscribe": 1}
+        bad = client.post(
+            "/v1/admin/models/p_subscribe/stage", json={"version": 7, "stage": "live"},
+            headers=headers,
+        )  # fmt: skip
+        assert bad.status_code == 404 and "no version 7" in bad.json()["error"]
+        assert (
+            client.post("/v1/admin/models/p_subscribe/rollback", headers=headers).status_code == 200
+        )
+        assert (
+            client.get("/v1/admin/models/p_subscribe/v1/../x.png", headers=headers).status_code
+            == 404
+        )
+    runtime.close()
+
+
+def test_decide_command_serves_the_registry(tmp_path):
+    register_models(tmp_path / "data" / "models")
+    events = tmp_path / "events.json"
+    s = {"user_id": "r", "session_id": "s"}
+    events.write_text(json.dumps([
+        {"kind": "scroll", "event_id": "a", "ts": 1.764e12, "depth": 0.3, "velocity": 4200, **s},
+    ]))  # fmt: skip
+    done = CliRunner().invoke(
+        cli,
+        ["decide", str(config_file(tmp_path)), "--user", "r", "--session", "s", "--events",
+         str(events), "--data-dir", str(tmp_path / "data"), "--json"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    rail = next(d for d in json.loads(done.output) if d["slot"] == "rail")
+    assert rail["variant"] == "short" and "late-evening skimmers" in rail["reason"]
