@@ -22,16 +22,22 @@ from trimtab.models.segments import SegmentModel, SegmentsError, fit, register
 from trimtab.sim.simulator import READER_GROUPS, Simulator
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
+# Reading style over the whole visit (the demo's scroll features are per page).
+VISIT_FEATURES = {
+    "visit_scroll_velocity": {"kind": "scroll_velocity", "scope": "session", "window": 25},
+    "visit_depth": {"kind": "scroll_depth_max", "scope": "session"},
+    "taste": {"kind": "interest", "scope": "user", "half_life_s": 86400},
+}
 SEGMENTS = {
     "features": [
-        "log(scroll_velocity)",
-        "scroll_depth_max",
-        "interest_share.politics",
-        "interest_share.tech",
-        "interest_share.science",
-        "interest_share.sport",
-        "interest_share.culture",
-        "interest_share.travel",
+        "log(visit_scroll_velocity)",
+        "visit_depth",
+        "taste_share.politics",
+        "taste_share.tech",
+        "taste_share.science",
+        "taste_share.sport",
+        "taste_share.culture",
+        "taste_share.travel",
         "device=mobile",
         "local_hour",
     ],
@@ -54,6 +60,7 @@ def site(names: dict[str, str] | None = None):
     import yaml
 
     data = yaml.safe_load(DEMO.read_text())
+    data["features"].update(VISIT_FEATURES)
     data["segments"] = {**SEGMENTS, **({"names": names} if names else {})}
     return parse_config(data, "demo+segments")
 
@@ -158,6 +165,7 @@ def test_fit_and_show_commands(first, tmp_path):
     data_dir.mkdir()
     shutil.copy(folder / "events.sqlite", data_dir / "events.sqlite")
     config = yaml.safe_load(DEMO.read_text())
+    config["features"].update(VISIT_FEATURES)
     config["segments"] = {**SEGMENTS, "names": {"s1": "deep-readers"}, "algorithm": "kmeans"}
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(config))
