@@ -152,7 +152,7 @@ def test_one_policy_name_in_two_slots_is_refused_and_distinct_names_decide(tmp_p
     from trimtab.runtime import Runtime
 
     data = demo_data()
-    bandit = copy.deepcopy(data["slots"]["rail"]["rules"][-1])
+    bandit = copy.deepcopy(next(r for r in data["slots"]["rail"]["rules"] if "policy" in r))
     data["slots"]["rail2"] = {
         "default": "popular",
         "variants": data["slots"]["rail"]["variants"],

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from trimtab.bench.core import bench_attributes, bench_rules
 from trimtab.config import parse_config
-from trimtab.decide import Engine, describe_condition
+from trimtab.decide import Engine, PolicyChoice, describe_condition
 
 
 def engine_for(rules: list[dict], default: str = "a", variants=("a", "b", "c")) -> Engine:
@@ -114,13 +114,29 @@ def test_namespace_excludes_users_deterministically():
     assert propensities["a"] == {1.0} and propensities["b"] == {0.5}
 
 
-def test_policy_rule_uses_the_policy_and_falls_back_when_it_fails():
-    class Fixed:
-        def choose_for(self, attrs, arms):
-            return arms[-1], 0.25
+class FixedPolicy:
+    """A stand-in chooser with a known distribution: its pick is drawn from ``dist``."""
 
+    def __init__(self, dist: dict[str, float], seed: int = 0) -> None:
+        self.dist = dist
+        self.rng = random.Random(seed)
+        self.ids: list[str] = []
+
+    def choose_for(self, attrs, arms, decision_id=""):
+        self.ids.append(decision_id)
+        arm = self.rng.choices(list(self.dist), weights=list(self.dist.values()))[0]
+        return PolicyChoice(arm, self.dist[arm], "exploit", "picked for you", "numbers")
+
+    def shares(self, attrs, arms):
+        return dict(self.dist)
+
+
+def test_policy_rule_uses_the_policy_and_falls_back_when_it_fails():
     class Broken:
-        def choose_for(self, attrs, arms):
+        def choose_for(self, attrs, arms, decision_id=""):
+            raise RuntimeError("model unavailable")
+
+        def shares(self, attrs, arms):
             raise RuntimeError("model unavailable")
 
     data = {
@@ -133,11 +149,70 @@ def test_policy_rule_uses_the_policy_and_falls_back_when_it_fails():
         }
     }
     config = parse_config(data, "<test>")
-    d = Engine(config, policies={"p1": Fixed()}).decide_attrs({"id": "u"})[0]
-    assert (d.variant, d.source, d.propensity) == ("b", "policy", 0.25)
+    fixed = FixedPolicy({"b": 1.0})
+    d = Engine(config, policies={"p1": fixed}).decide_attrs({"id": "u"})[0]
+    assert (d.variant, d.source, d.propensity) == ("b", "policy", 1.0)
+    assert (d.reason, d.detail.split(";")[0]) == ("picked for you", "numbers")
+    assert fixed.ids == [d.decision_id]  # the policy knows the id its exposure will carry
     d = Engine(config, policies={"p1": Broken()}).decide_attrs({"id": "u"})[0]
     assert (d.variant, d.source) == ("a", "default")
     assert "model unavailable" in d.reason
+
+
+def test_a_policy_with_coverage_splits_users_and_propensities_stay_exact():
+    """Half the users (by hash) get the policy, the others fall through to the rules below;
+    each logged propensity is the probability of its variant with the hash treated as random,
+    so the observed frequencies match them for each kind of visitor."""
+    data = {
+        "slots": {
+            "hero": {
+                "default": "a",
+                "variants": {"a": {}, "b": {}, "c": {}},
+                "rules": [
+                    {"id": "bandit", "coverage": 0.5, "hashVersion": 2,
+                     "policy": {"name": "p1", "arms": ["a", "b", "c"]}},
+                    {"id": "fans", "condition": {"fan": True}, "force": "c"},
+                ],
+            }
+        }
+    }  # fmt: skip
+    config = parse_config(data, "<test>")
+    engine = Engine(config, policies={"p1": FixedPolicy({"a": 0.2, "b": 0.7, "c": 0.1})})
+    n = 6000
+    for fan in (True, False):
+        seen: Counter = Counter()
+        logged: dict[str, set[float]] = {}
+        for i in range(n):
+            d = engine.decide_attrs({"id": f"user-{fan}-{i}", "fan": fan}, ["hero"])[0]
+            seen[d.variant] += 1
+            logged.setdefault(d.variant, set()).add(round(d.propensity, 9))
+        rules = {"c": 1.0} if fan else {"a": 1.0}
+        expected = {
+            v: 0.5 * p + 0.5 * rules.get(v, 0.0) for v, p in {"a": 0.2, "b": 0.7, "c": 0.1}.items()
+        }
+        for variant, p in expected.items():
+            assert logged[variant] == {round(p, 9)}, (fan, variant)
+            assert abs(seen[variant] / n - p) < 4 * (p * (1 - p) / n) ** 0.5, (fan, variant)
+
+
+def test_a_random_rule_before_a_policy_counts_the_policy_in_propensities():
+    data = {
+        "slots": {
+            "hero": {
+                "default": "a",
+                "variants": {"a": {}, "b": {}, "c": {}},
+                "rules": [
+                    {"id": "roll", "force": "b", "coverage": 0.3},
+                    {"id": "bandit", "policy": {"name": "p1", "arms": ["a", "b", "c"]}},
+                ],
+            }
+        }
+    }
+    engine = Engine(parse_config(data, "<t>"), policies={"p1": FixedPolicy({"b": 0.5, "c": 0.5})})
+    props = {d.variant: d.propensity for i in range(200)
+             for d in engine.decide_attrs({"id": f"u{i}"}, ["hero"])}  # fmt: skip
+    assert props["b"] == pytest.approx(0.3 + 0.7 * 0.5)
+    assert props["c"] == pytest.approx(0.7 * 0.5)
 
 
 def test_reload_swaps_rules_without_a_new_engine():

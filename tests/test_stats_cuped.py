@@ -92,3 +92,19 @@ def test_cuped_ratio_reduces_variance() -> None:
         assert adjusted.error is None
         assert adjusted.stddev < 0.8 * plain.stddev
     assert isinstance(with_theta(a.post_ratio(), b.post_ratio())[0], RatioStat)
+
+
+def test_a_ratio_without_pre_exposure_denominator_falls_back_to_the_plain_ratio() -> None:
+    """Clicks per exposure with exposures only after the first one: no pre-period ratio exists,
+    so CUPED steps aside instead of reporting a zero baseline."""
+    rng = np.random.default_rng(5)
+    stats = []
+    for _ in range(2):
+        d = rng.integers(1, 6, 3000).astype(float)
+        m = rng.binomial(d.astype(int), 0.05).astype(float)
+        m_pre = rng.binomial(1, 0.3, 3000).astype(float)  # clicks before the first exposure
+        stats.append(CupedRatioStat.from_values(m, d, m_pre, np.zeros(3000)))
+    a, b = with_theta(*stats)
+    assert isinstance(a, RatioStat) and isinstance(b, RatioStat)
+    result = ttest(*stats)
+    assert result.error is None and 0.03 < a.mean < 0.07

@@ -257,17 +257,40 @@ def ope(
     slot: Annotated[str, typer.Option(help="The slot whose logged decisions to evaluate.")],
     target: Annotated[
         list[str] | None,
-        typer.Option(help="Candidate policy: always:VARIANT, uniform or logged (repeat)."),
+        typer.Option(
+            help="Candidate policy: always:VARIANT, uniform, rules (the slot's rules without "
+            "its bandit) or logged (repeat)."
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="The data dir with the logs (default: from config).")
     ] = None,
-    reward: Annotated[str, typer.Option(help="Reward event pattern (kind:detail).")] = "click:*",
-    in_slot: Annotated[bool, typer.Option(help="Only events inside the slot count.")] = True,
-    window_s: Annotated[float, typer.Option(help="Attribution window after exposure.")] = 3600,
+    reward: Annotated[
+        str | None,
+        typer.Option(help="Reward event pattern (kind:detail); default: the slot's policy's."),
+    ] = None,
+    in_slot: Annotated[
+        bool | None, typer.Option(help="Only events inside the slot count (default: policy's).")
+    ] = None,
+    window_s: Annotated[
+        float | None,
+        typer.Option(help="Attribution window after exposure (default: policy's, else 3600)."),
+    ] = None,
+    min_value: Annotated[
+        float | None, typer.Option(help="Summed amount a round needs (default: policy's).")
+    ] = None,
 ) -> None:
-    """Off-policy evaluation on the decision log: IPS, SNIPS, DM and DR of candidate policies."""
+    """Off-policy evaluation on the decision log: IPS, SNIPS, DM and DR of candidate policies.
+
+    Rewards are attributed exactly as the live learner and experiment reports attribute them;
+    by default with the reward declared by the slot's bandit policy, so a candidate is scored
+    on what the policy learns from. Options override single fields of it.
+    """
+    import msgspec
+
+    from trimtab.attribution import Reward
     from trimtab.bandits import logeval
+    from trimtab.bandits.serving import policy_specs
 
     site = _load(config)
     if slot not in site.slots:
@@ -275,25 +298,39 @@ def ope(
         raise typer.Exit(2)
     variants = list(site.slots[slot].variants)
     folder = data_dir or Path(site.storage.data_dir)
-    rounds = logeval.load_rounds(folder, slot, reward, in_slot, window_s)
+    declared = [spec for name, _, spec in policy_specs(site.slots) if name == slot]
+    base = declared[0].reward if declared else Reward(window_s=3600.0)
+    given = {"event": reward, "in_slot": in_slot, "window_s": window_s, "min_value": min_value}
+    rule = msgspec.structs.replace(base, **{k: v for k, v in given.items() if v is not None})
+    rounds = logeval.load_rounds(folder, slot, rule)
     if not rounds:
         err.print(f"[bold red]no exposed decisions[/] for slot {slot!r} in {folder}")
         raise typer.Exit(2)
+    origin = f"policy {declared[0].name}'s reward" if declared else "reward"
+    console.print(
+        f"{origin}: {rule.event}{' in the slot' if rule.in_slot else ''} within "
+        f"{rule.window_s:g} s of the exposure"
+        + (f", summing to {rule.min_value:g}" if rule.min_value > 0 else "")
+    )
     by_id = {r.decision_id: r for r in rounds}
     table = Table(
         title=f"off-policy value of candidate policies for '{slot}' ({len(rounds):,} rounds)"
     )
     for column in ("policy", "IPS", "SNIPS", "DM", "DR"):
         table.add_column(column, justify="left" if column == "policy" else "right")
-    for name in target or ["logged", "uniform", *(f"always:{v}" for v in variants)]:
+    for name in target or ["logged", "uniform", "rules", *(f"always:{v}" for v in variants)]:
         if name == "logged":
             policy = logeval.logged(by_id)
         elif name == "uniform":
             policy = logeval.uniform()
+        elif name == "rules":
+            policy = logeval.rules(site, slot)
         elif name.startswith("always:") and name[7:] in variants:
             policy = logeval.always(name[7:])
         else:
-            err.print(f"[bold red]unknown target[/] {name!r}: always:VARIANT, uniform or logged")
+            err.print(
+                f"[bold red]unknown target[/] {name!r}: always:VARIANT, uniform, rules or logged"
+            )
             raise typer.Exit(2)
         est = logeval.evaluate(rounds, variants, policy)
         table.add_row(
@@ -404,18 +441,34 @@ def simulate(
     config: Annotated[
         Path | None, typer.Argument(help="Site config (default: the demo's).")
     ] = None,
-    sessions: Annotated[int, typer.Option(help="Simulated visits to run.")] = 6000,
+    sessions: Annotated[int, typer.Option(help="Simulated visits per run.")] = 6000,
     users: Annotated[int, typer.Option(help="Size of the simulated population.")] = 3000,
     slot: Annotated[str, typer.Option(help="The bandit-driven slot to watch.")] = "rail",
-    seed: Annotated[int, typer.Option(help="Seed of the simulated population.")] = 0,
-    data_dir: Annotated[Path, typer.Option(help="Where the run's stores live.")] = Path(
-        "var/simulate"
-    ),
+    seed: Annotated[int, typer.Option(help="Seed of the (first) simulated population.")] = 0,
+    seeds: Annotated[
+        int, typer.Option(help="Independent runs (seeds SEED, SEED+1, …): mean and interval.")
+    ] = 1,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the run's stores live (one folder per seed if several).")
+    ] = Path("var/simulate"),
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of the arm probabilities over time.")
     ] = Path("var/simulate/arms.png"),
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Lift report: in-session bandit vs hourly batch vs static default vs hand "
+            "rules, each run on the same readers, with off-policy estimates next to the truth.",
+        ),
+    ] = False,
 ) -> None:
-    """Send simulated visitors through the real pipeline and watch a bandit learn."""
+    """Send simulated readers through the real pipeline: does the bandit earn its place?
+
+    Prints the bandit's click rate against the hand rules (the readers outside its share of
+    traffic) and the default (its control share), with 95 % intervals, and what it shows each
+    kind of reader. With --seeds N the figures are means over N independent runs.
+    """
     from rich.progress import Progress
 
     from trimtab.demo.server import DEMO_CONFIG
@@ -423,43 +476,139 @@ def simulate(
     from trimtab.sim.drive import simulate as run_simulation
 
     site = _load(config or DEMO_CONFIG)
-    runtime = Runtime(site, data_dir)
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"simulating {sessions:,} visits", total=sessions)
-            result = run_simulation(
-                runtime,
-                sessions,
-                seed,
-                slot,
-                every=max(1, sessions // 10),
-                progress=lambda n: progress.advance(task, n),
-                users=users,
+    if compare:
+        from trimtab.sim import lift
+
+        lift.run_and_print(site, sessions, users, slot, seed, seeds, data_dir, console)
+        return
+    runs = []
+    with Progress(console=console, transient=True) as progress:
+        for k in range(seeds):
+            folder = data_dir if seeds == 1 else data_dir / f"seed-{seed + k}"
+            runtime = Runtime(site, folder)
+            task = progress.add_task(
+                f"seed {seed + k}: simulating {sessions:,} visits", total=sessions
             )
-    except ValueError as exc:
-        err.print(f"[bold red]cannot simulate[/] {exc}")
-        raise typer.Exit(2) from None
-    finally:
-        runtime.close()
-    table = Table(title=f"{result.policy}: top arms per reference visitor as rewards arrive")
-    table.add_column("sessions", justify="right")
-    table.add_column("CTR policy / rules", justify="right")
-    profiles = list(result.snapshots[0].probabilities)
-    for name in profiles:
-        table.add_column(name)
-    for snap in result.snapshots:
-        ctr = snap.ctr_by_source
-        row = [f"{snap.sessions:,}", f"{ctr.get('policy', 0):.1%} / {ctr.get('force', 0):.1%}"]
-        for name in profiles:
-            top = sorted(snap.probabilities[name].items(), key=lambda kv: -kv[1])[:2]
-            row.append(", ".join(f"{arm} {p:.2f}" for arm, p in top))
-        table.add_row(*row)
-    console.print(table)
-    if plot is not None:
+            try:
+                runs.append(
+                    run_simulation(
+                        runtime,
+                        sessions,
+                        seed + k,
+                        slot,
+                        every=max(1, sessions // 10),
+                        progress=lambda n, task=task: progress.advance(task, n),
+                        users=users,
+                    )
+                )
+            except ValueError as exc:
+                err.print(f"[bold red]cannot simulate[/] {exc}")
+                raise typer.Exit(2) from None
+            finally:
+                runtime.close()
+    _print_simulation(runs, site, slot)
+    if plot is not None and runs[0].snapshots and runs[0].snapshots[0].probabilities:
         from trimtab.sim.plots import plot_arms
 
-        plot_arms(result, plot)
-        console.print(f"arm probabilities plotted to {plot}")
+        plot_arms(runs[0], plot)
+        console.print(f"arm probabilities of seed {seed} plotted to {plot}")
+
+
+def _pct(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def _print_simulation(runs: list, site, slot: str) -> None:
+    """The bandit against the rules and the default, and its picks per reader type."""
+    from trimtab.sim import summary
+
+    first = runs[0]
+    shown = sum(len(r.shown) for r in runs)
+    seeds = ", ".join(str(r.seed) for r in runs)
+    console.print(
+        f"[bold]{len(runs)} run(s)[/] (seed {seeds}) of {first.sessions:,} sessions: "
+        f"{shown:,} '{slot}' decisions"
+    )
+    if len(runs) == 1 and first.snapshots:
+        table = Table(title=f"{first.policy or slot}: cumulative click rate as rewards arrive")
+        table.add_column("sessions", justify="right")
+        for column in ("bandit", "rules", "default"):
+            table.add_column(column, justify="right")
+        profiles = list(first.snapshots[0].probabilities)
+        for name in profiles:
+            table.add_column(f"{name}: top arms")
+        for snap in first.snapshots:
+            ctr = snap.ctr_by_source
+            row = [f"{snap.sessions:,}"]
+            row += [_pct(ctr.get(g, math.nan)) for g in ("policy", "rules", "default")]
+            for name in profiles:
+                top = sorted(snap.probabilities[name].items(), key=lambda kv: -kv[1])[:2]
+                row.append(", ".join(f"{arm} {p:.2f}" for arm, p in top))
+            table.add_row(*row)
+        console.print(table)
+    rates = summary.group_rates(runs)
+    if "policy" not in rates:
+        console.print(f"no bandit serves '{slot}' in this config: nothing to compare")
+        return
+    coverage = next(
+        (r.coverage for r in site.slots[slot].rules if r.policy and r.id == first.policy), None
+    )
+    share = f"{coverage:.0%} of readers by hash" if coverage is not None else "all readers"
+    interval = "95 % CI (seeds)" if len(runs) > 1 else "95 % CI"
+    table = Table(
+        title=f"'{slot}': bandit vs rules on the same readers",
+        caption=f"{first.policy} takes {share}; the others get the hand rules below it. "
+        "default: the bandit's control share. Rules above the split serve both halves.",
+    )
+    for column in ("group", "decisions", "clicks", "CTR", interval, "× default"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    labels = {
+        "policy": "bandit",
+        "rules": "hand rules",
+        "default": "default",
+        "other": "above split",
+    }
+    base = rates.get("default")
+    for group, rate in rates.items():
+        ratio = rate.mean / base.mean if base and base.mean > 0 and group != "other" else math.nan
+        table.add_row(
+            labels[group],
+            f"{rate.decisions:,}",
+            f"{rate.clicks:,}",
+            _pct(rate.mean),
+            f"{_pct(rate.lower)} – {_pct(rate.upper)}",
+            "-" if not math.isfinite(ratio) else f"{ratio:.2f}×",
+        )
+    console.print(table)
+    if len(runs) > 1:
+        per_seed = "; ".join(
+            f"seed {r.seed}: "
+            + " / ".join(_pct(r.ctr(g)[0]) for g in ("policy", "rules", "default"))
+            for r in runs
+        )
+        console.print(f"per seed (bandit / rules / default): {per_seed}")
+    for v in summary.verdicts(runs):
+        mark = "[green]✓[/]" if v.holds else "[bold red]✗[/]"
+        scale = 100.0 if "points" in v.claim else 1.0
+        console.print(
+            f"{mark} {v.claim}: {scale * v.estimate:.2f} "
+            f"[{scale * v.lower:.2f}, {scale * v.upper:.2f}]"
+        )
+    shares = summary.arm_shares(runs)
+    if shares:
+        table = Table(title="what the bandit shows each kind of reader (its picks, 2nd half)")
+        table.add_column("reader's favourite category")
+        table.add_column("picks", justify="right")
+        table.add_column("rails shown")
+        counts = {
+            reader: sum(1 for r in runs for s in r.shown if s.group == "policy"
+                        and s.reader == reader and s.session > r.sessions / 2)
+            for reader in shares
+        }  # fmt: skip
+        for reader, per in shares.items():
+            top = ", ".join(f"{arm} {100 * p:.0f}%" for arm, p in list(per.items())[:3])
+            table.add_row(reader, f"{counts[reader]:,}", top)
+        console.print(table)
 
 
 def _print_timings(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> None:

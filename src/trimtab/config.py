@@ -348,10 +348,17 @@ def _check_policy(source: str, at: str, rule: RuleDecl, slot: SlotDecl, declared
         raise ConfigError(
             source, f"{at}.min_default_share", f"the default {slot.default!r} is not an arm"
         )
-    from trimtab.bandits.serving import POLICY_TYPES
+    if not spec.clip > 0.0:
+        raise ConfigError(source, f"{at}.clip", "must be a positive number")
+    for j, path in enumerate(spec.arm_features):
+        if "{arm}" not in path:
+            raise ConfigError(
+                source, f"{at}.arm_features[{j}]", "an arm feature names {arm} (e.g. x.{arm})"
+            )
+    from trimtab.bandits.serving import ServedPolicy
 
     try:
-        POLICY_TYPES[spec.type](len(spec.arms), len(spec.features) + 1, **spec.params)
+        ServedPolicy(spec, slot.default)
     except (TypeError, ValueError) as exc:
         raise ConfigError(source, f"{at}.params", f"not accepted by {spec.type}: {exc}") from None
 

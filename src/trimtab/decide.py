@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -71,6 +71,7 @@ class Decision(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     rule_id: str = ""
     propensity: float = 1.0
     reason: str = ""
+    detail: str = ""  # the technical account behind ``reason`` (a policy's numbers)
     decision_id: str = ""
     experiment: str = ""
     variation: int = -1
@@ -83,10 +84,34 @@ STICKY_ATTRIBUTE = "_sticky"
 AssignCallback = Callable[[str, str, int, float], None]
 
 
-class PolicyChooser(Protocol):
-    """What a ``policy`` rule needs from a bandit: an arm and its probability."""
+class PolicyChoice(NamedTuple):
+    """A bandit's pick: the arm, its exact probability and why.
 
-    def choose_for(self, attrs: Mapping[str, Any], arms: list[str]) -> tuple[str, float]: ...
+    ``mode`` says whether the policy *exploits* (shows what it believes is best), *explores*
+    (shows something else to keep learning) or keeps its *control* share on the default;
+    ``reason`` says so in words a reader understands, ``detail`` gives the numbers.
+    """
+
+    arm: str
+    propensity: float
+    mode: Literal["exploit", "explore", "control"]
+    reason: str
+    detail: str = ""
+
+
+class PolicyChooser(Protocol):
+    """What a ``policy`` rule needs from a bandit."""
+
+    def choose_for(
+        self, attrs: Mapping[str, Any], arms: list[str], decision_id: str = ""
+    ) -> PolicyChoice:
+        """The arm for this decision (``decision_id`` is what its exposure will carry)."""
+        ...
+
+    def shares(self, attrs: Mapping[str, Any], arms: list[str]) -> dict[str, float]:
+        """The probability of each arm were the policy asked now (for propensities of
+        decisions it did not make)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -193,6 +218,12 @@ def _bucketable(rule: CompiledRule, attrs: Mapping[str, Any]) -> str | None:
     return value
 
 
+def _bucket(rule: CompiledRule, attrs: Mapping[str, Any]) -> float | None:
+    """The user's bucket in ``[0, 1)`` for a random rule, or None when they cannot be bucketed."""
+    value = _bucketable(rule, attrs)
+    return None if value is None else _hash(rule.seed, value, rule.hash_version)
+
+
 def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
     """A decision as the API returns it (``docs/protocol.md``)."""
     out: dict[str, Any] = {
@@ -204,6 +235,8 @@ def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
         "propensity": d.propensity,
         "reason": d.reason,
     }
+    if d.detail:
+        out["detail"] = d.detail
     if with_payload:
         out["payload"] = d.payload
     if d.experiment:
@@ -237,7 +270,15 @@ def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
     if rule.policy is not None:
         name = str(rule.policy.get("name", rule_id))
         arms = tuple(rule.policy.get("arms", ()))
-        return CompiledRule(kind=POLICY, policy_name=name, arms=arms, **common)
+        coverage = 1.0 if rule.coverage is None else rule.coverage
+        return CompiledRule(
+            kind=POLICY,
+            policy_name=name,
+            arms=arms,
+            coverage=coverage,
+            seed=rule.seed or rule_id,
+            **common,
+        )
     if rule.force is not None:
         if rule.coverage is None and rule.range is None:
             return CompiledRule(kind=FORCE, force=rule.force, **common)
@@ -324,6 +365,8 @@ class Engine:
             if page_view_id
             else self.features_of(user, session)
         )
+        if page_view_id:
+            attrs["page_view_id"] = page_view_id  # a policy chooses once per page view
         if extra:
             attrs.update(extra)
         return self.decide_attrs(attrs, slots)
@@ -349,7 +392,8 @@ class Engine:
                     decision.propensity *= 1.0 - self.holdout
                     if decision.variant == slot.default:
                         decision.propensity += self.holdout
-            decision.decision_id = f"{self._id_prefix}{next(self._ids):x}"
+            if not decision.decision_id:
+                decision.decision_id = self._new_id()
             decisions.append(decision)
         if self.log is not None and decisions:
             self.log(decisions, attrs)  # type: ignore[arg-type]
@@ -369,10 +413,13 @@ class Engine:
                         source="degraded",
                         reason=reason or "degraded: live features unavailable, default shown",
                         payload=slot.variants[slot.default],
-                        decision_id=f"{self._id_prefix}{next(self._ids):x}",
+                        decision_id=self._new_id(),
                     )
                 )
         return out
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
 
     def _in_holdout(self, attrs: Mapping[str, Any]) -> bool:
         user = attrs.get("id")
@@ -436,10 +483,19 @@ class Engine:
                 p = mass + (passed.get(rule.force, 0.0) if passed else 0.0)
                 return self._made(slot, rule, rule.force, "force", p, attrs, -1, 0.0)
             if kind == POLICY:
-                made = self._by_policy(slot, rule, attrs, mass, passed)
-                if made is not None:
-                    return made
-                continue
+                if rule.policy_name not in self.policies:
+                    continue
+                if rule.coverage < 1.0:
+                    n = _bucket(rule, attrs)
+                    if n is None:
+                        continue
+                    if n >= rule.coverage:
+                        # Outside the policy's share of traffic: the rules below decide. Had
+                        # the hash fallen inside, the policy would have picked.
+                        passed = self._pass_policy(rule, attrs, mass, passed)
+                        mass *= 1.0 - rule.coverage
+                        continue
+                return self._by_policy(slot, rule, pos, attrs, mass, passed)
             hash_value = _bucketable(rule, attrs)
             if hash_value is None:
                 continue
@@ -479,20 +535,38 @@ class Engine:
             payload=slot.variants[slot.default],
         )
 
+    def _pass_policy(
+        self,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        mass: float,
+        passed: dict[str, float] | None,
+    ) -> dict[str, float]:
+        """Add what a policy rule the user's hash passed by would have given each arm."""
+        out = {} if passed is None else passed
+        policy = self.policies[rule.policy_name]
+        try:
+            shares = policy.shares(attrs, list(rule.arms))
+        except Exception:  # a tripped or broken policy would have shown the default
+            return out
+        for arm, share in shares.items():
+            out[arm] = out.get(arm, 0.0) + mass * rule.coverage * share
+        return out
+
     def _by_policy(
         self,
         slot: CompiledSlot,
         rule: CompiledRule,
+        pos: int,
         attrs: Mapping[str, Any],
         mass: float = 1.0,
         passed: dict[str, float] | None = None,
-    ) -> Decision | None:
-        policy = self.policies.get(rule.policy_name)
-        if policy is None:
-            return None
+    ) -> Decision:
+        policy = self.policies[rule.policy_name]
         arms = list(rule.arms or slot.variants)
+        decision_id = self._new_id()
         try:
-            arm, p = policy.choose_for(attrs, arms)
+            choice = policy.choose_for(attrs, arms, decision_id)
         except Exception as exc:  # a broken policy must never break the page
             return Decision(
                 slot=slot.name,
@@ -504,14 +578,20 @@ class Engine:
                 f"{exc or type(exc).__name__}",
                 payload=slot.variants[slot.default],
             )
-        propensity = mass * p + (passed.get(arm, 0.0) if passed else 0.0)
+        arm = choice.arm
+        propensity = mass * rule.coverage * choice.propensity
+        propensity += passed.get(arm, 0.0) if passed else 0.0
+        if rule.coverage < 1.0:  # had the hash fallen outside, the rules below would decide
+            propensity += self._rest(slot, pos + 1, arm, mass * (1.0 - rule.coverage), attrs)
         return Decision(
             slot=slot.name,
             variant=arm,
             source="policy",
             rule_id=rule.rule_id,
             propensity=propensity,
-            reason=f"policy {rule.policy_name} chose {arm} (p={p:.3f}) for {rule.condition_text}",
+            reason=choice.reason,
+            detail=f"{choice.detail}; rule {rule.rule_id}: {rule.condition_text}",
+            decision_id=decision_id,
             payload=slot.variants[arm],
         )
 
@@ -566,8 +646,17 @@ class Engine:
             if kind == FORCE:
                 return p + (mass if rule.force == variant else 0.0)
             if kind == POLICY:
-                if rule.policy_name in self.policies:
-                    return p  # the policy would pick; its own propensity is not known here
+                policy = self.policies.get(rule.policy_name)
+                if policy is None:
+                    continue
+                share = rule.coverage
+                if share < 1.0 and _bucket(rule, attrs) is None:
+                    continue
+                try:
+                    p += mass * share * policy.shares(attrs, list(rule.arms)).get(variant, 0.0)
+                except Exception:  # a tripped or broken policy shows the default
+                    p += mass * share * float(variant == slot.default)
+                mass *= 1.0 - share
                 continue
             if _bucketable(rule, attrs) is None:
                 continue

@@ -2,13 +2,14 @@
 
 Every decision trimtab logs carries the variant, the exact probability it had of being chosen
 and the attributes it saw; the tracker reports which ones were really shown (``exposure``).
-That is all IPS-family estimators need. A **round** is one exposed decision of a slot; its
-reward is 1 when an event matching the reward pattern follows the exposure — before the
-slot's next exposure to the same user and within ``window_s`` — else 0.
+That is all IPS-family estimators need. A **round** is one exposed decision of a slot and its
+reward is attributed by :mod:`trimtab.attribution` — the very function the live learner and
+experiment metrics use — so a policy is evaluated on the reward it learned from.
 
 Candidate policies are functions of the logged attributes returning a distribution over the
-slot's variants: :func:`always` (one variant), :func:`uniform`, or :func:`logged` (the policy
-that produced the log, whose IPS value is the observed mean reward — a sanity check).
+slot's variants: :func:`always` (one variant), :func:`uniform`, :func:`rules` (the slot's rules
+as the engine evaluates them, on the logged attributes), or :func:`logged` (the policy that
+produced the log, whose IPS value is the observed mean reward — a sanity check).
 
 The direct method and doubly robust use a reward model fitted on the rounds: per variant, a
 ridge regression of the reward on the numeric attributes (:func:`fit_reward_model`).
@@ -25,7 +26,17 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from trimtab.attribution import (
+    Events,
+    Reward,
+    attribute,
+    exposure_rounds,
+    kinds_for,
+    receive_time,
+    reward_amount,
+)
 from trimtab.bandits import ope
+from trimtab.events import decode_one
 
 Target = Callable[[Mapping[str, Any], Sequence[str]], dict[str, float]]
 
@@ -40,6 +51,7 @@ class Round:
     propensity: float
     features: dict[str, Any]
     reward: float
+    time: float = 0.0  # when the exposure was received (epoch ms)
 
 
 def always(variant: str) -> Target:
@@ -48,6 +60,20 @@ def always(variant: str) -> Target:
 
 def uniform() -> Target:
     return lambda attrs, variants: {v: 1.0 / len(variants) for v in variants}
+
+
+def rules(config: Any, slot: str) -> Target:
+    """The slot's rules without its bandit policies, as the engine evaluates them, on each
+    round's logged attributes (a user outside every rule gets the default)."""
+    from trimtab.decide import Engine
+
+    engine = Engine(config)  # no policies: a policy rule passes to the rules below it
+
+    def target(attrs: Mapping[str, Any], variants: Sequence[str]) -> dict[str, float]:
+        (decision,) = engine.decide_attrs(attrs, [slot])
+        return {decision.variant: 1.0}
+
+    return target
 
 
 def logged(rounds_by_id: Mapping[str, Round]) -> Target:
@@ -60,55 +86,66 @@ def logged(rounds_by_id: Mapping[str, Round]) -> Target:
     return target
 
 
-def load_rounds(
-    data_dir: str | Path,
-    slot: str,
-    reward_event: str = "click:*",
-    in_slot: bool = True,
-    window_s: float = 3600.0,
-) -> list[Round]:
-    """The exposed decisions of ``slot`` with their attributed rewards, in time order."""
-    from trimtab.features import _token_matcher  # the pattern syntax of features and metrics
+def load_rounds(data_dir: str | Path, slot: str, reward: Reward | None = None) -> list[Round]:
+    """The exposed decisions of ``slot`` with their attributed rewards, in time order.
 
+    Rewards are credited by :func:`trimtab.attribution.attribute`, the function the live
+    learner uses: pass the policy's own :class:`~trimtab.attribution.Reward` to evaluate on
+    the reward it learns from (default: any click in the slot within an hour).
+    """
+    reward = reward or Reward(window_s=3600.0)
     data_dir = Path(data_dir)
-    matches = _token_matcher(reward_event)
     decisions = _decisions(data_dir, slot)
+    amount = reward_amount(reward, slot)
+    kinds = sorted({"exposure", *kinds_for([reward.event])})
+    marks = ",".join("?" * len(kinds))
     events = sqlite3.connect(f"file:{data_dir / 'events.sqlite'}?mode=ro", uri=True)
     try:
-        rows = events.execute("SELECT user_id, kind, ts, body FROM events ORDER BY ts").fetchall()
+        rows = events.execute(
+            f"SELECT seq, user_id, kind, received, ts, body FROM events WHERE kind IN ({marks}) "
+            "ORDER BY seq",
+            kinds,
+        ).fetchall()
     finally:
         events.close()
-    from trimtab.events import decode_one
-
-    open_round: dict[str, list[Any]] = {}  # user -> [decision row, exposure ts, reward]
-    rounds: list[Round] = []
-    window_ms = window_s * 1000.0
-
-    def close(user: str) -> None:
-        item = open_round.pop(user, None)
-        if item is not None:
-            d, _, reward = item
-            rounds.append(Round(d[0], user, d[1], d[2], d[3], reward))
-
-    for user, kind, ts, body in rows:
-        if kind == "exposure":
-            event = decode_one(body)
-            if event.slot != slot or event.decision_id not in decisions:
-                continue
-            close(user)
-            open_round[user] = [decisions[event.decision_id], ts, 0.0]
-            continue
-        item = open_round.get(user)
-        if item is None or item[2] or ts - item[1] > window_ms:
-            continue
+    users: dict[str, int] = {}
+    x_user, x_id, x_time, x_seq = [], [], [], []
+    e_user, e_time, e_seq, e_value = [], [], [], []
+    for seq, user, kind, received, ts, body in rows:
         event = decode_one(body)
-        if in_slot and getattr(event, "slot", slot) != slot:
+        when = receive_time(received, ts)
+        code = users.setdefault(user, len(users))
+        if kind == "exposure":
+            if event.slot == slot:
+                x_user.append(code)
+                x_id.append(event.decision_id)
+                x_time.append(when)
+                x_seq.append(seq)
             continue
-        if matches(event):
-            item[2] = 1.0
-    for user in list(open_round):
-        close(user)
-    return rounds
+        value = amount(event)
+        if value is not None:
+            e_user.append(code)
+            e_time.append(when)
+            e_seq.append(seq)
+            e_value.append(value)
+    kept, rounds = exposure_rounds(
+        np.array(x_user, np.int64), np.array(x_id, object), np.array(x_time), np.array(x_seq)
+    )
+    credited = attribute(
+        rounds,
+        Events(np.array(e_user, np.int64), np.array(e_time), np.array(e_seq), np.array(e_value)),
+        reward.window_s,
+    )
+    rewards = credited.rewards(reward.min_value)
+    names = {code: user for user, code in users.items()}
+    out: list[Round] = []
+    for i, index in enumerate(kept):
+        decision = decisions.get(x_id[index]) if rounds.starts[i] else None
+        if decision is not None:
+            d_id, variant, propensity, attrs = decision
+            user = names[x_user[index]]
+            out.append(Round(d_id, user, variant, propensity, attrs, rewards[i], x_time[index]))
+    return out
 
 
 def _decisions(data_dir: Path, slot: str) -> dict[str, tuple[str, str, float, dict[str, Any]]]:

@@ -13,6 +13,9 @@ Sherman–Morrison rank-one correction of one arm, ``A⁻¹ ← A⁻¹ − (A⁻
 
 With ``arm_features`` (an ``(arms, m)`` array) the model is *shared* instead of disjoint: one
 parameter vector over ``φ(x, a) = [x, z_a]``, so arms with similar features share evidence.
+With ``shared=True`` the context itself has one row per arm (an ``(arms, d)`` array, each row
+``φ(x, a)`` built by the caller, e.g. "the reader's interest in the category this arm shows"),
+and one parameter vector scores every row: what is learned on one arm transfers to the others.
 
 >>> import numpy as np
 >>> policy = LinUCB(n_arms=3, dim=2, alpha=1.0, seed=7)
@@ -101,12 +104,16 @@ class _LinearPolicy:
         ridge: float = 1.0,
         uniform_mix: float = 0.01,
         arm_features: np.ndarray | None = None,
+        shared: bool = False,
+        prior_mean: np.ndarray | None = None,
         seed: int | None = None,
     ) -> None:
         if n_arms < 1 or dim < 1:
             raise ValueError("n_arms and dim must be positive")
         if not 0.0 <= uniform_mix <= 1.0:
             raise ValueError("uniform_mix must be in [0, 1]")
+        if not ridge > 0.0:
+            raise ValueError("ridge must be positive")
         self.n_arms = int(n_arms)
         self.dim = int(dim)
         self.ridge = float(ridge)
@@ -114,24 +121,38 @@ class _LinearPolicy:
         self.arm_features = None if arm_features is None else np.asarray(arm_features, float)
         if self.arm_features is not None and self.arm_features.shape[0] != n_arms:
             raise ValueError("arm_features must have one row per arm")
+        if shared and self.arm_features is not None:
+            raise ValueError("per-arm contexts (shared) and arm_features exclude each other")
+        self.shared = bool(shared)
+        self.disjoint = self.arm_features is None and not self.shared
         width = dim + (0 if self.arm_features is None else self.arm_features.shape[1])
-        models = n_arms if self.arm_features is None else 1
+        models = n_arms if self.disjoint else 1
         self.A_inv = np.tile(np.eye(width) / self.ridge, (models, 1, 1))
         self.b = np.zeros((models, width))
         self.theta = np.zeros((models, width))
+        if prior_mean is not None:
+            prior = np.asarray(prior_mean, float)
+            if prior.shape != self.theta.shape or not np.isfinite(prior).all():
+                raise ValueError(f"prior_mean must be a finite array of shape {self.theta.shape}")
+            self.theta[:] = prior
+            self.b[:] = self.ridge * prior  # θ = A⁻¹b holds for the ridge prior N(θ₀, I/λ)
         self.rng = np.random.default_rng(seed)
         self._all = np.arange(self.n_arms)
+        self._chol: np.ndarray | None = None  # Cholesky factor of the shared A⁻¹, until it moves
 
     # -- features -------------------------------------------------------------------------
     def _phi(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Shared model: the ``(len(idx), D)`` matrix of ``[x, z_a]`` rows."""
+        """Shared model: the ``(len(idx), D)`` matrix of ``[x, z_a]`` rows (or, with per-arm
+        contexts, the context's own rows)."""
+        if self.shared:
+            return x[idx]
         assert self.arm_features is not None
         z = self.arm_features[idx]
         return np.concatenate([np.broadcast_to(x, (len(idx), x.shape[0])), z], axis=1)
 
     def _mean_var(self, x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean ``θ_aᵀx`` and the quadratic form ``xᵀA_a⁻¹x`` for each eligible arm."""
-        if self.arm_features is None:
+        if self.disjoint:
             if len(idx) == self.n_arms:
                 A_inv, theta = self.A_inv, self.theta
             else:
@@ -148,15 +169,39 @@ class _LinearPolicy:
         A_inv -= np.outer(Ap, Ap) * (weight / (1.0 + weight * (phi @ Ap)))
         self.b[model] += target * phi
         self.theta[model] = A_inv @ self.b[model]
+        self._chol = None
 
     def update(self, context: np.ndarray, arm: int, reward: float, propensity: float) -> None:
         """Ridge update of the chosen arm. ``propensity`` is accepted for the protocol only:
         these are on-policy learners and do not reweight what they observe."""
-        if self.arm_features is None:
+        if self.disjoint:
             self._rank_one(arm, context, 1.0, float(reward))
         else:
             phi = self._phi(context, np.array([arm]))[0]
             self._rank_one(0, phi, 1.0, float(reward))
+
+    def expected(self, context: np.ndarray, arms: Arms = None) -> np.ndarray:
+        """The posterior-mean score of each eligible arm: what the policy believes now,
+        without exploration (the arm it would exploit is the argmax)."""
+        return self._mean_var(context, self._eligible(arms))[0]
+
+    # -- safety -----------------------------------------------------------------------------
+    def finite(self) -> bool:
+        """Whether every learned number is finite (nothing else may be saved or used)."""
+        return bool(
+            np.isfinite(self.A_inv).all() and np.isfinite(self.b).all()
+            and np.isfinite(self.theta).all()
+        )  # fmt: skip
+
+    def snapshot(self, arm: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """A copy of the model an update of ``arm`` touches, for :meth:`rollback`."""
+        model = arm if self.disjoint else 0
+        return model, self.A_inv[model].copy(), self.b[model].copy(), self.theta[model].copy()
+
+    def rollback(self, saved: tuple[int, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        model, A_inv, b, theta = saved
+        self.A_inv[model], self.b[model], self.theta[model] = A_inv, b, theta
+        self._chol = None
 
     # -- randomisation ----------------------------------------------------------------------
     def _eligible(self, arms: Arms) -> np.ndarray:
@@ -187,6 +232,7 @@ class _LinearPolicy:
             "dim": self.dim,
             "ridge": self.ridge,
             "uniform_mix": self.uniform_mix,
+            "shared": self.shared,
         }
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -307,7 +353,7 @@ class _Thompson(_LinearPolicy):
     def _winners(self, context: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Index (into ``idx``) of the winning arm of each of the ``n_draws`` posterior draws."""
         k = len(idx)
-        if self.arm_features is None:
+        if self.disjoint:
             # Disjoint arms have independent posteriors: sample the score θ_aᵀx directly,
             # N(mean_a, scale²·xᵀA_a⁻¹x), instead of whole parameter vectors.
             mean, var = self._mean_var(context, idx)
@@ -315,7 +361,9 @@ class _Thompson(_LinearPolicy):
             draws = mean + sd * self.rng.standard_normal((self.n_draws, k))
         else:
             phi = self._phi(context, idx)
-            chol = np.linalg.cholesky(self.A_inv[0] + 1e-12 * np.eye(phi.shape[1]))
+            if self._chol is None:
+                self._chol = np.linalg.cholesky(self.A_inv[0] + 1e-12 * np.eye(phi.shape[1]))
+            chol = self._chol
             z = self.rng.standard_normal((phi.shape[1], self.n_draws))
             thetas = self.theta[0][:, None] + self.scale * (chol @ z)  # (D, n_draws)
             draws = (phi @ thetas).T
@@ -366,7 +414,7 @@ class LogisticThompson(_Thompson):
     kind = "logistic_thompson"
 
     def update(self, context: np.ndarray, arm: int, reward: float, propensity: float) -> None:
-        if self.arm_features is None:
+        if self.disjoint:
             model, phi = arm, context
         else:
             model, phi = 0, self._phi(context, np.array([arm]))[0]
@@ -377,6 +425,7 @@ class LogisticThompson(_Thompson):
         Sp = S @ phi
         S -= np.outer(Sp, Sp) * (weight / (1.0 + weight * (phi @ Sp)))
         m += (S @ phi) * (float(reward) - p)
+        self._chol = None
         self.b[model] += float(reward) * phi  # kept for inspection only
 
     def predict_proba(self, context: np.ndarray, arms: Arms = None) -> np.ndarray:

@@ -2,10 +2,19 @@
 
 A slot rule ``{policy: {...}}`` names a :class:`PolicySpec`. For each page view the policy picks
 an arm once (re-decisions on the same page keep it, so the slot does not flicker) and logs its
-exact propensity. The arm is confirmed when the tracker reports its ``exposure``; events that
-match the reward pattern within ``window_s`` of the exposure credit it; when the window closes
-the policy is updated once with the reward (0 if nothing came). Rewards thus flow from the
-event stream into ``update`` online, with no batch job.
+exact propensity. The tracker's ``exposure`` (carrying the decision id) starts the decision's
+round; events credit it exactly as :mod:`trimtab.attribution` says — the same function
+``trimtab ope`` and ``trimtab report`` use — and when the round's window closes (or the user's
+next exposure in the slot ends it) the policy is updated once with the reward. Rewards flow
+from the event stream into ``update`` online, with no batch job.
+
+Context: ``features`` are attribute paths read once per decision (``name=value`` is a one-hot
+indicator) and learned per arm; ``arm_features`` are read once per arm with ``{arm}`` replaced
+by the arm's name (``interest_share.{arm}``: how much of the reader's attention went to the
+category this arm shows) and learned by one model shared by every arm, so what is learned on
+one arm helps all the others. Every value is clipped to ``±clip`` and NaN reads as 0: one
+visitor's malformed or extreme value cannot swing a model every visitor shares, and nothing
+non-finite is learned or saved.
 
 Safeguards:
 
@@ -19,30 +28,34 @@ Safeguards:
 >>> spec = PolicySpec(name="rail", arms=["a", "b"], features=["depth"])
 >>> served = ServedPolicy(spec, default="a", seed=1)
 >>> attrs = {"id": "u", "session_id": "s", "page": "/x", "depth": 0.4}
->>> arm, p = served.choose_for(attrs, ["a", "b"])
->>> arm in ("a", "b") and 0 < p <= 1
+>>> choice = served.choose_for(attrs, ["a", "b"], "d1")
+>>> choice.arm in ("a", "b") and 0 < choice.propensity <= 1
 True
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
+from trimtab.attribution import Events, Reward, Rounds, attribute, event_time, reward_amount
 from trimtab.bandits.policies import (
-    ContextEncoder,
     EpsilonGreedy,
     LinearThompson,
     LinUCB,
     LogisticThompson,
     load_policy,
 )
-from trimtab.events import AnyEvent, Custom, Exposure
+from trimtab.decide import PolicyChoice
+from trimtab.events import AnyEvent, Exposure
+
+SESSION_IDLE_MS = 30 * 60 * 1000.0  # a session ends after this long without a decision
 
 POLICY_TYPES = {
     "epsilon_greedy": EpsilonGreedy,
@@ -51,14 +64,7 @@ POLICY_TYPES = {
     "logistic_thompson": LogisticThompson,
 }
 
-
-class RewardSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """What counts as a reward: an event pattern (``kind:detail``), where, and how much."""
-
-    event: str = "click:*"
-    in_slot: bool = True  # only events on elements inside the policy's slot
-    min_value: float = 0.0  # for dwell: visible_ms / dwell_ms that must add up within the window
-    window_s: float = 600.0
+RewardSpec = Reward  # the reward of a policy is the one attribution definition
 
 
 class GuardrailSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -72,11 +78,21 @@ class PolicySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "logistic_thompson"
     )
     arms: list[str] = []
-    features: list[str] = []  # attribute paths; "name=value" is a one-hot indicator
+    features: list[str] = []  # attribute paths, one model per arm; "name=value" is an indicator
+    arm_features: list[str] = []  # read per arm ("{arm}" = its name), one model for all arms
+    clip: float = 10.0  # every context value is clipped to ±clip (NaN reads as 0)
+    # Policy parameters (uniform_mix, scale, ridge…), plus prior_rate: the reward rate the
+    # untrained model expects of every arm (default: none, i.e. 50 % for logistic models).
     params: dict[str, float] = {}
-    reward: RewardSpec = msgspec.field(default_factory=RewardSpec)
+    reward: Reward = msgspec.field(default_factory=Reward)
     min_default_share: float = 0.0
     guardrail: GuardrailSpec | None = None
+    # "page": choose afresh on every page view, with what the reader did so far (in-session);
+    # "session": choose on the session's first page and keep it, as an assignment would.
+    choose_per: Literal["page", "session"] = "page"
+    # 0: learn from each round as soon as it closes; > 0: hold the closed rounds and learn
+    # from them together once per this many seconds (batch reweighting, for comparison).
+    learn_every_s: float = 0.0
 
 
 class GuardrailTripped(RuntimeError):
@@ -84,16 +100,27 @@ class GuardrailTripped(RuntimeError):
 
 
 @dataclass(slots=True)
-class _Pending:
-    """A decision waiting for its exposure and reward window."""
+class _Choice:
+    """One page view's pick: what the policy saw and did (shared by its decision ids)."""
 
     x: np.ndarray
     arm: int
     propensity: float
     by_policy: bool
     decided_ms: float
-    exposed_ms: float = 0.0
-    value: float = 0.0
+    used_ms: float = 0.0  # the latest decision that reused it
+    ids: list[str] = field(default_factory=list)
+    started: set[str] = field(default_factory=set)  # its decision ids whose round began
+    explained: PolicyChoice | None = None
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """A user's exposures of the slot and candidate reward events, while a round is open."""
+
+    rounds: list[tuple[float, int, str]] = field(default_factory=list)  # time, seq, our id or ""
+    events: list[tuple[float, int, float]] = field(default_factory=list)  # time, seq, amount
+    last_shown: str = ""  # the decision id the user was shown last in the slot
 
 
 def _feature_reader(path: str):
@@ -119,48 +146,118 @@ class ServedPolicy:
     """One named policy serving one slot, with its reward bookkeeping."""
 
     def __init__(self, spec: PolicySpec, default: str, slot: str = "", seed: int | None = None):
-        from trimtab.features import _token_matcher  # the pattern syntax features use
-
+        if not spec.clip > 0.0:
+            raise ValueError("clip must be a positive number")
+        if not spec.learn_every_s >= 0.0:
+            raise ValueError("learn_every_s must be 0 or more")
         self.spec = spec
         self.default = default
         self.slot = slot
         self.arms = list(spec.arms)
+        k = len(self.arms)
         self._index = {arm: i for i, arm in enumerate(self.arms)}
         self._readers = [_feature_reader(f) for f in spec.features]
-        self.encoder = ContextEncoder(spec.features, bias=True)
-        params = {k: float(v) for k, v in spec.params.items()}
+        self._arm_readers = [
+            [_feature_reader(f.replace("{arm}", arm)) for f in spec.arm_features]
+            for arm in self.arms
+        ]
+        self.shared = bool(spec.arm_features)
+        self._eye = np.eye(k)
+        width = 1 + len(spec.features)  # intercept + per-arm features
+        self.dim = k * width + len(spec.arm_features) if self.shared else width
+        params = {key: float(v) for key, v in spec.params.items()}
+        prior_rate = params.pop("prior_rate", None)
         if "n_draws" in params:
             params["n_draws"] = int(params["n_draws"])
-        self.policy = POLICY_TYPES[spec.type](len(self.arms), self.encoder.dim, seed=seed, **params)
+        self.policy = POLICY_TYPES[spec.type](
+            k, self.dim, seed=seed, shared=self.shared, prior_mean=self._prior(prior_rate), **params
+        )
         self.rng = np.random.default_rng(None if seed is None else seed + 1)
-        self.matches = _token_matcher(spec.reward.event)
-        self.pending: dict[tuple[str, str, str], _Pending] = {}
-        self.by_user: dict[str, tuple[str, str, str]] = {}
+        self.amount = reward_amount(spec.reward, slot)
+        self.window_ms = spec.reward.window_s * 1000.0
+        self.choices: dict[tuple[str, str, str], _Choice] = {}  # per page view
+        self.decisions: dict[str, tuple[str, str, str]] = {}  # decision id -> page view
+        self.timelines: dict[str, _Timeline] = {}
+        self._seq = 0
+        # The server clock in ms (a simulation substitutes its own).
+        self.clock = lambda: time.time() * 1000.0
         # exposures and rewards of policy-chosen vs default-share decisions (the guardrail)
         self.counts = {"policy": [0, 0.0], "control": [0, 0.0]}
         self.tripped = ""
         self.updates = 0
+        self.rejected = 0  # rounds not learned from because their numbers were not finite
+        # Called with (decision id, reward) after each update: an audit trail for tests and tools.
+        self.on_update: Callable[[str, float], None] | None = None
+        self._held: list[tuple[_Choice, float, str]] = []  # closed rounds awaiting a batch
+        self._next_batch_ms = 0.0
+        # A choice is forgotten once unused this long (a session-long one lives with the session).
+        self._keep_ms = self.window_ms
+        if spec.choose_per == "session":
+            self._keep_ms = max(self.window_ms, SESSION_IDLE_MS)
+
+    def _prior(self, rate: float | None) -> np.ndarray | None:
+        """The untrained model's weights: every arm's intercept at ``rate`` (logit for
+        logistic models), everything else 0."""
+        if rate is None:
+            return None
+        if not 0.0 < rate < 1.0:
+            raise ValueError("prior_rate must be between 0 and 1")
+        level = math.log(rate / (1.0 - rate)) if self.spec.type == "logistic_thompson" else rate
+        k, width = len(self.arms), 1 + len(self.spec.features)
+        if self.shared:
+            mean = np.zeros((1, self.dim))
+            mean[0, [a * width for a in range(k)]] = level
+        else:
+            mean = np.zeros((k, self.dim))
+            mean[:, 0] = level
+        return mean
 
     # -- choosing -----------------------------------------------------------------------
     def encode(self, attrs: Mapping[str, Any]) -> np.ndarray:
+        """The context: a vector (one model per arm) or one row per arm (shared model)."""
+        clip = self.spec.clip
         x = np.empty(len(self._readers) + 1)
         x[0] = 1.0
         for i, read in enumerate(self._readers, 1):
             x[i] = read(attrs)
+        if self.shared:
+            k, width = len(self.arms), len(x)
+            rows = np.zeros((k, self.dim))
+            rows[:, : k * width] = np.kron(self._eye, x)
+            per_arm = rows[:, k * width :]
+            for a, readers in enumerate(self._arm_readers):
+                for j, read in enumerate(readers):
+                    per_arm[a, j] = read(attrs)
+            x = rows
+        np.clip(x, -clip, clip, out=x)  # ±inf become ±clip
+        x[np.isnan(x)] = 0.0
         return x
 
-    def choose_for(self, attrs: Mapping[str, Any], arms: list[str]) -> tuple[str, float]:
-        """The arm for this page view (chosen once per page), with its exact propensity."""
+    def choose_for(
+        self, attrs: Mapping[str, Any], arms: list[str], decision_id: str = ""
+    ) -> PolicyChoice:
+        """The arm for this page view (chosen once per page), its exact propensity and why."""
         if self.tripped:
             raise GuardrailTripped(self.tripped)
-        key = (
+        page = (
             str(attrs.get("id", "")),
             str(attrs.get("session_id", "")),
-            str(attrs.get("page", "")),
+            ""
+            if self.spec.choose_per == "session"
+            else str(attrs.get("page_view_id") or attrs.get("page", "")),
         )
-        known = self.pending.get(key)
-        if known is not None:
-            return self.arms[known.arm], known.propensity
+        known = self.choices.get(page)
+        if known is None:
+            known = self.choices[page] = self._choose(attrs)
+        known.used_ms = self.clock()
+        if decision_id:
+            known.ids.append(decision_id)
+            self.decisions[decision_id] = page
+        if known.explained is None:
+            known.explained = self._explain(known)
+        return known.explained
+
+    def _choose(self, attrs: Mapping[str, Any]) -> _Choice:
         x = self.encode(attrs)
         share = self.spec.min_default_share
         default_index = self._index.get(self.default)
@@ -172,9 +269,56 @@ class ServedPolicy:
             arm, p_policy = self.policy.choose(x)
             by_policy = True
             p = (1.0 - share) * p_policy + (share if arm == default_index else 0.0)
-        self.pending[key] = _Pending(x, arm, p, by_policy, time.time() * 1000.0)
-        self.by_user[key[0]] = key
-        return self.arms[arm], p
+        return _Choice(x, arm, p, by_policy, self.clock())
+
+    def _explain(self, choice: _Choice) -> PolicyChoice:
+        """Plain words for the reader, the numbers kept apart for whoever wants them.
+
+        The policy *exploits* when it shows the one arm it now believes best for this context
+        (highest posterior mean); anything else — including a pick among arms it cannot yet
+        tell apart — is *exploring*.
+        """
+        arm = self.arms[choice.arm]
+        means = self.policy.expected(choice.x)
+        top = np.flatnonzero(means >= means.max() - 1e-12)
+        best = self.arms[int(top[0])] if len(top) == 1 else ""
+        technical = (
+            f"policy {self.spec.name} ({self.spec.type}) chose {arm} with probability "
+            f"{choice.propensity:.3f}; "
+            + (f"its favourite here is {best}" if best else "it has no favourite here yet")
+        )
+        if not choice.by_policy:
+            share = self.spec.min_default_share
+            return PolicyChoice(
+                arm,
+                choice.propensity,
+                "control",
+                "The standard choice: some readers always get it, so we can check that "
+                "personalising really helps",
+                f"{technical} (the {share:.0%} control share keeps the default)",
+            )
+        if arm == best:
+            return PolicyChoice(
+                arm,
+                choice.propensity,
+                "exploit",
+                "Picked because readers like you have clicked it most",
+                f"{technical} (exploiting what it has learned)",
+            )
+        return PolicyChoice(
+            arm,
+            choice.propensity,
+            "explore",
+            "Something different, shown now and then so the picks keep learning what readers like",
+            f"{technical} (exploring)",
+        )
+
+    def shares(self, attrs: Mapping[str, Any], arms: list[str]) -> dict[str, float]:
+        """The probability of each arm were the policy asked now (one fresh estimate for
+        sampling policies); the default alone once the guardrail tripped."""
+        if self.tripped:
+            return {self.default: 1.0}
+        return self.probabilities(attrs, rounds=1)
 
     def probabilities(self, attrs: Mapping[str, Any], rounds: int = 16) -> dict[str, float]:
         """The action distribution this policy would use for these attributes now.
@@ -192,55 +336,177 @@ class ServedPolicy:
 
     # -- learning -----------------------------------------------------------------------
     def observe(self, events: Iterable[AnyEvent]) -> None:
-        """Confirm exposures and credit rewards from a batch of (gated) events."""
-        reward = self.spec.reward
+        """Follow exposures of the slot and keep the events that may credit an open round.
+
+        The streaming side of :func:`trimtab.attribution.attribute`: rounds start at the first
+        exposure of one of this policy's decisions; any exposure of another decision ends the
+        user's open round; candidate events are kept until :meth:`expire` closes the round.
+        """
+        slot, amount = self.slot, self.amount
         for e in events:
-            key = self.by_user.get(e.user_id)
-            if key is None:
-                continue
-            pending = self.pending.get(key)
-            if pending is None:
-                continue
+            self._seq += 1
             if type(e) is Exposure:
-                if e.slot == self.slot and self.arms[pending.arm] == e.variant:
-                    pending.exposed_ms = pending.exposed_ms or e.ts
+                if e.slot != slot:
+                    continue
+                line = self.timelines.get(e.user_id)
+                shown = e.decision_id
+                if line is not None and shown and shown == line.last_shown:
+                    continue  # the same decision shown again: nothing changes
+                page = self.decisions.get(shown) if shown else None
+                choice = self.choices.get(page) if page is not None else None
+                ours = choice is not None and shown not in choice.started
+                if line is None:
+                    if not ours:
+                        continue  # no round of ours to end, none to start
+                    line = self.timelines[e.user_id] = _Timeline()
+                line.last_shown = shown
+                line.rounds.append((event_time(e), self._seq, shown if ours else ""))
+                if ours:
+                    assert choice is not None
+                    choice.started.add(shown)
                 continue
-            if not pending.exposed_ms or e.ts < pending.exposed_ms:
+            line = self.timelines.get(e.user_id)
+            if line is None:
                 continue
-            if e.ts - pending.exposed_ms > reward.window_s * 1000.0:
-                continue
-            if reward.in_slot and getattr(e, "slot", "") != self.slot and type(e) is not Custom:
-                continue
-            if self.matches(e):
-                pending.value += float(
-                    getattr(e, "dwell_ms", 0.0) or getattr(e, "visible_ms", 0.0) or 1.0
-                )
+            value = amount(e)
+            if value is not None:
+                line.events.append((event_time(e), self._seq, value))
 
     def expire(self, now_ms: float | None = None) -> int:
-        """Close reward windows that have ended: one ``update`` per exposed decision."""
-        now = time.time() * 1000.0 if now_ms is None else now_ms
-        window = self.spec.reward.window_s * 1000.0
-        done = []
-        for key, p in self.pending.items():
-            if p.exposed_ms and now - p.exposed_ms >= window:
-                done.append(key)
-            elif not p.exposed_ms and now - p.decided_ms >= window:
-                done.append(key)  # never shown: nothing to learn
-        threshold = max(self.spec.reward.min_value, 1e-12)
-        for key in done:
-            p = self.pending.pop(key)
-            if self.by_user.get(key[0]) == key:
-                del self.by_user[key[0]]
-            if not p.exposed_ms:
+        """Close the rounds that ended: one ``update`` per round, with its attributed reward.
+
+        Returns how many page views' choices were retired (their last round closed, or never
+        shown within the window).
+        """
+        now = self.clock() if now_ms is None else now_ms
+        window = self.window_ms
+        if self.spec.learn_every_s > 0.0:
+            self._learn_held(now)
+        closing: list[str] = []
+        for user, line in self.timelines.items():
+            last = len(line.rounds) - 1
+            if any(
+                shown and (i < last or now - t >= window)
+                for i, (t, _, shown) in enumerate(line.rounds)
+            ):
+                closing.append(user)
+        if closing:
+            self._close(closing, now)
+        retired = 0
+        for page, choice in list(self.choices.items()):
+            if now - max(choice.decided_ms, choice.used_ms) < self._keep_ms or self._open(choice):
                 continue
-            reward = 1.0 if p.value >= threshold else 0.0
-            self.policy.update(p.x, p.arm, reward, p.propensity)
-            self.updates += 1
-            group = self.counts["policy" if p.by_policy else "control"]
-            group[0] += 1
-            group[1] += reward
+            del self.choices[page]
+            for decision_id in choice.ids:
+                self.decisions.pop(decision_id, None)
+            retired += 1
         self._check_guardrail()
-        return len(done)
+        return retired
+
+    def _open(self, choice: _Choice) -> bool:
+        """Whether a round of this choice is still waiting for its window to close."""
+        for decision_id in choice.ids:
+            user = self.decisions.get(decision_id, ("",))[0]
+            line = self.timelines.get(user)
+            if line is not None and any(shown == decision_id for _, _, shown in line.rounds):
+                return True
+        return False
+
+    def _close(self, users: list[str], now: float) -> None:
+        """Attribute the closing users' rounds in one call and learn from each of ours."""
+        r_user, r_time, r_seq, r_id = [], [], [], []
+        e_user, e_time, e_seq, e_value = [], [], [], []
+        for code, user in enumerate(users):
+            line = self.timelines[user]
+            for t, seq, shown in line.rounds:
+                r_user.append(code)
+                r_time.append(t)
+                r_seq.append(seq)
+                r_id.append(shown)
+            for t, seq, value in line.events:
+                e_user.append(code)
+                e_time.append(t)
+                e_seq.append(seq)
+                e_value.append(value)
+        starts = np.array([bool(s) for s in r_id])
+        credited = attribute(
+            Rounds(np.array(r_user), np.array(r_time), np.array(r_seq), starts),
+            Events(np.array(e_user), np.array(e_time), np.array(e_seq), np.array(e_value)),
+            self.spec.reward.window_s,
+        )
+        rewards = credited.rewards(self.spec.reward.min_value)
+        done = np.zeros(len(r_id), bool)
+        for i, shown in enumerate(r_id):
+            if not shown:
+                continue
+            line = self.timelines[users[r_user[i]]]
+            last = i + 1 == len(r_id) or r_user[i + 1] != r_user[i]
+            if last and now - r_time[i] < self.window_ms:
+                continue  # still open
+            done[i] = True
+            page = self.decisions.get(shown)
+            choice = self.choices.get(page) if page is not None else None
+            if choice is not None:
+                self._learn(choice, float(rewards[i]), shown)
+        # keep, per user, only what an open round still needs
+        for code, user in enumerate(users):
+            mine = [i for i in range(len(r_id)) if r_user[i] == code]
+            open_rounds = [i for i in mine if r_id[i] and not done[i]]
+            line = self.timelines[user]
+            if not open_rounds:
+                del self.timelines[user]
+                continue
+            start = (r_time[open_rounds[0]], r_seq[open_rounds[0]])
+            line.rounds = [r for r in line.rounds if (r[0], r[1]) >= start]
+            line.events = [ev for ev in line.events if (ev[0], ev[1]) >= start]
+
+    def credit(self, decision_id: str, reward: float) -> bool:
+        """Learn from one of this policy's decisions whose round was attributed elsewhere
+        (a replay over logged rounds); False when the decision is unknown or retired."""
+        page = self.decisions.get(decision_id)
+        choice = self.choices.get(page) if page is not None else None
+        if choice is None:
+            return False
+        self._learn(choice, reward, decision_id)
+        return True
+
+    def _learn_held(self, now: float) -> None:
+        """Batch mode: at each period boundary, learn from every round closed before it."""
+        period = self.spec.learn_every_s * 1000.0
+        if not self._next_batch_ms:
+            self._next_batch_ms = (math.floor(now / period) + 1) * period
+        if now < self._next_batch_ms:
+            return
+        held, self._held = self._held, []
+        for choice, reward, decision_id in held:
+            self._update(choice, reward, decision_id)
+        self._next_batch_ms = (math.floor(now / period) + 1) * period
+
+    def _learn(self, choice: _Choice, reward: float, decision_id: str) -> None:
+        """Learn from one closed round, now or (batch mode) at the next period boundary."""
+        if self.spec.learn_every_s > 0.0:
+            self._held.append((choice, reward, decision_id))
+        else:
+            self._update(choice, reward, decision_id)
+
+    def _update(self, choice: _Choice, reward: float, decision_id: str) -> None:
+        """One update (the round of ``decision_id``); anything that would leave a non-finite
+        weight is undone and counted."""
+        if not (np.isfinite(choice.x).all() and math.isfinite(reward)):
+            self.rejected += 1  # clipped contexts and 0/1 rewards make this unreachable
+            return
+        saved = self.policy.snapshot(choice.arm)
+        self.policy.update(choice.x, choice.arm, reward, choice.propensity)
+        if not self.policy.finite():
+            self.policy.rollback(saved)
+            self.rejected += 1
+            return
+        self.updates += 1
+        if self.on_update is not None:
+            self.on_update(decision_id, reward)
+        group = self.counts["policy" if choice.by_policy else "control"]
+        group[0] += 1
+        group[1] += reward
 
     def _check_guardrail(self) -> None:
         guard = self.spec.guardrail
@@ -258,6 +524,9 @@ class ServedPolicy:
 
     # -- persistence --------------------------------------------------------------------
     def to_state(self) -> bytes:
+        """The learned state, for the store. Refuses to serialise anything non-finite."""
+        if not self.policy.finite():
+            raise ValueError(f"policy {self.spec.name}: non-finite weights, not saved")
         return msgspec.msgpack.encode(
             {
                 "policy": self.policy.to_state(),
@@ -266,21 +535,31 @@ class ServedPolicy:
                 "updates": self.updates,
                 "arms": self.arms,
                 "features": list(self.spec.features),
+                "arm_features": list(self.spec.arm_features),
                 "type": self.spec.type,
             }
         )
 
     def restore(self, blob: bytes) -> bool:
-        """Load learned state saved by :meth:`to_state` if it fits this spec; True if it did."""
+        """Load learned state saved by :meth:`to_state` if it fits this spec; True if it did.
+
+        A state whose arms, features or type differ, or holding a non-finite number, is
+        ignored: the policy starts afresh rather than from something it cannot trust.
+        """
         state = msgspec.msgpack.decode(blob)
-        if (state["arms"], state["features"], state["type"]) != (
-            self.arms,
-            list(self.spec.features),
-            self.spec.type,
-        ):
+        if (
+            state["arms"],
+            state["features"],
+            state.get("arm_features", []),
+            state["type"],
+        ) != (self.arms, list(self.spec.features), list(self.spec.arm_features), self.spec.type):
             return False  # arms or features changed: the old model no longer applies
-        self.policy = load_policy(state["policy"])
-        self.counts = {k: list(v) for k, v in state["counts"].items()}
+        policy = load_policy(state["policy"])
+        counts = {k: [int(v[0]), float(v[1])] for k, v in state["counts"].items()}
+        if not policy.finite() or not all(math.isfinite(v[1]) for v in counts.values()):
+            return False
+        self.policy = policy
+        self.counts = counts
         self.tripped = state["tripped"]
         self.updates = state["updates"]
         return True
@@ -319,7 +598,8 @@ def serve_policies(
         policy = ServedPolicy(spec, default, slot)
         old = current.get(spec.name)
         if old is not None and policy.restore(old.to_state()):
-            policy.pending, policy.by_user = old.pending, old.by_user
+            policy.choices, policy.decisions = old.choices, old.decisions
+            policy.timelines, policy._seq = old.timelines, old._seq
         elif POLICY_KEY + spec.name in stored:
             policy.restore(stored[POLICY_KEY + spec.name])
         served[spec.name] = policy

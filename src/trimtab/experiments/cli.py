@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trimtab.experiments.report import COLUMNS, Report, metric_rows
+from trimtab.experiments.report import COLUMNS, Report, integrity_checks, metric_rows
 
 console = Console()
 # Below this terminal width the per-metric table is transposed (one column per arm).
@@ -61,21 +61,20 @@ def print_report(report: Report, out: Console | None = None) -> None:
         f"{', '.join(report.slots)}) — {report.users:,} users ({users}); "
         f"{'sequential' if report.sequential else 'fixed-horizon'} tests, α = {report.alpha:g}"
     )
-    if report.srm.ok:
-        out.print(f"[green]✓ {report.srm.message}[/]")
-    else:
-        out.print(
-            Panel(
-                f"[bold]{report.srm.message}[/]",
-                title="⚠ SAMPLE RATIO MISMATCH",
-                style="bold white on red",
+    checks = integrity_checks(report)
+    for check in checks:
+        if check.status == "error":
+            out.print(
+                Panel(
+                    f"[bold]{check.message}[/]",
+                    title=f"✗ {check.name.upper()}",
+                    style="bold white on red",
+                )
             )
-        )
-    if report.multi_arm_users:
-        out.print(
-            f"[yellow]{report.multi_arm_users:,} users were exposed to more than one arm "
-            "and are excluded.[/]"
-        )
+        elif check.status == "warn":
+            out.print(f"[bold yellow]! {check.name}:[/] [yellow]{check.message}[/]")
+        else:
+            out.print(f"[green]✓ {check.name}:[/] {check.message}")
     for metric in report.metrics:
         title = f"{metric.name} ({metric.type}{', CUPED' if metric.cuped else ''})"
         if metric.guardrail:

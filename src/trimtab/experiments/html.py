@@ -3,7 +3,9 @@
 Plots (matplotlib, drawn on ``Figure`` objects, so no GUI backend or global state): the
 relative effect of each arm with its interval, cumulatively by hour or day of first exposure,
 one per metric; cumulative exposed users per arm; observed against configured traffic shares.
-A sample ratio mismatch puts a red banner at the top of the page.
+The integrity checks open the page: each is a banner, red for an error (a sample ratio
+mismatch, orphan exposures), amber for a warning (a split close to the alarm, users in two
+arms, decisions shown before consent), green when it holds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import io
 
 from matplotlib.figure import Figure
 
-from trimtab.experiments.report import COLUMNS, MetricReport, Report, metric_rows
+from trimtab.experiments.report import (
+    COLUMNS,
+    MetricReport,
+    Report,
+    integrity_checks,
+    metric_rows,
+)
 
 _COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3")
 
@@ -27,6 +35,9 @@ h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-
 .srm-bad { background: #c62828; color: #fff; font-size: 1.1rem; }
 .srm-ok { background: #e8f5e9; color: #1b5e20; }
 .warn { background: #fff3e0; color: #8a4b00; }
+.checks .banner { font-weight: 400; margin: .4rem 0; }
+.checks .banner b { font-weight: 700; }
+td.note { text-align: left; white-space: normal; color: #666; font-style: italic; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; margin: .5rem 0; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid #ddd; text-align: right; }
 th, td { white-space: nowrap; }
@@ -67,6 +78,11 @@ def effect_plot(report: Report, metric: MetricReport) -> str:
         color = _COLORS[arm.index % len(_COLORS)]
         ax.plot(when, est, color=color, label=arm.name, marker="." if len(when) < 40 else None)
         ax.fill_between(when, lo, hi, color=color, alpha=0.2)
+    if len(ax.lines) <= 1:  # only the zero line: no arm has an interval yet
+        ax.text(0.5, 0.5, "no effect to plot yet (see the table)", ha="center", va="center",
+                color="#888", transform=ax.transAxes)  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
     kind = "sequential" if report.sequential else f"{100 * (1 - report.alpha):.0f}%"
     ax.set_ylabel("relative effect, %")
     ax.set_title(
@@ -117,6 +133,14 @@ def _table(metric: MetricReport) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = []
     for row in metric_rows(metric):
+        if row[3] not in ("", "baseline") and not any(row[4:-1]) and "±" not in row[3]:
+            # no comparison possible: say why across the columns
+            body.append(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row[:3])
+                + f"<td class='note' colspan='{len(COLUMNS) - 4}'>{html.escape(row[3])}</td>"
+                + f"<td>{html.escape(row[-1])}</td></tr>"
+            )  # fmt: skip
+            continue
         cells = []
         for column, cell in zip(COLUMNS, row, strict=True):
             cls = f' class="{cell}"' if column == "verdict" and cell in ("better", "worse") else ""
@@ -125,10 +149,20 @@ def _table(metric: MetricReport) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def srm_banner(report: Report) -> str:
-    cls = "srm-ok" if report.srm.ok else "srm-bad"
-    icon = "✓" if report.srm.ok else "⚠"
-    return f'<div class="banner {cls}" id="srm">{icon} {html.escape(report.srm.message)}</div>'
+_BANNER = {"ok": ("srm-ok", "✓"), "warn": ("warn", "!"), "error": ("srm-bad", "✗")}
+
+
+def integrity_section(report: Report) -> str:
+    """The integrity checks, one banner each, worst first."""
+    rows = []
+    for check in integrity_checks(report):
+        cls, icon = _BANNER[check.status]
+        slug = check.name.replace(" ", "-")
+        rows.append(
+            f'<div class="banner {cls}" id="check-{slug}">{icon} <b>{html.escape(check.name)}'
+            f"</b>: {html.escape(check.message)}</div>"
+        )
+    return "<section class='checks'><h2>Integrity checks</h2>" + "".join(rows) + "</section>"
 
 
 def render_html(report: Report) -> str:
@@ -145,13 +179,8 @@ def render_html(report: Report) -> str:
         f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC · α = {report.alpha:g} · "
         f"{'sequential (always valid)' if report.sequential else 'fixed horizon'} · "
         f"correction {esc(report.correction or 'none')}</p>",
-        srm_banner(report),
+        integrity_section(report),
     ]
-    if report.multi_arm_users:
-        parts.append(
-            f"<div class='banner warn'>{report.multi_arm_users:,} users were exposed to more "
-            "than one arm and are excluded.</div>"
-        )
     violated = [m.name for m in report.metrics if m.violated]
     if violated:
         parts.append(

@@ -6,15 +6,19 @@ rows with :mod:`sqlite3` in chunks, decodes the fields it needs from the event b
 msgspec, and inserts numpy columns into an in-memory DuckDB database. From there on everything
 is SQL:
 
-1. the experiment's **arms**: exposure events joined to the experiment's decisions on
+1. the experiment's **arms**: exposure events of its slots joined to the decision log on
    ``decision_id`` (exposures without one fall back to the user's decision for that slot and
-   variant); a user's unit is their first exposure; a user exposed to two arms is excluded;
-2. **per-user values** of each metric: matching events from the first exposure on (within
-   ``window_s`` when set) and, for CUPED, the same metric before it;
+   variant); a user's unit is their first exposure; a user exposed to two arms is excluded.
+   On the way every exposure is accounted for (:class:`Integrity`): orphans (their decision
+   is in no log), decisions of other rules, degraded and pre-consent decisions;
+2. **per-user values** of each metric, credited by :func:`trimtab.attribution.attribute` —
+   the function the live bandit learner and ``trimtab ope`` use — with the user's first
+   exposure as the round: matching events from it on (within ``window_s`` when set, on the
+   server's receive time) and, for CUPED, the same window before it;
 3. **per-arm sums** (``n``, ``Σy``, ``Σy²``, ``Σxy``…) per period of first exposure, from
-   which :func:`arm_stats` builds the statistics of :mod:`trimtab.experiments.stats`.
+   which :func:`build_stat` builds the statistics of :mod:`trimtab.experiments.stats`.
 
-Event patterns are matched by :func:`trimtab.features._token_matcher` itself: it runs once per
+Event patterns are matched by :func:`trimtab.attribution.pattern_matcher`: it runs once per
 distinct event shape (kind, element, element kind, custom name and value), not once per event.
 """
 
@@ -30,7 +34,9 @@ import duckdb
 import msgspec
 import numpy as np
 
-from trimtab.events import KINDS, AnyEvent
+from trimtab import attribution
+from trimtab.attribution import Events, Reward, Rounds, attribute, locate
+from trimtab.events import AnyEvent
 from trimtab.experiments.spec import ExperimentSpec, MetricSpec
 from trimtab.experiments.stats import (
     CupedRatioStat,
@@ -40,7 +46,6 @@ from trimtab.experiments.stats import (
     RatioStat,
     Stat,
 )
-from trimtab.features import _token_matcher
 
 EVENTS_FILE = "events.sqlite"
 DECISIONS_FILE = "decisions.sqlite"
@@ -82,6 +87,37 @@ def _lean_type(numeric: Sequence[str]) -> type:
     return msgspec.defstruct("LeanEvent", fields)
 
 
+# Sources a decision log uses for decisions made without live personalisation.
+DEGRADED_SOURCES = ("degraded",)
+PRE_CONSENT_SOURCES = ("no_consent",)
+MAX_LISTED_ORPHANS = 50
+
+
+class Integrity(msgspec.Struct, frozen=True):
+    """Where every exposure of the experiment's slots went, and why some users are left out.
+
+    ``orphan_exposures`` point at a decision found in no decision log (must be 0: the ids
+    are listed, up to :data:`MAX_LISTED_ORPHANS`); ``unmatched_exposures`` carry no decision
+    id and match none of the user's decisions. ``outside`` counts exposures of decisions
+    other rules made on these slots, by ``rule (source)``; ``degraded_*`` and
+    ``pre_consent_*`` count decisions made without live features or before consent, and
+    their exposures — none of them counts in an arm. ``multi_arm`` counts users exposed to
+    more than one arm by cause.
+    """
+
+    exposures: int = 0
+    in_experiment: int = 0
+    orphan_exposures: int = 0
+    orphan_ids: list[str] = []
+    unmatched_exposures: int = 0
+    outside: dict[str, int] = {}
+    degraded_decisions: int = 0
+    degraded_exposures: int = 0
+    pre_consent_decisions: int = 0
+    pre_consent_exposures: int = 0
+    multi_arm: dict[str, int] = {}
+
+
 @dataclass
 class LoadedData:
     """The experiment's rows in DuckDB: tables ``events``, ``shapes``, ``decisions``, ``units``."""
@@ -93,27 +129,26 @@ class LoadedData:
     rows_read: int = 0
     multi_arm_users: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    integrity: Integrity = field(default_factory=Integrity)
 
 
 def kinds_for(patterns: Iterable[str]) -> set[str]:
-    """The event kinds a set of patterns can match (custom names map to ``custom``)."""
-    kinds: set[str] = {"exposure"}
-    for pattern in patterns:
-        head = pattern.partition(":")[0]
-        if head == "*":
-            return set(KINDS)
-        kinds.add(head if head in KINDS else "custom")
-    return kinds
+    """The event kinds a set of patterns can match, and exposures (which define units)."""
+    return {"exposure", *attribution.kinds_for(patterns)}
 
 
 def _columns(rows: list[tuple], lean: type, numeric: Sequence[str]) -> dict[str, np.ndarray]:
-    users, kinds, ts, bodies = zip(*rows, strict=True)
+    seqs, users, kinds, received, ts, bodies = zip(*rows, strict=True)
     decoded = msgspec.json.decode(b"[" + b",".join(bodies) + b"]", type=list[lean])
     obj = np.array
+    received_ms = np.asarray(received, dtype=np.float64)
     cols: dict[str, np.ndarray] = {
+        "seq": np.asarray(seqs, dtype=np.int64),
         "user_id": obj(users, dtype=object),
         "kind": obj(kinds, dtype=object),
-        "ts": np.asarray(ts, dtype=np.float64),
+        # attribution.receive_time, column-wise: the server's clock, the browser's only for
+        # events no server received
+        "t": np.where(received_ms > 0.0, received_ms, np.asarray(ts, dtype=np.float64)),
         "element": obj([e.element for e in decoded], dtype=object),
         "element_kind": obj([e.element_kind for e in decoded], dtype=object),
         "name": obj([e.name for e in decoded], dtype=object),
@@ -132,7 +167,9 @@ def _columns(rows: list[tuple], lean: type, numeric: Sequence[str]) -> dict[str,
             ]  # bools and strings are not numbers
         else:
             values = [getattr(e, f) for e in decoded]
-        cols[f"f_{f}"] = np.array(values, dtype=np.float64)  # None becomes NaN
+        column = np.array(values, dtype=np.float64)  # None becomes NaN
+        column[~np.isfinite(column)] = np.nan  # nothing non-finite reaches a statistic
+        cols[f"f_{f}"] = column
     return cols
 
 
@@ -171,38 +208,44 @@ def load(
     patterns = list(dict.fromkeys(patterns))
     num_cols = "".join(f", f_{f} DOUBLE" for f in numeric)
     con.execute(
-        "CREATE TABLE events (user_id VARCHAR, kind VARCHAR, ts DOUBLE, element VARCHAR, "
-        "element_kind VARCHAR, name VARCHAR, value_text VARCHAR, slot VARCHAR, variant VARCHAR, "
-        f"decision_id VARCHAR{num_cols})"
+        "CREATE TABLE events (seq BIGINT, user_id VARCHAR, kind VARCHAR, t DOUBLE, "
+        "element VARCHAR, element_kind VARCHAR, name VARCHAR, value_text VARCHAR, slot VARCHAR, "
+        f"variant VARCHAR, decision_id VARCHAR{num_cols})"
     )
     con.execute(
         "CREATE TABLE decisions (decision_id VARCHAR, user_id VARCHAR, slot VARCHAR, "
-        "variant VARCHAR, arm INTEGER)"
+        "variant VARCHAR, arm INTEGER, source VARCHAR, rule_id VARCHAR)"
     )
     data = LoadedData(con=con, patterns=patterns, numeric=numeric, arms=arms)
 
-    holdout = experiment.holdout or ""
+    # Every decision of the experiment's slots: the experiment's own become arms (the holdout,
+    # when declared, arm ``arms``); the others (-1) let exposures of them be accounted for.
     marks = ",".join("?" * len(experiment.slots))
-    where = f"slot IN ({marks}) AND (experiment = ? OR experiment = ? OR rule_id = ?)"
-    args = [*experiment.slots, experiment.key, holdout, holdout]
+    where = f"slot IN ({marks})"
+    arm_of = "CASE WHEN experiment = ? THEN variation"
+    args: list[Any] = [experiment.key]
+    if experiment.holdout:
+        arm_of += f" WHEN experiment = ? OR rule_id = ? THEN {arms}"
+        args += [experiment.holdout, experiment.holdout]
+    arm_of += " ELSE -1 END"
     # one decision log per process: the embedded one and, scaled out, decisions-<host>-<pid>
     files = sorted(data_dir.glob("decisions*.sqlite")) or [data_dir / DECISIONS_FILE]
     sources = [_open_readonly(path) for path in files]
     done = 0
     try:
         total = sum(
-            src.execute(f"SELECT count(*) FROM decisions WHERE {where}", args).fetchone()[0]
+            src.execute(f"SELECT count(*) FROM decisions WHERE {where}", experiment.slots)
+            .fetchone()[0]
             for src in sources
-        )
+        )  # fmt: skip
         for src in sources:
             cur = src.execute(
-                "SELECT decision_id, user_id, slot, variant, "
-                f"CASE WHEN experiment = ? THEN variation ELSE {arms} END "
+                f"SELECT decision_id, user_id, slot, variant, {arm_of}, source, rule_id "
                 f"FROM decisions WHERE {where}",
-                [experiment.key, *args],
+                [*args, *experiment.slots],
             )
             while rows := cur.fetchmany(CHUNK_ROWS):
-                ids, users, slots, variants, arm = zip(*rows, strict=True)
+                ids, users, slots, variants, arm, source, rule = zip(*rows, strict=True)
                 obj = np.array
                 _insert(
                     con,
@@ -213,6 +256,8 @@ def load(
                         "slot": obj(slots, dtype=object),
                         "variant": obj(variants, dtype=object),
                         "arm": np.asarray(arm, dtype=np.int32),
+                        "source": obj(source, dtype=object),
+                        "rule_id": obj(rule, dtype=object),
                     },
                 )
                 done += len(rows)
@@ -229,7 +274,8 @@ def load(
         total = src.execute(f"SELECT count(*) FROM events WHERE kind IN ({marks})", kinds)
         total_rows = total.fetchone()[0]
         cur = src.execute(
-            f"SELECT user_id, kind, ts, body FROM events WHERE kind IN ({marks})", kinds
+            f"SELECT seq, user_id, kind, received, ts, body FROM events WHERE kind IN ({marks})",
+            kinds,
         )
         lean = _lean_type(numeric)
         done = 0
@@ -242,7 +288,7 @@ def load(
         src.close()
     data.rows_read = data.counts["decisions"] + data.counts["events"]
     _match_shapes(con, patterns)
-    _find_units(data)
+    _find_units(data, experiment.slots)
     return data
 
 
@@ -250,7 +296,7 @@ def _match_shapes(con: duckdb.DuckDBPyConnection, patterns: Sequence[str]) -> No
     """Table ``shapes``: one row per distinct event shape with a flag per pattern."""
     keys = ("kind", "element", "element_kind", "name", "value_text")
     shapes = con.execute(f"SELECT DISTINCT {', '.join(keys)} FROM events").fetchall()
-    matchers = [_token_matcher(p) for p in patterns]
+    matchers = [attribution.pattern_matcher(p) for p in patterns]
     cols: dict[str, list[Any]] = {k: [] for k in keys}
     flags: list[list[bool]] = [[] for _ in patterns]
     for shape in shapes:
@@ -279,33 +325,107 @@ def _match_shapes(con: duckdb.DuckDBPyConnection, patterns: Sequence[str]) -> No
     con.execute(f"CREATE VIEW ev AS SELECT * FROM events JOIN shapes USING ({', '.join(keys)})")
 
 
-def _find_units(data: LoadedData) -> None:
-    """Table ``units`` (user_id, arm, t0): each user's only arm and first exposure time."""
+def _find_units(data: LoadedData, slots: Sequence[str]) -> None:
+    """Table ``units`` (user_id, code, arm, t0, s0): each user's only arm and first exposure
+    (receive time and log position), and the :class:`Integrity` of the exposures."""
     con = data.con
+    marks = ",".join("?" * len(slots))
+    con.execute(
+        f"""
+        CREATE TABLE exposures AS
+        SELECT x.seq, x.user_id, x.t, x.slot, x.variant, x.decision_id,
+               d.decision_id IS NOT NULL AS logged, coalesce(d.arm, -1) AS arm,
+               coalesce(d.source, '') AS source, coalesce(d.rule_id, '') AS rule_id
+        FROM events x LEFT JOIN decisions d ON x.decision_id = d.decision_id
+        WHERE x.kind = 'exposure' AND x.slot IN ({marks})
+        """,
+        list(slots),
+    )
+    # exposures without a decision id (older trackers): the user's experiment decision for
+    # that slot and variant, when there is one
     con.execute(
         """
         CREATE TABLE exposed AS
-        SELECT x.user_id, x.ts, d.arm
-        FROM events x JOIN decisions d ON x.decision_id = d.decision_id
-        WHERE x.kind = 'exposure' AND x.decision_id <> ''
+        SELECT seq, user_id, t, arm, FALSE AS by_variant FROM exposures
+        WHERE decision_id <> '' AND arm >= 0
         UNION ALL
-        SELECT x.user_id, x.ts, d.arm
-        FROM events x
-        JOIN (SELECT user_id, slot, variant, min(arm) AS arm FROM decisions
+        SELECT x.seq, x.user_id, x.t, d.arm, TRUE AS by_variant
+        FROM exposures x
+        JOIN (SELECT user_id, slot, variant, min(arm) AS arm FROM decisions WHERE arm >= 0
               GROUP BY user_id, slot, variant) d
           ON x.user_id = d.user_id AND x.slot = d.slot AND x.variant = d.variant
-        WHERE x.kind = 'exposure' AND x.decision_id = ''
+        WHERE x.decision_id = ''
         """
     )
     con.execute(
         """
         CREATE TABLE per_user AS
-        SELECT user_id, count(DISTINCT arm) AS arms, min(arm) AS arm, min(ts) AS t0
+        SELECT user_id, count(DISTINCT arm) AS arms, min(arm) AS arm, min(t) AS t0,
+               arg_min(seq, t) AS s0,
+               count(DISTINCT arm) FILTER (WHERE arm < $arms) AS experiment_arms,
+               bool_or(arm = $arms) AS holdout, bool_or(by_variant) AS by_variant
         FROM exposed GROUP BY user_id
-        """
+        """,
+        {"arms": data.arms},
     )
     data.multi_arm_users = con.execute("SELECT count(*) FROM per_user WHERE arms > 1").fetchone()[0]
-    con.execute("CREATE TABLE units AS SELECT user_id, arm, t0 FROM per_user WHERE arms = 1")
+    causes = con.execute(
+        """
+        SELECT CASE WHEN by_variant THEN 'by_variant'
+                    WHEN experiment_arms > 1 THEN 'reassigned'
+                    ELSE 'holdout' END AS cause, count(*)
+        FROM per_user WHERE arms > 1 GROUP BY cause
+        """
+    ).fetchall()
+    con.execute(
+        "CREATE TABLE units AS SELECT user_id, "
+        "CAST(row_number() OVER (ORDER BY user_id) - 1 AS BIGINT) AS code, arm, t0, s0 "
+        "FROM per_user WHERE arms = 1"
+    )
+    ((total, in_experiment, orphans, unmatched),) = con.execute(
+        """
+        SELECT count(*), count(*) FILTER (WHERE decision_id <> '' AND arm >= 0),
+               count(*) FILTER (WHERE decision_id <> '' AND NOT logged),
+               count(*) FILTER (WHERE decision_id = '') FROM exposures
+        """
+    ).fetchall()
+    unmatched -= con.execute("SELECT count(*) FROM exposed WHERE by_variant").fetchone()[0]
+    orphan_ids = [
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT decision_id FROM exposures WHERE decision_id <> '' AND NOT logged "
+            f"ORDER BY decision_id LIMIT {MAX_LISTED_ORPHANS}"
+        ).fetchall()
+    ]
+    outside = {
+        f"{rule or 'default'} ({source})": n
+        for rule, source, n in con.execute(
+            "SELECT rule_id, source, count(*) FROM exposures "
+            "WHERE decision_id <> '' AND logged AND arm < 0 AND source NOT IN "
+            f"({','.join(repr(x) for x in DEGRADED_SOURCES + PRE_CONSENT_SOURCES)}) "
+            "GROUP BY ALL ORDER BY 3 DESC"
+        ).fetchall()
+    }
+
+    def count(table: str, sources: tuple[str, ...]) -> int:
+        marks = ",".join("?" * len(sources))
+        extra = " AND logged" if table == "exposures" else ""
+        sql = f"SELECT count(*) FROM {table} WHERE source IN ({marks}){extra}"
+        return con.execute(sql, list(sources)).fetchone()[0]
+
+    data.integrity = Integrity(
+        exposures=total,
+        in_experiment=in_experiment,
+        orphan_exposures=orphans,
+        orphan_ids=orphan_ids,
+        unmatched_exposures=unmatched,
+        outside=outside,
+        degraded_decisions=count("decisions", DEGRADED_SOURCES),
+        degraded_exposures=count("exposures", DEGRADED_SOURCES),
+        pre_consent_decisions=count("decisions", PRE_CONSENT_SOURCES),
+        pre_consent_exposures=count("exposures", PRE_CONSENT_SOURCES),
+        multi_arm=dict(causes),
+    )
 
 
 # -- per-user values ---------------------------------------------------------------------------
@@ -313,22 +433,51 @@ def _find_units(data: LoadedData) -> None:
 
 @dataclass(frozen=True)
 class Part:
-    """One per-user column of a metric: an aggregate of matching events in a window."""
+    """One per-user column of a metric: an aggregate of matching events in a window.
 
-    agg: str  # any | count | sum | max | nvalues
+    ``reward`` (with the ``slot`` it belongs to) makes the column a policy's reward: 1 when
+    the events it credits to the user's first exposure reach its threshold.
+    """
+
+    agg: str  # any | count | sum | max | nvalues | reward
     flags: tuple[int, ...]  # pattern indexes, OR-ed
     field: str = ""
     window_ms: float | None = None
+    reward: Reward | None = None
+    slot: str = ""
+
+    def fields(self) -> list[str]:
+        """The numeric event fields this column reads."""
+        if self.reward is not None:
+            return [self.reward.value] if self.reward.value else list(NATURAL_FIELDS)
+        return [self.field] if self.field else []
+
+
+# The fields behind attribution.natural_amount: a hover's dwell, a visibility's time, the
+# number a custom event carries.
+NATURAL_FIELDS = ("dwell_ms", "visible_ms", "value")
 
 
 def metric_parts(
-    name: str, metrics: dict[str, MetricSpec], patterns: list[str]
+    name: str,
+    metrics: dict[str, MetricSpec],
+    patterns: list[str],
+    rewards: dict[str, tuple[str, Reward]] | None = None,
 ) -> tuple[str, list[Part]]:
     """The shape of a metric's statistic (``proportion``, ``mean`` or ``ratio``) and its parts.
 
-    ``patterns`` collects every pattern used (their index is the flag column ``p{i}``).
+    ``patterns`` collects every pattern used (their index is the flag column ``p{i}``);
+    ``rewards`` maps policy names to their slot and reward, for ``reward`` metrics.
     """
     m = metrics[name]
+    if m.type == "reward":
+        slot, reward = (rewards or {})[m.policy]
+        if reward.event not in patterns:
+            patterns.append(reward.event)
+        flags = (patterns.index(reward.event),)
+        return "proportion", [
+            Part("reward", flags, "", reward.window_s * 1000.0, reward=reward, slot=slot)
+        ]
     if m.type == "ratio":
         window = None if m.window_s is None else m.window_s * 1000.0
         num = _single_part(metrics[m.numerator], patterns, window)
@@ -353,25 +502,86 @@ def _single_part(m: MetricSpec, patterns: list[str], window_ms: float | None) ->
     return Part(agg, tuple(flags), m.value if m.type == "mean" else "", window_ms)
 
 
-def _part_sql(part: Part, post: bool) -> str:
-    match = " OR ".join(f"e.p{i}" for i in part.flags)
-    if post:
-        when = "e.ts >= u.t0"
-        if part.window_ms is not None:
-            when += f" AND e.ts <= u.t0 + {part.window_ms!r}"
-    else:
-        when = "e.ts < u.t0"
-        if part.window_ms is not None:
-            when += f" AND e.ts >= u.t0 - {part.window_ms!r}"
-    cond = f"({match}) AND {when}"
-    value = f"e.f_{part.field}"
-    if part.agg == "any":
-        return f"CAST(count(*) FILTER (WHERE {cond}) > 0 AS DOUBLE)"
-    if part.agg == "count":
-        return f"CAST(count(*) FILTER (WHERE {cond}) AS DOUBLE)"
-    if part.agg == "nvalues":
-        return f"CAST(count({value}) FILTER (WHERE {cond}) AS DOUBLE)"
-    return f"coalesce({part.agg}({value}) FILTER (WHERE {cond}), 0.0)"
+class UnitValues:
+    """Per-user columns, credited by :func:`trimtab.attribution.attribute` with each user's
+    first exposure as the round (after it, or before it for CUPED).
+
+    The units' candidate events (any pattern) are read and placed among the rounds once;
+    each column then picks its events (its patterns, its slot for a reward) and amounts.
+    """
+
+    def __init__(self, data: LoadedData) -> None:
+        self.con = data.con
+        units = self.con.execute("SELECT code, arm, t0, s0 FROM units ORDER BY code").fetchnumpy()
+        self.arm = np.asarray(units["arm"], np.int64)
+        self.t0 = np.asarray(units["t0"], np.float64)
+        self.rounds = Rounds(
+            user=np.asarray(units["code"], np.int64),
+            time=self.t0,
+            seq=np.asarray(units["s0"], np.int64),
+        )
+        flags = [f"e.p{i}" for i in range(len(data.patterns))]
+        fields = [f"e.f_{f}" for f in data.numeric]
+        columns = ", ".join(["u.code", "e.t", "e.seq", "e.kind", "e.slot", *flags, *fields])
+        rows = self.con.execute(
+            f"SELECT {columns} FROM ev e JOIN units u USING (user_id) "
+            f"WHERE {' OR '.join(flags) or 'FALSE'}"
+        ).fetchnumpy()
+        self.rows = {k.removeprefix("e.").removeprefix("u."): v for k, v in rows.items()}
+        self.events = Events(
+            user=np.asarray(self.rows["code"], np.int64),
+            time=np.asarray(self.rows["t"], np.float64),
+            seq=np.asarray(self.rows["seq"], np.int64),
+        )
+        self.located = locate(self.rounds, self.events)
+
+    def users(self) -> list[str]:
+        """The unit users, in the order of every column."""
+        rows = self.con.execute("SELECT user_id FROM units ORDER BY code").fetchall()
+        return [row[0] for row in rows]
+
+    def _field(self, name: str) -> np.ndarray:
+        return np.ma.filled(np.ma.asarray(self.rows[f"f_{name}"], dtype=np.float64), np.nan)
+
+    def _selection(self, part: Part) -> tuple[np.ndarray, np.ndarray | None]:
+        """The events a part counts (its patterns; its slot for a reward) and their amounts."""
+        n = len(self.events)
+        mask = np.zeros(n, bool)
+        for i in part.flags:
+            mask |= np.asarray(self.rows[f"p{i}"], bool)
+        kind = np.asarray(self.rows["kind"], dtype=object)
+        reward = part.reward
+        if reward is not None and reward.in_slot:
+            mask &= (np.asarray(self.rows["slot"], dtype=object) == part.slot) | (kind == "custom")
+        if reward is not None and reward.value:
+            return mask, self._field(reward.value)
+        if reward is not None:  # attribution.natural_amount, column-wise
+            amount = np.ones(n)
+            for event_kind, name in (("hover", "dwell_ms"), ("visible", "visible_ms")):
+                where = kind == event_kind
+                amount[where] = self._field(name)[where]
+            custom = (kind == "custom") & ~np.isnan(self._field("value"))
+            amount[custom] = self._field("value")[custom]
+            return mask, amount
+        return mask, (self._field(part.field) if part.field else None)
+
+    def column(self, part: Part, post: bool) -> np.ndarray:
+        window_s = None if part.window_ms is None else part.window_ms / 1000.0
+        mask, amounts = self._selection(part)
+        events = Events(self.events.user, self.events.time, self.events.seq, amounts)
+        credited = attribute(
+            self.rounds, events, window_s, before=not post, located=self.located, only=mask
+        )
+        if part.agg == "reward":
+            assert part.reward is not None
+            return credited.rewards(part.reward.min_value)
+        if part.agg == "any":
+            return (credited.count > 0).astype(np.float64)
+        if part.agg == "count":
+            return credited.count.astype(np.float64)
+        if part.agg == "nvalues":
+            return credited.values.astype(np.float64)
+        return credited.total if part.agg == "sum" else credited.maximum
 
 
 def arm_sums(
@@ -388,29 +598,26 @@ def arm_sums(
     named ``a*b``.
     """
     con = data.con
-    select: list[str] = []
+    values = UnitValues(data)
+    table: dict[str, np.ndarray] = {
+        "arm": values.arm,
+        "period": np.floor((values.t0 - origin_ms) / period_ms).astype(np.int64),
+    }
     per_metric: dict[str, list[str]] = {}
     for i, (name, (_, parts)) in enumerate(metric_shapes.items()):
         cols: list[str] = []
         for k, part in enumerate(parts):
-            select.append(f"{_part_sql(part, True)} AS m{i}_y{k}")
+            table[f"m{i}_y{k}"] = values.column(part, post=True)
             cols.append(f"m{i}_y{k}")
         if cuped:
             for k, part in enumerate(parts):
-                select.append(f"{_part_sql(part, False)} AS m{i}_x{k}")
+                table[f"m{i}_x{k}"] = values.column(part, post=False)
                 cols.append(f"m{i}_x{k}")
         per_metric[name] = cols
     con.execute("DROP TABLE IF EXISTS uv")
-    con.execute(
-        f"""
-        CREATE TABLE uv AS
-        SELECT u.user_id, u.arm,
-               CAST(floor((u.t0 - {origin_ms!r}) / {period_ms!r}) AS INTEGER) AS period,
-               {", ".join(select)}
-        FROM units u LEFT JOIN ev e ON e.user_id = u.user_id
-        GROUP BY u.user_id, u.arm, u.t0
-        """
-    )
+    con.register("uv_rows", table)
+    con.execute("CREATE TABLE uv AS SELECT * FROM uv_rows")
+    con.unregister("uv_rows")
     aggs = ["count(*) AS n"]
     names: list[tuple[str, str, str]] = [("", "n", "n")]
     for metric, cols in per_metric.items():

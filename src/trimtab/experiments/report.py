@@ -22,6 +22,7 @@ import msgspec
 from trimtab.experiments.metrics import (
     DAY_MS,
     HOUR_MS,
+    Integrity,
     LoadedData,
     Part,
     Progress,
@@ -30,7 +31,7 @@ from trimtab.experiments.metrics import (
     load,
     metric_parts,
 )
-from trimtab.experiments.spec import ExperimentSpec, MetricSpec, experiments_of
+from trimtab.experiments.spec import ExperimentSpec, MetricSpec, experiments_of, policy_rewards
 from trimtab.experiments.stats import Comparison, SrmResult, compare_variants, srm_check
 from trimtab.experiments.stats.frequentist import FrequentistResult
 from trimtab.experiments.stats.sequential import DEFAULT_TUNING
@@ -91,6 +92,7 @@ class Report(msgspec.Struct, frozen=True):
     arms: list[Arm]
     multi_arm_users: int
     srm: SrmResult
+    integrity: Integrity
     alpha: float
     sequential: bool
     correction: str | None
@@ -196,10 +198,11 @@ def analyze(
         weights.append(0.0)
     listed = [*spec.metrics, *spec.guardrails]
     patterns: list[str] = []
+    rewards = policy_rewards(config)
     shapes: dict[str, tuple[str, list[Part]]] = {
-        m: metric_parts(m, metrics, patterns) for m in listed
+        m: metric_parts(m, metrics, patterns, rewards) for m in listed
     }
-    numeric = [p.field for _, parts in shapes.values() for p in parts if p.field]
+    numeric = [f for _, parts in shapes.values() for p in parts for f in p.fields()]
     data = load(
         data_dir or config.storage.data_dir, spec, patterns, numeric, arms, progress=progress
     )
@@ -309,6 +312,7 @@ def _analyze_loaded(
         ],
         multi_arm_users=data.multi_arm_users,
         srm=srm_check(users, weights),
+        integrity=data.integrity,
         alpha=spec.alpha,
         sequential=spec.sequential,
         correction=spec.correction,
@@ -319,6 +323,168 @@ def _analyze_loaded(
         metrics=reports,
         rows_read=data.rows_read,
     )
+
+
+# -- integrity checks (terminal and HTML) --------------------------------------------------------
+
+# Between the SRM alarm threshold and this p-value the split is flagged as close to it.
+SRM_WARNING_P = 0.01
+
+Status = Literal["ok", "warn", "error"]
+
+
+class Check(msgspec.Struct, frozen=True):
+    """One integrity check of the data behind a report, as a sentence with a status."""
+
+    name: str
+    status: Status
+    message: str
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def _split(report: Report) -> str:
+    arms = [a for a in report.arms if a.weight > 0]
+    counts = " vs ".join(f"{a.users:,}" for a in arms)
+    shares = " / ".join(
+        f"{100 * s:.1f}%"
+        for s, a in zip(report.srm.observed_shares, report.arms, strict=True)
+        if a.weight > 0
+    )
+    expected = " / ".join(f"{100 * a.weight:.0f}%" for a in arms)
+    return f"{counts} users ({shares}; configured {expected})"  # fmt: skip
+
+
+def srm_check_of(report: Report) -> Check:
+    """The sample-ratio check with its threshold shown and a warning band near it."""
+    srm = report.srm
+    threshold = f"a mismatch is flagged below p = {srm.threshold:g}"
+    if srm.dof < 1 or report.users == 0:
+        return Check("sample ratio", "ok", srm.message)
+    split = _split(report)
+    if not srm.ok:
+        return Check(
+            "sample ratio",
+            "error",
+            f"MISMATCH — {split}, p = {srm.p_value:.2g} < {srm.threshold:g}. Assignment or "
+            "logging is broken; do not trust these results until it is fixed.",
+        )
+    if srm.p_value < SRM_WARNING_P:
+        return Check(
+            "sample ratio",
+            "warn",
+            f"close to the alarm — {split}, p = {srm.p_value:.2g} ({threshold}; below "
+            f"{SRM_WARNING_P:g} is unusual). Check assignment before trusting small effects.",
+        )
+    return Check(
+        "sample ratio",
+        "ok",
+        f"as configured — {split}, p = {srm.p_value:.2g} ({threshold}).",
+    )
+
+
+_CAUSES = {
+    "reassigned": "their assignment changed during the experiment (its weights, coverage or "
+    "seed, or the value of its hash attribute changed)",
+    "holdout": "they were in the holdout on one visit and in the experiment on another",
+    "by_variant": "exposures without a decision id could only be matched by variant, to "
+    "several arms",
+}
+
+
+def integrity_checks(report: Report) -> list[Check]:
+    """Everything a reader must know before trusting the numbers, worst problems first."""
+    i = report.integrity
+    checks = [srm_check_of(report)]
+    if i.orphan_exposures:
+        listed = ", ".join(i.orphan_ids)
+        more = "…" if i.orphan_exposures > len(i.orphan_ids) else ""
+        checks.append(
+            Check(
+                "orphan exposures",
+                "error",
+                f"{_count(i.orphan_exposures, 'exposure')} of {i.exposures:,} point at a "
+                "decision missing from every decision log, so their users cannot be placed "
+                f"in an arm (must be 0). Decision ids: {listed}{more}",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "orphan exposures",
+                "ok",
+                f"0 — all {i.exposures:,} exposures of {', '.join(report.slots)} point at a "
+                "logged decision.",
+            )
+        )
+    if report.multi_arm_users:
+        why = "; ".join(
+            f"{n:,} because {_CAUSES.get(cause, cause)}" for cause, n in i.multi_arm.items()
+        )
+        checks.append(
+            Check(
+                "multiple arms",
+                "warn",
+                f"{_count(report.multi_arm_users, 'user')} saw more than one arm and "
+                f"{'is' if report.multi_arm_users == 1 else 'are'} left out: {why}.",
+            )
+        )
+    else:
+        checks.append(Check("multiple arms", "ok", "no user saw more than one arm."))
+    shown = i.pre_consent_exposures + i.degraded_exposures
+    checks.append(
+        Check(
+            "not personalised",
+            "warn" if i.pre_consent_exposures else "ok",
+            f"{_count(i.pre_consent_decisions, 'decision')} made before consent and "
+            f"{i.degraded_decisions:,} made without live features (degraded) on these slots, "
+            f"shown in {_count(shown, 'exposure')}; none counts in an arm."
+            + (
+                " Pre-consent decisions should never be shown once consent is given."
+                if i.pre_consent_exposures
+                else ""
+            ),
+        )
+    )
+    if i.outside:
+        parts = ", ".join(f"{rule} {n:,}" for rule, n in i.outside.items())
+        checks.append(
+            Check(
+                "other rules",
+                "ok",
+                f"{_count(sum(i.outside.values()), 'exposure')} came from decisions of other "
+                f"rules on these slots and are not part of the experiment: {parts}.",
+            )
+        )
+    if i.unmatched_exposures:
+        checks.append(
+            Check(
+                "exposures without decision id",
+                "warn",
+                f"{_count(i.unmatched_exposures, 'exposure')} carried no decision id and "
+                "matched none of their user's experiment decisions (an old tracker?).",
+            )
+        )
+    order = {"error": 0, "warn": 1, "ok": 2}
+    return sorted(checks, key=lambda c: order[c.status])
+
+
+# Why a comparison could not be made, in words (the statistics engine's codes).
+_ERRORS = {
+    "ZERO_NEGATIVE_VARIANCE": "no spread to measure: every user in an arm has the same value "
+    "(often nobody did it yet)",
+    "ZERO_NEGATIVE_BASELINE_VARIATION": "the baseline's value is zero, so a relative change "
+    "cannot be computed",
+    "MIXED_STATISTICS": "the arms were measured differently (a bug: please report it)",
+    "ALPHA_GREATER_THAN_0.5_FOR_SEQUENTIAL_ONE_SIDED_TEST": "the sequential test needs α below 0.5",
+}
+
+
+def explain_error(code: str) -> str:
+    """A statistics error code as a short sentence (unknown codes are shown as they are)."""
+    return _ERRORS.get(code.upper(), code.replace("_", " ").lower())
 
 
 # -- shared rendering helpers (terminal table and HTML) ----------------------------------------
@@ -373,7 +539,7 @@ def metric_rows(metric: MetricReport) -> list[list[str]]:
             continue
         a, r = v.absolute, v.relative
         if r.error is not None:
-            rows.append([v.name, f"{v.n:,}", mean, r.error.lower(), *blank, verdict])
+            rows.append([v.name, f"{v.n:,}", mean, explain_error(r.error), *blank, verdict])
             continue
         seq, bayes = v.sequential, v.bayesian
         rows.append(

@@ -10,6 +10,7 @@ Metrics are named and reusable; experiments name the metrics they are judged on:
       clicks_per_exposure: {type: ratio, numerator: clicks, denominator: exposures}
       exposures: {type: count, event: exposure}
       bounce: {type: binomial, event: bounce, guardrail: true, direction: increase}
+      rail_reward: {type: reward, policy: rail-bandit}
     experiments:
       hero-copy-test:
         slots: [hero]
@@ -20,7 +21,9 @@ Metrics are named and reusable; experiments name the metrics they are judged on:
 Event patterns are the ``kind:detail`` tokens of feature sequences (``click:cta``,
 ``hover:*``; a custom event by its name, ``signup`` or ``signup:*``), matched by the same code.
 ``direction`` is the way a metric moving is *bad* (``decrease`` by default; ``increase`` for
-a bounce or an error rate).
+a bounce or an error rate). A ``reward`` metric is a bandit policy's own reward — its event
+pattern, slot, window and threshold, as declared in the policy — credited to each user's first
+exposure by the same function the policy learns with.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import msgspec
 
 from trimtab.events import KINDS, AnyEvent
 
-MetricType = Literal["binomial", "count", "mean", "ratio"]
+MetricType = Literal["binomial", "count", "mean", "ratio", "reward"]
 
 
 # Numeric fields of each event kind that a ``mean`` metric may read.
@@ -57,7 +60,8 @@ class MetricSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     * ``count`` — how many ``event``;
     * ``mean`` — a numeric ``value`` field of ``event``, aggregated per user (``sum``,
       ``max``; ``mean`` is the mean per event, analysed as a ratio of sums);
-    * ``ratio`` — ``numerator`` metric over ``denominator`` metric (delta method).
+    * ``ratio`` — ``numerator`` metric over ``denominator`` metric (delta method);
+    * ``reward`` — the reward of the bandit ``policy`` (0/1, see :mod:`trimtab.attribution`).
     """
 
     type: MetricType
@@ -66,6 +70,7 @@ class MetricSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     aggregate: Literal["sum", "max", "mean"] = "sum"
     numerator: str = ""
     denominator: str = ""
+    policy: str = ""
     window_s: float | None = None
     guardrail: bool = False
     direction: Literal["increase", "decrease"] = "decrease"
@@ -126,8 +131,12 @@ def check(config: Any, source: str) -> ExperimentsConfig:
         metrics[str(name)] = _convert(
             raw, MetricSpec, f"$.metrics.{name}", source, field_in_path=True
         )
+    policies = set(policy_rewards(config))
     for name, m in metrics.items():
         _check_metric(name, m, metrics, fail)
+        if m.type == "reward" and m.policy not in policies:
+            known = ", ".join(sorted(policies)) or "none"
+            raise fail(f"$.metrics.{name}.policy", f"policy {m.policy!r} is not declared ({known})")
 
     experiments: dict[str, ExperimentSpec] = {}
     for name, raw in (config.experiments or {}).items():
@@ -137,6 +146,13 @@ def check(config: Any, source: str) -> ExperimentsConfig:
         )
         experiments[str(name)] = _check_experiment(str(name), spec, config, metrics, where, fail)
     return ExperimentsConfig(metrics=metrics, experiments=experiments)
+
+
+def policy_rewards(config: Any) -> dict[str, tuple[str, Any]]:
+    """Policy name -> (its slot, its :class:`~trimtab.attribution.Reward`), for reward metrics."""
+    from trimtab.bandits.serving import policy_specs
+
+    return {spec.name: (slot, spec.reward) for slot, _, spec in policy_specs(config.slots)}
 
 
 def experiments_of(config: Any) -> ExperimentsConfig:
@@ -164,9 +180,19 @@ def _check_metric(name: str, m: MetricSpec, metrics: dict[str, MetricSpec], fail
                 known = ", ".join(sorted(metrics)) or "none"
                 raise fail(f"{where}.{part}", f"metric {ref!r} is not declared ({known})")
             other = metrics[ref]
+            if other.type == "reward":
+                raise fail(f"{where}.{part}", f"{ref!r} is a reward; use a sum or count")
             if other.type == "ratio" or (other.type == "mean" and other.aggregate == "mean"):
                 raise fail(f"{where}.{part}", f"{ref!r} is itself a ratio; use a sum or count")
         return
+    if m.type == "reward":
+        if m.event or m.value or m.window_s is not None:
+            raise fail(where, "a reward metric takes its event, window and threshold from policy")
+        if not m.policy:
+            raise fail(f"{where}.policy", "name the bandit policy whose reward this is")
+        return
+    if m.policy:
+        raise fail(f"{where}.policy", f"policy belongs to reward metrics, not {m.type}")
     if m.numerator or m.denominator:
         raise fail(where, f"numerator/denominator belong to ratio metrics, not {m.type}")
     patterns = m.patterns

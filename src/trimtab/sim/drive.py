@@ -1,25 +1,39 @@
 """Drive the real pipeline with simulated visitors: `trimtab simulate`.
 
 Each simulated page view goes through :class:`trimtab.runtime.Runtime` exactly as tracker
-events would (log, features, decide). Every slot's decision is shown (an ``exposure`` event
-with its decision id) and the visitor may click it: the rail with the simulator's
-interest-based click model (the reward the rail's bandit learns from), the hero and the
-call-to-action with the small true effects in :data:`HERO_CLICK` and :data:`CTA_CLICK`, which
-``trimtab report`` should then find. Reward windows close on the simulated
-clock, so the bandit's arm probabilities move as the rewards arrive.
+events would (log, features, decide), stamped with the simulated server clock as their
+receive time. Every slot's decision is shown (an ``exposure`` event with its decision id) and
+the visitor may click it: the rail with the simulator's interest-based click model (the reward
+the rail's bandit learns from), the hero and the call-to-action with the small true effects in
+:data:`HERO_CLICK` and :data:`CTA_CLICK`, which ``trimtab report`` should then find. Reward
+windows close on the simulated clock, so the bandit's arm probabilities move as the rewards
+arrive.
+
+The watched slot's decisions are recorded with the group they belong to, so a run measures
+the bandit against the rules **on the same visitors**: a policy rule with ``coverage`` takes
+that share of users (by hash), the others fall through to the rules below it, and the
+policy's ``min_default_share`` shows the default to a random share of its own decisions.
+
+- ``policy`` — decisions the policy chose (its exploration included);
+- ``default`` — the policy's control share: the non-personalised default;
+- ``rules`` — decisions of users outside the policy's share, made by the rules below it (or
+  the default where none applies);
+- ``other`` — decisions of rules above the policy, the same for everyone (not compared).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from trimtab.events import AnyEvent, Click, Exposure, PageView
 from trimtab.runtime import Runtime
-from trimtab.sim.simulator import DEFAULT_CATEGORIES, Simulator
+from trimtab.sim.simulator import DEFAULT_CATEGORIES, Simulator, Visitor
+
+GROUPS = ("policy", "default", "rules", "other")
 
 
 @dataclass
@@ -34,21 +48,59 @@ class Snapshot:
 
 
 @dataclass
+class Shown:
+    """One decision of the watched slot: who saw what, and what came of it."""
+
+    session: int  # 1-based number of the session in the run
+    group: str  # policy | default | rules | other
+    reader: str  # the visitor's favourite category (latent: what the policy must infer)
+    variant: str
+    clicked: bool
+    p_click: float  # the simulator's true click probability for this visitor and variant
+
+
+@dataclass
 class SimulationResult:
     slot: str
     policy: str
+    sessions: int = 0
+    seed: int = 0
     snapshots: list[Snapshot] = field(default_factory=list)
     decisions_by_source: dict[str, int] = field(default_factory=dict)
     clicks_by_source: dict[str, int] = field(default_factory=dict)
+    shown: list[Shown] = field(default_factory=list)
+
+    def ctr(self, group: str) -> tuple[float, int, int]:
+        """Observed click rate of a group's decisions: (rate, clicks, decisions)."""
+        rows = [s for s in self.shown if s.group == group]
+        clicks = sum(s.clicked for s in rows)
+        return (clicks / len(rows) if rows else float("nan")), clicks, len(rows)
+
+    def clicks_per_1000_sessions(self) -> float:
+        """Clicks on the watched slot per 1,000 sessions (every group together)."""
+        return 1000.0 * sum(s.clicked for s in self.shown) / max(self.sessions, 1)
 
 
-def _profiles(categories: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Reference visitors to watch: one strongly interested in each of two categories."""
+def _profiles(categories: tuple[str, ...], served) -> dict[str, dict[str, object]]:
+    """Reference readers to watch: one mostly attentive to each of two categories, on a page of
+    it, described with whatever per-category attributes the policy reads."""
     first, second = categories[1], categories[3]
-    return {
-        f"{first} reader": {"interest_share": {first: 0.45, second: 0.2}, "scroll_depth_max": 0.8},
-        f"{second} reader": {"interest_share": {second: 0.45, first: 0.2}, "scroll_depth_max": 0.8},
-    }
+    paths = [] if served is None else [*served.spec.features, *served.spec.arm_features]
+    out: dict[str, dict[str, object]] = {}
+    for top, other in ((first, second), (second, first)):
+        attrs: dict[str, object] = {"page_category": top, "scroll_depth_max": 0.8}
+        for path in paths:
+            name, _, rest = path.partition(".")
+            if rest in ("{arm}", *categories):  # a per-category share, like attention_share.x
+                attrs[name] = {top: 0.6, other: 0.2}
+        out[f"{top} reader"] = attrs
+    return out
+
+
+def _local_time(clock_ms: float, tz_offset_min: int) -> dict[str, int]:
+    """The visitor's local hour and weekday on the simulated clock (as features compute them)."""
+    local_s = clock_ms / 1000.0 + tz_offset_min * 60
+    return {"local_hour": int(local_s // 3600 % 24), "day_of_week": int((local_s // 86400 + 3) % 7)}
 
 
 def simulate(
@@ -59,37 +111,49 @@ def simulate(
     every: int = 200,
     progress: Callable[[int], None] | None = None,
     users: int = 3000,
+    slots: Sequence[str] | None = None,
 ) -> SimulationResult:
-    """Run ``sessions`` simulated visits of ``users`` visitors; snapshot every ``every``."""
-    policy_name = next((name for name, p in runtime.policies.items() if p.slot == slot), None)
-    if policy_name is None:
-        raise ValueError(f"slot {slot!r} has no policy rule in this config")
-    served = runtime.policies[policy_name]
-    categories = tuple(c for c in DEFAULT_CATEGORIES)
+    """Run ``sessions`` simulated visits of ``users`` visitors; snapshot every ``every``.
+
+    ``slots`` limits the page's slots to decide and show (default: all of the config's).
+    """
+    policy_name = next((name for name, p in runtime.policies.items() if p.slot == slot), "")
+    served = runtime.policies.get(policy_name)
+    if slot not in runtime.engine.slots:
+        raise ValueError(f"slot {slot!r} is not declared in this config")
+    page_slots = list(runtime.engine.slots if slots is None else slots)
+    categories = tuple(DEFAULT_CATEGORIES)
     sim = Simulator(seed=seed, categories=categories, n_users=users, start_ms=time.time() * 1000)
-    result = SimulationResult(slot=slot, policy=policy_name)
+    result = SimulationResult(slot=slot, policy=policy_name, sessions=sessions, seed=seed)
     # Reproducible runs: the policies draw from seeded generators, and each slot's clicks from
     # its own, so one slot's randomness never shifts another's outcomes.
     for k, policy in enumerate(runtime.policies.values()):
         policy.rng = np.random.default_rng([seed, 1, k])
         policy.policy.rng = np.random.default_rng([seed, 2, k])
+        policy.clock = lambda: sim.clock_ms  # the server clock is the simulated one
     click_rngs = {
         name: np.random.default_rng([seed, 3, k]) for k, name in enumerate(runtime.engine.slots)
     }
-    profiles = _profiles(categories)
+    order = [r.rule_id for r in runtime.engine.slots[slot].rules]
+    split = order.index(policy_name) if policy_name in order else len(order)
+    profiles = _profiles(categories, served)
+    visitors = {v.user_id: v for v in sim.users}
     exposures = clicks = 0
     by_source_n: dict[str, int] = {}
     by_source_c: dict[str, int] = {}
     for number, events in enumerate(sim.sessions(sessions), 1):
-        visitor = next(v for v in sim.users if v.user_id == events[0].user_id)
-        pages = _split_pages(events)
-        for page_events in pages:
+        visitor = visitors[events[0].user_id]
+        tz = next((e.tz_offset_min for e in events if hasattr(e, "tz_offset_min")), 0)
+        for page_events in _split_pages(events):
+            for e in page_events:
+                e.received = e.ts  # what a server stamps on arrival
             runtime.ingest(page_events)
             view = next((e for e in page_events if type(e) is PageView), None)
             if view is None:
                 continue
+            extra = {"page": view.page, **_local_time(sim.clock_ms, tz)}
             decisions = runtime.engine.decide(
-                view.user_id, view.session_id, list(runtime.engine.slots), {"page": view.page}
+                view.user_id, view.session_id, page_slots, extra, view.page_view_id
             )
             sim.clock_ms += 500.0
             reaction: list[AnyEvent] = [
@@ -99,8 +163,11 @@ def simulate(
                 for d in decisions
             ]
             clicked = False
+            p_watched = 0.0
             for d in decisions:
                 p_click = _slot_click_probability(sim, visitor, d.slot, d.variant, categories)
+                if d.slot == slot:
+                    p_watched = p_click
                 rng = click_rngs[d.slot]
                 if rng.random() < p_click:
                     sim.clock_ms += float(rng.gamma(2.0, 900.0))
@@ -123,6 +190,11 @@ def simulate(
             source = "policy" if decision.rule_id == policy_name else decision.source
             by_source_n[source] = by_source_n.get(source, 0) + 1
             by_source_c[source] = by_source_c.get(source, 0) + int(clicked)
+            group = _group(decision, policy_name, order, split, served, view)
+            result.shown.append(
+                Shown(number, group, _reader(visitor, categories), decision.variant, clicked,
+                      p_watched)
+            )  # fmt: skip
         runtime.learn(now_ms=sim.clock_ms)
         if progress is not None:
             progress(1)
@@ -132,18 +204,36 @@ def simulate(
                     sessions=number,
                     exposures=exposures,
                     clicks=clicks,
-                    ctr_by_source={
-                        k: by_source_c.get(k, 0) / n for k, n in by_source_n.items() if n
-                    },
+                    ctr_by_source={g: result.ctr(g)[0] for g in GROUPS if result.ctr(g)[2]},
                     probabilities={
                         name: served.probabilities(attrs) for name, attrs in profiles.items()
-                    },
+                    }
+                    if served is not None
+                    else {},
                 )
             )
     runtime.learn(now_ms=sim.clock_ms + 10 * 60 * 1000)
     result.decisions_by_source = by_source_n
     result.clicks_by_source = by_source_c
     return result
+
+
+def _group(decision, policy_name: str, order: list[str], split: int, served, view) -> str:
+    """Which side of the comparison a decision of the watched slot is on (module doc)."""
+    if policy_name and decision.rule_id == policy_name:
+        if served is not None and decision.source == "policy":
+            choice = served.choices.get((view.user_id, view.session_id, view.page_view_id))
+            if choice is not None and not choice.by_policy:
+                return "default"
+            return "policy"
+        return "other"  # the policy fell back (guardrail, error)
+    if decision.rule_id in order and order.index(decision.rule_id) < split:
+        return "other"
+    return "rules"
+
+
+def _reader(visitor: Visitor, categories: tuple[str, ...]) -> str:
+    return categories[int(np.argmax(visitor.interests))]
 
 
 def _split_pages(events: list[AnyEvent]) -> list[list[AnyEvent]]:
@@ -165,8 +255,10 @@ def _event(sim: Simulator, view: PageView, kind: type, **fields) -> AnyEvent:
         user_id=view.user_id,
         session_id=view.session_id,
         ts=sim.clock_ms,
+        received=sim.clock_ms,
         page=view.page,
         page_category=view.page_category,
+        page_view_id=view.page_view_id,
         **fields,
     )
 

@@ -3,9 +3,10 @@
 Each visitor ``u`` has a latent interest distribution ``θ_u ~ Dirichlet(α)`` over content
 categories, a device, a reading speed and a general click propensity ``c_u``. A session is a
 few page views; pages are drawn from ``θ_u``; on a page the visitor scrolls (deeper and slower
-on categories they like), sees tiles of several categories, hovers on them with dwell times
-that grow with interest, and sometimes clicks (then maybe adds to cart). Every action is a
-typed event of :mod:`trimtab.events`, so the simulator drives the real pipeline.
+on categories they like), may rest the pointer on the article's picture (longer on stories
+they like), sees tiles of several categories, hovers on them with dwell times that grow with
+interest, and sometimes clicks (then maybe adds to cart). Every action is a typed event of
+:mod:`trimtab.events` carrying its page view id, so the simulator drives the real pipeline.
 
 The reward model for a slot variant promoting category ``k`` is
 ``P(click | u, k) = clip(c_u · (floor + (1 − floor) · θ_uk / max_j θ_uj), 0, 1)``:
@@ -40,6 +41,7 @@ from trimtab.events import (
 )
 
 DEFAULT_CATEGORIES = ("politics", "tech", "science", "sport", "culture", "travel")
+SLOTS = ("hero", "rail", "cta", "review")  # the slots of the demo's article pages
 DEVICES = ("mobile", "desktop", "tablet")
 _VIEWPORTS = {"mobile": (390, 844), "desktop": (1440, 900), "tablet": (820, 1180)}
 
@@ -270,9 +272,10 @@ class Simulator:
         page_cat = int(rng.choice(k, p=theta))
         like = theta[page_cat] / theta.max()  # 0..1, how much this page suits the visitor
         page = f"/{cats[page_cat]}/{int(rng.integers(1, 500))}"
-        where = {"page": page, "page_category": cats[page_cat]}
+        view_id = f"{self._session_counter}-{number}"
+        where = {"page": page, "page_category": cats[page_cat], "page_view_id": view_id}
         events: list[AnyEvent] = [
-            PageView(**base(), **where, url=f"https://example.test{page}", slots=["hero", "rail"])
+            PageView(**base(), **where, url=f"https://example.test{page}", slots=list(SLOTS))
         ]
         # Scrolling: liked pages are read deeper and more slowly.
         target_depth = float(np.clip(rng.beta(1.0 + 4.0 * like, 2.0) * visitor.depth, 0.05, 1.0))
@@ -283,6 +286,14 @@ class Simulator:
             speed = float(rng.lognormal(np.log(900.0 * (1.3 - like) * visitor.scroll_speed), 0.4))
             self.clock_ms += float(rng.exponential(2500.0 * visitor.reading_speed * (0.3 + like)))
             events.append(Scroll(**base(), **where, depth=round(depth, 4), velocity=speed))
+        # The article's picture: liked stories hold the pointer longer (3 s opens the detail).
+        if rng.random() < 0.3 + 0.4 * like:
+            dwell = float(rng.gamma(2.0, 700.0 * visitor.reading_speed * (0.4 + like)))
+            self.clock_ms += dwell
+            image = {"element": f"img-{number}", "element_kind": "image"}
+            events.append(
+                Hover(**base(), **where, **image, category=cats[page_cat], dwell_ms=round(dwell, 1))
+            )
         # Tiles: the page shows a few tiles of mixed categories (half from the page's own).
         for j in range(int(rng.integers(3, 7))):
             tile_cat = page_cat if rng.random() < 0.5 else int(rng.integers(k))

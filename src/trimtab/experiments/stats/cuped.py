@@ -19,6 +19,8 @@ variance of the adjusted ratio, ``θ = cov(R, R_pre) / var(R_pre)`` summed over 
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 
 from .statistics import (
@@ -77,8 +79,9 @@ def pooled_ratio_theta(a: CupedRatioStat, b: CupedRatioStat) -> float:
 def with_theta(a: Stat, b: Stat) -> tuple[Stat, Stat]:
     """Set a pooled ``θ`` on a CUPED pair that has none; other pairs pass through.
 
-    When the covariate carries no information (``θ = 0``) the pair reverts to the plain
-    post-exposure statistics, so the result is the unadjusted test.
+    When the covariate carries no information (``θ = 0``, or a ratio with no pre-exposure
+    denominator) the pair reverts to the plain post-exposure statistics, so the result is the
+    unadjusted test.
     """
     if isinstance(a, CupedStat) and isinstance(b, CupedStat):
         if a.theta is not None and b.theta is not None:
@@ -93,8 +96,12 @@ def with_theta(a: Stat, b: Stat) -> tuple[Stat, Stat]:
     if isinstance(a, CupedRatioStat) and isinstance(b, CupedRatioStat):
         if a.theta is not None and b.theta is not None:
             return a, b
+        if a.d_pre.sum == 0 or b.d_pre.sum == 0:
+            # No pre-exposure denominator in an arm (every unit's first exposure is where the
+            # denominator starts): there is no pre-period ratio to adjust with.
+            return a.post_ratio(), b.post_ratio()
         theta = pooled_ratio_theta(a, b)
-        if abs(theta) < _RATIO_THETA_FLOOR:
+        if not math.isfinite(theta) or abs(theta) < _RATIO_THETA_FLOOR:
             return a.post_ratio(), b.post_ratio()
         return (
             msgspec.structs.replace(a, theta=theta),
