@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from trimtab.backends import BufferedPublisher, BufferFull, open_event_bus, open_state_store
+from trimtab.backends import BufferFull, DurablePublisher, open_event_bus, open_state_store
 from trimtab.bench.core import synthetic_events
-from trimtab.bus import SqliteEventLog
+from trimtab.bus import SqliteEventLog, message_id
 from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import RedisStreamBus
+from trimtab.bus.spool import Spool
 from trimtab.events import AnyEvent
 from trimtab.store import SqliteStateStore
 from trimtab.store.redis import RedisStateStore
@@ -74,27 +75,42 @@ class FlakyBus:
     async def publish(self, events: list[AnyEvent]) -> int:
         if self.down:
             raise ConnectionError("bus down")
-        new = [e for e in events if e.event_id not in self.logged]
-        self.logged.update((e.event_id, e) for e in new)
+        new = [e for e in events if message_id(e) not in self.logged]
+        self.logged.update((message_id(e), e) for e in new)
         return len(new)
 
 
-async def test_buffered_publisher_reports_degraded_state_and_catches_up() -> None:
+async def test_durable_publisher_spools_while_the_bus_is_down_and_catches_up(
+    tmp_path: Path,
+) -> None:
     bus = FlakyBus()
-    publisher = BufferedPublisher(bus, max_buffered=3_000, batch=400, retry_s=0.01)  # type: ignore[arg-type]
+    spool = Spool(tmp_path / "spool.sqlite")
+    publisher = DurablePublisher(bus, spool, max_spooled=3_000, batch=400, retry_s=0.01)  # type: ignore[arg-type]
     events = synthetic_events(2_500, users=50)
-    await publisher.publish(events[:500])
-    await publisher.flush(timeout=5)
-    assert publisher.healthy and publisher.buffered == 0
+    await publisher.publish(events[:500])  # returns once the bus has them
+    assert len(bus.logged) == 500 and publisher.buffered == 0 and publisher.healthy
     bus.down = True
-    await publisher.publish(events[500:2_500])
+    for start in range(500, 2_500, 250):  # acknowledged: each chunk is in the spool
+        await publisher.publish(events[start : start + 250])
+    assert not publisher.healthy and publisher.buffered == 2_000 == spool.count_sync()
     with pytest.raises(TimeoutError):
         await publisher.flush(timeout=0.2)
-    assert not publisher.healthy and publisher.buffered == 2_000
-    with pytest.raises(BufferFull):
+    with pytest.raises(BufferFull):  # the spool is full: refused, not dropped
         await publisher.publish(synthetic_events(1_001, users=5, seed=2))
     bus.down = False
     await publisher.flush(timeout=10)
-    assert publisher.healthy and publisher.buffered == 0
-    assert list(bus.logged) == [e.event_id for e in events]  # all of them, in order
+    assert publisher.healthy and publisher.buffered == 0 == spool.count_sync()
+    assert [e.event_id for e in bus.logged.values()] == [e.event_id for e in events]  # in order
+    await publisher.close()
+
+
+async def test_a_spool_left_by_a_crash_is_sent_by_the_next_run(tmp_path: Path) -> None:
+    events = synthetic_events(300, users=7, seed=3)
+    Spool(tmp_path / "spool.sqlite").append_sync(events)  # acknowledged, then the process died
+    bus = FlakyBus()
+    publisher = DurablePublisher(bus, Spool(tmp_path / "spool.sqlite"))  # type: ignore[arg-type]
+    assert publisher.buffered == 300
+    publisher.start()
+    await publisher.flush(timeout=10)
+    assert [e.event_id for e in bus.logged.values()] == [e.event_id for e in events]
     await publisher.close()

@@ -58,6 +58,22 @@ async def test_stale_writer_is_refused(store: RedisStateStore) -> None:
     assert await store.get_many(["a", "b"]) == {"a": b"newer", "b": b"new"}
 
 
+async def test_erase_leaves_a_tombstone_no_writer_gets_past(store: RedisStateStore) -> None:
+    await store.put_many({"a": b"x", "b": b"y"})
+    versions = await store.get_many_versioned(["a"])
+    assert await store.erase("a") is True
+    assert await store.erased(["a", "b"]) == {"a"}
+    # A writer that loaded "a" before the erasure, one that thinks it is new, and an
+    # unconditional one: all refused, and told so.
+    erased: set[str] = set()
+    for expected in ({"a": versions["a"][1]}, {"a": 0}, None):
+        written, conflicts = await store.put_many_versioned({"a": b"back"}, expected, erased)
+        assert written == {} and conflicts == set() and erased == {"a"}
+    found: set[str] = set()
+    assert await store.get_many_versioned(["a", "b"], found) == {"b": (b"y", 1)}
+    assert found == {"a"}
+
+
 async def test_delete_erases_one_user(store: RedisStateStore) -> None:
     await store.put_many({"a": b"x", "b": b"y"})
     assert await store.delete("a") is True
@@ -67,11 +83,12 @@ async def test_delete_erases_one_user(store: RedisStateStore) -> None:
     assert await store.put_many({"a": b"z"}, {"a": 0}) == set()
 
 
-@pytest.mark.parametrize("user", ["u1", "user:with:colons", "üñí", "{braces}"])
+@pytest.mark.parametrize("user", ["u1", "user:with:colons", "üñí", "{braces}", "a/b"])
 async def test_one_user_one_slot(store: RedisStateStore, user: str) -> None:
-    key = store.key(user)
+    key, tombstone = store.key(user), store.tombstone_key(user)
     assert key.startswith(f"{store.prefix}:{{")
-    assert key_slot(key.encode()) == key_slot(f"{{{user}}}".encode()) or "{" in user
+    assert key_slot(key.encode()) == key_slot(tombstone.encode())  # one script, one slot
+    assert user not in key and user not in tombstone  # key names never carry the id
     await store.put_many({user: b"blob"})
     assert await store.get_many([user]) == {user: b"blob"}
     assert [u async for u in store.user_ids()] == [user]

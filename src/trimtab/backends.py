@@ -1,4 +1,4 @@
-"""Choosing the event bus and the state store from a URL, and publishing through outages.
+"""Choosing the event bus and the state store from a URL, and publishing durably through outages.
 
 =======================================  ===============================================
 URL                                      backend
@@ -24,7 +24,6 @@ rest of a Redis URL goes to redis-py unchanged.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -34,8 +33,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from trimtab.bus import EventBus, SqliteEventLog
+from trimtab.bus.spool import Spool
 from trimtab.events import AnyEvent
 from trimtab.store import SqliteStateStore, StateStore
+from trimtab.store.sqlite import StorageError
 
 log = logging.getLogger("trimtab.backends")
 
@@ -58,6 +59,7 @@ _NATS_OPTIONS = {
     "max_ack_pending": int,
     "fetch_timeout_s": float,
     "publish_timeout_s": float,
+    "replicas": int,
 }
 
 
@@ -115,104 +117,212 @@ def open_event_bus(url: str | None, data_dir: str | Path) -> EventBus:
     raise ValueError(f"unknown event bus URL {url!r} (use sqlite:, memory:, redis:// or nats://)")
 
 
-class BufferFull(RuntimeError):
-    """The publisher's local buffer is full: the bus has been unreachable for too long."""
+class BufferFull(StorageError):
+    """The spool is full or cannot be written: events could not be made durable (503)."""
 
 
-class BufferedPublisher:
-    """Publishes to a bus through a bounded local buffer that survives bus outages.
+class DurablePublisher:
+    """Publishes to a bus so that an acknowledged event is always durable.
 
-    :meth:`publish` queues events and returns at once; a background task sends them in order,
-    in batches, retrying with backoff while the bus is down. Retrying is safe: the buses drop
-    events whose ``event_id`` they already logged. While a send is failing ``healthy`` is
-    False (report it on ``/health``); when ``buffered`` would exceed ``max_buffered``,
-    :meth:`publish` raises :class:`BufferFull` so the caller can refuse the request (the
-    tracker keeps and resends its own batch) instead of dropping events silently.
+    :meth:`publish` returns only once its events are confirmed by the bus, or committed to the
+    local :class:`~trimtab.bus.spool.Spool` when the bus cannot confirm them within
+    ``publish_timeout_s``; otherwise it raises :class:`BufferFull` (a
+    :class:`~trimtab.store.sqlite.StorageError`), and the collector answers 503 with
+    ``Retry-After``. Concurrent calls are sent together, one bus round trip for all of them.
+
+    While the spool holds events, new ones are spooled behind them (one user's events stay in
+    order), and a background task sends the spool to the bus in order, deleting rows only after
+    the bus confirmed them. Retrying is safe: the buses drop events whose message id they have
+    already logged. While a send is failing ``healthy`` is False (``/health`` says degraded).
+    Events of users in ``erased`` are dropped from the spool instead of sent.
     """
 
     def __init__(
         self,
         bus: EventBus,
-        max_buffered: int = 100_000,
+        spool: Spool,
+        *,
         batch: int = 1000,
         retry_s: float = 0.2,
         max_retry_s: float = 5.0,
+        publish_timeout_s: float = 2.0,
+        max_spooled: int = 5_000_000,
+        erased: set[str] | None = None,
     ) -> None:
         self.bus = bus
-        self.max_buffered = max_buffered
+        self.spool = spool
         self.batch = batch
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
+        self.publish_timeout_s = publish_timeout_s
+        self.max_spooled = max_spooled
+        self.erased = erased if erased is not None else set()
         self.healthy = True
         self.published = 0
+        self.spooled_total = 0
         self.failures = 0
         self.last_error: str = ""
         self.down_since: float | None = None
-        self._queue: collections.deque[AnyEvent] = collections.deque()
+        self._spooled = spool.count_sync()  # rows waiting in the spool (this process's view)
+        self._pending: list[tuple[list[AnyEvent], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._drain_wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._spool_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def buffered(self) -> int:
-        """Events accepted but not yet confirmed by the bus."""
-        return len(self._queue)
+        """Events acknowledged but not yet confirmed by the bus (they are in the spool)."""
+        return self._spooled
+
+    def start(self) -> None:
+        """Start sending (and replay a spool left by an earlier run)."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._send_forever()),
+                asyncio.create_task(self._drain_forever()),
+            ]
+            self._drain_wakeup.set()
 
     async def publish(self, events: list[AnyEvent]) -> int:
-        """Queue events for publishing; returns how many were queued."""
-        if len(self._queue) + len(events) > self.max_buffered:
-            raise BufferFull(f"{len(self._queue)} events waiting for the bus ({self.last_error})")
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-        self._queue.extend(events)
-        if events:
-            self._idle.clear()
-            self._wakeup.set()
+        """Return once ``events`` are durable (bus or spool); returns how many were given."""
+        if not events:
+            return 0
+        self.start()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, done))
+        self._wakeup.set()
+        await done
         return len(events)
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything queued so far is confirmed (``TimeoutError`` after timeout)."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        """Wait until the spool is empty: every acknowledged event is in the bus."""
+        self.start()
+        await asyncio.wait_for(self._wait_drained(), timeout)
 
-    async def _run(self) -> None:
-        delay = self.retry_s
+    async def _wait_drained(self) -> None:
+        while self._spooled or self._pending:
+            self._drained.clear()
+            self._drain_wakeup.set()
+            await self._drained.wait()
+
+    async def _send_forever(self) -> None:
         while True:
-            if not self._queue:
-                self._idle.set()
+            if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            chunk = [self._queue[i] for i in range(min(self.batch, len(self._queue)))]
+            pending, self._pending = self._pending, []
+            events = [e for chunk, _ in pending for e in chunk]
+            futures = [done for _, done in pending]
+            error: Exception | None = None
+            if self._spooled == 0:
+                try:
+                    await asyncio.wait_for(self.bus.publish(events), self.publish_timeout_s)
+                except asyncio.CancelledError:
+                    _settle(futures, BufferFull("shutting down; send again"))
+                    raise
+                except Exception as exc:
+                    self._down(exc)
+                    error = await self._to_spool(events)
+                else:
+                    self.published += len(events)
+                    self._up()
+            else:
+                error = await self._to_spool(events)
+            _settle(futures, error)
+            if not self._pending:
+                self._drained.set()
+
+    async def _to_spool(self, events: list[AnyEvent]) -> Exception | None:
+        async with self._spool_lock:
+            if self._spooled + len(events) > self.max_spooled:
+                return BufferFull(
+                    f"{self._spooled} events spooled waiting for the bus ({self.last_error})", 5
+                )
             try:
-                await self.bus.publish(chunk)
+                await asyncio.to_thread(self.spool.append_sync, events)
+            except StorageError as exc:
+                return BufferFull(f"event bus unavailable ({self.last_error}) and {exc}", 5)
+            self._spooled += len(events)
+            self.spooled_total += len(events)
+        self._drain_wakeup.set()
+        return None
+
+    async def _drain_forever(self) -> None:
+        delay = self.retry_s
+        while True:
+            if self._spooled == 0:
+                self._drained.set()
+                self._drain_wakeup.clear()
+                await self._drain_wakeup.wait()
+                if self._spooled == 0:
+                    async with self._spool_lock:  # rows another process (or run) spooled?
+                        self._spooled = await asyncio.to_thread(self.spool.count_sync)
+                continue
+            try:
+                rows = await asyncio.to_thread(self.spool.read_sync, self.batch)
+                if not rows:
+                    async with self._spool_lock:
+                        self._spooled = await asyncio.to_thread(self.spool.count_sync)
+                    continue
+                events = [e for _, e in rows if e.user_id not in self.erased]
+                if events:
+                    await asyncio.wait_for(self.bus.publish(events), self.publish_timeout_s)
+                await asyncio.to_thread(self.spool.delete_through_sync, rows[-1][0])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if self.healthy:
-                    log.warning("event bus unreachable, buffering: %s", self.last_error)
-                    self.healthy = False
-                    self.down_since = time.monotonic()
+                self._down(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry_s)
                 continue
-            for _ in range(len(chunk)):
-                self._queue.popleft()
-            self.published += len(chunk)
-            if not self.healthy:
-                log.warning("event bus reachable again; %d events buffered", len(self._queue))
-                self.healthy = True
-                self.down_since = None
+            self._spooled = max(0, self._spooled - len(rows))
+            self.published += len(events)
+            self._up()
             delay = self.retry_s
 
+    def _down(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if self.healthy:
+            log.warning("event bus unreachable, spooling: %s", self.last_error)
+            self.healthy = False
+            self.down_since = time.monotonic()
+
+    def _up(self) -> None:
+        if not self.healthy:
+            log.warning("event bus reachable again; %d events still spooled", self._spooled)
+            self.healthy = True
+            self.down_since = None
+
+    def erase_user(self, user_id: str) -> int:
+        """Drop a user's spooled events (they are in ``erased`` already)."""
+        deleted = self.spool.erase_user(user_id)
+        self._spooled = max(0, self._spooled - deleted)
+        return deleted
+
     async def close(self, timeout: float | None = 10.0) -> None:
-        """Send what is buffered (up to ``timeout``), then stop."""
-        with contextlib.suppress(TimeoutError):
-            await self.flush(timeout)
-        if self._task is not None:
-            self._task.cancel()
+        """Send what is spooled (up to ``timeout``), then stop; the rest stays spooled."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await self.flush(timeout)
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
+        pending, self._pending = self._pending, []
+        _settle([done for _, done in pending], BufferFull("shutting down; send again"))
+        self.spool.close_sync()
+
+
+def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for done in futures:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)

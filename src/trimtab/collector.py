@@ -37,7 +37,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from trimtab.backends import BufferFull
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
@@ -45,6 +44,7 @@ from trimtab.live import LiveConnection, LiveHub, Render
 from trimtab.models.admin import routes as model_routes
 from trimtab.privacy import PrivacyGate, truncate_ip
 from trimtab.runtime import Runtime
+from trimtab.store.sqlite import StorageError
 from trimtab.tuning import tune_for_serving
 
 log = logging.getLogger("trimtab.collector")
@@ -327,11 +327,10 @@ def create_app(
             accepted, errors, changed = await collector.accept_events(body)
         except BatchError as exc:
             return _error(400, str(exc), cors)
-        except BufferFull as exc:
+        except StorageError as exc:  # nothing acknowledged: the tracker keeps the batch
             collector.metrics.rejected.labels("503").inc()
-            return _error(
-                503, f"event log unavailable, try again: {exc}", {**cors, "Retry-After": "5"}
-            )
+            retry = {**cors, "Retry-After": str(exc.retry_after_s)}
+            return _error(503, f"events not stored, try again: {exc}", retry)
         await collector.push(changed, started)
         collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
         rejected = [{"index": e.index, "path": e.path, "reason": e.reason} for e in errors]
@@ -416,7 +415,7 @@ def create_app(
                         accepted, errors, changed = await collector.accept_events(
                             bytes(envelope.events), bound=(raw_user, conn.session_id)
                         )
-                    except (BatchError, BufferFull) as exc:
+                    except (BatchError, StorageError) as exc:
                         # not acknowledged: the tracker keeps the batch and sends it again
                         await send(_json.encode({"type": "error", "reason": str(exc)}))
                         continue
@@ -489,7 +488,10 @@ def create_app(
             return denied
         raw = request.path_params["user_id"]
         user = collector.gate.user_id(raw)
-        counts = await collector.runtime.erase_async(user)
+        try:
+            counts = await collector.runtime.erase_async(user)
+        except StorageError as exc:
+            return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
         collector.gate.consents.pop(user, None)
         return JSONResponse({"erased": user, **counts})
 
@@ -558,7 +560,7 @@ def create_app(
         Route("/v1/admin/decisions", recent_decisions),
         Route("/v1/admin/latency", latency),
         Route("/v1/admin/features", features),
-        Route("/v1/users/{user_id}", erase, methods=["DELETE"]),
+        Route("/v1/users/{user_id:path}", erase, methods=["DELETE"]),  # any id, "/" too
         *model_routes(collector),
         *(extra_routes or []),
     ]

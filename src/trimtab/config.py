@@ -56,6 +56,9 @@ class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     state: str = "memory"  # memory (SQLite-persisted) | redis://host:port/db
     bus: str = "sqlite"  # sqlite | redis://… | nats://…
     flush_ms: float = 200.0
+    # user states kept in memory per process; beyond it the least recently loaded states that
+    # are safely stored are evicted (and loaded again when their user comes back)
+    max_users_in_memory: int = 50_000
 
 
 class FeatureDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

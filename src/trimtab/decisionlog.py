@@ -2,14 +2,20 @@
 
 Experiments, bandits and models learn only from what was logged: the variant, the propensity of
 choosing it, the rule or policy that chose it and the attributes at that moment. Decisions are
-buffered in memory by the hot path and written in batches.
+buffered in memory by the hot path and written in batches; a batch whose write failed goes back
+to the buffer and is written by the next flush.
+
+Erased users are in the ``erased`` set the log shares with its runtime: their decisions are
+neither buffered nor written, even by a flush that took its rows before the erasure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,7 +23,8 @@ import msgspec
 
 from trimtab.decide import Decision
 from trimtab.models.spec import MODELS_ATTRIBUTE
-from trimtab.store.sqlite import connect_sqlite
+from trimtab.privacy import erasure_token
+from trimtab.store.sqlite import checkpoint, connect_sqlite, probe_writable
 
 
 class DecisionRecord(msgspec.Struct, kw_only=True):
@@ -52,11 +59,16 @@ _features_decoder = msgspec.json.Decoder(dict[str, Any])
 class SqliteDecisionLog:
     """Decisions in a SQLite table; :meth:`record` only appends to a buffer."""
 
-    def __init__(self, path: str | Path, max_buffer: int = 100_000) -> None:
+    def __init__(
+        self, path: str | Path, max_buffer: int = 100_000, erased: set[str] | None = None
+    ) -> None:
+        self.path = str(path)
         self._conn = connect_sqlite(path)
         self._lock = threading.Lock()
         self._buffer: list[tuple[list[Decision], Mapping[str, Any], float]] = []
+        self._unwritten: list[tuple] = []  # rows of a failed write, written by the next flush
         self.max_buffer = max_buffer
+        self.erased = erased if erased is not None else set()
         self.dropped = 0
         self._conn.executescript(
             """
@@ -83,21 +95,25 @@ class SqliteDecisionLog:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(decisions)")}
         if "models" not in columns:  # a log written before decisions recorded model versions
             self._conn.execute("ALTER TABLE decisions ADD COLUMN models TEXT NOT NULL DEFAULT ''")
+        probe_writable(self._conn, path)
 
     def record(self, decisions: list[Decision], attrs: Mapping[str, Any]) -> None:
-        if len(self._buffer) >= self.max_buffer:
+        if self.erased and attrs.get("id") in self.erased:
+            return
+        if len(self._buffer) + len(self._unwritten) // 4 >= self.max_buffer:
             # The writer is far behind: count what is dropped rather than grow without bound.
             self.dropped += len(decisions)
             return
         self._buffer.append((decisions, attrs, time.time() * 1000.0))
 
     def pending(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) + len(self._unwritten)
 
     def take_rows(self) -> list[tuple]:
-        """Swap the buffer out and serialise it (cheap, done on the event loop)."""
+        """Swap the buffer out and serialise it (cheap, done on the event loop), after the
+        rows of a failed write."""
         buffer, self._buffer = self._buffer, []
-        rows = []
+        rows, self._unwritten = self._unwritten, []
         for decisions, attrs, ts in buffer:
             features = _encoder.encode(attrs)
             user, session = str(attrs.get("id", "")), str(attrs.get("session_id", ""))
@@ -123,10 +139,18 @@ class SqliteDecisionLog:
                 )
         return rows
 
+    def restore(self, rows: list[tuple]) -> None:
+        """Put back the rows of a failed write (ahead of anything recorded since)."""
+        self._unwritten = rows + self._unwritten
+
     def write_rows(self, rows: list[tuple]) -> int:
+        """Write rows in one transaction, leaving out erased users (checked under the lock
+        that erasure takes, so a row taken before an erasure is not written after it)."""
         if not rows:
             return 0
         with self._lock:
+            if self.erased:
+                rows = [r for r in rows if r[2] not in self.erased]
             self._conn.execute("BEGIN")
             try:
                 self._conn.executemany(
@@ -134,12 +158,18 @@ class SqliteDecisionLog:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
                 raise
         return len(rows)
 
     def flush_sync(self) -> int:
-        return self.write_rows(self.take_rows())
+        rows = self.take_rows()
+        try:
+            return self.write_rows(rows)
+        except BaseException:
+            self.restore(rows)
+            raise
 
     def read(self, user_id: str | None = None, limit: int = 1000) -> list[DecisionRecord]:
         where, args = ("WHERE user_id = ?", [user_id]) if user_id else ("", [])
@@ -155,16 +185,61 @@ class SqliteDecisionLog:
         for row in rows:
             yield _record(row)
 
-    def erase_user(self, user_id: str) -> int:
+    def forget(self, user_id: str) -> None:
+        """Mark a user erased and drop their buffered decisions (on the event loop)."""
+        self.erased.add(user_id)
         self._buffer = [b for b in self._buffer if b[1].get("id") != user_id]
+        self._unwritten = [r for r in self._unwritten if r[2] != user_id]
+
+    def erase_user(self, user_id: str) -> int:
+        """Erase a user's written decisions; later ones are never written. Safe in a worker
+        thread; call :meth:`forget` on the event loop first for the buffered ones."""
+        self.erased.add(user_id)
         with self._lock:
             cur = self._conn.execute("DELETE FROM decisions WHERE user_id = ?", (user_id,))
             return cur.rowcount
 
+    def checkpoint_sync(self) -> bool:
+        with self._lock:
+            return checkpoint(self._conn)
+
     def close_sync(self) -> None:
-        self.flush_sync()
+        with contextlib.suppress(sqlite3.Error):
+            self.flush_sync()
         with self._lock:
             self._conn.close()
+
+
+def erase_from_files(
+    paths: Iterable[Path], user_ids: Iterable[str] = (), tokens: Iterable[str] = ()
+) -> int:
+    """Erase users from decision log files, whichever process wrote them (earlier lifetimes,
+    other workers on the data directory): delete, zero the bytes, truncate the WAL.
+
+    Users are named by id or by :func:`~trimtab.privacy.erasure_token` (an erasure announced
+    by another process); tokens are matched against the ids each file holds.
+    """
+    ids, wanted = set(user_ids), set(tokens)
+    erased = 0
+    for path in paths:
+        conn = connect_sqlite(path)
+        try:
+            has_table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'"
+            ).fetchone()
+            if not has_table:
+                continue
+            doomed = set(ids)
+            if wanted:
+                for (user,) in conn.execute("SELECT DISTINCT user_id FROM decisions"):
+                    if erasure_token(user) in wanted:
+                        doomed.add(user)
+            for user in doomed:
+                erased += conn.execute("DELETE FROM decisions WHERE user_id = ?", (user,)).rowcount
+            checkpoint(conn)
+        finally:
+            conn.close()
+    return erased
 
 
 def _record(row: tuple) -> DecisionRecord:

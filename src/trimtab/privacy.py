@@ -50,6 +50,16 @@ def scrub_url(url: str) -> str:
     return scrub_text(url[:cut])
 
 
+def erasure_token(user_id: str) -> str:
+    """What stores keep of a user instead of the id where it must outlive an erasure
+    (tombstones) or sit in a key name: a hash, so grepping a store for the id finds nothing.
+
+    >>> len(erasure_token("p0123")) == 32 and erasure_token("p0123") != erasure_token("p0124")
+    True
+    """
+    return hashlib.blake2b(user_id.encode(), digest_size=16, person=b"trimtab-erasure").hexdigest()
+
+
 def truncate_ip(address: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) network of an address: enough to rate-limit, not to track."""
     try:

@@ -10,6 +10,11 @@ With a versioned store (:class:`~trimtab.store.redis.RedisStateStore`) writes ar
 compare-and-set: when another processor changed a user meanwhile, that user is reloaded and the
 batch's events re-applied to the fresh state, so cached state never overwrites newer state.
 
+Erased users stay erased: loading a batch's users also reads their tombstones; events of an
+erased user (published by a process that had not heard of the erasure yet) are deleted from
+the log instead of applied, and the store refuses to write a tombstoned user in any case. The
+cache of states is bounded (``max_cached_users``): only written states are evicted.
+
 Run it as a process::
 
     python -m trimtab.processor --bus redis://127.0.0.1:6379 --state redis://127.0.0.1:6379 \\
@@ -27,13 +32,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from trimtab.bus import BusMessage, EventBus
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, decode_state, encode_state
 from trimtab.store import StateStore
+from trimtab.store.cache import evict
 
 log = logging.getLogger("trimtab.processor")
 MAX_CAS_ROUNDS = 20
@@ -77,6 +82,7 @@ class Processor:
         self.max_cached_users = max_cached_users
         self.versions: dict[str, int] = {}
         self.versioned = hasattr(store, "put_many_versioned")
+        self.erased: set[str] = set()  # tombstoned users met so far
         self.stats = ProcessorStats()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -91,8 +97,15 @@ class Processor:
 
     async def process(self, messages: list[BusMessage]) -> None:
         """Load, apply, store, then acknowledge one batch."""
-        events = [m.event for m in messages]
-        await self._load({e.user_id for e in events} - self.features.states.keys())
+        await self._load({m.event.user_id for m in messages} - self.features.states.keys())
+        if self.erased:
+            doomed = [m.id for m in messages if m.event.user_id in self.erased]
+            if doomed and hasattr(self.bus, "delete"):
+                await self.bus.delete(doomed)  # type: ignore[attr-defined]
+            messages_kept = [m for m in messages if m.event.user_id not in self.erased]
+        else:
+            messages_kept = messages
+        events = [m.event for m in messages_kept]
         self.features.apply(events)
         await self._store(events)
         await self.bus.ack(self.group, [m.id for m in messages])
@@ -101,17 +114,24 @@ class Processor:
         self._evict()
 
     async def _load(self, user_ids: set[str]) -> None:
+        """Load these users' states and learn which of them were erased."""
+        user_ids = user_ids - self.erased
         if not user_ids:
             return
         states = self.features.states
         if self.versioned:
-            rows = await self.store.get_many_versioned(user_ids)  # type: ignore[attr-defined]
+            rows = await self.store.get_many_versioned(  # type: ignore[attr-defined]
+                user_ids, erased=self.erased
+            )
             for user_id, (blob, version) in rows.items():
                 states[user_id] = decode_state(blob)
                 self.versions[user_id] = version
         else:
+            self.erased |= await self.store.erased(user_ids)
             for user_id, blob in (await self.store.get_many(user_ids)).items():
                 states[user_id] = decode_state(blob)
+        for user_id in user_ids & self.erased:
+            self.features.forget(user_id)
 
     async def _store(self, events: list[AnyEvent]) -> None:
         dirty = self.features.take_dirty()
@@ -121,10 +141,15 @@ class Processor:
         for _ in range(MAX_CAS_ROUNDS):
             blobs = {u: encode_state(s) for u, s in dirty.items()}
             expected = {u: self.versions.get(u, 0) for u in blobs}
+            refused: set[str] = set()
             written, conflicts = await self.store.put_many_versioned(  # type: ignore[attr-defined]
-                blobs, expected
+                blobs, expected, erased=refused
             )
             self.versions.update(written)
+            for user_id in refused:  # erased meanwhile: never written back
+                self.erased.add(user_id)
+                self.features.forget(user_id)
+                self.versions.pop(user_id, None)
             if not conflicts:
                 return
             # Another writer got there first: start these users again from the stored state.
@@ -133,18 +158,15 @@ class Processor:
                 self.features.forget(user_id)
                 self.versions.pop(user_id, None)
             await self._load(conflicts)
-            self.features.apply(e for e in events if e.user_id in conflicts)
+            self.features.apply(
+                e for e in events if e.user_id in conflicts and e.user_id not in self.erased
+            )
             dirty = self.features.take_dirty()
         raise RuntimeError(f"state of {len(dirty)} users kept changing under this processor")
 
     def _evict(self) -> None:
-        """Keep the cache bounded: drop the oldest-loaded half when it is full."""
-        states = self.features.states
-        if len(states) <= self.max_cached_users:
-            return
-        for user_id in list(islice(states, len(states) // 2)):
-            del states[user_id]
-            self.versions.pop(user_id, None)
+        """Keep the cache bounded (every state in it is written by now)."""
+        evict(self.features.states, self.max_cached_users, self.features.dirty, self.versions)
 
 
 # -- command line --------------------------------------------------------------------------

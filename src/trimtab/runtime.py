@@ -5,9 +5,19 @@ memory state persisted to SQLite, SQLite decision log). Ingest is synchronous an
 events are appended to the log in one transaction, then applied to features in memory;
 state and decisions are written in batches by :meth:`flush`.
 
+Durability: an event is acknowledged only once its transaction is committed to the log; when
+it cannot be (the file is locked, read-only or the disk full) :meth:`accept` raises
+:class:`~trimtab.store.sqlite.StorageError` and the collector answers 503.
+
 Crash safety: :meth:`flush` stores the user states and then the log position they include.
 On start, events logged after that position are re-applied; the per-user event-id window makes
-re-applying an event already in the state a no-op.
+re-applying an event already in the state a no-op. A flush that fails keeps what it could not
+write (states and decision rows) and the next flush writes it, so the position never moves past
+states that are not stored; ``/health`` says degraded meanwhile.
+
+Erasure leaves a tombstone (see :mod:`trimtab.store.sqlite`): no late event, flush or replay
+brings an erased user back. Memory is bounded: beyond ``storage.max_users_in_memory`` the
+oldest-loaded states that are already stored are evicted.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,8 +38,10 @@ from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
 from trimtab.models.live import attach as attach_models
+from trimtab.privacy import erasure_token
 from trimtab.reload import ConfigWatcher
-from trimtab.store.sqlite import SqliteStateStore
+from trimtab.store.cache import evict
+from trimtab.store.sqlite import SqliteStateStore, StorageError
 
 log = logging.getLogger("trimtab")
 FEATURES_GROUP = "features"
@@ -43,9 +56,20 @@ class Runtime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.event_log = SqliteEventLog(self.data_dir / "events.sqlite")
         self.state_store = SqliteStateStore(self.data_dir / "state.sqlite")
-        self.decision_log = SqliteDecisionLog(self.data_dir / "decisions.sqlite")
+        # Tombstones: the tokens stored, and the ids met since (shared with the decision log).
+        self.erased_tokens = self.state_store.erased_tokens()
+        self.erased: set[str] = set()
+        self.decision_log = SqliteDecisionLog(
+            self.data_dir / "decisions.sqlite", erased=self.erased
+        )
         self.processor = FeatureProcessor(config.feature_specs())
         self.models = attach_models(self.processor, config, self.data_dir)  # scores, segments
+        self.max_users = config.storage.max_users_in_memory
+        self._unwritten: dict[str, bytes] = {}  # states a failed flush could not store
+        self.flush_error = ""
+        self.append_error = ""
+        self._flush_started: float | None = None
+        self._checkpoint_due = False  # an erasure's WAL truncation that a reader held up
         self.policies: dict[str, ServedPolicy] = {}
         self._saved_updates: dict[str, int] = {}
         self._build_policies(config)
@@ -85,11 +109,22 @@ class Runtime:
 
     # -- the hot path --------------------------------------------------------------------
     def ingest(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
-        """Log events durably, then apply them; returns (user, session) pairs that changed."""
+        """Log events durably, then apply them; returns (user, session) pairs that changed.
+
+        Events of erased users are dropped. Raises :class:`StorageError` (nothing logged,
+        nothing applied) when the log cannot be written.
+        """
+        self._ensure_loaded(e.user_id for e in events)  # meets tombstones too
+        if self.erased:
+            events = [e for e in events if e.user_id not in self.erased]
         if not events:
             return set()
-        self.event_log.append_sync(events)
-        self._ensure_loaded(e.user_id for e in events)
+        try:
+            self.event_log.append_sync(events)
+        except StorageError as exc:
+            self.append_error = str(exc)[:300]
+            raise
+        self.append_error = ""
         self.events_ingested += len(events)
         changed = self.processor.apply(events)
         for policy in self.policies.values():
@@ -106,13 +141,21 @@ class Runtime:
     def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
         """Keep a sticky experiment assignment in the user's state (persisted with it)."""
         self._ensure_loaded((user_id,))
+        if user_id in self.erased:
+            return
         self.processor.set_user_value(user_id, STICKY_ATTRIBUTE, key, [variation, propensity])
 
     def _ensure_loaded(self, user_ids: Iterable[str]) -> None:
-        states = self.processor.states
-        missing = {u for u in user_ids if u not in states}
+        """Load the states of these users that are not in memory (erased ones stay out)."""
+        states, erased = self.processor.states, self.erased
+        missing = {u for u in user_ids if u not in states and u not in erased}
         if not missing:
             return
+        if self.erased_tokens:
+            for user_id in missing:
+                if erasure_token(user_id) in self.erased_tokens:
+                    erased.add(user_id)
+            missing -= erased
         for user_id, blob in self.state_store.get_many_sync(missing).items():
             states[user_id] = decode_state(blob)
 
@@ -131,36 +174,76 @@ class Runtime:
         return blobs
 
     def flush(self) -> None:
-        """Persist changed user states, policies and buffered decisions."""
-        self._write(*self._snapshot())
+        """Persist changed user states, policies and buffered decisions (in this thread)."""
+        snapshot = self._snapshot()
+        try:
+            self._write(*snapshot)
+        except Exception as exc:
+            self._failed(snapshot, exc)
+            raise
+        self._written()
 
     def _snapshot(self) -> tuple[dict[str, bytes], int, list[tuple]]:
         """What a flush writes, taken on the event loop: the log position first, so every
-        event up to it is in the states taken next (the crash-recovery invariant)."""
+        event up to it is in the states taken next (the crash-recovery invariant). States a
+        failed flush could not store come first, overridden by newer ones."""
         position = self.event_log.max_seq()
         dirty = self.processor.take_dirty()
-        blobs = {u: encode_state(s) for u, s in dirty.items()}
+        blobs, self._unwritten = self._unwritten, {}
+        blobs.update((u, encode_state(s)) for u, s in dirty.items() if u not in self.erased)
         self.learn()
         blobs.update(self._policy_blobs())
         return blobs, position, self.decision_log.take_rows()
 
+    def _failed(self, snapshot: tuple[dict[str, bytes], int, list[tuple]], exc: Exception) -> None:
+        """Keep what a failed flush could not write; the next flush writes it first."""
+        blobs, _, rows = snapshot
+        blobs.update(self._unwritten)  # anything newer wins
+        self._unwritten = {u: b for u, b in blobs.items() if u not in self.erased}
+        self.decision_log.restore(rows)
+        self.flush_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def _written(self) -> None:
+        self.flush_error = ""
+        evict(self.processor.states, self.max_users, self.processor.dirty)
+
+    async def flush_async(self) -> None:
+        """One flush, written in a worker thread (the event loop keeps serving)."""
+        snapshot = self._snapshot()
+        self._flush_started = time.monotonic()
+        try:
+            await asyncio.to_thread(self._write, *snapshot)
+        except Exception as exc:
+            self._failed(snapshot, exc)
+            raise
+        finally:
+            self._flush_started = None
+        self._written()
+
     async def flush_forever(self, interval_s: float) -> None:
-        """Flush in a worker thread every ``interval_s`` until cancelled."""
+        """Flush every ``interval_s`` until cancelled; a failed flush is retried next round."""
         watcher = ConfigWatcher(self.config.source, self.reload)
         while True:
             await asyncio.sleep(interval_s)
             watcher.check()
             self.config_error = watcher.last_error
             try:
-                await asyncio.to_thread(self._write, *self._snapshot())
-            except Exception:  # keep flushing; the next round retries what it can
-                log.exception("flush failed")
+                await self.flush_async()
+            except Exception as exc:  # keep flushing; the next round retries it all
+                log.warning("flush failed, will retry: %s", exc)
 
     def _write(self, blobs: dict[str, bytes], position: int, rows: list[tuple]) -> None:
         """States before the log position, so a crash between them only replays events."""
         self.state_store.put_many_sync(blobs)
         self.event_log.set_cursor(FEATURES_GROUP, position)
         self.decision_log.write_rows(rows)
+        if self._checkpoint_due:
+            self._checkpoint_due = not self._checkpoint()
+
+    def _checkpoint(self) -> bool:
+        """Truncate every write-ahead log (after an erasure); False if one was held up."""
+        done = [s.checkpoint_sync() for s in (self.state_store, self.event_log, self.decision_log)]
+        return all(done)
 
     def _recover(self) -> int:
         """Re-apply events logged after the last flushed position (after a crash)."""
@@ -171,8 +254,8 @@ class Runtime:
             if not rows:
                 break
             seq = rows[-1][0]
-            events = [e for _, e in rows]
-            self._ensure_loaded(e.user_id for e in events)
+            self._ensure_loaded(e.user_id for _, e in rows)
+            events = [e for _, e in rows if e.user_id not in self.erased]
             self.processor.apply(events)
             replayed += len(events)
         if replayed:
@@ -198,37 +281,85 @@ class Runtime:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.flush()
+        try:
+            await self.flush_async()
+        except Exception as exc:  # what is logged is safe: the next start replays it
+            log.warning("final flush failed: %s", exc)
 
     def health(self) -> dict[str, Any]:
+        degraded = []
+        if self.append_error:
+            degraded.append(f"event log not writable, events refused: {self.append_error}")
+        if self.flush_error:
+            degraded.append(
+                f"state flush failing ({len(self._unwritten)} users kept to retry): "
+                f"{self.flush_error}"
+            )
+        elif self._flush_started is not None and time.monotonic() - self._flush_started > 2.0:
+            stuck = time.monotonic() - self._flush_started
+            degraded.append(f"state flush waiting for {stuck:.1f} s (is a data file locked?)")
+        if self.decision_log.dropped:
+            degraded.append(f"{self.decision_log.dropped} decisions dropped (writer far behind)")
+        if self.config_error:
+            degraded.append(f"config change refused: {self.config_error}")
         return {
-            "degraded": f"config change refused: {self.config_error}" if self.config_error else "",
+            "degraded": "; ".join(degraded),
             "state": "sqlite",
             "bus": "sqlite",
             "events_ingested": self.events_ingested,
             "replayed_at_start": self.replayed,
+            "users_in_memory": len(self.processor.states),
         }
-
-    async def erase_async(self, user_id: str) -> dict[str, int]:
-        return self.erase(user_id)
 
     # -- privacy -------------------------------------------------------------------------
+    async def erase_async(self, user_id: str) -> dict[str, int]:
+        """Erase a user from every store, in a worker thread; see :meth:`erase`."""
+        in_memory = self._forget(user_id)
+        counts = await asyncio.to_thread(self._erase_stored, user_id)
+        counts["state"] = counts["state"] or in_memory
+        return counts
+
     def erase(self, user_id: str) -> dict[str, int]:
-        """Erase a user from every store: state, event log and decision log."""
-        in_memory = int(self.processor.forget(user_id))
-        return {
-            "state": int(self.state_store.delete_sync(user_id)) or in_memory,
-            "events": self.event_log.erase_user(user_id),
-            "decisions": self.decision_log.erase_user(user_id),
-        }
+        """Erase a user from every store: state, event log and decision log.
+
+        The tombstone is set first, on the event loop, so no event of theirs is logged or
+        applied after this point; then the stored rows go, their bytes are zeroed and every
+        write-ahead log is truncated. Raises :class:`StorageError` when a file cannot be
+        written (the in-memory tombstone holds until a retry succeeds).
+        """
+        in_memory = self._forget(user_id)
+        counts = self._erase_stored(user_id)
+        counts["state"] = counts["state"] or in_memory
+        return counts
+
+    def _forget(self, user_id: str) -> int:
+        self.erased.add(user_id)
+        self.erased_tokens.add(erasure_token(user_id))
+        self._unwritten.pop(user_id, None)
+        self.decision_log.forget(user_id)
+        return int(self.processor.forget(user_id))
+
+    def _erase_stored(self, user_id: str) -> dict[str, int]:
+        try:
+            counts = {
+                "state": int(self.state_store.erase_sync(user_id)),
+                "events": self.event_log.erase_user(user_id),
+                "decisions": self.decision_log.erase_user(user_id),
+            }
+            self._checkpoint_due = not self._checkpoint()
+        except Exception as exc:
+            raise StorageError(f"erasure not finished, try again: {exc}", 5) from exc
+        return counts
 
     def state_of(self, user_id: str) -> UserState | None:
         self._ensure_loaded((user_id,))
         return self.processor.states.get(user_id)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.flush()
+        except Exception as exc:
+            log.warning("final flush failed: %s", exc)
         self.event_log.close_sync()
         self.state_store.close_sync()
         self.decision_log.close_sync()

@@ -1,12 +1,14 @@
 """The pipeline of one process among many, on Redis and Redis Streams or NATS JetStream.
 
-Every `trimtab serve` process is stateless apart from caches; what must be shared lives in the
-backends (see ``docs/deployment.md``):
+Every `trimtab serve` process is stateless apart from caches and its local spool; what must be
+shared lives in the backends (see ``docs/deployment.md``):
 
-- **The event log is the bus.** Accepted events are queued to a
-  :class:`~trimtab.backends.BufferedPublisher`, which keeps them in a bounded local buffer
-  while the bus is unreachable and delivers them, once, when it is back (the buses drop
-  retries by ``event_id``). Until then ``/health`` says ``degraded``.
+- **The event log is the bus, and a 2xx means durable.** Accepted events go to a
+  :class:`~trimtab.backends.DurablePublisher`: the request is answered once the bus confirmed
+  the events, or, while the bus cannot, once they are committed to the local spool
+  (``spool.sqlite`` in the data directory, fsynced), which is sent to the bus when it is back
+  (also by the next run after a crash). If neither is possible the collector answers 503 with
+  ``Retry-After``. Meanwhile ``/health`` says ``degraded``.
 - **Features are applied at the edge** for latency: the process loads the users' states from
   Redis, applies the events, and writes back with compare-and-set on a per-user version; a
   conflict (the same user's events arriving at two processes at once) reloads and re-applies.
@@ -17,8 +19,15 @@ backends (see ``docs/deployment.md``):
 - **Deciding needs fresh state**: :meth:`prepare` reloads the users before a decision; when
   Redis does not answer within the site's deadline the collector serves defaults, flagged
   ``degraded``.
+- **Erasure holds everywhere**: it leaves a tombstone in Redis that every state write checks
+  (so no edge, consumer or sticky save writes the user back), drops the user's events from the
+  log and the spool, erases every decision log in the data directory (this process's, earlier
+  lifetimes', other workers') and announces the erasure on the ``<prefix>:erasures`` stream, by
+  token, so every other process erases its own decision logs too. Events of the user that were
+  in flight elsewhere are deleted by the consumer that meets them.
 
 Each process writes its own decision log (``decisions-<host>-<pid>.sqlite`` in its data dir).
+The states it caches are bounded by ``storage.max_users_in_memory``.
 """
 
 from __future__ import annotations
@@ -33,16 +42,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trimtab.backends import BufferedPublisher, open_event_bus, open_state_store
+from trimtab.backends import DurablePublisher, open_event_bus, open_state_store
 from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, serve_policies
+from trimtab.bus.spool import Spool
 from trimtab.config import SiteConfig, load_config
 from trimtab.decide import STICKY_ATTRIBUTE, Engine
-from trimtab.decisionlog import SqliteDecisionLog
+from trimtab.decisionlog import SqliteDecisionLog, erase_from_files
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
 from trimtab.models.live import attach as attach_models
+from trimtab.privacy import erasure_token
 from trimtab.processor import Processor
 from trimtab.reload import ConfigWatcher
+from trimtab.store.cache import evict
+from trimtab.store.sqlite import StorageError
 
 log = logging.getLogger("trimtab.scaled")
 MAX_CAS_ROUNDS = 10
@@ -89,14 +102,21 @@ class ScaledRuntime:
         self.bus_url = bus_url or os.environ.get("TRIMTAB_BUS") or config.storage.bus
         self.store = open_state_store(self.state_url, self.data_dir)
         self.bus = open_event_bus(self.bus_url, self.data_dir)
-        self.publisher = BufferedPublisher(self.bus)
+        self.erased: set[str] = set()  # tombstoned users met so far (shared, see below)
+        self._erased_here: set[str] = set()  # tokens this process erased itself
+        self.publisher = DurablePublisher(
+            self.bus, Spool(self.data_dir / "spool.sqlite"), erased=self.erased
+        )
         self.group = group
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.run_processor = run_processor
         self.processor = FeatureProcessor(config.feature_specs())
         self.models = attach_models(self.processor, config, self.data_dir)  # scores, segments
+        self.max_users = config.storage.max_users_in_memory
         self.versions: dict[str, int] = {}
-        self.decision_log = SqliteDecisionLog(self.data_dir / f"decisions-{self.consumer}.sqlite")
+        self.decision_log = SqliteDecisionLog(
+            self.data_dir / f"decisions-{self.consumer}.sqlite", erased=self.erased
+        )
         self.policies: dict[str, ServedPolicy] = serve_policies(config.slots, {})
         self.engine = Engine(
             config,
@@ -108,9 +128,11 @@ class ScaledRuntime:
         self.events_ingested = 0
         self.state_error = ""
         self.config_error = ""
+        self.bus_durability = ""
         self._sticky: dict[str, dict[str, list]] = {}  # assignments not yet in Redis
         self._tasks: list[asyncio.Task[None]] = []
         self._safety_net: SafetyNet | None = None
+        self._journal_cursor = self.data_dir / "erasures.cursor"
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, flush_interval_s: float) -> None:
@@ -119,6 +141,15 @@ class ScaledRuntime:
             stored = await self.store.get_many(names)
             self.policies = serve_policies(self.config.slots, {}, stored)
             self.engine.policies = self.policies
+        self.publisher.start()  # sends what an earlier run left in the spool
+        durability = getattr(self.bus, "durability", None)
+        if durability is not None:
+            with contextlib.suppress(Exception):
+                self.bus_durability = await asyncio.wait_for(durability(), 2.0)
+                if not self.bus_durability.startswith("fsync per write"):
+                    log.warning("event bus durability: %s", self.bus_durability)
+        with contextlib.suppress(Exception):
+            await self._apply_erasure_journal()
         if self.run_processor:
             self._safety_net = SafetyNet(
                 self.bus,
@@ -126,6 +157,7 @@ class ScaledRuntime:
                 FeatureProcessor(self.config.feature_specs()),
                 group=self.group,
                 consumer=self.consumer,
+                max_cached_users=self.max_users,
             )
             self._tasks.append(asyncio.create_task(self._run_safety_net()))
         self._tasks.append(asyncio.create_task(self._flush_forever(flush_interval_s)))
@@ -147,11 +179,12 @@ class ScaledRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self.publisher.close(timeout=10.0)
+        await self.publisher.close(timeout=10.0)  # what is left stays in the spool
         with contextlib.suppress(Exception):
             await self._save_sticky()
         await self._save_policies()
-        self.decision_log.flush_sync()
+        with contextlib.suppress(Exception):
+            self.decision_log.flush_sync()
         await self.bus.close()
         await self.store.close()
         if self._safety_net is not None:
@@ -168,9 +201,14 @@ class ScaledRuntime:
                 for policy in self.policies.values():
                     policy.expire()
                 rows = self.decision_log.take_rows()
-                await asyncio.to_thread(self.decision_log.write_rows, rows)
-            except Exception:
-                log.exception("flush failed")
+                try:
+                    await asyncio.to_thread(self.decision_log.write_rows, rows)
+                except Exception:
+                    self.decision_log.restore(rows)  # written by the next round
+                    raise
+                await self._apply_erasure_journal()
+            except Exception as exc:
+                log.warning("flush failed, will retry: %s", exc)
 
     async def _save_policies(self) -> None:
         blobs = {POLICY_KEY + n: p.to_state() for n, p in self.policies.items() if p.updates}
@@ -179,17 +217,23 @@ class ScaledRuntime:
 
     # -- the collector's interface ------------------------------------------------------
     async def accept(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
-        """Queue events to the bus, then apply them to the shared state (compare-and-set)."""
+        """Make events durable (bus or spool), then apply them to the shared state.
+
+        Raises :class:`~trimtab.store.sqlite.StorageError` when they cannot be made durable:
+        nothing is acknowledged then. Events of erased users are dropped.
+        """
+        if self.erased:
+            events = [e for e in events if e.user_id not in self.erased]
         if not events:
             return set()
-        await self.publisher.publish(events)  # BufferFull propagates: the client resends
+        await self.publisher.publish(events)
         self.events_ingested += len(events)
         for policy in self.policies.values():
             policy.observe(events)
         try:
             return await self._apply(events)
         except Exception as exc:
-            # The state store is unreachable: the events are safe in the bus (or its buffer)
+            # The state store is unreachable: the events are durable in the bus (or the spool)
             # and the consumer group applies them when it is back.
             self.state_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("state store unavailable, events left to the bus consumer: %s", exc)
@@ -200,15 +244,18 @@ class ScaledRuntime:
         # again: if another process changed one meanwhile, the compare-and-set below fails
         # for that user, who is then reloaded and re-applied.
         await self._load({e.user_id for e in events} - self.processor.states.keys())
-        changed = self.processor.apply(events)
+        changed = self.processor.apply(e for e in events if e.user_id not in self.erased)
         for round_ in range(MAX_CAS_ROUNDS):
             dirty = self.processor.take_dirty()
             if not dirty:
                 break
             blobs = {u: encode_state(s) for u, s in dirty.items()}
             expected = {u: self.versions.get(u, 0) for u in blobs}
-            written, conflicts = await self.store.put_many_versioned(blobs, expected)
+            refused: set[str] = set()
+            written, conflicts = await self.store.put_many_versioned(blobs, expected, refused)
             self.versions.update(written)
+            for user in refused:  # erased by another process meanwhile
+                self._forget(user)
             if not conflicts:
                 break
             if round_ == MAX_CAS_ROUNDS - 1:
@@ -218,27 +265,40 @@ class ScaledRuntime:
                 self.processor.forget(user)
                 self.versions.pop(user, None)
             await self._load(conflicts)
-            changed |= self.processor.apply(e for e in events if e.user_id in conflicts)
+            changed |= self.processor.apply(
+                e for e in events if e.user_id in conflicts and e.user_id not in self.erased
+            )
         self.state_error = ""
         return changed
 
     async def _load(self, user_ids: Iterable[str]) -> None:
-        rows = await self.store.get_many_versioned(set(user_ids))
+        """Load (or refresh) these users' states, and learn which of them were erased."""
+        wanted = set(user_ids) - self.erased
+        if not wanted:
+            return
+        rows = await self.store.get_many_versioned(wanted, self.erased)
         states = self.processor.states
-        for user in set(user_ids):
-            if user in rows:
+        for user in wanted:
+            if user in self.erased:
+                self._forget(user)
+            elif user in rows:
                 blob, version = rows[user]
                 if self.versions.get(user) != version or user not in states:
                     states[user] = decode_state(blob)
                     self.versions[user] = version
             elif self.versions.get(user, 0) != 0:
-                # erased elsewhere
+                # deleted elsewhere
                 states.pop(user, None)
                 self.versions.pop(user, None)
-        if len(states) > 200_000:  # bounded cache: drop the oldest half
-            for user in list(states)[: len(states) // 2]:
-                states.pop(user, None)
-                self.versions.pop(user, None)
+        evict(states, self.max_users, self.processor.dirty, self.versions)
+
+    def _forget(self, user: str) -> None:
+        """Drop everything this process holds of an erased user (on the event loop)."""
+        self.erased.add(user)
+        self.processor.forget(user)
+        self.versions.pop(user, None)
+        self._sticky.pop(user, None)
+        self.decision_log.forget(user)
 
     async def prepare(self, user_ids: Iterable[str]) -> None:
         """Reload these users (other processes may have changed them) before deciding."""
@@ -252,6 +312,8 @@ class ScaledRuntime:
 
     def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
         """Keep a sticky assignment in the user's state; the flush loop writes it to Redis."""
+        if user_id in self.erased:
+            return
         value = [variation, propensity]
         self.processor.set_user_value(user_id, STICKY_ATTRIBUTE, key, value)
         self._sticky.setdefault(user_id, {})[key] = value
@@ -273,8 +335,11 @@ class ScaledRuntime:
                 state = decode_state(blob) if blob is not None else UserState(user_id=user)
                 state.values.setdefault(STICKY_ATTRIBUTE, {}).update(assignments)
                 blobs[user], expected[user] = encode_state(state), version
-            written, conflicts = await self.store.put_many_versioned(blobs, expected)
+            refused: set[str] = set()
+            written, conflicts = await self.store.put_many_versioned(blobs, expected, refused)
             self.versions.update(written)
+            for user in refused:
+                self._forget(user)
             for user in written:
                 left = self._sticky.get(user, {})
                 for key, value in pending[user].items():
@@ -298,7 +363,7 @@ class ScaledRuntime:
         degraded = []
         if not self.publisher.healthy:
             degraded.append(
-                f"event bus unreachable, {self.publisher.buffered} events buffered "
+                f"event bus unreachable, {self.publisher.buffered} events spooled "
                 f"({self.publisher.last_error})"
             )
         if self.state_error:
@@ -308,27 +373,64 @@ class ScaledRuntime:
         return {
             "state": self.state_url.split("?")[0],
             "bus": self.bus_url.split("?")[0],
+            "bus_durability": self.bus_durability,
             "events_ingested": self.events_ingested,
             "buffered": self.publisher.buffered,
+            "users_in_memory": len(self.processor.states),
             "degraded": "; ".join(degraded),
         }
 
+    # -- privacy -------------------------------------------------------------------------
     async def erase_async(self, user_id: str) -> dict[str, int]:
-        """Erase a user from the shared state, the event log and this process's decisions.
+        """Erase a user everywhere this process can reach; see the module docstring.
 
-        Events still buffered locally are published first, so none escapes the erasure.
+        Raises :class:`~trimtab.store.sqlite.StorageError` when a backend did not answer:
+        the erasure is then incomplete and must be retried (it is idempotent).
         """
-        with contextlib.suppress(TimeoutError):
-            await self.publisher.flush(timeout=10.0)
-        self.processor.forget(user_id)
-        self.versions.pop(user_id, None)
-        events = await self.bus.erase_user(user_id)
-        self.processor.forget(user_id)  # the safety net may have reloaded it meanwhile
-        return {
-            "state": int(await self.store.delete(user_id)),
-            "decisions": self.decision_log.erase_user(user_id),
-            "events": events,
-        }
+        self._forget(user_id)  # from now on nothing of theirs is published or written here
+        token = erasure_token(user_id)
+        self._erased_here.add(token)
+        try:
+            state = await self.store.erase(user_id)  # the tombstone every writer checks
+            spooled = await asyncio.to_thread(self.publisher.erase_user, user_id)
+            events = await self.bus.erase_user(user_id)
+            decisions = await asyncio.to_thread(self._erase_decisions, user_id)
+            await self.store.announce_erasure(user_id)
+        except Exception as exc:
+            raise StorageError(f"erasure not finished, try again: {exc}", 5) from exc
+        return {"state": int(state), "events": events + spooled, "decisions": decisions}
+
+    def _erase_decisions(self, user_id: str) -> int:
+        """This process's decision log, then every other one in the data directory."""
+        erased = self.decision_log.erase_user(user_id)
+        self.decision_log.checkpoint_sync()
+        return erased + erase_from_files(self._other_decision_logs(), [user_id])
+
+    def _other_decision_logs(self) -> list[Path]:
+        own = Path(self.decision_log.path).name
+        return [p for p in sorted(self.data_dir.glob("decisions*.sqlite")) if p.name != own]
+
+    async def _apply_erasure_journal(self) -> int:
+        """Erase, from this data directory's decision logs, users other processes erased."""
+        last = self._journal_cursor.read_text().strip() if self._journal_cursor.exists() else "0"
+        applied = 0
+        while True:
+            entries = await self.store.erasures_after(last)
+            if not entries:
+                return applied
+            tokens = {t for _, t in entries if t not in self._erased_here}
+            if tokens:
+                for user in [u for u in self.processor.states if erasure_token(u) in tokens]:
+                    self._forget(user)
+                own = [Path(self.decision_log.path)]
+                await asyncio.to_thread(
+                    erase_from_files, [*own, *self._other_decision_logs()], (), tokens
+                )
+            last = entries[-1][0]
+            tmp = self._journal_cursor.with_suffix(".tmp")
+            tmp.write_text(last)
+            tmp.replace(self._journal_cursor)
+            applied += len(entries)
 
     def flush(self) -> None:
         self.decision_log.flush_sync()

@@ -1,7 +1,8 @@
 """The durable event log.
 
-Every accepted event is appended once (keyed by ``event_id``, so a retried batch is not logged
-twice) before anything downstream trusts it. Consumers read in order by group and acknowledge
+Every accepted event is appended once (keyed by its user and ``event_id``, so a retried batch is
+not logged twice, and one user reusing another's ``event_id`` cannot keep that event out of the
+log) before anything downstream trusts it. Consumers read in order by group and acknowledge
 what they have applied, so a restarted consumer resumes where it stopped.
 
 The embedded :class:`SqliteEventLog` keeps the log in a SQLite file in WAL mode; Redis Streams
@@ -10,6 +11,7 @@ and NATS JetStream implement the same :class:`EventBus` protocol for scale-out.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
@@ -23,6 +25,20 @@ class BusMessage(msgspec.Struct, frozen=True):
 
     id: str
     event: AnyEvent
+
+
+def message_id(event: AnyEvent) -> str:
+    """The id a bus deduplicates an event by: user and ``event_id``, hashed (fixed length,
+    and no user id in Redis marker keys or NATS headers).
+
+    >>> from trimtab.events import Scroll
+    >>> a = Scroll(event_id="e1", user_id="u1", session_id="s", ts=1.0)
+    >>> b = Scroll(event_id="e1", user_id="u2", session_id="s", ts=1.0)
+    >>> message_id(a) == message_id(a) != message_id(b)
+    True
+    """
+    key = f"{event.user_id}\x00{event.event_id}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 @runtime_checkable
@@ -42,4 +58,4 @@ class EventBus(Protocol):
 
 from trimtab.bus.sqlite import SqliteEventLog  # noqa: E402
 
-__all__ = ["BusMessage", "EventBus", "SqliteEventLog"]
+__all__ = ["BusMessage", "EventBus", "SqliteEventLog", "message_id"]

@@ -2,8 +2,16 @@
 
 One stream (``TT_EVENTS`` by default) captures the subjects ``<prefix>.events.<p>`` with
 ``p = crc32(user) % N`` (the same partitioning as :mod:`trimtab.bus.redis`). Each event is one
-message whose ``Nats-Msg-Id`` header is its ``event_id``, so JetStream drops a retried publish
-inside the stream's duplicate window.
+message whose ``Nats-Msg-Id`` header is its :func:`~trimtab.bus.message_id` (user and
+``event_id``, hashed), so JetStream drops a retried publish inside the stream's duplicate
+window (``duplicate_window_s``).
+
+Durability: the stream is stored in files (``replicas`` copies in a cluster) and a publish is
+acknowledged once the server has written it, so it survives a crash of the server *process*
+(``kill -9``: measured in ``docs/reliability.md``). It survives a crash of the *machine* only
+if the server fsyncs before acknowledging: ``jetstream { sync_interval: always }`` (nats-server
+2.10 and later); by default it fsyncs every two minutes, and Jepsen (NATS 2.12.1, December 2025)
+showed acknowledged writes lost to power failures in that window.
 
 A consumer group is a durable pull consumer with explicit acks. A message not acknowledged
 within ``ack_wait_s`` is delivered again, to whichever member of the group fetches next: that
@@ -36,9 +44,10 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import api
 
-from trimtab.bus import BusMessage
+from trimtab.bus import BusMessage, message_id
 from trimtab.bus.redis import default_consumer, partition_of
 from trimtab.events import AnyEvent, decode_one
 
@@ -74,6 +83,7 @@ class NatsJetStreamBus:
         max_ack_pending: int = 1000,
         fetch_timeout_s: float = 1.0,
         publish_timeout_s: float = 5.0,
+        replicas: int = 1,
     ) -> None:
         # A URL connects lazily on first use, so the bus can be built outside an event loop.
         self._url = server if isinstance(server, str) else None
@@ -87,6 +97,7 @@ class NatsJetStreamBus:
         self.max_ack_pending = max_ack_pending
         self.fetch_timeout_s = fetch_timeout_s
         self.publish_timeout_s = publish_timeout_s
+        self.replicas = replicas
         self.subjects = [f"{prefix}.events.{p}" for p in range(partitions)]
         self._ready = False
 
@@ -105,6 +116,7 @@ class NatsJetStreamBus:
                 name=self.stream,
                 subjects=[f"{self.prefix}.events.*"],
                 storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
                 duplicate_window=self.duplicate_window_s,
             )
         self._ready = True
@@ -128,7 +140,7 @@ class NatsJetStreamBus:
                     await js.publish_async(
                         subjects[partition_of(e.user_id, n)],
                         _encoder.encode(e),
-                        headers={"Nats-Msg-Id": e.event_id},
+                        headers={"Nats-Msg-Id": message_id(e)},
                     )
                 )
             acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
@@ -193,6 +205,18 @@ class NatsJetStreamBus:
         for reply in ids:
             await publish(reply, _ACK)
         await self.nc.flush()
+
+    async def delete(self, ids: list[str]) -> int:
+        """Delete delivered messages from the stream (events of erased users a consumer met).
+
+        A message id is its ack subject, which carries the stream sequence.
+        """
+        deleted = 0
+        for reply in ids:
+            seq = Msg.Metadata._from_reply(reply).sequence.stream
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                deleted += bool(await self.js.delete_msg(self.stream, seq))
+        return deleted
 
     # -- inspection ----------------------------------------------------------------------
     async def count(self) -> int:

@@ -5,9 +5,15 @@ one user's events stay in one stream, in publish order. Each stream entry holds 
 JSON in the field ``e``.
 
 Publishing runs one Lua script per partition and batch: for each event it sets a
-``<prefix>:events:{<p>}:id:<event_id>`` marker with ``SET NX EX`` and appends only when the
-marker was new, so a retried publish (a lost reply, a reconnect) never appends twice within
+``<prefix>:events:{<p>}:id:<message id>`` marker (:func:`~trimtab.bus.message_id`: user and
+``event_id``, hashed) with ``SET NX EX`` and appends only when the marker was new, so a retried
+publish (a lost reply, a reconnect, a spool replayed after a crash) never appends twice within
 ``dedupe_ttl_s``. Marker and stream share the ``{<p>}`` hash tag: one slot, Cluster-ready.
+
+Durability is the server's: with ``appendonly yes`` and ``appendfsync always`` Redis fsyncs
+each write before it replies, so an acknowledged event survives a crash of Redis and of its
+machine; with ``everysec`` up to a second of acknowledged events can be lost, and without AOF
+everything since the last snapshot. :meth:`RedisStreamBus.durability` reads the setting.
 
 Consumers read with consumer groups (``XREADGROUP``) and acknowledge with ``XACK``. A consumer
 first re-reads its own pending entries (it restarted after a crash), then new ones; every
@@ -33,7 +39,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from trimtab.bus import BusMessage
+from trimtab.bus import BusMessage, message_id
 from trimtab.events import AnyEvent, decode_one
 
 _encoder = msgspec.json.Encoder()
@@ -117,7 +123,7 @@ class RedisStreamBus:
             slot = by_partition.get(p)
             if slot is None:
                 slot = by_partition[p] = ([self.streams[p]], [self.dedupe_ttl_s, self.maxlen or ""])
-            slot[0].append(f"{self.streams[p]}:id:{e.event_id}")
+            slot[0].append(f"{self.streams[p]}:id:{message_id(e)}")
             slot[1].append(_encoder.encode(e))
         pipe = self.client.pipeline(transaction=False)
         for keys, args in by_partition.values():
@@ -219,13 +225,40 @@ class RedisStreamBus:
         if not ids:
             return
         by_stream: dict[int, list[str]] = {}
-        for message_id in ids:
-            p, _, entry = message_id.partition(":")
+        for delivered in ids:
+            p, _, entry = delivered.partition(":")
             by_stream.setdefault(int(p), []).append(entry)
         pipe = self.client.pipeline(transaction=False)
         for p, entries in by_stream.items():
             pipe.xack(self.streams[p], group, *entries)
         await pipe.execute()
+
+    async def delete(self, ids: list[str]) -> int:
+        """Delete delivered messages from the log (events of erased users a consumer met)."""
+        by_stream: dict[int, list[str]] = {}
+        for delivered in ids:
+            p, _, entry = delivered.partition(":")
+            by_stream.setdefault(int(p), []).append(entry)
+        deleted = 0
+        for p, entries in by_stream.items():
+            deleted += await self.client.xdel(self.streams[p], *entries)
+        return deleted
+
+    async def durability(self) -> str:
+        """What an acknowledged write survives, from the server's AOF settings."""
+        try:
+            config = await self.client.config_get("append*")
+        except Exception:  # CONFIG may be disabled (managed Redis): say so
+            return "unknown (CONFIG GET not allowed)"
+        get = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in config.items()
+        }
+        if get.get("appendonly") != "yes":
+            return "memory only: Redis runs without AOF (appendonly no)"
+        if get.get("appendfsync") == "always":
+            return "fsync per write (appendfsync always)"
+        return f"AOF, fsync {get.get('appendfsync')}: a Redis crash may lose the last second"
 
     # -- inspection ----------------------------------------------------------------------
     async def count(self) -> int:

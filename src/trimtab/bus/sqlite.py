@@ -1,9 +1,18 @@
-"""The embedded event log: SQLite in WAL mode, one file, per-group read cursors."""
+"""The embedded event log: SQLite in WAL mode, one file, per-group read cursors.
+
+An event is logged once per ``(user_id, event_id)``: a retried batch adds nothing, and one
+user reusing another's ``event_id`` cannot keep their own event out of the log.
+
+Appends run on the event loop (they are short, and keeping them there keeps log order equal to
+apply order), so the connection waits at most ``busy_timeout_ms`` for a lock another process
+holds; then :class:`~trimtab.store.sqlite.StorageError` says the batch was not stored.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +21,7 @@ import msgspec
 
 from trimtab.bus import BusMessage
 from trimtab.events import AnyEvent, decode_one
-from trimtab.store.sqlite import connect_sqlite
+from trimtab.store.sqlite import StorageError, checkpoint, connect_sqlite, probe_writable
 
 _encoder = msgspec.json.Encoder()
 
@@ -20,30 +29,37 @@ _encoder = msgspec.json.Encoder()
 class SqliteEventLog:
     """Append-only event log in SQLite (WAL), with per-group read cursors."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 250) -> None:
         self.path = str(path)
-        self._conn = connect_sqlite(path)
+        self._conn = connect_sqlite(path, busy_timeout_ms)
         self._lock = threading.Lock()
+        _migrate_event_key(self._conn)
         self._conn.executescript(
             """
             CREATE TABLE IF NOT EXISTS events (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                event_id TEXT NOT NULL UNIQUE,
+                event_id TEXT NOT NULL,
                 user_id TEXT NOT NULL,
                 session_id TEXT NOT NULL,
                 kind TEXT NOT NULL,
                 ts REAL NOT NULL,
                 received REAL NOT NULL,
-                body BLOB NOT NULL
+                body BLOB NOT NULL,
+                UNIQUE (user_id, event_id)
             );
             CREATE INDEX IF NOT EXISTS events_user ON events (user_id);
             CREATE TABLE IF NOT EXISTS cursors (grp TEXT PRIMARY KEY, seq INTEGER NOT NULL);
             """
         )
+        probe_writable(self._conn, path)
         self._new = asyncio.Event() if _has_loop() else None
 
     def append_sync(self, events: list[AnyEvent]) -> int:
-        """Append in one transaction; events already in the log are ignored."""
+        """Append in one transaction; events already in the log are ignored.
+
+        Raises :class:`~trimtab.store.sqlite.StorageError` when the file cannot be written
+        (locked by another process, read-only, disk full): then nothing of the batch is logged.
+        """
         if not events:
             return 0
         rows = [
@@ -60,18 +76,22 @@ class SqliteEventLog:
         ]
         with self._lock:
             before = self._conn.total_changes
-            self._conn.execute("BEGIN")
             try:
-                self._conn.executemany(
-                    "INSERT OR IGNORE INTO events "
-                    "(event_id, user_id, session_id, kind, ts, received, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(
+                        "INSERT OR IGNORE INTO events "
+                        "(event_id, user_id, session_id, kind, ts, received, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StorageError(f"event log {self.path}: {exc}") from exc
             added = self._conn.total_changes - before
         if self._new is not None:
             self._new.set()
@@ -120,8 +140,22 @@ class SqliteEventLog:
             )
 
     def erase_user(self, user_id: str) -> int:
+        """Delete every event of a user; the bytes are zeroed (``secure_delete``)."""
         with self._lock:
             return self._conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+
+    async def delete(self, ids: list[str]) -> int:
+        """Delete delivered messages (events of erased users a consumer met)."""
+        seqs = [(int(i),) for i in ids]
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.executemany("DELETE FROM events WHERE seq = ?", seqs)
+            return self._conn.total_changes - before
+
+    def checkpoint_sync(self) -> bool:
+        """Fold the write-ahead log into the file and truncate it (after an erasure)."""
+        with self._lock:
+            return checkpoint(self._conn)
 
     async def publish(self, events: list[AnyEvent]) -> int:
         return await asyncio.to_thread(self.append_sync, events)
@@ -150,6 +184,34 @@ class SqliteEventLog:
     def close_sync(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _migrate_event_key(conn: sqlite3.Connection) -> None:
+    """Logs written before events were keyed by (user, event id): rebuild the table once."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+    if row is None or "UNIQUE (user_id, event_id)" in row[0]:
+        return
+    conn.executescript(
+        """
+        BEGIN IMMEDIATE;
+        ALTER TABLE events RENAME TO events_old;
+        DROP INDEX IF EXISTS events_user;
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ts REAL NOT NULL,
+            received REAL NOT NULL,
+            body BLOB NOT NULL,
+            UNIQUE (user_id, event_id)
+        );
+        INSERT INTO events SELECT * FROM events_old;
+        DROP TABLE events_old;
+        COMMIT;
+        """
+    )
 
 
 def _has_loop() -> bool:

@@ -24,13 +24,34 @@ class StateStore(Protocol):
         """Store these blobs atomically per user."""
         ...
 
-    async def delete(self, user_id: str) -> bool:
-        """Erase one user's state; True if there was any."""
+    async def erase(self, user_id: str) -> bool:
+        """Erase one user's state and leave a tombstone; True if there was any state.
+
+        A tombstoned user is never written again, by any writer, so a flush or consumer that
+        loaded the user before the erasure cannot bring them back.
+        """
+        ...
+
+    async def erased(self, user_ids: Iterable[str]) -> set[str]:
+        """Those of these users that were erased (have a tombstone)."""
         ...
 
     async def close(self) -> None: ...
 
 
-from trimtab.store.sqlite import SqliteStateStore, connect_sqlite  # noqa: E402
+from trimtab.store.sqlite import (  # noqa: E402
+    SqliteStateStore,
+    StorageError,
+    checkpoint,
+    connect_sqlite,
+    probe_writable,
+)
 
-__all__ = ["SqliteStateStore", "StateStore", "connect_sqlite"]
+__all__ = [
+    "SqliteStateStore",
+    "StateStore",
+    "StorageError",
+    "checkpoint",
+    "connect_sqlite",
+    "probe_writable",
+]
