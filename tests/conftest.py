@@ -79,11 +79,13 @@ class OwnServer:
 
     def command(self) -> list[str]:
         if self.kind == "redis":
-            # Durable (AOF, fsync per write) so a restart keeps what was acknowledged.
+            # Durable (AOF, fsync per write) so a restart keeps what was acknowledged; a
+            # rewritten AOF holds commands only (no RDB preamble), so erased data leaves it.
             return [
                 shutil.which("redis-server") or "redis-server",
                 "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes", "--appendfsync", "always",
+                "--aof-use-rdb-preamble", "no",
                 "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "warning",
             ]  # fmt: skip
         return [

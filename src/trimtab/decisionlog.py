@@ -24,7 +24,7 @@ import msgspec
 from trimtab.decide import Decision
 from trimtab.models.spec import MODELS_ATTRIBUTE
 from trimtab.privacy import erasure_token
-from trimtab.store.sqlite import checkpoint, connect_sqlite, probe_writable
+from trimtab.store.sqlite import checkpoint, connect_sqlite, probe_writable, vacuum
 
 
 class DecisionRecord(msgspec.Struct, kw_only=True):
@@ -203,6 +203,11 @@ class SqliteDecisionLog:
         with self._lock:
             return checkpoint(self._conn)
 
+    def compact_sync(self) -> None:
+        """Rewrite the file after erasures: no stale copy of an erased row survives."""
+        with self._lock:
+            vacuum(self._conn)
+
     def close_sync(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.flush_sync()
@@ -214,7 +219,7 @@ def erase_from_files(
     paths: Iterable[Path], user_ids: Iterable[str] = (), tokens: Iterable[str] = ()
 ) -> int:
     """Erase users from decision log files, whichever process wrote them (earlier lifetimes,
-    other workers on the data directory): delete, zero the bytes, truncate the WAL.
+    other workers on the data directory): delete, rewrite the file, truncate the WAL.
 
     Users are named by id or by :func:`~trimtab.privacy.erasure_token` (an erasure announced
     by another process); tokens are matched against the ids each file holds.
@@ -236,7 +241,8 @@ def erase_from_files(
                         doomed.add(user)
             for user in doomed:
                 erased += conn.execute("DELETE FROM decisions WHERE user_id = ?", (user,)).rowcount
-            checkpoint(conn)
+            if doomed:
+                vacuum(conn)
         finally:
             conn.close()
     return erased

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,6 +46,7 @@ from trimtab.store.sqlite import SqliteStateStore, StorageError
 
 log = logging.getLogger("trimtab")
 FEATURES_GROUP = "features"
+ERASURE_COMPACTION_DELAY_S = 1.0
 
 
 class Runtime:
@@ -69,7 +71,9 @@ class Runtime:
         self.flush_error = ""
         self.append_error = ""
         self._flush_started: float | None = None
-        self._checkpoint_due = False  # an erasure's WAL truncation that a reader held up
+        self._erasure_lock = threading.Lock()  # erasure and compaction never overlap
+        self._compact_after: float | None = None  # files to rewrite after erasures, from when
+        self.compaction_error = ""
         self.policies: dict[str, ServedPolicy] = {}
         self._saved_updates: dict[str, int] = {}
         self._build_policies(config)
@@ -237,13 +241,25 @@ class Runtime:
         self.state_store.put_many_sync(blobs)
         self.event_log.set_cursor(FEATURES_GROUP, position)
         self.decision_log.write_rows(rows)
-        if self._checkpoint_due:
-            self._checkpoint_due = not self._checkpoint()
+        due = self._compact_after
+        if due is not None and time.monotonic() >= due:
+            self.compact()
 
-    def _checkpoint(self) -> bool:
-        """Truncate every write-ahead log (after an erasure); False if one was held up."""
-        done = [s.checkpoint_sync() for s in (self.state_store, self.event_log, self.decision_log)]
-        return all(done)
+    def compact(self) -> None:
+        """Rewrite every data file after erasures, so no byte of an erased user survives in
+        free or stale page space (see :mod:`trimtab.store.sqlite`). Runs in the flush thread
+        about a second after the last erasure, so a burst of erasures costs one rewrite."""
+        with self._erasure_lock:
+            self._compact_after = None
+            try:
+                self.state_store.compact_sync()
+                self.decision_log.compact_sync()
+                self.event_log.compact_sync()
+            except Exception as exc:
+                self._compact_after = time.monotonic() + 5.0
+                self.compaction_error = f"{type(exc).__name__}: {exc}"[:300]
+                raise
+            self.compaction_error = ""
 
     def _recover(self) -> int:
         """Re-apply events logged after the last flushed position (after a crash)."""
@@ -281,6 +297,8 @@ class Runtime:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._compact_after is not None:
+            self._compact_after = time.monotonic()  # erasures pending: rewrite before leaving
         try:
             await self.flush_async()
         except Exception as exc:  # what is logged is safe: the next start replays it
@@ -298,6 +316,8 @@ class Runtime:
         elif self._flush_started is not None and time.monotonic() - self._flush_started > 2.0:
             stuck = time.monotonic() - self._flush_started
             degraded.append(f"state flush waiting for {stuck:.1f} s (is a data file locked?)")
+        if self.compaction_error:
+            degraded.append(f"erased data not yet rewritten away: {self.compaction_error}")
         if self.decision_log.dropped:
             degraded.append(f"{self.decision_log.dropped} decisions dropped (writer far behind)")
         if self.config_error:
@@ -309,6 +329,7 @@ class Runtime:
             "events_ingested": self.events_ingested,
             "replayed_at_start": self.replayed,
             "users_in_memory": len(self.processor.states),
+            "erasure_compaction_pending": self._compact_after is not None,
         }
 
     # -- privacy -------------------------------------------------------------------------
@@ -323,9 +344,10 @@ class Runtime:
         """Erase a user from every store: state, event log and decision log.
 
         The tombstone is set first, on the event loop, so no event of theirs is logged or
-        applied after this point; then the stored rows go, their bytes are zeroed and every
-        write-ahead log is truncated. Raises :class:`StorageError` when a file cannot be
-        written (the in-memory tombstone holds until a retry succeeds).
+        applied after this point; then the stored rows go (their cells zeroed), and about a
+        second later the next flush rewrites every file (:meth:`compact`). Raises
+        :class:`StorageError` when a file cannot be written (the in-memory tombstone holds
+        until a retry succeeds).
         """
         in_memory = self._forget(user_id)
         counts = self._erase_stored(user_id)
@@ -341,12 +363,13 @@ class Runtime:
 
     def _erase_stored(self, user_id: str) -> dict[str, int]:
         try:
-            counts = {
-                "state": int(self.state_store.erase_sync(user_id)),
-                "events": self.event_log.erase_user(user_id),
-                "decisions": self.decision_log.erase_user(user_id),
-            }
-            self._checkpoint_due = not self._checkpoint()
+            with self._erasure_lock:
+                counts = {
+                    "state": int(self.state_store.erase_sync(user_id)),
+                    "events": self.event_log.erase_user(user_id),
+                    "decisions": self.decision_log.erase_user(user_id),
+                }
+                self._compact_after = time.monotonic() + ERASURE_COMPACTION_DELAY_S
         except Exception as exc:
             raise StorageError(f"erasure not finished, try again: {exc}", 5) from exc
         return counts
@@ -356,6 +379,8 @@ class Runtime:
         return self.processor.states.get(user_id)
 
     def close(self) -> None:
+        if self._compact_after is not None:
+            self._compact_after = time.monotonic()  # erasures pending: rewrite before leaving
         try:
             self.flush()
         except Exception as exc:

@@ -60,6 +60,7 @@ from trimtab.store.sqlite import StorageError
 log = logging.getLogger("trimtab.scaled")
 MAX_CAS_ROUNDS = 10
 SAFETY_NET_GRACE_S = 3.0
+ERASURE_COMPACTION_DELAY_S = 1.0
 
 
 class SafetyNet(Processor):
@@ -133,6 +134,8 @@ class ScaledRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._safety_net: SafetyNet | None = None
         self._journal_cursor = self.data_dir / "erasures.cursor"
+        self._compact_after: float | None = None  # rewrite files after erasures, from when
+        self.compaction_error = ""
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, flush_interval_s: float) -> None:
@@ -179,6 +182,9 @@ class ScaledRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._compact_after is not None:  # erasures pending: rewrite before leaving
+            with contextlib.suppress(Exception):
+                await self.compact()
         await self.publisher.close(timeout=10.0)  # what is left stays in the spool
         with contextlib.suppress(Exception):
             await self._save_sticky()
@@ -207,8 +213,31 @@ class ScaledRuntime:
                     self.decision_log.restore(rows)  # written by the next round
                     raise
                 await self._apply_erasure_journal()
+                due = self._compact_after
+                if due is not None and time.monotonic() >= due:
+                    await self.compact()
             except Exception as exc:
                 log.warning("flush failed, will retry: %s", exc)
+
+    async def compact(self) -> None:
+        """After erasures: rewrite this process's files (decision log, spool) and have Redis
+        rewrite its AOF, so no byte of an erased user survives on disk (the flush loop runs
+        this about a second after the last erasure; a burst costs one rewrite)."""
+        self._compact_after = None
+        try:
+            await asyncio.to_thread(self.decision_log.compact_sync)
+            await asyncio.to_thread(self.publisher.spool.compact_sync)
+            done = [await self.store.compact()]
+            bus_compact = getattr(self.bus, "compact", None)
+            if bus_compact is not None:
+                done.append(await bus_compact())
+            if not all(done):
+                raise RuntimeError("Redis is already rewriting its AOF")
+        except Exception as exc:
+            self.compaction_error = f"{type(exc).__name__}: {exc}"[:300]
+            self._compact_after = time.monotonic() + 5.0
+            raise
+        self.compaction_error = ""
 
     async def _save_policies(self) -> None:
         blobs = {POLICY_KEY + n: p.to_state() for n, p in self.policies.items() if p.updates}
@@ -370,6 +399,8 @@ class ScaledRuntime:
             degraded.append(f"state store: {self.state_error}")
         if self.config_error:
             degraded.append(f"config change refused: {self.config_error}")
+        if self.compaction_error:
+            degraded.append(f"erased data not yet rewritten away: {self.compaction_error}")
         return {
             "state": self.state_url.split("?")[0],
             "bus": self.bus_url.split("?")[0],
@@ -377,6 +408,7 @@ class ScaledRuntime:
             "events_ingested": self.events_ingested,
             "buffered": self.publisher.buffered,
             "users_in_memory": len(self.processor.states),
+            "erasure_compaction_pending": self._compact_after is not None,
             "degraded": "; ".join(degraded),
         }
 
@@ -398,6 +430,7 @@ class ScaledRuntime:
             await self.store.announce_erasure(user_id)
         except Exception as exc:
             raise StorageError(f"erasure not finished, try again: {exc}", 5) from exc
+        self._compact_after = time.monotonic() + ERASURE_COMPACTION_DELAY_S
         return {"state": int(state), "events": events + spooled, "decisions": decisions}
 
     def _erase_decisions(self, user_id: str) -> int:
@@ -426,6 +459,7 @@ class ScaledRuntime:
                 await asyncio.to_thread(
                     erase_from_files, [*own, *self._other_decision_logs()], (), tokens
                 )
+                self._compact_after = time.monotonic() + ERASURE_COMPACTION_DELAY_S
             last = entries[-1][0]
             tmp = self._journal_cursor.with_suffix(".tmp")
             tmp.write_text(last)

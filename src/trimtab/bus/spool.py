@@ -27,7 +27,7 @@ from pathlib import Path
 import msgspec
 
 from trimtab.events import AnyEvent, decode_one
-from trimtab.store.sqlite import StorageError, checkpoint, connect_sqlite, probe_writable
+from trimtab.store.sqlite import StorageError, connect_sqlite, probe_writable, vacuum
 
 _encoder = msgspec.json.Encoder()
 
@@ -81,11 +81,14 @@ class Spool:
             return self._conn.execute("SELECT count(*) FROM spool").fetchone()[0]
 
     def erase_user(self, user_id: str) -> int:
-        """Delete a user's spooled events (erasure), zero their bytes, truncate the WAL."""
+        """Delete a user's spooled events (erasure); :meth:`compact_sync` then rewrites the file."""
         with self._lock:
-            deleted = self._conn.execute("DELETE FROM spool WHERE user_id = ?", (user_id,)).rowcount
-            checkpoint(self._conn)
-        return deleted
+            return self._conn.execute("DELETE FROM spool WHERE user_id = ?", (user_id,)).rowcount
+
+    def compact_sync(self) -> None:
+        """Rewrite the file and truncate its WAL: nothing of an erased row survives."""
+        with self._lock:
+            vacuum(self._conn)
 
     def close_sync(self) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ class SqliteEventLog:
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = 250) -> None:
         self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
         self._conn = connect_sqlite(path, busy_timeout_ms)
         self._lock = threading.Lock()
         _migrate_event_key(self._conn)
@@ -156,6 +158,56 @@ class SqliteEventLog:
         """Fold the write-ahead log into the file and truncate it (after an erasure)."""
         with self._lock:
             return checkpoint(self._conn)
+
+    def compact_sync(self) -> None:
+        """Replace the file by a fresh copy without deleted rows or stale page space.
+
+        Appends go on meanwhile: the copy is made from a snapshot on a side connection
+        (``VACUUM INTO``); then, holding the log's lock for a moment, the events appended since
+        are added to it, the copy is renamed over the file and the connection reopened. Callers
+        must not erase concurrently (an erasure after the snapshot would be undone).
+        """
+        if self.path == ":memory:":
+            return
+        fresh = self.path + ".compact"
+        for leftover in (fresh, fresh + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+        side = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            side.execute("VACUUM INTO ?", (fresh,))
+        finally:
+            side.close()
+        copy = sqlite3.connect(fresh, isolation_level=None)
+        try:
+            snapshot = copy.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        finally:
+            copy.close()
+        with self._lock:
+            conn = self._conn
+            conn.execute("ATTACH DATABASE ? AS fresh", (fresh,))
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO fresh.events SELECT * FROM main.events WHERE seq > ?",
+                             (snapshot,))  # fmt: skip
+                conn.execute("DELETE FROM fresh.cursors")
+                conn.execute("INSERT INTO fresh.cursors SELECT * FROM main.cursors")
+                conn.execute("DELETE FROM fresh.sqlite_sequence")
+                conn.execute("INSERT INTO fresh.sqlite_sequence SELECT * FROM main.sqlite_sequence")
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                conn.execute("DETACH DATABASE fresh")
+                raise
+            conn.execute("DETACH DATABASE fresh")
+            checkpoint(conn)
+            conn.close()
+            os.replace(fresh, self.path)
+            for stale in (self.path + "-wal", self.path + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(stale)  # the old file's: never let it touch the new one
+            self._conn = connect_sqlite(self.path, self.busy_timeout_ms)
 
     async def publish(self, events: list[AnyEvent]) -> int:
         return await asyncio.to_thread(self.append_sync, events)

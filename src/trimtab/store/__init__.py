@@ -45,6 +45,7 @@ from trimtab.store.sqlite import (  # noqa: E402
     checkpoint,
     connect_sqlite,
     probe_writable,
+    vacuum,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "checkpoint",
     "connect_sqlite",
     "probe_writable",
+    "vacuum",
 ]

@@ -50,6 +50,23 @@ return redis.call('DEL', KEYS[1])
 """
 
 
+async def rewrite_aof(client: aioredis.Redis) -> bool:
+    """Ask Redis to rewrite its append-only file (after erasures: the old file still holds the
+    erased writes). False when it cannot now (a rewrite is running); True when done or when
+    the server keeps no AOF."""
+    try:
+        config = await client.config_get("appendonly")
+    except Exception:  # CONFIG disabled (managed Redis): the operator's job, see the docs
+        return True
+    if config.get("appendonly", config.get(b"appendonly")) not in ("yes", b"yes"):
+        return True
+    try:
+        await client.bgrewriteaof()
+    except Exception:  # already rewriting: try again later
+        return False
+    return True
+
+
 class RedisStateStore:
     """User state blobs in Redis, one versioned hash per user.
 
@@ -189,6 +206,10 @@ class RedisStateStore:
         start = "-" if last in ("", "0") else f"({last}"
         entries = await self.client.xrange(self.journal_key, start, "+", count=count)
         return [(entry.decode(), fields[b"t"].decode()) for entry, fields in entries]
+
+    async def compact(self) -> bool:
+        """After erasures: have Redis rewrite its AOF (see :func:`rewrite_aof`)."""
+        return await rewrite_aof(self.client)
 
     async def delete(self, user_id: str) -> bool:
         """Delete one user's state and tombstone (tests, cleanup); True if there was state."""

@@ -6,9 +6,14 @@ holds, so a locked file slows flushes down but never the loop.
 
 Erasure leaves a **tombstone**: the user's :func:`~trimtab.privacy.erasure_token` (a hash,
 not the id) in ``tombstones``. Every write skips tombstoned users inside its own
-transaction, so a flush prepared before the erasure cannot bring the user back. Connections
-run with ``secure_delete`` on, and :func:`checkpoint` folds the write-ahead log back into the
-file and truncates it, so erased bytes survive in neither.
+transaction, so a flush prepared before the erasure cannot bring the user back.
+
+Erased bytes: connections run with ``secure_delete`` on (deleted cells are zeroed), but SQLite
+also leaves stale copies of cells in the unused space of pages it rebalanced, long before any
+erasure. So after erasures the files are rewritten whole (:func:`vacuum`; the event log, which
+the event loop keeps appending to, by :meth:`~trimtab.bus.sqlite.SqliteEventLog.compact_sync`)
+and :func:`checkpoint` truncates the write-ahead log: then no byte of an erased user is left in
+any file (the disk blocks the old files occupied are the filesystem's; use an encrypted one).
 """
 
 from __future__ import annotations
@@ -79,6 +84,15 @@ def checkpoint(conn: sqlite3.Connection) -> bool:
     """
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return busy == 0
+
+
+def vacuum(conn: sqlite3.Connection) -> None:
+    """Rewrite the whole database file (nothing stale survives), then truncate its WAL.
+
+    Readers on other connections keep reading (WAL); writers wait for it.
+    """
+    conn.execute("VACUUM")
+    checkpoint(conn)
 
 
 class SqliteStateStore:
@@ -173,6 +187,11 @@ class SqliteStateStore:
     def checkpoint_sync(self) -> bool:
         with self._lock:
             return checkpoint(self._conn)
+
+    def compact_sync(self) -> None:
+        """Rewrite the file after erasures (see the module docstring)."""
+        with self._lock:
+            vacuum(self._conn)
 
     # -- the StateStore protocol -----------------------------------------------------------
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, bytes]:
