@@ -1,12 +1,13 @@
 # make demo  — install into .venv and run the live demo on the embedded default
-# make test  — install into .venv (plus Chromium) and run lint + the whole test suite
+# make test  — install into .venv (plus Chromium) and run lint + the test suite (not `slow`)
+# make test-slow — the long tests (kill -9 rounds, floods, 100-user erasures); CI runs both
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test bench lint format install services browser clean
+.PHONY: demo test test-slow bench lint format install services browser clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
@@ -39,7 +40,10 @@ format: install
 	$(BIN)/ruff check --fix src tests
 
 test: install browser services lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: install browser services
+	$(BIN)/pytest -q -m slow
 
 bench: install services
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }

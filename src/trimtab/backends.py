@@ -146,6 +146,7 @@ class DurablePublisher:
         retry_s: float = 0.2,
         max_retry_s: float = 5.0,
         publish_timeout_s: float = 2.0,
+        confirm_timeout_s: float = 15.0,
         max_spooled: int = 5_000_000,
         erased: set[str] | None = None,
     ) -> None:
@@ -155,6 +156,7 @@ class DurablePublisher:
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
         self.publish_timeout_s = publish_timeout_s
+        self.confirm_timeout_s = confirm_timeout_s
         self.max_spooled = max_spooled
         self.erased = erased if erased is not None else set()
         self.healthy = True
@@ -177,23 +179,38 @@ class DurablePublisher:
         return self._spooled
 
     def start(self) -> None:
-        """Start sending (and replay a spool left by an earlier run)."""
+        """Start sending (and replay a spool left by an earlier run); restart a dead task."""
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._send_forever()),
                 asyncio.create_task(self._drain_forever()),
             ]
             self._drain_wakeup.set()
+            return
+        for i, (task, loop) in enumerate(
+            zip(self._tasks, (self._send_forever, self._drain_forever), strict=True)
+        ):
+            if task.done():  # never expected: say so, and carry on
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("publisher task died, restarting it", exc_info=task.exception())
+                self._tasks[i] = asyncio.create_task(loop())
 
     async def publish(self, events: list[AnyEvent]) -> int:
-        """Return once ``events`` are durable (bus or spool); returns how many were given."""
+        """Return once ``events`` are durable (bus or spool); returns how many were given.
+
+        Raises :class:`BufferFull` (nothing acknowledged) when they cannot be made durable, or
+        not within ``confirm_timeout_s``; sending them again is safe.
+        """
         if not events:
             return 0
         self.start()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((events, done))
         self._wakeup.set()
-        await done
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.confirm_timeout_s)
+        except TimeoutError:
+            raise BufferFull("events not confirmed in time; send them again", 5) from None
         return len(events)
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -216,24 +233,36 @@ class DurablePublisher:
             pending, self._pending = self._pending, []
             events = [e for chunk, _ in pending for e in chunk]
             futures = [done for _, done in pending]
-            error: Exception | None = None
-            if self._spooled == 0:
-                try:
-                    await asyncio.wait_for(self.bus.publish(events), self.publish_timeout_s)
-                except asyncio.CancelledError:
-                    _settle(futures, BufferFull("shutting down; send again"))
-                    raise
-                except Exception as exc:
-                    self._down(exc)
-                    error = await self._to_spool(events)
-                else:
-                    self.published += len(events)
-                    self._up()
-            else:
-                error = await self._to_spool(events)
+            try:
+                error = await self._send(events)
+            except asyncio.CancelledError:
+                _settle(futures, BufferFull("shutting down; send again"))
+                raise
+            except Exception as exc:  # never let the sender die: these callers get a 503
+                log.exception("publishing failed")
+                error = BufferFull(f"events not stored: {type(exc).__name__}: {exc}", 5)
             _settle(futures, error)
             if not self._pending:
                 self._drained.set()
+
+    async def _send(self, events: list[AnyEvent]) -> Exception | None:
+        """To the bus when nothing is spooled (else behind the spool); to the spool on failure."""
+        if self._spooled == 0:
+            try:
+                await asyncio.wait_for(self.bus.publish(events), self.publish_timeout_s)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being stopped
+                self._down(RuntimeError("publish cancelled by the bus client"))
+                return await self._to_spool(events)
+            except Exception as exc:
+                self._down(exc)
+                return await self._to_spool(events)
+            self.published += len(events)
+            self._up()
+            return None
+        return await self._to_spool(events)
 
     async def _to_spool(self, events: list[AnyEvent]) -> Exception | None:
         async with self._spool_lock:
@@ -258,8 +287,12 @@ class DurablePublisher:
                 self._drain_wakeup.clear()
                 await self._drain_wakeup.wait()
                 if self._spooled == 0:
-                    async with self._spool_lock:  # rows another process (or run) spooled?
-                        self._spooled = await asyncio.to_thread(self.spool.count_sync)
+                    try:
+                        async with self._spool_lock:  # rows another process (or run) spooled?
+                            self._spooled = await asyncio.to_thread(self.spool.count_sync)
+                    except Exception as exc:  # the spool file is busy (a rewrite): later
+                        log.warning("spool not readable now: %s", exc)
+                        await asyncio.sleep(delay)
                 continue
             try:
                 rows = await asyncio.to_thread(self.spool.read_sync, self.batch)
@@ -272,7 +305,11 @@ class DurablePublisher:
                     await asyncio.wait_for(self.bus.publish(events), self.publish_timeout_s)
                 await asyncio.to_thread(self.spool.delete_through_sync, rows[-1][0])
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being stopped
+                await asyncio.sleep(delay)  # the bus client gave up on a call: try again
+                continue
             except Exception as exc:
                 self._down(exc)
                 await asyncio.sleep(delay)

@@ -160,12 +160,13 @@ def serve(
 
     from trimtab.collector import create_app
     from trimtab.scaled import ScaledRuntime, runtime_for
+    from trimtab.store.sqlite import StorageError
 
     site = _load(config)
     try:
         runtime = runtime_for(site, data_dir)
-    except ValueError as exc:
-        err.print(f"[bold red]cannot serve[/] {exc}")
+    except (ValueError, StorageError) as exc:
+        err.print(f"[bold red]cannot serve[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     if workers > 1 and not isinstance(runtime, ScaledRuntime):
         runtime.close()

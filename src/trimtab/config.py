@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -58,7 +58,12 @@ class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flush_ms: float = 200.0
     # user states kept in memory per process; beyond it the least recently loaded states that
     # are safely stored are evicted (and loaded again when their user comes back)
-    max_users_in_memory: int = 50_000
+    max_users_in_memory: Annotated[int, msgspec.Meta(ge=1)] = 50_000
+    # scaled: events acknowledged into the local spool while the bus is away; beyond it 503
+    max_spooled_events: Annotated[int, msgspec.Meta(ge=1)] = 5_000_000
+    # embedded: fsync the event log on every commit, so an acknowledged event survives a crash
+    # of the machine too (by default it survives a crash of the process)
+    fsync: bool = False
 
 
 class FeatureDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

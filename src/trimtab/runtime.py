@@ -56,7 +56,7 @@ class Runtime:
         self.config = config
         self.data_dir = Path(data_dir or config.storage.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.event_log = SqliteEventLog(self.data_dir / "events.sqlite")
+        self.event_log = SqliteEventLog(self.data_dir / "events.sqlite", fsync=config.storage.fsync)
         self.state_store = SqliteStateStore(self.data_dir / "state.sqlite")
         # Tombstones: the tokens stored, and the ids met since (shared with the decision log).
         self.erased_tokens = self.state_store.erased_tokens()

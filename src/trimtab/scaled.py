@@ -106,7 +106,10 @@ class ScaledRuntime:
         self.erased: set[str] = set()  # tombstoned users met so far (shared, see below)
         self._erased_here: set[str] = set()  # tokens this process erased itself
         self.publisher = DurablePublisher(
-            self.bus, Spool(self.data_dir / "spool.sqlite"), erased=self.erased
+            self.bus,
+            Spool(self.data_dir / "spool.sqlite"),
+            max_spooled=config.storage.max_spooled_events,
+            erased=self.erased,
         )
         self.group = group
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
@@ -227,16 +230,18 @@ class ScaledRuntime:
         try:
             await asyncio.to_thread(self.decision_log.compact_sync)
             await asyncio.to_thread(self.publisher.spool.compact_sync)
-            done = [await self.store.compact()]
+            servers: set[str] = set()  # state and bus may be one Redis: ask it once
+            done = [await self.store.compact(servers)]
             bus_compact = getattr(self.bus, "compact", None)
             if bus_compact is not None:
-                done.append(await bus_compact())
-            if not all(done):
-                raise RuntimeError("Redis is already rewriting its AOF")
+                done.append(await bus_compact(servers))
         except Exception as exc:
             self.compaction_error = f"{type(exc).__name__}: {exc}"[:300]
             self._compact_after = time.monotonic() + 5.0
             raise
+        if not all(done):  # Redis was rewriting already (maybe from before): again soon
+            self._compact_after = time.monotonic() + 1.0
+            return
         self.compaction_error = ""
 
     async def _save_policies(self) -> None:

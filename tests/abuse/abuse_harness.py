@@ -50,6 +50,14 @@ def site_config(where: Path, *, consent: str = "implied", **storage: Any) -> Pat
     return path
 
 
+def as_user(name: str) -> list[str]:
+    """The command prefix that runs a program as another user (file modes then bind it)."""
+    import pwd
+
+    user = pwd.getpwnam(name)
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}
     env.update(extra)
@@ -83,8 +91,7 @@ class Server:
         ]  # fmt: skip
         if self.run_as is None:
             return serve
-        return ["setpriv", f"--reuid={self.run_as}", f"--regid={self.run_as}", "--clear-groups",
-                *serve]  # fmt: skip
+        return [*as_user(self.run_as), *serve]
 
     def start(self, wait: bool = True) -> Server:
         with open(self.log, "ab") as log:
@@ -232,8 +239,8 @@ class Load:
             while not self._stop.is_set():  # until acknowledged, like the tracker
                 try:
                     status = self.target().post_events(batch, timeout=15)[0]
-                except OSError:
-                    status = 0
+                except (OSError, http.client.HTTPException, ValueError):
+                    status = 0  # killed mid-answer: not acknowledged, send again
                 with self._lock:
                     self.sent += 1
                     if 200 <= status < 300:
@@ -246,7 +253,9 @@ class Load:
                 time.sleep(0.05)
             rounds += 1
             if self.decide_every and rounds % self.decide_every == 0:
-                with contextlib.suppress(OSError, KeyError, TypeError):
+                with contextlib.suppress(
+                    OSError, http.client.HTTPException, ValueError, KeyError, TypeError
+                ):
                     self.target().decide(user)
             if self.pause_s:
                 time.sleep(self.pause_s)

@@ -101,6 +101,18 @@ def test_a_slash_in_the_path_is_part_of_the_id(tmp_path, route):
         server.kill()
 
 
+def _aof_rewritten(port: int) -> bool:
+    """No AOF rewrite running or scheduled on our own Redis."""
+    import redis
+
+    client = redis.Redis(port=port)
+    try:
+        info = client.info("persistence")
+    finally:
+        client.close()
+    return not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize(
     ("bus", "n_victims"),
@@ -178,7 +190,7 @@ def test_scaled_erasure_under_load_reaches_every_process_and_store(
         b.stop()
         logs = sorted(p.name for p in (tmp_path / "a").glob("decisions*.sqlite"))
         assert len(logs) == 2, logs  # both lifetimes of a
-        time.sleep(1.0)  # Redis finishes its AOF rewrite
+        assert wait_for(lambda: _aof_rewritten(redis_server.port), 30)
         roots = [tmp_path / "a", tmp_path / "b", *stores]
         found = grep_bytes(roots, [pseudonym(u) for u in victims])
         kept = grep_bytes(roots, [pseudonym(u) for u in keepers])

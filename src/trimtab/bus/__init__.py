@@ -32,8 +32,8 @@ def message_id(event: AnyEvent) -> str:
     and no user id in Redis marker keys or NATS headers).
 
     >>> from trimtab.events import Scroll
-    >>> a = Scroll(event_id="e1", user_id="u1", session_id="s", ts=1.0)
-    >>> b = Scroll(event_id="e1", user_id="u2", session_id="s", ts=1.0)
+    >>> a = Scroll(event_id="e1", user_id="u1", session_id="s", ts=1.0, depth=0.5)
+    >>> b = Scroll(event_id="e1", user_id="u2", session_id="s", ts=1.0, depth=0.5)
     >>> message_id(a) == message_id(a) != message_id(b)
     True
     """

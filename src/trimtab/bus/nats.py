@@ -218,6 +218,17 @@ class NatsJetStreamBus:
                 deleted += bool(await self.js.delete_msg(self.stream, seq))
         return deleted
 
+    async def durability(self) -> str:
+        """What an acknowledged write survives (the fsync policy is the server's, unseen)."""
+        await self.ensure_stream()
+        info = await self.js.stream_info(self.stream)
+        storage = info.config.storage.value if info.config.storage else "?"
+        return (
+            f"{storage} storage, {info.config.num_replicas or 1} replica(s): a server process "
+            "crash loses nothing; a machine crash loses what the server has not fsynced "
+            "(every 2 min by default; set jetstream sync_interval: always)"
+        )
+
     # -- inspection ----------------------------------------------------------------------
     async def count(self) -> int:
         """How many events the stream holds."""

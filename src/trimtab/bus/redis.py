@@ -244,7 +244,7 @@ class RedisStreamBus:
             deleted += await self.client.xdel(self.streams[p], *entries)
         return deleted
 
-    async def compact(self) -> bool:
+    async def compact(self, done: set[str] | None = None) -> bool:
         """After erasures: have Redis rewrite its AOF, dropping the erased entries' writes.
 
         ``XDEL`` only marks an entry deleted inside its stream node: its bytes stay in Redis's
@@ -254,7 +254,7 @@ class RedisStreamBus:
         """
         from trimtab.store.redis import rewrite_aof
 
-        return await rewrite_aof(self.client)
+        return await rewrite_aof(self.client, done)
 
     async def durability(self) -> str:
         """What an acknowledged write survives, from the server's AOF settings."""

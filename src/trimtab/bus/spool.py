@@ -10,7 +10,7 @@ row (the bus drops the duplicate by its message id).
 
 >>> from trimtab.events import Scroll
 >>> spool = Spool(":memory:")
->>> spool.append_sync([Scroll(event_id="e1", user_id="u", session_id="s", ts=1.7e12)])
+>>> spool.append_sync([Scroll(event_id="e1", user_id="u", session_id="s", ts=1.7e12, depth=1)])
 >>> [(seq, e.event_id) for seq, e in spool.read_sync()]
 [(1, 'e1')]
 >>> spool.delete_through_sync(1); spool.count_sync()

@@ -22,7 +22,13 @@ import msgspec
 
 from trimtab.bus import BusMessage
 from trimtab.events import AnyEvent, decode_one
-from trimtab.store.sqlite import StorageError, checkpoint, connect_sqlite, probe_writable
+from trimtab.store.sqlite import (
+    StorageError,
+    Sync,
+    checkpoint,
+    connect_sqlite,
+    probe_writable,
+)
 
 _encoder = msgspec.json.Encoder()
 
@@ -30,10 +36,11 @@ _encoder = msgspec.json.Encoder()
 class SqliteEventLog:
     """Append-only event log in SQLite (WAL), with per-group read cursors."""
 
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 250) -> None:
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 250, fsync: bool = False) -> None:
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms
-        self._conn = connect_sqlite(path, busy_timeout_ms)
+        self.synchronous: Sync = "FULL" if fsync else "NORMAL"
+        self._conn = connect_sqlite(path, busy_timeout_ms, self.synchronous)
         self._lock = threading.Lock()
         _migrate_event_key(self._conn)
         self._conn.executescript(
@@ -207,7 +214,7 @@ class SqliteEventLog:
             for stale in (self.path + "-wal", self.path + "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(stale)  # the old file's: never let it touch the new one
-            self._conn = connect_sqlite(self.path, self.busy_timeout_ms)
+            self._conn = connect_sqlite(self.path, self.busy_timeout_ms, self.synchronous)
 
     async def publish(self, events: list[AnyEvent]) -> int:
         return await asyncio.to_thread(self.append_sync, events)

@@ -50,13 +50,20 @@ return redis.call('DEL', KEYS[1])
 """
 
 
-async def rewrite_aof(client: aioredis.Redis) -> bool:
+async def rewrite_aof(client: aioredis.Redis, done: set[str] | None = None) -> bool:
     """Ask Redis to rewrite its append-only file (after erasures: the old file still holds the
-    erased writes). False when it cannot now (a rewrite is running); True when done or when
-    the server keeps no AOF."""
+    erased writes). False when it cannot now (a rewrite is running: it may have started before
+    the erasure, so try again later); True when started or when the server keeps no AOF.
+
+    ``done`` holds the run ids of servers already asked in this round (state and bus may be
+    one server).
+    """
     try:
+        run_id = str((await client.info("server")).get("run_id"))
         config = await client.config_get("appendonly")
     except Exception:  # CONFIG disabled (managed Redis): the operator's job, see the docs
+        return True
+    if done is not None and run_id in done:
         return True
     if config.get("appendonly", config.get(b"appendonly")) not in ("yes", b"yes"):
         return True
@@ -64,6 +71,8 @@ async def rewrite_aof(client: aioredis.Redis) -> bool:
         await client.bgrewriteaof()
     except Exception:  # already rewriting: try again later
         return False
+    if done is not None:
+        done.add(run_id)
     return True
 
 
@@ -207,9 +216,9 @@ class RedisStateStore:
         entries = await self.client.xrange(self.journal_key, start, "+", count=count)
         return [(entry.decode(), fields[b"t"].decode()) for entry, fields in entries]
 
-    async def compact(self) -> bool:
+    async def compact(self, done: set[str] | None = None) -> bool:
         """After erasures: have Redis rewrite its AOF (see :func:`rewrite_aof`)."""
-        return await rewrite_aof(self.client)
+        return await rewrite_aof(self.client, done)
 
     async def delete(self, user_id: str) -> bool:
         """Delete one user's state and tombstone (tests, cleanup); True if there was state."""

@@ -51,13 +51,16 @@ def connect_sqlite(
     process; ``FULL`` also fsyncs each commit, so it survives a crash of the machine.
     ``secure_delete`` zeroes deleted content instead of leaving it in free pages (erasure).
     """
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA secure_delete=ON")
+    try:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA secure_delete=ON")
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
     return conn
 
 
