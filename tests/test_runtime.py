@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from trimtab.bench.core import synthetic_events
@@ -97,4 +98,31 @@ def test_reload_keeps_state_and_applies_new_rules(tmp_path):
     after = rt.features_of("u0", "u0-s")
     before.pop("local_hour"), after.pop("local_hour")
     assert after == before
+    rt.close()
+
+
+async def test_a_flush_cut_short_by_shutdown_still_stores_every_state(tmp_path):
+    """Stopping cancels the flush loop; a write it had handed to the thread pool must still
+    land (or be written again), never be dropped while the log position moves past it."""
+    import asyncio
+    import time as clock
+
+    config = load_config(DEMO)
+    rt = Runtime(config, tmp_path)
+    events = synthetic_events(600, users=50, seed=7)
+    rt.ingest(events)
+    # Keep every worker of the default thread pool busy, so the flush's write waits queued.
+    busy = [asyncio.to_thread(clock.sleep, 0.5) for _ in range(64)]
+    sleepers = asyncio.gather(*busy)
+    await asyncio.sleep(0.05)
+    flush = asyncio.create_task(rt.flush_async())
+    await asyncio.sleep(0.05)
+    flush.cancel()  # what stop() does to the flush loop
+    with contextlib.suppress(asyncio.CancelledError):
+        await flush
+    await sleepers
+    await rt.stop()  # the final flush
+    stored = rt.state_store.get_many_sync({e.user_id for e in events})
+    assert set(stored) == {e.user_id for e in events}
+    assert rt.event_log.cursor("features") == rt.event_log.max_seq()
     rt.close()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, policy_specs, serve_policies
+from trimtab.blocking import finish_in_thread
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import SiteConfig, load_config
 from trimtab.decide import STICKY_ATTRIBUTE, Engine
@@ -73,6 +74,7 @@ class Runtime:
         self._flush_started: float | None = None
         self._erasure_lock = threading.Lock()  # erasure and compaction never overlap
         self._compact_after: float | None = None  # files to rewrite after erasures, from when
+        self._compacting = False
         self.compaction_error = ""
         self.policies: dict[str, ServedPolicy] = {}
         self._saved_updates: dict[str, int] = {}
@@ -216,7 +218,10 @@ class Runtime:
         snapshot = self._snapshot()
         self._flush_started = time.monotonic()
         try:
-            await asyncio.to_thread(self._write, *snapshot)
+            await finish_in_thread(self._write, *snapshot)
+        except asyncio.CancelledError:  # stopping: written or not, stop() writes it again
+            self._failed(snapshot, RuntimeError("flush interrupted by shutdown"))
+            raise
         except Exception as exc:
             self._failed(snapshot, exc)
             raise
@@ -250,6 +255,7 @@ class Runtime:
         free or stale page space (see :mod:`trimtab.store.sqlite`). Runs in the flush thread
         about a second after the last erasure, so a burst of erasures costs one rewrite."""
         with self._erasure_lock:
+            self._compacting = True  # before clearing the due time: health never sees neither
             self._compact_after = None
             try:
                 self.state_store.compact_sync()
@@ -259,6 +265,8 @@ class Runtime:
                 self._compact_after = time.monotonic() + 5.0
                 self.compaction_error = f"{type(exc).__name__}: {exc}"[:300]
                 raise
+            finally:
+                self._compacting = False
             self.compaction_error = ""
 
     def _recover(self) -> int:
@@ -329,7 +337,7 @@ class Runtime:
             "events_ingested": self.events_ingested,
             "replayed_at_start": self.replayed,
             "users_in_memory": len(self.processor.states),
-            "erasure_compaction_pending": self._compact_after is not None,
+            "erasure_compaction_pending": self._compact_after is not None or self._compacting,
         }
 
     # -- privacy -------------------------------------------------------------------------

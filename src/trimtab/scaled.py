@@ -44,6 +44,7 @@ from typing import Any
 
 from trimtab.backends import DurablePublisher, open_event_bus, open_state_store
 from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, serve_policies
+from trimtab.blocking import finish_in_thread
 from trimtab.bus.spool import Spool
 from trimtab.config import SiteConfig, load_config
 from trimtab.decide import STICKY_ATTRIBUTE, Engine
@@ -138,6 +139,7 @@ class ScaledRuntime:
         self._safety_net: SafetyNet | None = None
         self._journal_cursor = self.data_dir / "erasures.cursor"
         self._compact_after: float | None = None  # rewrite files after erasures, from when
+        self._compacting = False
         self.compaction_error = ""
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -211,9 +213,9 @@ class ScaledRuntime:
                     policy.expire()
                 rows = self.decision_log.take_rows()
                 try:
-                    await asyncio.to_thread(self.decision_log.write_rows, rows)
-                except Exception:
-                    self.decision_log.restore(rows)  # written by the next round
+                    await finish_in_thread(self.decision_log.write_rows, rows)
+                except BaseException:  # failed or stopping: the next write has them again
+                    self.decision_log.restore(rows)
                     raise
                 await self._apply_erasure_journal()
                 due = self._compact_after
@@ -226,6 +228,7 @@ class ScaledRuntime:
         """After erasures: rewrite this process's files (decision log, spool) and have Redis
         rewrite its AOF, so no byte of an erased user survives on disk (the flush loop runs
         this about a second after the last erasure; a burst costs one rewrite)."""
+        self._compacting = True  # before clearing the due time: health never sees neither
         self._compact_after = None
         try:
             await asyncio.to_thread(self.decision_log.compact_sync)
@@ -239,6 +242,8 @@ class ScaledRuntime:
             self.compaction_error = f"{type(exc).__name__}: {exc}"[:300]
             self._compact_after = time.monotonic() + 5.0
             raise
+        finally:
+            self._compacting = False
         if not all(done):  # Redis was rewriting already (maybe from before): again soon
             self._compact_after = time.monotonic() + 1.0
             return
@@ -413,7 +418,7 @@ class ScaledRuntime:
             "events_ingested": self.events_ingested,
             "buffered": self.publisher.buffered,
             "users_in_memory": len(self.processor.states),
-            "erasure_compaction_pending": self._compact_after is not None,
+            "erasure_compaction_pending": self._compact_after is not None or self._compacting,
             "degraded": "; ".join(degraded),
         }
 

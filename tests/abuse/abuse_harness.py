@@ -318,7 +318,10 @@ def grep_bytes(roots: Iterable[Path], needles: Iterable[str]) -> dict[str, list[
     for root in roots:
         files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
         for path in files:
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # a -journal or -wal gone between listing and reading
+                continue
             for needle in wanted:
                 if needle in data:
                     found.setdefault(needle.decode(), []).append(str(path))
