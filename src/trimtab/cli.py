@@ -40,7 +40,7 @@ _register_experiment_commands()
 def _register_model_commands() -> None:
     from trimtab.models.cli import register
 
-    register(app)
+    register(app, bench_app)
 
 
 _register_model_commands()
@@ -280,6 +280,13 @@ def ope(
     min_value: Annotated[
         float | None, typer.Option(help="Summed amount a round needs (default: policy's).")
     ] = None,
+    reward_model: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered model (NAME or NAME@VERSION, trained at: exposure) as the DM/DR "
+            "reward model, instead of a ridge regression fitted on the rounds."
+        ),
+    ] = None,
 ) -> None:
     """Off-policy evaluation on the decision log: IPS, SNIPS, DM and DR of candidate policies.
 
@@ -314,6 +321,26 @@ def ope(
         + (f", summing to {rule.min_value:g}" if rule.min_value > 0 else "")
     )
     by_id = {r.decision_id: r for r in rounds}
+    q_model = None
+    if reward_model is not None:
+        from trimtab.models.registry import RegistryError
+        from trimtab.models.reward import RewardModel, load_scorer
+        from trimtab.models.scorer import ScorerError
+
+        try:
+            scorer, info = load_scorer(folder / "models", reward_model)
+        except (RegistryError, ScorerError, ValueError) as exc:
+            err.print(f"[bold red]cannot use the reward model[/] {exc}")
+            raise typer.Exit(2) from None
+        q_model = RewardModel(scorer, slot, variants, site.slots[slot].variants)
+        with console.status(f"scoring {len(rounds):,} rounds × {len(variants)} variants…"):
+            q_model.prefetch([r.features for r in rounds])
+        auc = info.metrics.get("auc")
+        console.print(
+            f"DM/DR reward model: {info.name} v{info.version} ({info.kind}"
+            + (f", holdout AUC {auc:.3f}" if auc is not None else "")
+            + ")"
+        )
     table = Table(
         title=f"off-policy value of candidate policies for '{slot}' ({len(rounds):,} rounds)"
     )
@@ -333,7 +360,7 @@ def ope(
                 f"[bold red]unknown target[/] {name!r}: always:VARIANT, uniform, rules or logged"
             )
             raise typer.Exit(2)
-        est = logeval.evaluate(rounds, variants, policy)
+        est = logeval.evaluate(rounds, variants, policy, reward_model=q_model)
         table.add_row(
             name, *(f"{e.value:.4f} [{e.lower:.4f}, {e.upper:.4f}]" for e in est.values())
         )

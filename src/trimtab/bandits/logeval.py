@@ -211,16 +211,24 @@ def fit_reward_model(
 
 
 def evaluate(
-    rounds: Sequence[Round], variants: Sequence[str], target: Target, alpha: float = 0.05
+    rounds: Sequence[Round],
+    variants: Sequence[str],
+    target: Target,
+    alpha: float = 0.05,
+    reward_model: Callable[[Mapping[str, Any]], dict[str, float]] | None = None,
 ) -> dict[str, ope.Estimate]:
-    """IPS, self-normalised IPS, direct method and doubly robust value of ``target``."""
+    """IPS, self-normalised IPS, direct method and doubly robust value of ``target``.
+
+    DM and DR use ``reward_model`` (e.g. a registered model, :mod:`trimtab.models.reward`)
+    when given, else :func:`fit_reward_model` fitted on the rounds.
+    """
     if not rounds:
         raise ValueError("no exposed decisions for this slot in the logs")
     rewards = np.array([r.reward for r in rounds])
     propensities = np.array([r.propensity for r in rounds])
     dists = [target(r.features, variants) for r in rounds]
     pi_logged = np.array([d.get(r.variant, 0.0) for d, r in zip(dists, rounds, strict=True)])
-    model = fit_reward_model(rounds, variants)
+    model = reward_model or fit_reward_model(rounds, variants)
     q = [model(r.features) for r in rounds]
     q_logged = np.array([qi[r.variant] for qi, r in zip(q, rounds, strict=True)])
     q_target = np.array(

@@ -27,8 +27,10 @@ segments_app = typer.Typer(help="Micro-segments: fit them on the logs, show what
 models_app = typer.Typer(help="The model registry: versions, stages, rollback.")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, bench_app: typer.Typer | None = None) -> None:
     app.command("train")(train)
+    if bench_app is not None:
+        bench_app.command("models")(bench_models)
     app.add_typer(segments_app, name="segments")
     app.add_typer(models_app, name="models")
 
@@ -109,9 +111,15 @@ def train(
     folder = data_dir or Path(site.storage.data_dir)
     algorithms = ["lightgbm", "mlp", "logistic"] if algorithm == "all" else [algorithm]
     results = []
-    bars = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn(
-        "{task.completed:>10,.0f} / {task.total:,.0f}"), TimeElapsedColumn(), console=err,
-        transient=True, disable=as_json)  # fmt: skip
+    bars = Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.completed:>10,.0f} / {task.total:,.0f}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    )
     tasks: dict[str, Any] = {}
 
     def progress(step: str, done: int, total: int) -> None:
@@ -177,12 +185,17 @@ def _print_result(r) -> None:
     table = Table(title="holdout metrics", title_justify="left")
     table.add_column("metric")
     table.add_column(r.algorithm, justify="right")
-    table.add_column("logistic baseline" if r.target == "binary" else "Poisson baseline",
-                     justify="right")  # fmt: skip
+    table.add_column(
+        "logistic baseline" if r.target == "binary" else "Poisson baseline", justify="right"
+    )
     table.add_column("better", justify="center")
     if r.target == "binary":
-        rows = [("AUC", "auc", True), ("PR AUC", "pr_auc", True), ("log loss", "log_loss", False),
-                ("Brier", "brier", False)]  # fmt: skip
+        rows = [
+            ("AUC", "auc", True),
+            ("PR AUC", "pr_auc", True),
+            ("log loss", "log_loss", False),
+            ("Brier", "brier", False),
+        ]
     else:
         rows = [("MAE", "mae", False), ("RMSE", "rmse", False)]
     for label, key, higher in rows:
@@ -267,8 +280,14 @@ def segments_fit(
         )
     for c in result.candidates:
         mark = " ←" if c is result.chosen else ""
-        table.add_row(c.algorithm + mark, str(c.k), c.criterion, _fmt(c.value, 3),
-                      _fmt(c.silhouette, 3), f"{c.noise:.0%}")  # fmt: skip
+        table.add_row(
+            c.algorithm + mark,
+            str(c.k),
+            c.criterion,
+            _fmt(c.value, 3),
+            _fmt(c.silhouette, 3),
+            f"{c.noise:.0%}",
+        )
     console.print(table)
     console.print(
         f"[bold]segments v{info.version}[/] ({result.chosen.algorithm}, k={result.chosen.k}, "
@@ -322,8 +341,14 @@ def _print_segments(report: dict[str, Any], site: Any) -> None:
             f"{d['feature']} {'↑' if d['z'] > 0 else '↓'} {d['mean']:.3g} (all {d['overall']:.3g})"
             for d in s["defining"]
         )
-        table.add_row(s["id"], names.get(s["id"], ""), f"{s['size']:,}", f"{s['share']:.0%}",
-                      f"{s['conversion']:.1%} [{lo:.1%}, {hi:.1%}]", defining)  # fmt: skip
+        table.add_row(
+            s["id"],
+            names.get(s["id"], ""),
+            f"{s['size']:,}",
+            f"{s['share']:.0%}",
+            f"{s['conversion']:.1%} [{lo:.1%}, {hi:.1%}]",
+            defining,
+        )
     console.print(table)
     console.print(f"overall conversion {report['overall_conversion']:.1%}")
 
@@ -337,8 +362,17 @@ def models_list(config: ConfigArg, data_dir: DataDir = None) -> None:
     site = _load(config)
     registry = Registry((data_dir or Path(site.storage.data_dir)) / "models")
     table = Table(title=f"models in {registry.root}")
-    for column in ("name", "version", "kind", "stage", "trained", "rows", "metric", "baseline",
-                   "config"):  # fmt: skip
+    for column in (
+        "name",
+        "version",
+        "kind",
+        "stage",
+        "trained",
+        "rows",
+        "metric",
+        "baseline",
+        "config",
+    ):
         table.add_column(column)
     for name in registry.names():
         for v in registry.versions(name):
@@ -346,8 +380,17 @@ def models_list(config: ConfigArg, data_dir: DataDir = None) -> None:
             trained = datetime.fromtimestamp(v.created, UTC).strftime("%Y-%m-%d %H:%M")
             rows = ", ".join(f"{k} {n:,}" for k, n in v.rows.items())
             style = {"live": "bold green", "shadow": "yellow"}.get(v.stage, "dim")
-            table.add_row(name, str(v.version), v.kind, f"[{style}]{v.stage}[/]", trained, rows,
-                          metric, base, v.config_hash)  # fmt: skip
+            table.add_row(
+                name,
+                str(v.version),
+                v.kind,
+                f"[{style}]{v.stage}[/]",
+                trained,
+                rows,
+                metric,
+                base,
+                v.config_hash,
+            )
     console.print(table)
 
 
@@ -401,3 +444,182 @@ def models_rollback(
         err.print(f"[bold red]cannot roll back[/] {exc}")
         raise typer.Exit(2) from None
     console.print(f"{name} v{info.version} is live again")
+
+
+# -- the benchmark ----------------------------------------------------------------------------
+def bench_models(
+    quick: Annotated[bool, typer.Option(help="Smaller runs (a smoke test).")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only: segments, lift, speed, decide, obd, training (repeat)."),
+    ] = None,
+    obd_dir: Annotated[
+        Path | None, typer.Option(help="Open Bandit Dataset folder (default: tests/data/obd).")
+    ] = None,
+    events: Annotated[int, typer.Option(help="Events for the training-time run.")] = 1_000_000,
+) -> dict[str, Any]:
+    """Segments vs latent groups (ARI), a segment rule's lift, live scoring vs LightGBM's
+    predict, decide with a score rule vs GrowthBook, the OBD click model, training time."""
+    _need_extra()
+    from trimtab.bench import models as bench
+
+    wanted = set(only or ["segments", "lift", "speed", "decide", "obd", "training"])
+    figures: dict[str, Any] = {}
+    with console.status("benchmarking models…") as status:
+        say = status.update
+        if "segments" in wanted:
+            seeds = (1, 2) if quick else (1, 2, 3, 4, 5)
+            rec = bench.segment_recovery(seeds, 1500 if quick else 4000, say)
+            figures["segments"] = rec
+            table = Table(title="segments vs the simulator's latent reader groups (ARI)")
+            for column in ("seed", "chosen", "k", "visits", "ARI (visits)", "ARI (readers)", "fit"):
+                table.add_column(column, justify="right")
+            for r in rec:
+                table.add_row(
+                    str(r.seed),
+                    r.algorithm,
+                    str(r.k),
+                    f"{r.rows:,}",
+                    f"{r.ari_visits:.3f}",
+                    f"{r.ari_readers:.3f}",
+                    f"{r.seconds:.1f} s",
+                )
+            console.print(table)
+            console.print(
+                f"median ARI: visits {bench.median([r.ari_visits for r in rec]):.3f}, "
+                f"readers {bench.median([r.ari_readers for r in rec]):.3f} (target ≥ 0.8)"
+            )
+        if "lift" in wanted:
+            lift = bench.segment_lift(1, 1500 if quick else 4000, 800 if quick else 4000, say)
+            figures["lift"] = lift
+            d, r, diff = lift.per_1000_default, lift.per_1000_rules, lift.difference
+            table = Table(title="rail clicks per 1,000 page views, same visits and random numbers")
+            for column in ("arm", "clicks", "per 1,000 [95 %]"):
+                table.add_column(column, justify="right")
+            table.add_row(
+                "plain default (popular)",
+                f"{lift.clicks_default:,}",
+                f"{d[0]:.1f} [{d[1]:.1f}, {d[2]:.1f}]",
+            )
+            table.add_row(
+                "segment rules", f"{lift.clicks_rules:,}", f"{r[0]:.1f} [{r[1]:.1f}, {r[2]:.1f}]"
+            )
+            table.add_row("difference", "", f"{diff[0]:+.1f} [{diff[1]:+.1f}, {diff[2]:+.1f}]")
+            console.print(table)
+            console.print(
+                f"{lift.page_views:,} page views; a segment rule chose the rail on "
+                f"{lift.rule_share:.0%}; names: {lift.names}"
+            )
+        if "speed" in wanted:
+            sp = bench.live_speed(5000 if quick else 20000, say)
+            figures["speed"] = sp
+            table = Table(
+                title=f"live scoring of one user: segment + LightGBM ({sp.trees} trees) "
+                f"+ MLP {sp.mlp_layers}"
+            )
+            for column in ("measure", "median", "p99", "speed-up (median)"):
+                table.add_column(column, justify="right" if column != "measure" else "left")
+            rows = [
+                ("trimtab, numpy: segment + trees + MLP", sp.ours),
+                ("  trees alone", sp.ours_trees),
+                ("  MLP alone", sp.ours_mlp),
+                ("  segment alone", sp.ours_segment),
+                ("LightGBM Booster.predict (numpy row)", sp.booster_predict),
+                ("LightGBM LGBMClassifier.predict_proba", sp.sklearn_predict_proba),
+                ("PyTorch forward (one row)", sp.torch_forward),
+            ]
+            for label, t in rows:
+                ratio = (
+                    t.median_us / sp.ours.median_us
+                    if t in (sp.booster_predict, sp.sklearn_predict_proba)
+                    else None
+                )
+                table.add_row(
+                    label,
+                    f"{t.median_us:.1f} µs",
+                    f"{t.p99_us:.1f} µs",
+                    f"{ratio:.1f}×" if ratio else "",
+                )
+            console.print(table)
+            console.print(
+                f"max |ours − library|: trees {sp.max_diff_trees:.1e}, MLP {sp.max_diff_mlp:.1e}"
+            )
+        if "decide" in wanted:
+            ds = bench.decide_with_score(5000 if quick else 20000, say)
+            figures["decide"] = ds
+            table = Table(title="decide: 3 slots, 21 rules (one on a live LightGBM score)")
+            for column in ("measure", "median", "p99"):
+                table.add_column(column, justify="right" if column != "measure" else "left")
+            table.add_row(
+                "decide, score cached since the feature update",
+                f"{ds.with_score_rule.median_us:.1f} µs",
+                f"{ds.with_score_rule.p99_us:.1f} µs",
+            )
+            table.add_row(
+                "decide right after a feature update (re-scores)",
+                f"{ds.cold.median_us:.1f} µs",
+                f"{ds.cold.p99_us:.1f} µs",
+            )
+            if ds.growthbook is not None:
+                table.add_row(
+                    "GrowthBook SDK, the 20 rules without the score",
+                    f"{ds.growthbook.median_us:.1f} µs",
+                    f"{ds.growthbook.p99_us:.1f} µs",
+                )
+            console.print(table)
+            if ds.ratio is not None:
+                console.print(f"speed-up over the SDK (median): {ds.ratio:.1f}× (target ≥ 4×)")
+        if "obd" in wanted:
+            root = obd_dir or Path(__file__).resolve().parents[3] / "tests" / "data" / "obd"
+            ob = bench.obd(root, say)
+            figures["obd"] = ob
+            table = Table(
+                title=f"OBD click model, time-based holdout: {ob.rows_test:,} rows, "
+                f"{ob.clicks_test} clicks (trained on {ob.rows_train:,})"
+            )
+            for column in (
+                "model",
+                "AUC [95 % bootstrap]",
+                "− logistic [paired 95 %]",
+                "PR AUC",
+                "log loss",
+                "Brier",
+                "train s",
+            ):
+                table.add_column(column, justify="right" if column != "model" else "left")
+            for name, (a, lo, hi) in ob.auc.items():
+                dd = ob.difference.get(name)
+                table.add_row(
+                    name,
+                    f"{a:.3f} [{lo:.3f}, {hi:.3f}]",
+                    f"{dd[0]:+.3f} [{dd[1]:+.3f}, {dd[2]:+.3f}]" if dd else "",
+                    f"{ob.pr_auc[name]:.4f}",
+                    f"{ob.log_loss[name]:.4f}",
+                    f"{ob.brier[name]:.5f}",
+                    f"{ob.seconds[name]:.1f}",
+                )
+            console.print(table)
+            for target, estimates in ob.ope.items():
+                console.print(
+                    f"OPE of '{target}' on slot all: "
+                    + "; ".join(
+                        f"{k} {v:.4f} [{lo:.4f}, {hi:.4f}]" for k, (v, lo, hi) in estimates.items()
+                    )
+                )
+        if "training" in wanted:
+            tt = bench.training_time(100_000 if quick else events, say)
+            figures["training"] = tt
+            table = Table(title=f"training time: {tt.events:,} events → {tt.rows:,} page-view rows")
+            for column in ("algorithm", "total", "replay to rows", "fit", "holdout AUC"):
+                table.add_column(column, justify="right" if column != "algorithm" else "left")
+            for alg in ("lightgbm", "mlp", "logistic"):
+                s = tt.seconds
+                table.add_row(
+                    alg,
+                    f"{s[alg]:.1f} s",
+                    f"{s[alg + ': replay']:.1f} s",
+                    f"{s[alg + ': fit']:.1f} s",
+                    f"{tt.auc[alg]:.3f}",
+                )
+            console.print(table)
+    return figures

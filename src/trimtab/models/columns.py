@@ -7,7 +7,9 @@ A column is written as text in the config, over the attributes rules see:
 * ``device=mobile`` — 1 when the value there is ``mobile``, else 0;
 * ``device=*`` — one 0/1 column per value seen in the training data (its *levels*);
 * ``sum(hover_ms_by_kind)`` — the sum of the numbers of a map;
-* ``log(x)`` — ``log(1 + max(x, 0))`` of a number or a sum, for heavy-tailed dwell times.
+* ``log(x)`` — ``log(1 + max(x, 0))`` of a number or a sum, for heavy-tailed dwell times;
+* ``$name`` in a path is replaced by the value of attribute ``name``: ``affinity.$variant``
+  reads the user's affinity for the variant shown (exposure rows, reward models).
 
 >>> cols = Columns(parse_columns(["scroll_depth_max", "device=*", "log(sum(hover))"]),
 ...                levels={"device=*": ["desktop", "mobile"]})
@@ -91,6 +93,8 @@ def _lookup(attrs: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for part in path:
         if not isinstance(value, Mapping):
             return None
+        if part[0] == "$":
+            part = as_text(attrs.get(part[1:]))
         value = value.get(part)
     return value
 
@@ -151,18 +155,23 @@ class Columns:
         self.columns = list(columns)
         self.levels = {k: list(v) for k, v in (levels or {}).items()}
         names: list[str] = []
-        readers: list[Callable[[Mapping[str, Any]], float]] = []
+        numbers: list[tuple[int, Callable[[Mapping[str, Any]], float]]] = []
+        one_hots: list[tuple[tuple[str, ...], dict[str, int]]] = []  # path, level -> position
         for column in self.columns:
             if column.expands:
                 base = column.text[:-2]
+                positions = {}
                 for level in self.levels.get(column.text, []):
+                    positions[level] = len(names)
                     names.append(f"{base}={level}")
-                    readers.append(_reader(column, level))
+                one_hots.append((column.path, positions))
             else:
+                numbers.append((len(names), _reader(column)))
                 names.append(column.text)
-                readers.append(_reader(column))
         self.names = names
-        self._readers = readers
+        self._numbers = numbers
+        self._one_hots = one_hots
+        self._width = len(names)
 
     @classmethod
     def learn(
@@ -191,14 +200,23 @@ class Columns:
 
     def vector(self, attrs: Mapping[str, Any]) -> list[float]:
         """The values in column order (a list: cheaper than an array for one user)."""
-        return [read(attrs) for read in self._readers]
+        out = [0.0] * self._width
+        for i, read in self._numbers:
+            out[i] = read(attrs)
+        for path, positions in self._one_hots:  # one lookup per declared column
+            value = _lookup(attrs, path)
+            if value is not None:
+                j = positions.get(as_text(value))
+                if j is not None:
+                    out[j] = 1.0
+        return out
 
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Rows × columns, float64."""
-        out = np.empty((len(rows), len(self.names)))
-        readers = self._readers
+        out = np.empty((len(rows), self._width))
+        vector = self.vector
         for i, attrs in enumerate(rows):
-            out[i] = [read(attrs) for read in readers]
+            out[i] = vector(attrs)
         return out
 
     def describe(self) -> dict[str, Any]:

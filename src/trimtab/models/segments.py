@@ -95,6 +95,14 @@ class SegmentModel:
         self._c = np.einsum("kd,kde->ke", shift, self.prec_chol).reshape(k * d)
         log_det = np.log(np.abs(np.diagonal(self.prec_chol, axis1=1, axis2=2))).sum(axis=1)
         self._bias = np.log(self.weights / self.weights.sum()) + log_det
+        # One user: −½‖x A_k − c_k‖² = −½ xᵀ(A_k A_kᵀ)x + x·(A_k c_k) − ½‖c_k‖², so
+        # [vec(x xᵀ), x] @ W + b is one matmul for every component.
+        a_k = self._a.reshape(d, k, d).transpose(1, 0, 2)  # (k, d, d)
+        c_k = self._c.reshape(k, d)
+        quad = -0.5 * np.einsum("kil,kjl->ijk", a_k, a_k).reshape(d * d, k)
+        lin = np.einsum("kij,kj->ik", a_k, c_k)
+        self._w = np.ascontiguousarray(np.vstack([quad, lin]))
+        self._b = self._bias - 0.5 * (c_k * c_k).sum(axis=1)
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
         y = x @ self._a
@@ -114,11 +122,12 @@ class SegmentModel:
         total = sum(values)
         if total - total != 0.0:
             return None
-        logp = self.log_density(np.array(values))
-        best = int(logp.argmax())
+        x = np.array(values)
+        logp = (np.concatenate((np.outer(x, x).ravel(), x)) @ self._w + self._b).tolist()
+        best = max(range(self.k), key=logp.__getitem__)
+        top = logp[best]
         # posterior of the best: 1 / Σ exp(logp_j − logp_best)
-        p = 1.0 / float(np.exp(logp - logp[best]).sum())
-        return self.ids[best], p
+        return self.ids[best], 1.0 / sum(math.exp(v - top) for v in logp)
 
     def assign_many(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Component indices and posteriors of a matrix of raw vectors."""
