@@ -451,8 +451,16 @@ def demo(
     """Serve the demo news site: scroll, hover and watch its slots adjust live."""
     import uvicorn
 
-    from trimtab.demo.server import build_app
+    from trimtab.demo.server import DEMO_CONFIG, build_app
+    from trimtab.models.bootstrap import ensure_segments
 
+    with console.status("first run: fitting reader segments on 3,000 simulated visits…"):
+        fitted = ensure_segments(load_config(DEMO_CONFIG), data_dir)
+    if fitted is not None:
+        console.print(
+            f"reader segments v{fitted.version} fitted on simulated visits "
+            f"(trimtab segments show {DEMO_CONFIG} --data-dir {data_dir})"
+        )
     app_ = build_app(data_dir=data_dir)
     url = f"http://{host}:{port}/"
     console.print(f"[bold]The Daily Trim[/] — trimtab demo running at [link={url}]{url}[/link]")

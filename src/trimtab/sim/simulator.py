@@ -85,14 +85,14 @@ class ReaderGroup:
 
 # Four kinds of reader of the demo's news site (used by segment tests, benchmarks and the demo).
 READER_GROUPS = (
-    ReaderGroup("deep-readers", 0.3, ("politics", "science"), favour=8.0, reading_speed=1.8,
+    ReaderGroup("deep-readers", 0.4, ("politics", "science"), favour=8.0, reading_speed=1.8,
                 depth=1.6, scroll_speed=0.5, devices=(0.2, 0.7, 0.1)),
     ReaderGroup("late-evening-skimmers", 0.3, ("sport", "culture"), favour=8.0,
                 reading_speed=0.4, depth=0.45, scroll_speed=2.5, devices=(0.9, 0.05, 0.05),
                 local_hours=(21, 24)),
     ReaderGroup("tech-loyalists", 0.2, ("tech",), favour=6.0, reading_speed=1.0, depth=0.9,
                 devices=(0.4, 0.55, 0.05)),
-    ReaderGroup("travel-browsers", 0.2, ("travel",), favour=6.0, reading_speed=1.2, depth=0.75,
+    ReaderGroup("travel-browsers", 0.1, ("travel",), favour=6.0, reading_speed=1.2, depth=0.75,
                 devices=(0.3, 0.3, 0.4)),
 )  # fmt: skip
 
