@@ -128,7 +128,8 @@ def test_decide_route_gives_defaults_without_personalization_consent(client):
     )
     decisions = {d["slot"]: d for d in r.json()["decisions"]}
     assert decisions["cta"]["variant"] == "newsletter"
-    assert decisions["hero"]["reason"] == "no personalization consent"
+    assert decisions["hero"]["source"] == "no_consent"
+    assert decisions["hero"]["reason"].startswith("no personalization consent")
 
 
 def test_live_loop_pushes_only_changed_slots(client):
@@ -147,6 +148,7 @@ def test_live_loop_pushes_only_changed_slots(client):
         assert first["type"] == "decisions"
         shown = {d["slot"]: d["variant"] for d in first["decisions"]}
         assert shown["cta"] == "newsletter" and shown["review"] == "none"
+        assert ws.receive_json() == {"type": "ack", "accepted": 0, "rejected": []}
 
         ws.send_text(json.dumps({"type": "events", "events": [event("scroll", depth=0.8)]}))
         push = ws.receive_json()
@@ -190,7 +192,8 @@ def test_http_events_push_to_an_open_socket(client):
                 }
             )
         )
-        ws.receive_json()
+        assert ws.receive_json()["type"] == "decisions"
+        assert ws.receive_json()["type"] == "ack"
         client.post(f"/v1/events?key={KEY}", content=json.dumps([event("scroll", depth=0.9)]))
         push = ws.receive_json()
         assert push["decisions"][0]["variant"] == "subscribe_offer"
@@ -282,7 +285,8 @@ def test_oversized_websocket_message_is_refused_and_the_socket_stays_usable(tmp_
     app, runtime = make_app(tmp_path, max_body_bytes=2000)
     with TestClient(app) as c, c.websocket_connect(f"/v1/live?key={KEY}") as ws:
         ws.send_text(json.dumps({"type": "hello", "user_id": "r", "session_id": "s", "slots": []}))
-        ws.receive_json()
+        assert ws.receive_json()["type"] == "decisions"
+        assert ws.receive_json()["type"] == "ack"
         ws.send_text(json.dumps({"type": "events", "events": [], "pad": "x" * 3000}))
         error = ws.receive_json()
         assert error["type"] == "error" and "larger than 2000 bytes" in error["reason"]

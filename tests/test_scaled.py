@@ -386,6 +386,7 @@ def test_sticky_assignments_are_shared_by_every_process(tmp_path, redis_url, nat
     data = yaml.safe_load(DEMO.read_text())
     rule = data["slots"]["hero"]["rules"][1]
     rule["sticky"] = True
+    rule.pop("condition", None)  # every new user is in the test (not only readers with evidence)
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMTAB_")}

@@ -70,6 +70,7 @@ def decision(slot: str, variant: str, html: str | None, n: int = 1) -> dict[str,
         "rule_id": f"r-{slot}",
         "propensity": 1.0,
         "reason": f"test reason for {slot}",
+        "why": f"Because of the test ({slot})" if html else "",
     }
 
 
@@ -91,7 +92,9 @@ class Capture:
         self.sockets: list[WebSocket] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.silent = False  # never answer with decisions (anti-flicker budget test)
-        self.decide_answered = False
+        self.answered = False  # a hello got its decisions
+        self.triggers: dict[str, Any] | None = None  # sent with the hello answer
+        self.initial = INITIAL
         self.kill_on_events = False  # close the socket on the next events frame, without ack
         self.lock = threading.Lock()
 
@@ -106,14 +109,21 @@ class Capture:
             self.connections = 0
             self.sockets.clear()
         self.silent = False
-        self.decide_answered = False
+        self.answered = False
+        self.triggers = None
+        self.initial = INITIAL
         self.kill_on_events = False
 
     def events(self) -> list[dict[str, Any]]:
         """Every event received, HTTP and WebSocket, in arrival order (duplicates kept)."""
         with self.lock:
             out = [e for batch in self.http_batches for e in batch]
-            out += [e for _, f in self.frames if f.get("type") == "events" for e in f["events"]]
+            out += [
+                e
+                for _, f in self.frames
+                if f.get("type") in ("events", "hello")
+                for e in f.get("events") or []
+            ]
         return out
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
@@ -156,10 +166,7 @@ def build_app(cap: Capture) -> Starlette:
         if request.query_params.get("key") == cap.key:
             cap.requests.append(("POST", request.url.path))
         await request.body()
-        if cap.silent:
-            await asyncio.sleep(4.0)  # far beyond the hide budget under test
-        cap.decide_answered = True
-        return JSONResponse({"decisions": [] if cap.silent else INITIAL})
+        return JSONResponse({"decisions": cap.initial})
 
     async def demo_article(request: Request) -> HTMLResponse:
         cap.requests.append(("GET", request.url.path))
@@ -190,8 +197,15 @@ def build_app(cap: Capture) -> Starlette:
                 frame = json.loads(await ws.receive_text())
                 with cap.lock:
                     cap.frames.append((number, frame))
-                if frame.get("type") == "hello" and not cap.silent:
-                    await ws.send_json({"type": "decisions", "decisions": INITIAL})
+                if frame.get("type") == "hello":
+                    if not cap.silent:
+                        answer: dict[str, Any] = {"type": "decisions", "decisions": cap.initial}
+                        if cap.triggers is not None:
+                            answer["triggers"] = cap.triggers
+                        cap.answered = True
+                        await ws.send_json(answer)
+                    events = frame.get("events") or []
+                    await ws.send_json({"type": "ack", "accepted": len(events), "rejected": []})
                 elif frame.get("type") == "events":
                     if cap.kill_on_events:
                         cap.kill_on_events = False
@@ -324,7 +338,7 @@ def test_default_content_after_hide_budget(env: tuple[str, Capture, Any, list[st
     )
     page.goto(f"{base}/page?consent=implied&hide=1500")
     page.wait_for_function("window.trimtab && trimtab.state().revealed", timeout=WAIT_S * 1000)
-    assert not cap.decide_answered, "revealed by an answer, not by the budget"
+    assert not cap.answered, "revealed by an answer, not by the budget"
     assert page.evaluate("window.__hidden === true"), "slots were never hidden"
     hero = page.locator("#hero")
     assert hero.evaluate("e => getComputedStyle(e).visibility") == "visible"
@@ -518,14 +532,33 @@ def test_demo_article_page(env: tuple[str, Capture, Any, list[str]]) -> None:
     page.screenshot(path=str(ARTIFACTS / "demo-article.png"), full_page=True)
     assert cap.events() == [] and cap.connections == 0
 
-    # The consent banner enables tracking; the "why" panel shows each slot's reason.
+    # The consent banner enables tracking. The "why" panel does not open by itself over the
+    # page: a small button offers it; it speaks plain language, the detail one click away.
     page.locator("[data-consent-accept]").click()
     view = eventually(lambda: cap.of_kind("page_view"), "page_view from the demo page")
     assert view[0]["page_category"] == article["category"]
-    page.wait_for_function("!document.getElementById('tt-why').hidden")
-    assert "test reason for hero" in page.locator("#tt-why").inner_text()
-    page.locator("#tt-why [data-tt-why-close]").click()
+    toggle = page.locator("#tt-why-toggle")
+    toggle.wait_for(state="visible")
     assert page.locator("#tt-why").is_hidden()
+    toggle.click()
+    panel = page.locator("#tt-why")
+    assert panel.is_visible() and "Because of the test (hero)" in panel.inner_text()
+    assert "test reason for hero" not in panel.inner_text()  # behind "Details"
+    panel.locator("summary").first.click()
+    assert "test reason for hero" in panel.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-why-open.png"))
+    # Open stays open from page to page; closed stays closed; the consent is not asked again.
+    page.reload()
+    page.wait_for_function("window.trimtab && trimtab.state().revealed")
+    panel.wait_for(state="visible")
+    assert page.locator("#tt-consent").is_hidden()
+    page.locator("#tt-why [data-tt-why-close]").click()
+    assert panel.is_hidden() and toggle.is_visible()
+    page.reload()
+    toggle.wait_for(state="visible")
+    page.wait_for_timeout(300)
+    assert panel.is_hidden()
     assert_valid(cap.events())
 
 
@@ -554,3 +587,163 @@ def test_pagehide_sends_the_queue_by_beacon(env: tuple[str, Capture, Any, list[s
         ("bye", True)
     ]
     assert_valid(cap.events())
+
+
+# -- page views, triggers, scroll speed, navigation, consent memory -----------------------------
+
+LONG_FLUSH = "flush=60000"  # no timed flush: only a trigger (or the batch size) sends
+
+
+def test_every_event_names_its_page_view_and_a_reload_is_a_new_one(
+    env: tuple[str, Capture, Any, list[str]],
+) -> None:
+    base, cap, page, _ = env
+    page.goto(f"{base}/page?consent=implied&{LONG_FLUSH}")  # the first events wait for the hello
+    eventually(lambda: cap.of_kind("page_view"), "page_view")
+    first_view = page.evaluate("trimtab.state().page_view_id")
+    hello = next(f for _, f in cap.frames if f["type"] == "hello")
+    assert hello["page_view_id"] == first_view
+    # the hello carries the page's first events: decided after them
+    assert {e["kind"] for e in hello["events"]} >= {"context", "page_view"}
+    page.reload()
+    eventually(lambda: len(cap.of_kind("page_view")) == 2, "second page_view")
+    second_view = page.evaluate("trimtab.state().page_view_id")
+    assert second_view != first_view
+    views = {e["page_view_id"] for e in cap.events()}
+    assert views == {first_view, second_view}
+    assert_valid(cap.events())
+
+
+def test_crossing_a_watched_threshold_sends_at_once(
+    env: tuple[str, Capture, Any, list[str]],
+) -> None:
+    base, cap, page, _ = env
+    cap.triggers = {"depth": [0.5], "speed": [], "dwell": [], "events": ["click:link"]}
+    page.goto(f"{base}/page?consent=implied&{LONG_FLUSH}")
+    eventually(lambda: cap.answered, "hello answered")
+    page.mouse.move(900, 650)
+    page.evaluate("window.scrollTo(0, 0)")
+    before = len(cap.of_kind("scroll"))
+    to_depth = "d => window.scrollTo(0, d * document.documentElement.scrollHeight - innerHeight)"
+    page.evaluate(to_depth, 0.4)
+    page.wait_for_timeout(600)
+    assert len(cap.of_kind("scroll")) == before, "an ordinary scroll waits for the batch"
+    page.evaluate(to_depth, 0.55)
+    crossed = eventually(
+        lambda: [e for e in cap.of_kind("scroll") if e["depth"] > 0.5], "scroll past 50 % at once"
+    )
+    assert crossed
+    page.evaluate("window.scrollTo(0, 0)")
+    page.click("#link1")
+    eventually(lambda: cap.of_kind("click"), "a watched click at once")
+
+
+def test_a_watched_dwell_is_reported_while_the_pointer_is_still_there(
+    env: tuple[str, Capture, Any, list[str]],
+) -> None:
+    base, cap, page, _ = env
+    cap.triggers = {"depth": [], "speed": [], "dwell": [["kind", "image", 1500]], "events": []}
+    page.goto(f"{base}/page?consent=implied&{LONG_FLUSH}")
+    eventually(lambda: cap.answered, "hello answered")
+    page.hover("#img1")
+    dwelt = eventually(
+        lambda: sum(e["dwell_ms"] for e in cap.of_kind("hover")) > 1500 and cap.of_kind("hover"),
+        "hover reports past the watched 1,500 ms",
+    )
+    # the pointer has not left: every report so far is interim, and together they exceed the
+    # threshold (never exactly equal to it)
+    assert page.evaluate("document.querySelector('#img1:hover') !== null")
+    assert 1500 < sum(e["dwell_ms"] for e in dwelt) < 2500
+
+
+def test_scroll_speed_is_measured_over_time_not_per_frame(
+    env: tuple[str, Capture, Any, list[str]],
+) -> None:
+    base, cap, page, _ = env
+    page.goto(f"{base}/page?consent=implied")
+    eventually(lambda: cap.answered, "hello answered")
+    page.mouse.move(500, 300)
+    for _ in range(12):  # calm wheel reading: one notch every 150 ms (~530 px/s)
+        page.mouse.wheel(0, 80)
+        page.wait_for_timeout(150)
+    page.wait_for_timeout(400)
+    page.evaluate("trimtab.flush()")
+    calm = eventually(lambda: cap.of_kind("scroll"), "calm scrolls")
+    assert max(abs(e["velocity"]) for e in calm) < 1200, calm
+    page.keyboard.press("Home")
+    page.wait_for_timeout(400)
+    page.keyboard.press("End")  # a keyboard jump to the end: not reading speed
+    page.wait_for_timeout(600)
+    page.evaluate("trimtab.flush()")
+    page.wait_for_timeout(300)
+    jumped = cap.of_kind("scroll")[len(calm) :]
+    assert all(abs(e["velocity"]) < 1200 for e in jumped), jumped
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(600)
+    seen = len(cap.of_kind("scroll"))
+    for _ in range(10):  # a real flick: 400 px every 50 ms
+        page.mouse.wheel(0, 400)
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(400)
+    page.evaluate("trimtab.flush()")
+    flick = eventually(lambda: cap.of_kind("scroll")[seen:], "flick scrolls")
+    assert max(e["velocity"] for e in flick) > 2500, flick
+
+
+def test_elements_inside_navigation_markup_are_flagged(
+    env: tuple[str, Capture, Any, list[str]],
+) -> None:
+    base, cap, page, _ = env
+    article = site.load_articles()[0]
+    page.goto(f"{base}/demo/article/{article['slug']}")
+    page.locator("[data-consent-accept]").click()
+    eventually(lambda: cap.answered, "hello answered")
+    page.hover("[data-tt-kind=filter] >> nth=2")
+    page.wait_for_timeout(300)
+    page.hover("img[data-tt-kind=image]")
+    page.wait_for_timeout(300)
+    page.mouse.move(5, 5)
+    page.evaluate("trimtab.flush()")
+    hovers = eventually(lambda: len(cap.of_kind("hover")) >= 2 and cap.of_kind("hover"), "hovers")
+    by_kind = {e["element_kind"]: e["nav"] for e in hovers}
+    assert by_kind == {"filter": True, "image": False}
+
+
+def test_a_redecided_slot_with_the_same_variant_is_exposed_again(
+    env: tuple[str, Capture, Any, list[str]],
+) -> None:
+    base, cap, page, _ = env
+    page.goto(f"{base}/page?consent=implied")
+    page.wait_for_function("document.getElementById('hero').dataset.ttVariant === 'A'")
+    eventually(lambda: [e for e in cap.of_kind("exposure") if e["slot"] == "hero"], "exposure")
+    page.mouse.move(900, 650)
+    page.evaluate("window.__swaps = 0; trimtab.on('swap', () => window.__swaps++)")
+    cap.push([decision("hero", "A", '<h1 id="hero-a">Variant A</h1>', n=7)])
+    again = eventually(
+        lambda: [e for e in cap.of_kind("exposure") if e["decision_id"] == "d-hero-A-7"],
+        "exposure of the new decision",
+    )
+    assert again[0]["variant"] == "A"
+    assert page.evaluate("window.__swaps") == 0, "same content: not re-rendered"
+
+
+def test_no_thanks_is_remembered_without_an_identifier(
+    env: tuple[str, Capture, Any, list[str]],
+) -> None:
+    base, cap, page, seen = env
+    article = site.load_articles()[0]
+    page.goto(f"{base}/demo/article/{article['slug']}")
+    page.locator("[data-consent-decline]").click()
+    page.wait_for_timeout(300)
+    page.goto(f"{base}/demo/article/{site.load_articles()[1]['slug']}")
+    page.wait_for_function("window.trimtab && trimtab.state().revealed")
+    page.wait_for_timeout(300)
+    assert page.locator("#tt-consent").is_hidden(), "asked again after No thanks"
+    assert page.evaluate("trimtab.state().consent") == {
+        "analytics": False,
+        "personalization": False,
+    }
+    stored = page.evaluate("Object.keys(localStorage).concat(Object.keys(sessionStorage))")
+    assert [k for k in stored if k.startswith("tt_")] == ["tt_consent"]
+    assert cap.connections == 0 and cap.events() == []
+    assert "v1/live" not in paths(seen)

@@ -2,7 +2,7 @@
 (() => {
   'use strict';
   const W = window, D = document, N = navigator, H = D.documentElement;
-  if (W.trimtab && W.trimtab.consent) return; // loaded twice
+  if (W.trimtab?.consent) return;
   const me = D.currentScript || D.querySelector('script[data-key]') || { dataset: {} };
   const cfg = me.dataset;
   const num = (v, d) => (v > 0 || v === '0' ? +v : d);
@@ -10,10 +10,9 @@
   const BASE = (cfg.endpoint || (me.src ? new URL(me.src).origin : location.origin)).replace(/\/$/, '');
   const QS = '?key=' + encodeURIComponent(KEY);
   const HIDE = num(cfg.hideMs, 300), FLUSH = num(cfg.flushMs, 1000), BATCH = num(cfg.batch, 20) || 1;
-  const MAXQ = 500, SESSION = 18e5, GUARD = 1500, LS = 'localStorage', SS = 'sessionStorage';
+  const MAXQ = 500, SESSION = 18e5, GUARD = 1500, WIN = 500, LS = 'localStorage', SS = 'sessionStorage';
   const now = Date.now, perf = () => performance.now();
 
-  // Storage: only after consent; may throw.
   const st = (area, k, v) => {
     try {
       const s = W[area];
@@ -28,27 +27,36 @@
   const slots = () => [...D.querySelectorAll('[data-tt-slot]')];
   const names = () => slots().map((s) => s.dataset.ttSlot);
 
-  let on = false, pers = false, listening = false; // tracking / personalization consent
+  let on = false, pers = false, listening = false, choice = null;
   let uid = '', sid = '', lastAt = 0, pageCat = '';
+  const PV = rid();
   let q = [], unacked = [], dropped = 0, sent = 0, rejected = 0, posting = false;
-  let ws = null, attempt = 0, conns = 0, reconnects = 0, stopWs = false, error = '';
-  let flushT = 0, hideT = 0, revealed = false, got = '', io = null;
+  let ws = null, attempt = 0, reconnects = 0, stopWs = false, error = '';
+  let flushT = 0, hideT = 0, revealed = false, io = null;
+  // triggers: crossing one sends at once
+  let tg = { depth: [], speed: [], dwell: [], events: [] }, da = [];
   const variants = {};
   const subs = { decision: [], swap: [], exposure: [] };
   const fire = (n, ...a) => subs[n].forEach((f) => { try { f(...a); } catch (e) {} });
 
-  // -- events, queue, transport
+  // -- events, transport
   const ev = (kind, fields) => {
     if (!on) return;
     const t = now();
     if (t - lastAt > SESSION) newSession();
     st(SS, 'tt_sat', (lastAt = t));
-    push({ kind, event_id: rid(), user_id: uid, session_id: sid, ts: t, page: path(), page_category: pageCat,
-      ...fields });
+    const e = { kind, event_id: rid(), user_id: uid, session_id: sid, ts: t, page: path(), page_category: pageCat,
+      page_view_id: PV, ...fields };
+    push(e);
+    if (tg.events.some((p) => hit(p, e))) flush();
+  };
+  const hit = (p, e) => {
+    const [k, d = '*'] = p.split(':');
+    return (k == '*' || k == e.kind || k == e.name) && (d == '*' || d == e.element_kind || d == e.element || d == e.value);
   };
   const trim = () => {
     const x = q.length - MAXQ;
-    if (x > 0) { q.splice(0, x); dropped += x; } // drop oldest
+    if (x > 0) { q.splice(0, x); dropped += x; }
   };
   const push = (e) => {
     q.push(e);
@@ -61,7 +69,6 @@
     const d = Math.min(3e4, 500 * 2 ** attempt++);
     return d / 2 + (Math.random() * d) / 2;
   };
-  // Bodies are text/plain: no CORS preflight, same as sendBeacon.
   const unflush = () => { clearTimeout(flushT); flushT = 0; };
   const flush = () => {
     unflush();
@@ -70,7 +77,7 @@
       while (q.length) {
         const b = q.splice(0, BATCH);
         ws.send(JSON.stringify({ type: 'events', events: b }));
-        unacked.push(b); // re-sent (same ids) if no ack
+        unacked.push(b);
       }
     } else if (!posting) {
       const b = q.splice(0, 50);
@@ -78,7 +85,7 @@
       fetch(url('/v1/events'), { method: 'POST', body: JSON.stringify(b), keepalive: true, credentials: 'omit' })
         .then((r) => {
           if (r.status === 429 || r.status >= 500) throw 0;
-          if (!r.ok) dropped += b.length; // 4xx: never accepted
+          if (!r.ok) dropped += b.length;
           else sent += b.length;
           posting = false;
           if (q.length) flush();
@@ -102,17 +109,16 @@
     }
   };
   const path = () => cut(location.pathname, 128);
-  const hello = () => ({ user_id: uid, session_id: sid, page: path(), page_category: pageCat,
-    slots: pers ? names() : [] });
-  const connect = () => {
-    if (!on || ws || stopWs || !W.WebSocket) return;
+  const connect = (early) => {
+    if (!(on || early) || ws || stopWs || !W.WebSocket) return;
     const s = (ws = new WebSocket(BASE.replace(/^http/, 'ws') + '/v1/live' + QS));
-    const first = ++conns === 1;
-    let n = 0;
-    s.onopen = () => {
-      s.send(JSON.stringify({ type: 'hello', ...hello() }));
+    s.onopen = () => ready(() => {
+      const b = q.splice(0, BATCH);
+      unacked.push(b);
+      s.send(JSON.stringify({ type: 'hello', user_id: uid, session_id: sid, page: path(), page_category: pageCat,
+        page_view_id: PV, slots: pers ? names() : [], events: b }));
       flush();
-    };
+    });
     s.onmessage = (m) => {
       let d;
       try { d = JSON.parse(m.data); } catch (e) { return; }
@@ -123,9 +129,7 @@
         rejected += (d.rejected || []).length;
       } else if (d.type === 'decisions') {
         attempt = 0;
-        // hello answer vs POST /v1/decide: first wins
-        if (!n++ && first && got === 'p') return;
-        got = got || 'w';
+        if (d.triggers) { da = (tg = { ...tg, ...d.triggers }).dwell.map(() => 0); hov.forEach((h, el) => arm(el, h)); }
         decide(d.decisions);
       } else if (d.type === 'error') error = cut(d.reason, 200);
     };
@@ -138,7 +142,7 @@
       if (!on) return;
       if (e.code === 4401 || e.code === 4403) stopWs = true;
       else { reconnects++; setTimeout(connect, backoff()); }
-      flush(); // HTTP fallback
+      flush();
     };
   };
 
@@ -158,8 +162,9 @@
       tz_offset_min: -new Date().getTimezoneOffset(), language: cut(N.language, 32) };
   };
   const start = (p, explicit) => {
-    const was = on, wasPers = pers;
+    const was = listening, wasPers = pers;
     on = true;
+    choice = p;
     pers = !!p.personalization;
     uid = st(LS, 'tt_uid') || rid();
     st(LS, 'tt_uid', uid);
@@ -176,23 +181,17 @@
       listen();
       connect();
     }
-    if (pers && !wasPers) {
-      got = '';
-      fetch(url('/v1/decide'), { method: 'POST', credentials: 'omit',
-        body: JSON.stringify(hello()) })
-        .then((r) => (r.ok ? r.json() : null))
-        .then((j) => { if (j && !got) { got = 'p'; decide(j.decisions); } })
-        .catch(() => {});
-      if (was && ws) { conns = 0; ws.close(); } // re-hello with the slots
-    }
+    if (pers && !wasPers && was && ws) ws.close();
     if (!pers) restore();
   };
-  const stop = () => {
+  const stop = (p) => {
     on = pers = false;
+    choice = p;
     q = [];
     unacked = [];
     if (ws) ws.close();
-    ['tt_uid', 'tt_consent'].forEach((k) => st(LS, k, null));
+    st(LS, 'tt_uid', null);
+    st(LS, 'tt_consent', JSON.stringify(p));
     ['tt_sid', 'tt_sat'].forEach((k) => st(SS, k, null));
     away();
     vis.clear();
@@ -201,13 +200,13 @@
   const consent = (p) => {
     p = { analytics: !!(p && p.analytics), personalization: !!(p && p.analytics && p.personalization) };
     ready(() => {
-      if (!p.analytics) return stop();
+      if (!p.analytics) return stop(p);
       st(LS, 'tt_consent', JSON.stringify(p));
       start(p, true);
     });
   };
 
-  // -- slots: decide, render, swap guard, exposure
+  // -- slots
   const sx = (el) => el._tt || (el._tt = { def: el.innerHTML, t: -1e9, inside: false });
   const decide = (list) => {
     if (!pers || !Array.isArray(list)) return;
@@ -223,9 +222,12 @@
     const x = sx(el);
     clearTimeout(x.w);
     x.pend = null;
-    if (d.variant === x.shown) return;
+    if (d.variant === x.shown) { // re-decided: expose again
+      if (d.decision_id !== x.id) { x.id = d.decision_id; exp(x, d); if (x.vis && revealed) expose(el); }
+      return;
+    }
     if (revealed && (x.inside || perf() - x.t < GUARD)) {
-      x.pend = d; // not under the pointer: wait
+      x.pend = d;
       if (!x.inside) x.w = setTimeout(() => apply(el, d), GUARD - (perf() - x.t) + 20);
       return;
     }
@@ -236,23 +238,25 @@
     forget(el);
     el.innerHTML = p && typeof p.html === 'string' ? p.html : x.def;
     x.shown = variants[d.slot] = d.variant;
+    x.id = d.decision_id;
     el.dataset.ttVariant = d.variant;
-    if (revealed) { // replay fade-in class
+    if (revealed) {
       el.classList.remove('tt-in');
       void el.offsetWidth;
       el.classList.add('tt-in');
     }
-    x.exp = { slot: d.slot, variant: d.variant, decision_id: cut(d.decision_id, 128) };
+    exp(x, d);
     if (io) el.querySelectorAll('[data-tt-id]').forEach((c) => io.observe(c));
     fire('swap', el, d);
     if (x.vis && revealed) expose(el);
   };
+  const exp = (x, d) => (x.exp = { slot: d.slot, variant: d.variant, decision_id: cut(d.decision_id, 128) });
   const restore = () => slots().forEach((el) => {
     const x = el._tt;
     if (!x || x.shown == null) return;
     forget(el);
     el.innerHTML = x.def;
-    x.shown = x.pend = x.exp = null;
+    x.shown = x.pend = x.exp = x.id = null;
     delete el.dataset.ttVariant;
   });
   const forget = (el) => el.querySelectorAll('[data-tt-id]').forEach((c) => {
@@ -276,22 +280,29 @@
     slots().forEach((el) => el._tt && el._tt.vis && expose(el));
   };
 
-  // -- behaviour: hover, visibility, scroll, clicks
+  // -- behaviour
   const desc = (el) => ({ element: cut(el.dataset.ttId, 128), element_kind: cut(el.dataset.ttKind, 64),
-    category: cut(el.dataset.ttCat, 64), slot: cut(el.closest('[data-tt-slot]')?.dataset.ttSlot, 128) });
+    category: cut(el.dataset.ttCat, 64), slot: cut(el.closest('[data-tt-slot]')?.dataset.ttSlot, 128),
+    nav: !!el.closest('[data-tt-nav]') });
   const hov = new Map();
+  const mine = (w, el) => w[0] == 'total' || el.dataset[{ element: 'ttId', kind: 'ttKind', category: 'ttCat' }[w[0]]] == w[1];
   const dwell = (el, h, end) => {
     const ms = Math.round(perf() - h.t0 - h.sent);
     if (ms <= 0 || (end && ms < 100)) return;
     h.sent += ms;
+    tg.dwell.forEach((w, i) => mine(w, el) && (da[i] += ms));
     ev('hover', { ...desc(el), dwell_ms: ms });
   };
   const hoverStart = (el) => {
     if (hov.has(el)) return;
     const h = { t0: perf(), sent: 0 };
     h.ti = [1000, 3000].map((ms) => setTimeout(() => dwell(el, h), ms));
+    arm(el, h);
     hov.set(el, h);
   };
+  // sent just past a watched dwell
+  const arm = (el, h) => tg.dwell.forEach((w, i) => mine(w, el) && w[2] >= da[i] &&
+    h.ti.push(setTimeout(() => { dwell(el, h); flush(); }, w[2] - da[i] - perf() + h.t0 + h.sent + 5)));
   const hoverEnd = (el) => {
     const h = hov.get(el);
     if (!h) return;
@@ -300,7 +311,6 @@
     dwell(el, h, true);
   };
 
-  // Visible while >= 50 % on screen (or half the viewport); reported from 1 s, then every 5 s.
   const vis = new Map();
   const vTotal = (s) => s.acc + (s.t0 ? perf() - s.t0 : 0);
   const vReport = (el, s) => {
@@ -340,37 +350,40 @@
     v ? vOn(el, s) : vOff(el, s);
   });
 
-  // Scroll: the listener sets a flag; requestAnimationFrame samples.
-  let sPend = false, gest = null, ly = 0, lt = 0, last = 0, maxD = 0, sentD = 0, endT = 0;
+  // speed: px per s over the last WIN ms (at least 150); jumps do not count
+  let sPend = false, ly = 0, win = [], jumpT = 0, last = 0, maxD = 0, sentD = 0, endT = 0, vel = 0;
   const depth = () => {
     const h = H.scrollHeight;
     return h ? Math.min(1, (scrollY + innerHeight) / h) : 1;
   };
-  const sEmit = (d) => {
-    const v = gest.v.slice().sort((a, b) => a - b), m = v.length ? v[v.length >> 1] : 0;
-    ev('scroll', { depth: Math.round(d * 1000) / 1000,
-      velocity: Math.round(Math.min(m, 1e5) * (scrollY < gest.y0 ? -1 : 1)) });
-  };
+  const sEmit = (d) => ev('scroll', { depth: Math.round(d * 1e4) / 1e4, velocity: Math.round(vel) });
   const sample = () => {
     sPend = false;
     if (!on) return;
-    const t = perf(), y = scrollY;
-    if (!gest) gest = { y0: ly, v: [] };
-    else if (y !== ly) gest.v.push((Math.abs(y - ly) * 1000) / Math.max(t - lt, 8));
-    if (!gest.v.length && y !== ly) gest.v.push(Math.abs(y - ly) * 60);
+    const t = perf(), y = scrollY, was = maxD, v0 = Math.abs(vel);
+    if (Math.abs(y - ly) > innerHeight || t < jumpT) win = [];
+    else if (t - last > 150) win = [[t - 16, ly]]; // a new gesture starts from where it stood
+    win.push([t, y]);
+    while (win[1] && win[1][0] <= t - WIN) win.shift();
+    vel = ((y - win[0][1]) * 1000) / Math.max(150, Math.min(WIN, t - win[0][0]));
     ly = y;
-    lt = last = t;
+    last = t;
     const d = depth();
     if (d > maxD) maxD = d;
-    if (maxD - sentD >= 0.05) { sentD = maxD; sEmit(d); }
+    const now = tg.depth.some((x) => was <= x && maxD > x) || tg.speed.some((x) => v0 <= x && Math.abs(vel) > x);
+    if (now || maxD - sentD >= 0.05) {
+      sentD = maxD;
+      sEmit(d);
+      if (now) flush();
+    }
     if (!endT) endT = setTimeout(sEnd, 150);
   };
   const sEnd = () => {
     const idle = perf() - last;
     if (idle < 150) { endT = setTimeout(sEnd, 150 - idle); return; }
     endT = 0;
-    if (gest && gest.v.length) sEmit(depth());
-    gest = null;
+    if (vel) sEmit(depth());
+    vel = 0;
   };
 
   const away = () => {
@@ -390,7 +403,6 @@
     addEventListener('scroll', () => {
       if (!sPend) { sPend = true; requestAnimationFrame(sample); }
     }, { passive: true });
-    // capture sees the non-bubbling pointerenter/leave
     D.addEventListener('pointerenter', (e) => {
       const t = e.target;
       if (!t.dataset) return;
@@ -409,6 +421,7 @@
       if (t.dataset.ttId) hoverEnd(t);
     }, true);
     ['pointerdown', 'keydown', 'focusin'].forEach((n) => D.addEventListener(n, slotTouch, true));
+    D.addEventListener('keydown', (e) => { if (/Page|Home|End|^ $/.test(e.key)) jumpT = perf() + WIN; }, true);
     D.addEventListener('click', (e) => {
       const el = e.target.closest && e.target.closest('[data-tt-id]');
       if (el) ev('click', desc(el));
@@ -424,7 +437,7 @@
     }
   };
 
-  // -- API, start-up
+  // -- API
   const api = {
     consent,
     track: (name, value) => ev('custom', { name: cut(name, 128),
@@ -433,7 +446,7 @@
     flush,
     push: (fn) => fn(api),
     state: () => ({
-      consent: on ? { analytics: true, personalization: pers } : null, user_id: uid, session_id: sid,
+      consent: choice, user_id: uid, session_id: sid, page_view_id: PV,
       queued: q.length, unacked: unacked.reduce((n, b) => n + b.length, 0), sent, dropped, rejected,
       ws: ws ? ['connecting', 'open', 'closing', 'closed'][ws.readyState] : 'none',
       reconnects, error, revealed, variants: { ...variants },
@@ -445,15 +458,16 @@
   let stored = null;
   try { stored = JSON.parse(st(LS, 'tt_consent')); } catch (e) {}
   const implied = cfg.consent === 'implied' && N.globalPrivacyControl !== true;
-  const initial = stored && stored.analytics ? stored : implied ? { analytics: true, personalization: true } : null;
+  choice = stored && stored.analytics != null ? stored : null;
+  const initial = choice ? (choice.analytics ? choice : null) : implied ? { analytics: true, personalization: true } : null;
   if (initial && initial.personalization && HIDE > perf()) {
-    // Anti-flicker: hide slots until a decision or the budget (from navigation start).
     const css = D.createElement('style');
     css.textContent = '.tt-hide [data-tt-slot]{visibility:hidden}';
     (D.head || H).appendChild(css);
     H.classList.add('tt-hide');
     hideT = setTimeout(reveal, HIDE - perf());
   }
+  if (initial) connect(1);
   ready(() => {
     pageCat = cut((D.querySelector('meta[name="tt-category"]') || {}).content, 64);
     slots().forEach(sx);

@@ -40,11 +40,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
-from trimtab.live import LiveConnection, LiveHub, Render
+from trimtab.live import LiveConnection, LiveHub, Render, SlotState
 from trimtab.models.admin import routes as model_routes
 from trimtab.privacy import PrivacyGate, truncate_ip
 from trimtab.runtime import Runtime
 from trimtab.store.sqlite import StorageError
+from trimtab.triggers import Watch, for_page, watched
 from trimtab.tuning import tune_for_serving
 
 log = logging.getLogger("trimtab.collector")
@@ -54,22 +55,35 @@ TRACKER_PATHS = (
 )
 
 
+def _no_events() -> msgspec.Raw:
+    return msgspec.Raw(b"null")
+
+
 class Hello(msgspec.Struct, kw_only=True):
+    """A page saying which slots it has (``POST /v1/decide``, the WebSocket ``hello``).
+
+    ``events`` are the page's first events (its consent, context and page view): they are
+    logged and applied before anything is decided, so the first decisions already know them.
+    """
+
     user_id: str
     session_id: str
     slots: list[str] = []
     page: str = ""
     page_category: str = ""
+    page_view_id: str = ""
+    events: msgspec.Raw = msgspec.field(default_factory=_no_events)
 
 
 class Envelope(msgspec.Struct, kw_only=True):
     type: str
-    events: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    events: msgspec.Raw = msgspec.field(default_factory=_no_events)
     user_id: str = ""
     session_id: str = ""
     slots: list[str] = []
     page: str = ""
     page_category: str = ""
+    page_view_id: str = ""
 
 
 _envelope = msgspec.json.Decoder(Envelope)
@@ -117,7 +131,8 @@ class Collector:
             stored_consent=self._stored_consent,
         )
         self.limiter = RateLimiter(site.rate_limit_per_s, site.rate_burst)
-        self.hub = LiveHub(lambda: self.runtime.engine, render)
+        self.hub = LiveHub(lambda: self.runtime.engine, render, self.gate.personalization_allowed)
+        self._watch: tuple[Any, Watch] | None = None
         self.metrics = Metrics()
         self.started = time.time()
         self.degraded = ""
@@ -180,6 +195,7 @@ class Collector:
             slots=hello.slots,
             page=hello.page,
             page_category=hello.page_category,
+            page_view_id=hello.page_view_id[:64],
             personalize=self.gate.personalization_allowed(user),
             send=send,
         )
@@ -200,21 +216,83 @@ class Collector:
         """Every slot of a page, decided now (what the page renders first).
 
         When the user's state cannot be had within the deadline, every slot gets its default,
-        flagged ``degraded``, instead of the request failing.
+        flagged ``degraded`` (logged, and replaced by the first real decision later), instead
+        of the request failing.
         """
         if not await self.prepare({conn.user_id}):
-            decisions = self.runtime.engine.defaults(conn.slots)
+            decisions = self.runtime.engine.defaults(
+                conn.slots, user=conn.user_id, session=conn.session_id
+            )
             for d in decisions:
-                conn.shown[d.slot] = d.variant
+                conn.shown[d.slot] = SlotState(d, 0)
                 self.metrics.decisions.labels(d.source).inc()
             return decisions
         # consent given in an earlier visit is in the state just loaded (another process may
         # have recorded it): decide personalization only now
         conn.personalize = self.gate.personalization_allowed(conn.user_id)
-        decisions = self.hub.decide(conn, only_changed=False)
+        decisions = self.hub.first(conn)
         for d in decisions:
             self.metrics.decisions.labels(d.source).inc()
         return decisions
+
+    async def open_page(
+        self, conn: LiveConnection, raw_user: str, events: msgspec.Raw, register: bool = False
+    ) -> tuple[list[Decision], dict[str, Any], tuple[int, list[EventError]] | None]:
+        """A page's hello (or decide request): its first events, then its first decisions.
+
+        The events (consent, context, page view) are logged and applied first — other open
+        pages of the session get what they change — so the decisions are made after the
+        consent they carry and know the page view. With ``register`` the page then gets pushes
+        (a WebSocket hello; a decide request does not). Returns the decisions, the triggers
+        (:mod:`trimtab.triggers`) and, when events came along, (accepted, rejected).
+        """
+        ack = None
+        if bytes(events) not in (b"null", b"[]"):
+            started = time.perf_counter()
+            accepted, errors, changed = await self.accept_events(
+                bytes(events), bound=(raw_user, conn.session_id)
+            )
+            await self.push(changed, started)
+            ack = (accepted, errors)
+        self.hub.recall(conn)
+        if register:
+            self.hub.open(conn)
+        decisions = await self.first_decisions(conn)
+        triggers: dict[str, Any] = {}
+        if conn.personalize and conn.slots:
+            attrs = self.runtime.features_of(conn.user_id, conn.session_id, conn.page_view_id)
+            triggers = for_page(self.watch(), attrs)
+        return decisions, triggers, ack
+
+    def watch(self) -> Watch:
+        """What the current config's rules watch, compiled once per config."""
+        config = self.runtime.config
+        if self._watch is None or self._watch[0] is not config:
+            self._watch = (config, watched(config))
+        return self._watch[1]
+
+    async def release_held(self, interval_s: float = 0.05) -> None:
+        """Send the changes held back by ``min_ms_between_changes`` once their wait ends."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for conn in self.hub.due():
+                moved = self.hub.update(conn)
+                if moved:
+                    await self.send(conn, moved)
+
+    async def send(self, conn: LiveConnection, decisions: list[Decision]) -> int:
+        """Push decisions to one open page; the number sent."""
+        if conn.send is None or not decisions:
+            return 0
+        message = _json.encode(
+            {"type": "decisions", "decisions": [decision_json(d) for d in decisions]}
+        )
+        try:
+            await conn.send(message)
+        except Exception:  # the page went away; its connection closes on its own
+            return 0
+        self.metrics.pushes.inc(len(decisions))
+        return len(decisions)
 
     async def accept_events(
         self, body: bytes, bound: tuple[str, str] | None = None
@@ -252,24 +330,17 @@ class Collector:
         return len(kept), errors, changed
 
     async def push(self, changed: set[tuple[str, str]], arrived: float | None = None) -> int:
-        """Send each open page of the changed sessions the slots whose decision moved.
+        """Send each open page of the changed sessions the slots that should change.
 
         ``arrived`` (a perf_counter reading taken when the events arrived) lets the loop's
         latency, arrival to adjustment leaving, be recorded per push.
         """
-        pushes = self.hub.refresh(changed)
         sent = 0
-        for conn, decisions in pushes:
-            message = _json.encode(
-                {"type": "decisions", "decisions": [decision_json(d) for d in decisions]}
-            )
-            if conn.send is not None:
-                with contextlib.suppress(Exception):
-                    await conn.send(message)
-                    sent += len(decisions)
-                    if arrived is not None:
-                        self.push_latency_s.append(time.perf_counter() - arrived)
-        self.metrics.pushes.inc(sent)
+        for conn, decisions in self.hub.refresh(changed):
+            n = await self.send(conn, decisions)
+            if n and arrived is not None:
+                self.push_latency_s.append(time.perf_counter() - arrived)
+            sent += n
         return sent
 
     def tracker(self) -> tuple[bytes, bytes]:
@@ -344,8 +415,25 @@ def create_app(
             body = _decide_request.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _error(400, f"bad decide request: {exc}", cors)
-        decisions = await collector.first_decisions(collector.page_of(body))
-        return JSONResponse({"decisions": [decision_json(d) for d in decisions]}, headers=cors)
+        try:
+            decisions, triggers, ack = await collector.open_page(
+                collector.page_of(body), body.user_id, body.events
+            )
+        except BatchError as exc:
+            return _error(400, f"bad decide request: events: {exc}", cors)
+        except StorageError as exc:  # nothing acknowledged: the page may send them again
+            collector.metrics.rejected.labels("503").inc()
+            retry = {**cors, "Retry-After": str(getattr(exc, "retry_after_s", 5))}
+            return _error(503, f"events not stored, try again: {exc}", retry)
+        answer: dict[str, Any] = {"decisions": [decision_json(d) for d in decisions]}
+        if triggers:
+            answer["triggers"] = triggers
+        if ack is not None:
+            answer["accepted"] = ack[0]
+            answer["rejected"] = [
+                {"index": e.index, "path": e.path, "reason": e.reason} for e in ack[1]
+            ]
+        return JSONResponse(answer, headers=cors)
 
     async def preflight(request: Request) -> Response:
         cors = collector.cors_headers(request.headers.get("origin"))
@@ -391,15 +479,38 @@ def create_app(
                 if envelope.type == "hello":
                     if conn is not None:
                         collector.hub.close(conn)
+                        conn = None
                     raw_user = envelope.user_id
-                    conn = collector.page_of(envelope, send)
-                    collector.hub.open(conn)
-                    decisions = await collector.first_decisions(conn)
+                    page = collector.page_of(envelope, send)
+                    try:
+                        decisions, triggers, ack = await collector.open_page(
+                            page, raw_user, envelope.events, register=True
+                        )
+                    except (BatchError, StorageError) as exc:
+                        collector.hub.close(page)
+                        # nothing decided, nothing acknowledged: closing makes the tracker
+                        # queue the events again and say hello anew after a pause
+                        await send(_json.encode({"type": "error", "reason": str(exc)}))
+                        await ws.close(code=1013)
+                        return
+                    conn = page
+                    answer: dict[str, Any] = {
+                        "type": "decisions",
+                        "decisions": [decision_json(d) for d in decisions],
+                    }
+                    if triggers:
+                        answer["triggers"] = triggers
+                    await send(_json.encode(answer))
+                    accepted, errors = ack or (0, [])
                     await send(
                         _json.encode(
                             {
-                                "type": "decisions",
-                                "decisions": [decision_json(d) for d in decisions],
+                                "type": "ack",
+                                "accepted": accepted,
+                                "rejected": [
+                                    {"index": e.index, "path": e.path, "reason": e.reason}
+                                    for e in errors
+                                ],
                             }
                         )
                     )
@@ -419,7 +530,6 @@ def create_app(
                         # not acknowledged: the tracker keeps the batch and sends it again
                         await send(_json.encode({"type": "error", "reason": str(exc)}))
                         continue
-                    conn.personalize = collector.gate.personalization_allowed(conn.user_id)
                     await collector.push(changed, started)
                     collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
                     await send(
@@ -569,9 +679,13 @@ def create_app(
     async def lifespan(app: Starlette):
         await runtime.start(flush_interval_s or runtime.config.storage.flush_ms / 1000.0)
         tune_for_serving()
+        releaser = asyncio.create_task(collector.release_held())
         try:
             yield
         finally:
+            releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await releaser
             await runtime.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)

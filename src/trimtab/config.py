@@ -86,6 +86,9 @@ class RuleDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     id: str = ""
     description: str = ""
+    # What the reader is told, in plain language ("Because you read to the end of this
+    # article"); ``{attribute}`` is replaced by the value the rule saw.
+    why: str = ""
     enabled: bool = True
     condition: dict[str, Any] | None = None
     force: str | None = None
@@ -111,6 +114,11 @@ class SlotDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     variants: dict[str, dict[str, Any]]
     rules: list[RuleDecl] = []
     description: str = ""
+    # Stability on an open page (docs/concepts.md, "Stable slots"): after its first render a
+    # slot changes only when a rule ranked above the one shown starts to apply, at most this
+    # many times per page view, and not sooner than this after its previous change.
+    max_changes_per_view: int = 2
+    min_ms_between_changes: float = 1500.0
 
 
 class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -278,6 +286,10 @@ def _check(config: SiteConfig, source: str) -> None:
 
 def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
     declared = ", ".join(slot.variants) or "none"
+    if slot.max_changes_per_view < 0:
+        raise ConfigError(source, f"{where}.max_changes_per_view", "must be 0 or more")
+    if slot.min_ms_between_changes < 0:
+        raise ConfigError(source, f"{where}.min_ms_between_changes", "must be 0 or more")
     if not slot.variants:
         raise ConfigError(source, f"{where}.variants", "declare at least one variant")
     if slot.default not in slot.variants:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Decision(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     experiment: str = ""
     variation: int = -1
     payload: dict[str, Any] | None = None
+    why: str = ""  # what the reader is told, in plain language ("" for default content)
 
 
 STICKY_ATTRIBUTE = "_sticky"
@@ -139,6 +141,7 @@ class CompiledRule:
     taken: float = 0.0
     sticky_key: str = ""  # set for sticky experiment rules: "<key>__<bucketVersion>"
     shown_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()  # attributes a reason shows
+    why: str = ""  # the reader-facing explanation, ``{attribute}`` placeholders included
 
 
 @dataclass(slots=True)
@@ -149,6 +152,9 @@ class CompiledSlot:
     rules: list[CompiledRule] = field(default_factory=list)
     # (condition, kind, sticky key, rule) per rule: what the hot loop reads, unpacked once
     walk: tuple[tuple[Any, int, str, CompiledRule], ...] = ()
+    rank: dict[str, int] = field(default_factory=dict)  # rule id -> precedence (0 = first)
+    max_changes: int = 2  # per page view, after the first render (trimtab.live)
+    min_gap_s: float = 1.5  # between two changes on one page view
 
 
 def describe_condition(condition: Mapping[str, Any] | None) -> str:
@@ -239,6 +245,8 @@ def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
         out["detail"] = d.detail
     if with_payload:
         out["payload"] = d.payload
+    if d.why:
+        out["why"] = d.why
     if d.experiment:
         out["experiment"] = d.experiment
         out["variation"] = d.variation
@@ -246,12 +254,43 @@ def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
 
 
 def compile_slot(name: str, slot: SlotDecl) -> CompiledSlot:
-    compiled = CompiledSlot(name=name, default=slot.default, variants=slot.variants)
+    compiled = CompiledSlot(
+        name=name,
+        default=slot.default,
+        variants=slot.variants,
+        max_changes=slot.max_changes_per_view,
+        min_gap_s=slot.min_ms_between_changes / 1000.0,
+    )
     for i, rule in enumerate(slot.rules):
         if rule.enabled:
             compiled.rules.append(_compile_rule(name, i, rule))
     compiled.walk = tuple((r.condition, r.kind, r.sticky_key, r) for r in compiled.rules)
+    compiled.rank = {r.rule_id: pos for pos, r in enumerate(compiled.rules)}
     return compiled
+
+
+_PLACEHOLDER = re.compile(r"\{([\w.]+)\}")
+WHY_FORCE = "Adjusted to how you are reading"
+WHY_EXPERIMENT = "One of {n} versions of this part of the page that we are comparing"
+WHY_POLICY = "We are trying out what to show here and learning from what readers open"
+
+
+def explain(template: str, attrs: Mapping[str, Any]) -> str:
+    """A rule's ``why`` with its ``{attribute}`` placeholders filled from what it saw.
+
+    >>> explain("Because you read {interest_top} stories", {"interest_top": "sport"})
+    'Because you read sport stories'
+    """
+    if "{" not in template:
+        return template
+
+    def value(match: re.Match[str]) -> str:
+        found = _lookup(attrs, tuple(match[1].split(".")))
+        if isinstance(found, float):
+            return _fmt(found)
+        return "" if found is None else str(found)
+
+    return _PLACEHOLDER.sub(value, template)
 
 
 def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
@@ -264,6 +303,7 @@ def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
         "condition": compile_condition(rule.condition) if rule.condition else None,
         "condition_text": rule.description or describe_condition(rule.condition),
         "condition_attrs": _attributes_in(rule.condition),
+        "why": rule.why,
         "hash_attribute": rule.hash_attribute,
         "hash_version": rule.hash_version,
     }
@@ -399,8 +439,21 @@ class Engine:
             self.log(decisions, attrs)  # type: ignore[arg-type]
         return decisions
 
-    def defaults(self, slots: Iterable[str] | None = None, reason: str = "") -> list[Decision]:
-        """Every slot's default, flagged as degraded (used when state is unreachable)."""
+    def defaults(
+        self,
+        slots: Iterable[str] | None = None,
+        reason: str = "",
+        source: str = "degraded",
+        user: str = "",
+        session: str = "",
+    ) -> list[Decision]:
+        """Every slot's default, not personalised: ``degraded`` when state is unreachable,
+        ``no_consent`` without personalization consent.
+
+        Logged like every decision (with no features: none were used) when ``user`` is given,
+        so an exposure of a default still refers to a logged decision; they belong to no
+        experiment, so experiments leave such traffic out in every arm alike.
+        """
         names = self.slots.keys() if slots is None else slots
         out = []
         for name in names:
@@ -410,12 +463,14 @@ class Engine:
                     Decision(
                         slot=name,
                         variant=slot.default,
-                        source="degraded",
+                        source=source,
                         reason=reason or "degraded: live features unavailable, default shown",
                         payload=slot.variants[slot.default],
                         decision_id=self._new_id(),
                     )
                 )
+        if self.log is not None and user and out:
+            self.log(out, {"id": user, "session_id": session})
         return out
 
     def _new_id(self) -> str:
@@ -462,6 +517,7 @@ class Engine:
             experiment=rule.key,
             variation=index,
             payload=slot.variants[variant],
+            why=explain(rule.why, attrs) or WHY_EXPERIMENT.format(n=len(rule.variations)),
         )
 
     def _decide_slot(self, slot: CompiledSlot, attrs: Mapping[str, Any]) -> Decision:
@@ -593,6 +649,8 @@ class Engine:
             detail=f"{choice.detail}; rule {rule.rule_id}: {rule.condition_text}",
             decision_id=decision_id,
             payload=slot.variants[arm],
+            # the policy's own words say whether it explores or exploits
+            why=explain(rule.why, attrs) or choice.reason or WHY_POLICY,
         )
 
     def _made(
@@ -618,6 +676,10 @@ class Engine:
             reason = f"rule {rule.rule_id}: {rule.condition_text}"
         if seen:
             reason += f" (saw {seen})"
+        if rule.why:
+            why = explain(rule.why, attrs)
+        else:
+            why = WHY_EXPERIMENT.format(n=len(rule.variations)) if variation >= 0 else WHY_FORCE
         return Decision(
             slot=slot.name,
             variant=variant,
@@ -628,6 +690,7 @@ class Engine:
             experiment=rule.key,
             variation=variation,
             payload=slot.variants[variant],
+            why=why,
         )
 
     def _rest(

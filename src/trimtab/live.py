@@ -1,13 +1,26 @@
-"""Live sessions: who is on which page now, and what each of their slots shows.
+"""Live pages: who is on which page now, what each slot shows, and when it may change.
 
-When a session's features change, :meth:`LiveHub.refresh` re-decides the slots of that
-session's open pages and returns, per connection, only the decisions whose variant changed —
-the tracker swaps just those.
+A :class:`LiveConnection` is one open page view. Its first decisions are what the page renders
+first. When the session's features change, :meth:`LiveHub.refresh` re-decides its slots and
+returns, per connection, only the decisions the page should swap in.
+
+**Stable slots.** After its first render a slot changes only for a *new trigger*: a rule ranked
+above the one that chose what is shown has started to apply (the reader scrolled past 75 %,
+rested on a picture…). Features jittering around a threshold never flip it back: a slot never
+falls back to a lower-ranked rule or its default on the same page view. Each slot allows at
+most ``max_changes_per_view`` changes per page view and waits ``min_ms_between_changes``
+after a change before the next (a change held by the wait goes out when it ends, see
+:meth:`LiveHub.due`). What is shown while nothing personal was allowed — before consent, or a
+degraded default when state was unavailable — is replaced by the first real decision.
+
+A page view keeps its slots' history across reconnects (the hub remembers recent page views by
+id), so a reconnecting page is answered with what it already shows unless a trigger fired.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,33 +28,70 @@ from typing import Any
 from trimtab.decide import Decision, Engine
 
 Render = Callable[[Decision, dict[str, Any]], dict[str, Any] | None]
+# Sources whose decision holds no personal choice: any real decision may replace them.
+PLACEHOLDER_SOURCES = frozenset({"no_consent", "degraded"})
+REMEMBERED_PAGE_VIEWS = 50_000
+
+
+@dataclass(slots=True)
+class SlotState:
+    """What one slot of an open page shows, and how often it has changed."""
+
+    decision: Decision
+    rank: int  # precedence of the rule that chose it (0 = first rule); the default ranks last
+    changes: int = 0
+    changed_at: float = 0.0  # monotonic seconds of the last change; 0 before any
 
 
 @dataclass(eq=False)
 class LiveConnection:
-    """One open page: its user, session, slots and the variant each slot last received."""
+    """One open page: its user, session, page view, slots and what each slot shows."""
 
     user_id: str
     session_id: str
     slots: list[str]
     page: str = ""
     page_category: str = ""
+    page_view_id: str = ""
     personalize: bool = True
     send: Callable[[bytes], Awaitable[None]] | None = None
-    shown: dict[str, str] = field(default_factory=dict)
+    shown: dict[str, SlotState] = field(default_factory=dict)
     opened: float = field(default_factory=time.monotonic)
+    due_at: float = 0.0  # when a change held by min_ms_between_changes may go out
 
 
 class LiveHub:
     """The registry of open live connections, keyed by (user, session)."""
 
-    def __init__(self, engine_of: Callable[[], Engine], render: Render | None = None) -> None:
+    def __init__(
+        self,
+        engine_of: Callable[[], Engine],
+        render: Render | None = None,
+        personalize: Callable[[str], bool] | None = None,
+    ) -> None:
         self._engine_of = engine_of
         self.render = render
+        self.personalize = personalize  # user -> personalization allowed now
         self.connections: dict[tuple[str, str], set[LiveConnection]] = {}
+        self.waiting: set[LiveConnection] = set()  # holding a change until due_at
+        self.pages: OrderedDict[tuple[str, str], dict[str, SlotState]] = OrderedDict()
 
     def open(self, conn: LiveConnection) -> None:
+        """Register an open page: it gets pushes from now on."""
         self.connections.setdefault((conn.user_id, conn.session_id), set()).add(conn)
+
+    def recall(self, conn: LiveConnection) -> None:
+        """Give a page view seen before (a reconnect) the slot history it had."""
+        if conn.page_view_id:
+            key = (conn.user_id, conn.page_view_id)
+            remembered = self.pages.get(key)
+            if remembered is not None:
+                conn.shown = remembered
+                self.pages.move_to_end(key)
+            else:
+                self.pages[key] = conn.shown
+                if len(self.pages) > REMEMBERED_PAGE_VIEWS:
+                    self.pages.popitem(last=False)
 
     def close(self, conn: LiveConnection) -> None:
         key = (conn.user_id, conn.session_id)
@@ -50,41 +100,128 @@ class LiveHub:
             group.discard(conn)
             if not group:
                 del self.connections[key]
+        self.waiting.discard(conn)
 
     def __len__(self) -> int:
         return sum(len(group) for group in self.connections.values())
 
-    def decide(self, conn: LiveConnection, only_changed: bool) -> list[Decision]:
-        """Decide the connection's slots; with ``only_changed`` keep the ones that moved."""
-        engine = self._engine_of()
-        if not conn.personalize:
-            decisions = engine.defaults(conn.slots, reason="no personalization consent")
-            for d in decisions:
-                d.source = "default"
-        else:
-            extra = {"page": conn.page, "page_category": conn.page_category} if conn.page else None
-            decisions = engine.decide(conn.user_id, conn.session_id, conn.slots, extra)
+    def first(self, conn: LiveConnection) -> list[Decision]:
+        """Every slot of the page, as it should show now (the answer to a hello).
+
+        A page view seen before (a reconnect) keeps what it shows unless a trigger fired.
+        """
+        decisions = self._decide(conn)
+        now = time.monotonic()
         out = []
         for d in decisions:
-            if only_changed and conn.shown.get(d.slot) == d.variant:
-                continue
-            conn.shown[d.slot] = d.variant
-            out.append(d)
-        if self.render is not None:
-            for d in out:
-                d.payload = self.render(d, {"page": conn.page, "category": conn.page_category})
-        return out
+            state = conn.shown.get(d.slot)
+            if (
+                state is None
+                or state.decision.source in PLACEHOLDER_SOURCES
+                or not conn.personalize
+            ):
+                conn.shown[d.slot] = SlotState(d, self._rank(d))
+            else:
+                self._consider(conn, state, d, now)
+            out.append(conn.shown[d.slot].decision)
+        return self._rendered(conn, out)
+
+    def restart(self, conn: LiveConnection) -> list[Decision]:
+        """Every slot decided afresh (consent was just given or withdrawn): all of them are
+        sent, each with a new decision id, even when the variant stays the same."""
+        conn.shown.clear()
+        conn.due_at = 0.0
+        return self.first(conn)
 
     def refresh(
         self, changed: Iterable[tuple[str, str]]
     ) -> list[tuple[LiveConnection, list[Decision]]]:
-        """Re-decide the open pages of changed sessions; only what moved is returned."""
+        """Re-decide the open pages of changed sessions; only what should change is returned.
+
+        A connection whose user just gained (or lost) personalization consent gets every slot
+        again (:meth:`restart`).
+        """
         pushes = []
         for key in changed:
             for conn in self.connections.get(key, ()):
-                if not conn.personalize:
-                    continue
-                moved = self.decide(conn, only_changed=True)
+                moved = self.update(conn)
                 if moved:
                     pushes.append((conn, moved))
         return pushes
+
+    def update(self, conn: LiveConnection) -> list[Decision]:
+        """The decisions one open page should swap in now."""
+        if self.personalize is not None:
+            allowed = self.personalize(conn.user_id)
+            if allowed != conn.personalize:
+                conn.personalize = allowed
+                return self.restart(conn)
+        if not conn.personalize:
+            return []
+        now = time.monotonic()
+        moved = []
+        for d in self._decide(conn):
+            state = conn.shown.get(d.slot)
+            if state is None:
+                conn.shown[d.slot] = SlotState(d, self._rank(d))
+                moved.append(d)
+            elif self._consider(conn, state, d, now):
+                moved.append(d)
+        return self._rendered(conn, moved)
+
+    def due(self, now: float | None = None) -> list[LiveConnection]:
+        """Connections holding a change whose wait (``min_ms_between_changes``) has ended."""
+        now = time.monotonic() if now is None else now
+        out = [conn for conn in self.waiting if conn.due_at <= now]
+        for conn in out:
+            conn.due_at = 0.0
+            self.waiting.discard(conn)
+        return out
+
+    # -- internals ------------------------------------------------------------------------
+    def _decide(self, conn: LiveConnection) -> list[Decision]:
+        engine = self._engine_of()
+        if not conn.personalize:
+            return engine.defaults(
+                conn.slots,
+                reason="no personalization consent: default content",
+                source="no_consent",
+                user=conn.user_id,
+                session=conn.session_id,
+            )
+        extra = {"page": conn.page, "page_category": conn.page_category} if conn.page else None
+        return engine.decide(conn.user_id, conn.session_id, conn.slots, extra, conn.page_view_id)
+
+    def _rank(self, d: Decision) -> int:
+        slot = self._engine_of().slots.get(d.slot)
+        if slot is None:
+            return 0
+        return slot.rank.get(d.rule_id, len(slot.rules)) if d.rule_id else len(slot.rules)
+
+    def _consider(self, conn: LiveConnection, state: SlotState, d: Decision, now: float) -> bool:
+        """Whether ``d`` replaces what the slot shows now (and record it if so)."""
+        shown = state.decision
+        if d.variant == shown.variant:
+            return False
+        rank = self._rank(d)
+        if shown.source not in PLACEHOLDER_SOURCES:
+            if rank >= state.rank:
+                return False  # not a new trigger: the same rule or one ranked below it
+            slot = self._engine_of().slots.get(d.slot)
+            limit, gap_s = (2, 1.5) if slot is None else (slot.max_changes, slot.min_gap_s)
+            if state.changes >= limit:
+                return False
+            ready_at = state.changed_at + gap_s
+            if state.changes and now < ready_at:
+                if not conn.due_at or ready_at < conn.due_at:
+                    conn.due_at = ready_at  # held: decided again when the wait ends
+                    self.waiting.add(conn)
+                return False
+        conn.shown[d.slot] = SlotState(d, rank, state.changes + 1, now)
+        return True
+
+    def _rendered(self, conn: LiveConnection, decisions: list[Decision]) -> list[Decision]:
+        if self.render is not None:
+            for d in decisions:
+                d.payload = self.render(d, {"page": conn.page, "category": conn.page_category})
+        return decisions

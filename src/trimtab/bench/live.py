@@ -124,22 +124,12 @@ async def _session_loop(
             session = f"{user}-v{visit}"
             category = rnd.choice(["politics", "tech", "science", "sport", "culture", "travel"])
             page = f"/article/{category}-{rnd.randrange(7)}"
-            hello = {
-                "type": "hello",
-                "user_id": user,
-                "session_id": session,
-                "page": page,
-                "page_category": category,
-                "slots": ["hero", "rail", "cta", "review"],
-            }
-            await ws.send(json.dumps(hello))
-            await ws.recv()  # the first decisions
-
             context = {
                 "user_id": user,
                 "session_id": session,
                 "page": page,
                 "page_category": category,
+                "page_view_id": f"{session}-p",
             }
 
             def event(kind: str, context: dict = context, **fields: object) -> dict:
@@ -153,7 +143,14 @@ async def _session_loop(
                     **fields,
                 }
 
-            script: list[list[dict]] = [[event("page_view", url=page, slots=hello["slots"])]]
+            slots = ["hero", "rail", "cta", "review"]
+            # as the tracker does: the hello carries the page view, decided after it
+            hello = {"type": "hello", **context, "slots": slots}
+            hello["events"] = [event("page_view", url=page, slots=slots)]
+            await ws.send(json.dumps(hello))
+            await ws.recv()  # the first decisions
+            await ws.recv()  # the ack of the page view
+            script: list[list[dict]] = []
             for step in range(1, 11):
                 batch = [event("scroll", depth=step / 10, velocity=rnd.uniform(200, 900))]
                 if step in (4, 6, 8):

@@ -38,6 +38,16 @@ def render_payload(decision: Decision, page: dict[str, Any]) -> dict[str, Any] |
     return payload
 
 
+class CachedStatic(StaticFiles):
+    """The site's static files, cacheable for an hour: a reader's next page does not fetch its
+    stylesheet and pictures again (nor compete with its live socket for the server)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+
 def build_app(
     config: SiteConfig | None = None, data_dir: str | Path = "var/demo", flush_s: float = 0.2
 ) -> Starlette:
@@ -66,6 +76,6 @@ def build_app(
     routes = [
         Route("/", index),
         Route("/article/{slug}", article),
-        Mount("/static", StaticFiles(directory=site.static_dir()), name="static"),
+        Mount("/static", CachedStatic(directory=site.static_dir()), name="static"),
     ]
     return create_app(runtime, render=render_payload, extra_routes=routes, flush_interval_s=flush_s)

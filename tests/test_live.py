@@ -1,0 +1,274 @@
+"""The live loop over a real collector (in-process): consent first, page views, stable slots."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+from trimtab.collector import create_app
+from trimtab.config import load_config
+from trimtab.runtime import Runtime
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
+KEY = "pk_demo"
+SLOTS = ["hero", "rail", "cta", "review"]
+ACCEPT = {"analytics": True, "personalization": True}
+
+
+def make_client(tmp_path: Path, **slot_overrides: dict[str, Any]):
+    data = yaml.safe_load(DEMO.read_text())
+    data["site"]["secret_key"] = "sk_test"
+    for slot, fields in slot_overrides.items():
+        data["slots"][slot].update(fields)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runtime = Runtime(load_config(path), tmp_path / "data")
+    return TestClient(create_app(runtime, flush_interval_s=0.05)), runtime
+
+
+@pytest.fixture
+def live(tmp_path):
+    client, runtime = make_client(tmp_path)
+    with client:
+        yield client, runtime
+    runtime.close()
+
+
+class Page:
+    """One page view of one reader, as the tracker would speak for it."""
+
+    def __init__(self, ws, user: str = "reader", session: str = "s1", category: str = "science"):
+        self.ws, self.user, self.session, self.category = ws, user, session, category
+        self.view = uuid.uuid4().hex[:12]
+        self.shown: dict[str, dict[str, Any]] = {}
+        self.triggers: dict[str, Any] = {}
+
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "event_id": uuid.uuid4().hex,
+            "user_id": self.user,
+            "session_id": self.session,
+            "ts": time.time() * 1000,
+            "page": "/article/x",
+            "page_category": self.category,
+            "page_view_id": self.view,
+            **fields,
+        }
+
+    def hello(self, *events: dict[str, Any], slots: list[str] = SLOTS) -> list[dict[str, Any]]:
+        self.ws.send_text(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "user_id": self.user,
+                    "session_id": self.session,
+                    "slots": slots,
+                    "page": "/article/x",
+                    "page_category": self.category,
+                    "page_view_id": self.view,
+                    "events": list(events),
+                }
+            )
+        )
+        answer = self.ws.receive_json()
+        assert answer["type"] == "decisions", answer
+        ack = self.ws.receive_json()
+        assert ack == {"type": "ack", "accepted": len(events), "rejected": []}
+        self.triggers = answer.get("triggers", {})
+        return self._show(answer["decisions"])
+
+    def send(self, *events: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send a batch; the decisions pushed before its ack (none when nothing changes)."""
+        self.ws.send_text(json.dumps({"type": "events", "events": list(events)}))
+        pushed: list[dict[str, Any]] = []
+        while True:
+            frame = self.ws.receive_json()
+            if frame["type"] == "ack":
+                assert frame["accepted"] == len(events), frame
+                return self._show(pushed)
+            assert frame["type"] == "decisions", frame
+            pushed += frame["decisions"]
+
+    def _show(self, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for d in decisions:
+            self.shown[d["slot"]] = d
+        return decisions
+
+
+def logged(runtime: Runtime) -> dict[str, Any]:
+    runtime.decision_log.flush_sync()
+    return {r.decision_id: r for r in runtime.decision_log.read(limit=10_000)}
+
+
+def variants(decisions: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(d["slot"], d["variant"]) for d in decisions]
+
+
+def test_consent_in_the_hello_is_processed_before_the_first_decisions(live):
+    client, runtime = live
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page = Page(ws)
+        first = page.hello(page.event("consent", purposes=ACCEPT), page.event("page_view"))
+        assert {d["source"] for d in first} & {"no_consent", "degraded"} == set()
+        assert {d["decision_id"] for d in first} <= set(logged(runtime))
+
+
+def test_consent_after_the_hello_resends_every_slot_with_new_logged_decisions(live):
+    client, runtime = live
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page = Page(ws)
+        statistics_only = {"analytics": True, "personalization": False}
+        before = page.hello(
+            page.event("consent", purposes=statistics_only), page.event("page_view")
+        )
+        assert {d["source"] for d in before} == {"no_consent"}
+        # the pre-consent defaults are logged too (an exposure of them refers to a decision)
+        # and belong to no experiment
+        log = logged(runtime)
+        assert all(log[d["decision_id"]].experiment == "" for d in before)
+        after = page.send(page.event("consent", purposes=ACCEPT))
+        assert sorted(d["slot"] for d in after) == sorted(SLOTS), "every slot is sent again"
+        old_ids = {d["decision_id"] for d in before}
+        assert all(d["decision_id"] not in old_ids for d in after)
+        assert all(d["source"] not in ("no_consent", "degraded") for d in after)
+        unchanged = [d for d in after if d["variant"] == "newsletter" or d["variant"] == "none"]
+        assert unchanged, "slots whose variant stays the same are re-sent as well"
+        log = logged(runtime)
+        assert {d["decision_id"] for d in after} <= set(log)
+        assert all(log[d["decision_id"]].source == d["source"] for d in after)
+
+
+def test_the_next_page_opens_with_its_own_page_features(live):
+    client, _ = live
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        first = Page(ws)
+        first.hello(first.event("consent", purposes=ACCEPT), first.event("page_view"))
+        moved = first.send(first.event("scroll", depth=1.0))
+        assert ("cta", "subscribe_offer") in variants(moved)
+        hover = first.event(
+            "hover", element="img-x", element_kind="image", category="science", dwell_ms=4000
+        )
+        assert ("review", "detail") in variants(first.send(hover))
+        second = Page(ws)  # the reader opens the next article (same session, new page view)
+        opening = second.hello(second.event("page_view"))
+        shown = dict(variants(opening))
+        assert shown["cta"] == "newsletter" and shown["review"] == "none"
+        assert not any("scroll_depth_max=1" in d["reason"] for d in opening)
+
+
+def test_a_slot_never_falls_back_without_a_new_trigger(tmp_path):
+    client, runtime = make_client(tmp_path, hero={"min_ms_between_changes": 0})
+    with client, client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page = Page(ws)
+        page.hello(page.event("consent", purposes=ACCEPT), page.event("page_view"))
+        hero = page.shown["hero"]["variant"]
+        assert hero in ("top_story", "for_you")
+        moved = page.send(page.event("scroll", depth=0.3, velocity=6000))
+        assert variants(moved) == [("hero", "skim")]  # fast-scroller: ranked first
+        # the reader slows down: the median falls below 2,500 px/s, the rule stops applying...
+        calm = [page.event("scroll", depth=0.3 + i / 100, velocity=400) for i in range(9)]
+        assert page.send(*calm) == []  # ... and the hero stays: no trigger, no change
+        assert page.shown["hero"]["variant"] == "skim"
+        features = runtime.features_of(_stored(client, page.user), "s1", page.view)
+        assert features["scroll_velocity"] < 2500
+    runtime.close()
+
+
+def _stored(client: TestClient, user: str) -> str:
+    return client.app.state.collector.gate.user_id(user)
+
+
+def test_changes_per_view_are_capped_and_a_held_change_goes_out_after_the_wait(tmp_path):
+    client, runtime = make_client(
+        tmp_path,
+        cta={"max_changes_per_view": 0},
+        hero={"min_ms_between_changes": 400},
+    )
+    # a second rule above fast-scroller gives the hero two triggers in a row
+    runtime.config.slots["hero"].rules.insert(0, _rule("deep", {"scroll_depth_max": {"$gt": 0.9}}))
+    runtime.reload(runtime.config)
+    with client, client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page = Page(ws)
+        page.hello(page.event("consent", purposes=ACCEPT), page.event("page_view"))
+        moved = page.send(page.event("scroll", depth=0.5, velocity=6000))
+        assert variants(moved) == [("hero", "skim")]
+        # past 75 % the cta would change, but it may not change at all on this page view;
+        # past 90 % the hero's higher rule applies, but only 400 ms after its last change
+        assert page.send(page.event("scroll", depth=0.95, velocity=6000)) == []
+        held_at = time.monotonic()
+        pushed = ws.receive_json()  # the release loop sends it when the wait is over
+        assert time.monotonic() - held_at > 0.2
+        assert variants(pushed["decisions"]) == [("hero", "top_story")]
+        assert pushed["decisions"][0]["rule_id"] == "deep"
+        assert page.shown["cta"]["variant"] == "newsletter"
+    runtime.close()
+
+
+def _rule(rule_id: str, condition: dict[str, Any]):
+    from trimtab.config import RuleDecl
+
+    return RuleDecl(id=rule_id, condition=condition, force="top_story")
+
+
+def test_a_reconnecting_page_keeps_what_it_shows(live):
+    client, _ = live
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page = Page(ws)
+        page.hello(page.event("consent", purposes=ACCEPT), page.event("page_view"))
+        page.send(page.event("scroll", depth=1.0))
+        before = {slot: d["decision_id"] for slot, d in page.shown.items()}
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page.ws = ws
+        again = page.hello()
+        assert {d["slot"]: d["decision_id"] for d in again} == before
+
+
+def test_the_hello_answer_carries_the_pages_triggers(live):
+    client, _ = live
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page = Page(ws)
+        page.hello(page.event("consent", purposes=ACCEPT), page.event("page_view"))
+        assert page.triggers["depth"] == [0.75]
+        assert page.triggers["speed"] == [2500]
+        assert page.triggers["dwell"] == [["kind", "image", 3000]]
+        hover = page.event("hover", element="img", element_kind="image", dwell_ms=1000)
+        page.send(hover)
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        page.ws = ws
+        page.hello()
+        assert page.triggers["dwell"] == [["kind", "image", 2000]]  # what is still missing
+
+
+def test_decide_route_takes_the_first_events_too(live):
+    client, runtime = live
+    view = "v-http"
+    body = {
+        "user_id": "reader-http",
+        "session_id": "s9",
+        "slots": SLOTS,
+        "page_view_id": view,
+        "events": [
+            {
+                "kind": "consent",
+                "event_id": "c1",
+                "user_id": "reader-http",
+                "session_id": "s9",
+                "ts": time.time() * 1000,
+                "page_view_id": view,
+                "purposes": ACCEPT,
+            }
+        ],
+    }
+    answer = client.post(f"/v1/decide?key={KEY}", content=json.dumps(body)).json()
+    assert answer["accepted"] == 1 and answer["rejected"] == []
+    assert {d["source"] for d in answer["decisions"]} & {"no_consent"} == set()
+    assert answer["triggers"]["depth"] == [0.75]
+    assert {d["decision_id"] for d in answer["decisions"]} <= set(logged(runtime))
