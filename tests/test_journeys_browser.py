@@ -3,7 +3,9 @@
 Each journey asserts the exact sequence of variants every slot shows on every page (the
 tracker's ``swap`` events, recorded in the page) and that nothing changes without a new
 trigger: after the last trigger the reader lingers and every sequence stays as it was. The
-demo runs as its own process (``trimtab demo``) with a fresh data directory per module.
+demo runs as its own process (``trimtab demo``) with a fresh data directory per module, without
+its reader segments (they put even a new visitor in a kind of reader; the journeys check the
+page's own triggers — see ``trimtab.bench.browser.config_without_segments``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from trimtab.bench.browser import PROBE, VIEWPORT, DemoProcess, interest_readers
+from trimtab.bench.browser import (
+    PROBE,
+    VIEWPORT,
+    DemoProcess,
+    config_without_segments,
+    interest_readers,
+)
 from trimtab.demo import site
 
 pytestmark = pytest.mark.browser
@@ -37,7 +45,8 @@ LINGER_MS = 2500  # after the last trigger: nothing may change while the reader 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
-    with DemoProcess(tmp_path_factory.mktemp("journeys")) as server:
+    folder = tmp_path_factory.mktemp("journeys")
+    with DemoProcess(folder / "data", config_without_segments(folder)) as server:
         yield server
 
 
@@ -267,7 +276,7 @@ def test_decliner_is_not_tracked_nor_asked_again(reader):
 
 
 def test_global_privacy_control_means_no_implied_consent(browser, tmp_path):
-    data = yaml.safe_load(DEMO_CONFIG.read_text())
+    data = yaml.safe_load(config_without_segments(tmp_path).read_text())
     data["site"]["consent"] = "implied"
     config = tmp_path / "implied.yaml"
     config.write_text(yaml.safe_dump(data))
