@@ -315,3 +315,23 @@ def test_credit_learns_from_rounds_attributed_elsewhere():
     choose(served, "u", decision="d1")
     assert served.credit("d1", 1.0) and served.updates == 1
     assert not served.credit("unknown", 1.0)
+
+
+def test_one_visitor_cannot_outweigh_everyone_else():
+    """A visitor opening 200 pages and clicking every one is learned from 30 times an hour."""
+    served = ServedPolicy(spec(reward=RewardSpec(event="click:*", window_s=1)), "a", "rail", 3)
+    served.clock = lambda: T0
+    for i in range(200):
+        arm = choose(served, "greedy", page=f"/p{i}").arm
+        served.observe(
+            [
+                shown("greedy", 10 * i, arm, page=f"/p{i}", received=T0 + 10 * i),
+                ev(Click, "greedy", 10 * i + 1, element="x", slot="rail", received=T0 + 10 * i + 1),
+            ]
+        )
+    served.expire(now_ms=T0 + 60_000)
+    assert served.updates == 30 and served.capped == 170
+    arm = choose(served, "someone-else").arm
+    served.observe([shown("someone-else", 0, arm, received=T0)])
+    served.expire(now_ms=T0 + 120_000)
+    assert served.updates == 31  # other visitors still count

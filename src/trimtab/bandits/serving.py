@@ -93,6 +93,9 @@ class PolicySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # 0: learn from each round as soon as it closes; > 0: hold the closed rounds and learn
     # from them together once per this many seconds (batch reweighting, for comparison).
     learn_every_s: float = 0.0
+    # At most this many rounds of one user are learned from per hour (0: no cap), so no single
+    # visitor — however many pages they open and click — can outweigh everyone else.
+    max_rounds_per_user_hour: int = 30
 
 
 class GuardrailTripped(RuntimeError):
@@ -150,6 +153,8 @@ class ServedPolicy:
             raise ValueError("clip must be a positive number")
         if not spec.learn_every_s >= 0.0:
             raise ValueError("learn_every_s must be 0 or more")
+        if spec.max_rounds_per_user_hour < 0:
+            raise ValueError("max_rounds_per_user_hour must be 0 or more")
         self.spec = spec
         self.default = default
         self.slot = slot
@@ -186,6 +191,8 @@ class ServedPolicy:
         self.tripped = ""
         self.updates = 0
         self.rejected = 0  # rounds not learned from because their numbers were not finite
+        self.capped = 0  # rounds not learned from: their user had reached the hourly cap
+        self._per_user: dict[str, tuple[int, int]] = {}  # user -> (hour, rounds learned)
         # Called with (decision id, reward) after each update: an audit trail for tests and tools.
         self.on_update: Callable[[str, float], None] | None = None
         self._held: list[tuple[_Choice, float, str]] = []  # closed rounds awaiting a batch
@@ -484,10 +491,30 @@ class ServedPolicy:
 
     def _learn(self, choice: _Choice, reward: float, decision_id: str) -> None:
         """Learn from one closed round, now or (batch mode) at the next period boundary."""
+        if not self._within_cap(decision_id):
+            self.capped += 1
+            return
         if self.spec.learn_every_s > 0.0:
             self._held.append((choice, reward, decision_id))
         else:
             self._update(choice, reward, decision_id)
+
+    def _within_cap(self, decision_id: str) -> bool:
+        """Count the round against its user's hourly allowance; False once it is spent."""
+        cap = self.spec.max_rounds_per_user_hour
+        page = self.decisions.get(decision_id)
+        if not cap or page is None:
+            return True
+        hour = int(self.clock() // 3_600_000)
+        if len(self._per_user) > 200_000:  # forget users of earlier hours
+            self._per_user = {u: v for u, v in self._per_user.items() if v[0] == hour}
+        seen_hour, count = self._per_user.get(page[0], (hour, 0))
+        if seen_hour != hour:
+            count = 0
+        if count >= cap:
+            return False
+        self._per_user[page[0]] = (hour, count + 1)
+        return True
 
     def _update(self, choice: _Choice, reward: float, decision_id: str) -> None:
         """One update (the round of ``decision_id``); anything that would leave a non-finite
