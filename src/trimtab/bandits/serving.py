@@ -423,8 +423,10 @@ class ServedPolicy:
         """Attribute the closing users' rounds in one call and learn from each of ours."""
         r_user, r_time, r_seq, r_id = [], [], [], []
         e_user, e_time, e_seq, e_value = [], [], [], []
+        per_user: list[range] = []  # each user's rounds, by position
         for code, user in enumerate(users):
             line = self.timelines[user]
+            per_user.append(range(len(r_id), len(r_id) + len(line.rounds)))
             for t, seq, shown in line.rounds:
                 r_user.append(code)
                 r_time.append(t)
@@ -442,28 +444,26 @@ class ServedPolicy:
             self.spec.reward.window_s,
         )
         rewards = credited.rewards(self.spec.reward.min_value)
-        done = np.zeros(len(r_id), bool)
-        for i, shown in enumerate(r_id):
-            if not shown:
-                continue
-            line = self.timelines[users[r_user[i]]]
-            last = i + 1 == len(r_id) or r_user[i + 1] != r_user[i]
-            if last and now - r_time[i] < self.window_ms:
-                continue  # still open
-            done[i] = True
-            page = self.decisions.get(shown)
-            choice = self.choices.get(page) if page is not None else None
-            if choice is not None:
-                self._learn(choice, float(rewards[i]), shown)
-        # keep, per user, only what an open round still needs
         for code, user in enumerate(users):
-            mine = [i for i in range(len(r_id)) if r_user[i] == code]
-            open_rounds = [i for i in mine if r_id[i] and not done[i]]
-            line = self.timelines[user]
-            if not open_rounds:
+            positions = per_user[code]
+            first_open = None
+            for i in positions:
+                shown = r_id[i]
+                if not shown:
+                    continue
+                if i == positions[-1] and now - r_time[i] < self.window_ms:
+                    first_open = i  # the user's last round, its window still open
+                    continue
+                page = self.decisions.get(shown)
+                choice = self.choices.get(page) if page is not None else None
+                if choice is not None:
+                    self._learn(choice, float(rewards[i]), shown)
+            # keep only what the open round still needs
+            if first_open is None:
                 del self.timelines[user]
                 continue
-            start = (r_time[open_rounds[0]], r_seq[open_rounds[0]])
+            line = self.timelines[user]
+            start = (r_time[first_open], r_seq[first_open])
             line.rounds = [r for r in line.rounds if (r[0], r[1]) >= start]
             line.events = [ev for ev in line.events if (ev[0], ev[1]) >= start]
 
