@@ -500,7 +500,9 @@ def simulate(
         typer.Option(
             "--compare",
             help="Lift report: in-session bandit vs hourly batch vs static default vs hand "
-            "rules, each run on the same readers, with off-policy estimates next to the truth.",
+            "rules, each run on the same readers, with off-policy estimates next to the truth "
+            "(per seed: four runs and a uniformly random log as many times longer as the slot "
+            "has variants).",
         ),
     ] = False,
 ) -> None:
