@@ -112,10 +112,12 @@ def simulate(
     progress: Callable[[int], None] | None = None,
     users: int = 3000,
     slots: Sequence[str] | None = None,
+    session_gap_ms: float = 60_000.0,
 ) -> SimulationResult:
     """Run ``sessions`` simulated visits of ``users`` visitors; snapshot every ``every``.
 
-    ``slots`` limits the page's slots to decide and show (default: all of the config's).
+    ``slots`` limits the page's slots to decide and show (default: all of the config's);
+    ``session_gap_ms`` is the mean time between two sessions starting.
     """
     policy_name = next((name for name, p in runtime.policies.items() if p.slot == slot), "")
     served = runtime.policies.get(policy_name)
@@ -123,7 +125,13 @@ def simulate(
         raise ValueError(f"slot {slot!r} is not declared in this config")
     page_slots = list(runtime.engine.slots if slots is None else slots)
     categories = tuple(DEFAULT_CATEGORIES)
-    sim = Simulator(seed=seed, categories=categories, n_users=users, start_ms=time.time() * 1000)
+    sim = Simulator(
+        seed=seed,
+        categories=categories,
+        n_users=users,
+        start_ms=time.time() * 1000,
+        session_gap_ms=session_gap_ms,
+    )
     result = SimulationResult(slot=slot, policy=policy_name, sessions=sessions, seed=seed)
     # Reproducible runs: the policies draw from seeded generators, and each slot's clicks from
     # its own, so one slot's randomness never shifts another's outcomes.

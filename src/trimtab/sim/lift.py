@@ -22,8 +22,10 @@ learner's own function), the two learning bandits by replay (Li et al. 2011): th
 through the logged rounds in time order, a round counts when its pick equals the logged one,
 and it learns only from those, on the same schedule as live. That log holds ``K`` times the
 sessions (and readers) of a live run, so the replayed learner sees about as many rounds as the
-live one. An estimate that covers the on-policy truth says ``trimtab ope`` can be trusted to
-compare policies without running them.
+live one; sessions start that many times as often, so each reader's visits are as far apart
+as in a live run (what a reader's interest history looks like depends on it). An estimate
+that covers the on-policy truth says ``trimtab ope`` can be trusted to compare policies
+without running them.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ def run_seed(
     try:
         logged: SimulationResult = simulate(
             runtime, sessions * factor, seed, slot, every=sessions * factor, progress=advance,
-            users=users * factor, slots=[slot],
+            users=users * factor, slots=[slot], session_gap_ms=60_000.0 / factor,
         )  # fmt: skip
     finally:
         runtime.close()

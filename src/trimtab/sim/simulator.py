@@ -115,6 +115,7 @@ class Simulator:
         interest_floor: float = 0.1,
         start_ms: float = 1.75e12,
         groups: Sequence[ReaderGroup] | None = None,
+        session_gap_ms: float = 60_000.0,
     ) -> None:
         if n_users < 1 or len(categories) < 2:
             raise ValueError("need at least one user and two categories")
@@ -123,6 +124,7 @@ class Simulator:
         self.interest_floor = interest_floor
         self.start_ms = start_ms
         self.clock_ms = start_ms
+        self.session_gap_ms = session_gap_ms  # mean time between two sessions starting
         self._session_counter = 0
         rng = self.rng
         k = len(self.categories)
@@ -218,7 +220,7 @@ class Simulator:
         rng = self.rng
         self._session_counter += 1
         session_id = f"s{self._session_counter}"
-        self.clock_ms += float(rng.exponential(60_000.0))
+        self.clock_ms += float(rng.exponential(self.session_gap_ms))
         base = self._base(visitor, session_id)
         width, height = _VIEWPORTS[visitor.device]
         events: list[AnyEvent] = [
