@@ -17,8 +17,15 @@ from trimtab.runtime import Runtime
 from trimtab.sim.drive import simulate
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
-T0 = time.time() * 1000.0  # the decision clock is the wall clock
+T0 = time.time() * 1000.0  # the decision clock is the wall clock (reset for every test)
 _ids = iter(range(10**9))
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Events are dated from the test's start: a long suite must not age its decisions."""
+    global T0
+    T0 = time.time() * 1000.0
 
 
 def spec(**kw) -> PolicySpec:
