@@ -216,7 +216,7 @@ def test_learner_ope_and_experiment_metrics_agree_on_one_log(tmp_path):
         "rail_reward", experiments_of(config).metrics, patterns, policy_rewards(config)
     )
     data = metrics.load(tmp_path, spec, patterns, part.fields(), arms=2)
-    values = metrics.UnitValues(data)
+    values = metrics.UnitValues(data, [part])
     per_user = dict(zip(values.users(), values.column(part, post=True), strict=True))
     first_round = {}
     for r in rounds:

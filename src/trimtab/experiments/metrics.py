@@ -510,7 +510,7 @@ class UnitValues:
     each column then picks its events (its patterns, its slot for a reward) and amounts.
     """
 
-    def __init__(self, data: LoadedData) -> None:
+    def __init__(self, data: LoadedData, parts: Sequence[Part]) -> None:
         self.con = data.con
         units = self.con.execute("SELECT code, arm, t0, s0 FROM units ORDER BY code").fetchnumpy()
         self.arm = np.asarray(units["arm"], np.int64)
@@ -520,11 +520,17 @@ class UnitValues:
             time=self.t0,
             seq=np.asarray(units["s0"], np.int64),
         )
-        flags = [f"e.p{i}" for i in range(len(data.patterns))]
-        fields = [f"e.f_{f}" for f in data.numeric]
-        columns = ", ".join(["u.code", "e.t", "e.seq", "e.kind", "e.slot", *flags, *fields])
+        # read only what these parts use: their pattern flags and fields, kind and slot for
+        # rewards (strings are the costly columns)
+        used = sorted({i for part in parts for i in part.flags})
+        fields = sorted({f for part in parts for f in part.fields()})
+        rewards = any(part.reward is not None for part in parts)
+        flags = [f"e.p{i}" for i in used]
+        columns = ["u.code", "e.t", "e.seq", *flags, *(f"e.f_{f}" for f in fields)]
+        if rewards:
+            columns += ["e.kind", "e.slot"]
         rows = self.con.execute(
-            f"SELECT {columns} FROM ev e JOIN units u USING (user_id) "
+            f"SELECT {', '.join(columns)} FROM ev e JOIN units u USING (user_id) "
             f"WHERE {' OR '.join(flags) or 'FALSE'}"
         ).fetchnumpy()
         self.rows = {k.removeprefix("e.").removeprefix("u."): v for k, v in rows.items()}
@@ -549,21 +555,21 @@ class UnitValues:
         mask = np.zeros(n, bool)
         for i in part.flags:
             mask |= np.asarray(self.rows[f"p{i}"], bool)
-        kind = np.asarray(self.rows["kind"], dtype=object)
         reward = part.reward
-        if reward is not None and reward.in_slot:
+        if reward is None:
+            return mask, (self._field(part.field) if part.field else None)
+        kind = np.asarray(self.rows["kind"], dtype=object)
+        if reward.in_slot:
             mask &= (np.asarray(self.rows["slot"], dtype=object) == part.slot) | (kind == "custom")
-        if reward is not None and reward.value:
+        if reward.value:
             return mask, self._field(reward.value)
-        if reward is not None:  # attribution.natural_amount, column-wise
-            amount = np.ones(n)
-            for event_kind, name in (("hover", "dwell_ms"), ("visible", "visible_ms")):
-                where = kind == event_kind
-                amount[where] = self._field(name)[where]
-            custom = (kind == "custom") & ~np.isnan(self._field("value"))
-            amount[custom] = self._field("value")[custom]
-            return mask, amount
-        return mask, (self._field(part.field) if part.field else None)
+        amount = np.ones(n)  # attribution.natural_amount, column-wise
+        for event_kind, name in (("hover", "dwell_ms"), ("visible", "visible_ms")):
+            where = kind == event_kind
+            amount[where] = self._field(name)[where]
+        custom = (kind == "custom") & ~np.isnan(self._field("value"))
+        amount[custom] = self._field("value")[custom]
+        return mask, amount
 
     def column(self, part: Part, post: bool) -> np.ndarray:
         window_s = None if part.window_ms is None else part.window_ms / 1000.0
@@ -598,7 +604,7 @@ def arm_sums(
     named ``a*b``.
     """
     con = data.con
-    values = UnitValues(data)
+    values = UnitValues(data, [p for _, parts in metric_shapes.values() for p in parts])
     table: dict[str, np.ndarray] = {
         "arm": values.arm,
         "period": np.floor((values.t0 - origin_ms) / period_ms).astype(np.int64),
