@@ -232,3 +232,41 @@ def test_learner_ope_and_experiment_metrics_agree_on_one_log(tmp_path):
         users = [u for u in per_user if first_round[u].variant == report.arms[arm.index].name]
         assert arm.n == len(users)
         assert arm.mean == pytest.approx(np.mean([per_user[u] for u in users]))
+
+
+def test_one_round_per_user_takes_a_shortcut_with_the_same_result():
+    """An experiment's rounds (one per user, numbered by user) are placed without a search;
+    numbered otherwise, the same data go the general way: the credit must be identical."""
+    rng = np.random.default_rng(8)
+    n, m = 300, 3000
+    r_time = rng.uniform(0, 1e6, n)
+    e_user = rng.integers(0, n, m)
+    e_time = rng.uniform(0, 1e6, m)
+    e_time[:50] = r_time[e_user[:50]]  # exact ties with the round
+    e_seq = rng.integers(0, 10, m)
+    values = rng.uniform(0, 10, m)
+    shortcut = attribute(
+        Rounds(np.arange(n), r_time, np.full(n, 5)), Events(e_user, e_time, e_seq, values), 1e3
+    )
+    shuffled = rng.permutation(n)  # user u is now called shuffled[u]
+    general = attribute(
+        Rounds(shuffled, r_time, np.full(n, 5)),
+        Events(shuffled[e_user], e_time, e_seq, values),
+        1e3,
+    )
+    assert shortcut.count.tolist() == general.count.tolist()
+    assert np.allclose(shortcut.total, general.total)
+    for before in (True, False):
+        a = attribute(
+            Rounds(np.arange(n), r_time, np.full(n, 5)),
+            Events(e_user, e_time, e_seq, values),
+            200.0,
+            before=before,
+        )
+        b = attribute(
+            Rounds(shuffled, r_time, np.full(n, 5)),
+            Events(shuffled[e_user], e_time, e_seq, values),
+            200.0,
+            before=before,
+        )
+        assert a.event_round.tolist() == b.event_round.tolist()

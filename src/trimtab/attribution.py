@@ -202,6 +202,17 @@ def locate(rounds: Rounds, events: Events) -> Located:
     e_time = np.asarray(events.time, np.float64)
     r_seq = np.arange(n_rounds) if rounds.seq is None else np.asarray(rounds.seq, np.int64)
     e_seq = np.arange(n_events) if events.seq is None else np.asarray(events.seq, np.int64)
+    if np.array_equal(r_user, np.arange(n_rounds)):
+        # One round per user, numbered by user (an experiment's first exposures): each event
+        # is before or after its own user's round, no search needed.
+        own = np.where(e_user < n_rounds, e_user, 0)
+        known = e_user < n_rounds
+        after = known & ((e_time > r_time[own]) | ((e_time == r_time[own]) & (e_seq >= r_seq[own])))
+        before = known & ~after
+        return Located(
+            np.where(after, own, -1), e_time - r_time[own], np.where(before, own, -1),
+            r_time[own] - e_time,
+        )  # fmt: skip
     # One total order over rounds and events: by receive time, then log order.
     time = np.concatenate([r_time, e_time])
     seq = np.concatenate([r_seq, e_seq])
@@ -234,13 +245,15 @@ def attribute(
     before: bool = False,
     located: Located | None = None,
     only: np.ndarray | None = None,
+    maximum: bool = True,
 ) -> Credited:
     """Credit each event to its round (see the module doc); ``window_s=None`` is unbounded.
 
     With ``before`` the window runs backwards instead: an event credits the user's next round
     when it comes at most ``window_s`` before it (what a round's pre-period looks like, for
     CUPED). ``located`` (from :func:`locate` on the same rounds and event times) saves placing
-    the events again; ``only`` is a mask of the events to consider.
+    the events again; ``only`` is a mask of the events to consider; ``maximum=False`` skips
+    the per-round largest amount (left at 0) when it is not wanted.
     """
     n_rounds, n_events = len(rounds), len(events)
     if located is None:
@@ -264,14 +277,14 @@ def attribute(
     hit_finite, amounts = hit[finite], amounts[finite]
     total = np.bincount(hit_finite, weights=amounts, minlength=n_rounds)
     values = np.bincount(hit_finite, minlength=n_rounds)
-    maximum = np.zeros(n_rounds)
-    if len(hit_finite):
+    largest = np.zeros(n_rounds)
+    if maximum and len(hit_finite):
         # the largest amount per round: sort by (round, amount), keep each round's last
         order = np.lexsort((amounts, hit_finite))
         last = np.ones(len(order), bool)
         last[:-1] = hit_finite[order][1:] != hit_finite[order][:-1]
-        maximum[hit_finite[order][last]] = amounts[order][last]
-    return Credited(count, total, maximum, values, event_round)
+        largest[hit_finite[order][last]] = amounts[order][last]
+    return Credited(count, total, largest, values, event_round)
 
 
 def exposure_rounds(

@@ -239,10 +239,13 @@ def load(
             for src in sources
         )  # fmt: skip
         for src in sources:
+            # source and rule only matter for the decisions of other rules (integrity checks)
             cur = src.execute(
-                f"SELECT decision_id, user_id, slot, variant, {arm_of}, source, rule_id "
+                f"SELECT decision_id, user_id, slot, variant, {arm_of} AS arm, "
+                "CASE WHEN experiment = ? THEN '' ELSE source END, "
+                "CASE WHEN experiment = ? THEN '' ELSE rule_id END "
                 f"FROM decisions WHERE {where}",
-                [*args, *experiment.slots],
+                [*args, experiment.key, experiment.key, *experiment.slots],
             )
             while rows := cur.fetchmany(CHUNK_ROWS):
                 ids, users, slots, variants, arm, source, rule = zip(*rows, strict=True)
@@ -382,14 +385,23 @@ def _find_units(data: LoadedData, slots: Sequence[str]) -> None:
         "CAST(row_number() OVER (ORDER BY user_id) - 1 AS BIGINT) AS code, arm, t0, s0 "
         "FROM per_user WHERE arms = 1"
     )
-    ((total, in_experiment, orphans, unmatched),) = con.execute(
-        """
+    pre_consent = ",".join(repr(x) for x in PRE_CONSENT_SOURCES)
+    degraded = ",".join(repr(x) for x in DEGRADED_SOURCES)
+    ((total, in_experiment, orphans, unmatched, degraded_shown, pre_consent_shown),) = con.execute(
+        f"""
         SELECT count(*), count(*) FILTER (WHERE decision_id <> '' AND arm >= 0),
                count(*) FILTER (WHERE decision_id <> '' AND NOT logged),
-               count(*) FILTER (WHERE decision_id = '') FROM exposures
+               count(*) FILTER (WHERE decision_id = ''),
+               count(*) FILTER (WHERE logged AND source IN ({degraded})),
+               count(*) FILTER (WHERE logged AND source IN ({pre_consent}))
+        FROM exposures
         """
     ).fetchall()
     unmatched -= con.execute("SELECT count(*) FROM exposed WHERE by_variant").fetchone()[0]
+    ((degraded_decided, pre_consent_decided),) = con.execute(
+        f"SELECT count(*) FILTER (WHERE source IN ({degraded})), "
+        f"count(*) FILTER (WHERE source IN ({pre_consent})) FROM decisions WHERE arm < 0"
+    ).fetchall()
     orphan_ids = [
         row[0]
         for row in con.execute(
@@ -401,18 +413,10 @@ def _find_units(data: LoadedData, slots: Sequence[str]) -> None:
         f"{rule or 'default'} ({source})": n
         for rule, source, n in con.execute(
             "SELECT rule_id, source, count(*) FROM exposures "
-            "WHERE decision_id <> '' AND logged AND arm < 0 AND source NOT IN "
-            f"({','.join(repr(x) for x in DEGRADED_SOURCES + PRE_CONSENT_SOURCES)}) "
+            f"WHERE logged AND arm < 0 AND source NOT IN ({degraded},{pre_consent}) "
             "GROUP BY ALL ORDER BY 3 DESC"
         ).fetchall()
     }
-
-    def count(table: str, sources: tuple[str, ...]) -> int:
-        marks = ",".join("?" * len(sources))
-        extra = " AND logged" if table == "exposures" else ""
-        sql = f"SELECT count(*) FROM {table} WHERE source IN ({marks}){extra}"
-        return con.execute(sql, list(sources)).fetchone()[0]
-
     data.integrity = Integrity(
         exposures=total,
         in_experiment=in_experiment,
@@ -420,10 +424,10 @@ def _find_units(data: LoadedData, slots: Sequence[str]) -> None:
         orphan_ids=orphan_ids,
         unmatched_exposures=unmatched,
         outside=outside,
-        degraded_decisions=count("decisions", DEGRADED_SOURCES),
-        degraded_exposures=count("exposures", DEGRADED_SOURCES),
-        pre_consent_decisions=count("decisions", PRE_CONSENT_SOURCES),
-        pre_consent_exposures=count("exposures", PRE_CONSENT_SOURCES),
+        degraded_decisions=degraded_decided,
+        degraded_exposures=degraded_shown,
+        pre_consent_decisions=pre_consent_decided,
+        pre_consent_exposures=pre_consent_shown,
         multi_arm=dict(causes),
     )
 
@@ -576,7 +580,13 @@ class UnitValues:
         mask, amounts = self._selection(part)
         events = Events(self.events.user, self.events.time, self.events.seq, amounts)
         credited = attribute(
-            self.rounds, events, window_s, before=not post, located=self.located, only=mask
+            self.rounds,
+            events,
+            window_s,
+            before=not post,
+            located=self.located,
+            only=mask,
+            maximum=part.agg == "max",
         )
         if part.agg == "reward":
             assert part.reward is not None
