@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/trimtab demo
+	$(BIN)/trimtab demo --segments
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

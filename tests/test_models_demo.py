@@ -111,3 +111,62 @@ def test_a_deep_reader_gets_the_readers_like_you_offer_on_the_next_article(demo_
         }
         logged = client.get("/v1/admin/decisions?user_id=reader", headers=headers).json()
         assert any('"segments"' in row["models"] for row in logged)
+
+
+@pytest.mark.browser
+def test_in_chromium_a_deep_reader_sees_the_segment_offer_and_why(demo_dir, browser, tmp_path):
+    """Real Chromium, the real tracker: read three politics/science stories to the end, open a
+    fourth; its call to action is the deep readers' one and the reason names the segment."""
+    import threading
+
+    import uvicorn
+
+    from trimtab.bench.live import free_port
+    from trimtab.demo import site
+
+    articles = [a for a in site.load_articles() if a["category"] in ("politics", "science")]
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(data_dir=demo_dir, flush_s=0.05),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws="websockets-sansio",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        for i, article in enumerate(articles[:3]):
+            page.goto(f"http://127.0.0.1:{port}/article/{article['slug']}")
+            if i == 0:  # the banner shows once the tracker is wired
+                page.locator("[data-consent-accept]").click(timeout=10_000)
+            page.mouse.move(640, 400)
+            for _ in range(40):  # slow, steady reading down to the end
+                page.mouse.wheel(0, 60)
+                page.wait_for_timeout(200)
+            page.wait_for_timeout(1200)
+        page.goto(f"http://127.0.0.1:{port}/article/{articles[3]['slug']}")
+        cta = page.locator('[data-tt-slot="cta"]')
+        cta.get_by_text("Readers like you keep us going").wait_for(timeout=10_000)
+        cta.scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "segment-offer.png"))
+        headers = {"Authorization": "Bearer sk_demo"}
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/admin/decisions?limit=50", headers=headers
+        )
+        rows = json.loads(urllib.request.urlopen(request, timeout=5).read())
+        offer = next(r for r in rows if r["slot"] == "cta" and r["variant"] == "readers_like_you")
+        assert "readers like you (segment 'deep readers')" in offer["reason"]
+        assert json.loads(offer["models"])["segments"]["p"] >= 0.6
+    finally:
+        page.close()
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -451,6 +451,14 @@ def demo(
         Path | None,
         typer.Option(help="A site config to serve the demo site with (default: the demo's own)."),
     ] = None,
+    segments: Annotated[
+        bool,
+        typer.Option(
+            "--segments",
+            help="Serve reader segments (fitted once on simulated readers, first run only), so "
+            "the config's segment rules apply: `make demo` uses it.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the demo news site: scroll, hover and watch its slots adjust live."""
     import uvicorn
@@ -459,8 +467,10 @@ def demo(
     from trimtab.models.bootstrap import ensure_segments
 
     site_config = load_config(config or DEMO_CONFIG)
-    with console.status("first run: fitting reader segments on 3,000 simulated visits…"):
-        fitted = ensure_segments(site_config, data_dir)
+    fitted = None
+    if segments:
+        with console.status("first run: fitting reader segments on 3,000 simulated visits…"):
+            fitted = ensure_segments(site_config, data_dir)
     if fitted is not None:
         console.print(
             f"reader segments v{fitted.version} fitted on simulated visits "
@@ -942,6 +952,9 @@ def bench_all(ctx: typer.Context) -> None:
 
     ctx.invoke(bench_stats)
     ctx.invoke(bench_scale, processes=None, seconds=8.0, connections=32)
+    from trimtab.models.cli import bench_models
+
+    ctx.invoke(bench_models, quick=False, only=None, obd_dir=None, events=1_000_000)
 
 
 def _json_default(value: Any) -> Any:

@@ -343,7 +343,7 @@ def live_speed(n: int, say: Say) -> Speed:
     cols = Columns.learn(parse_columns(decl.features), (r.attrs for r in rows))
     x = cols.matrix([r.attrs for r in rows])
     y = np.array([r.label for r in rows])
-    params = {**LIGHTGBM_DEFAULTS, "n_estimators": 200, "n_jobs": 1}
+    params = {**LIGHTGBM_DEFAULTS, "n_estimators": 100, "n_jobs": 1}
     clf = lgb.LGBMClassifier(**params).fit(x, y)
     booster = clf.booster_
     trees = TreeEnsemble.from_lightgbm(booster)

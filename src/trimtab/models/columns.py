@@ -129,11 +129,30 @@ def _reader(column: Column, level: str | None = None) -> Callable[[Mapping[str, 
             return _number(value)
 
         return plain
+    if len(path) <= 2 and not total and not any(part[0] == "$" for part in path):
+        first, second = path[0], (path[1] if len(path) == 2 else None)
+        log1p = math.log1p
+
+        def shallow(attrs: Mapping[str, Any]) -> float:  # the common case, kept fast
+            value = attrs.get(first)
+            if second is not None:
+                value = value.get(second) if type(value) is dict else None
+            x = value if type(value) is float else _number(value)
+            if log:
+                return log1p(x) if x > 0.0 else (x if x != x else 0.0)
+            return x
+
+        return shallow
 
     def number(attrs: Mapping[str, Any]) -> float:
         value = _lookup(attrs, path)
         if total:
-            if isinstance(value, Mapping):
+            if type(value) is dict:
+                try:  # a map of numbers: the builtin sum (booleans count 1/0)
+                    x = float(sum(value.values()))
+                except TypeError:  # text among the values: numbers only
+                    x = sum(_number(v) for v in value.values())
+            elif isinstance(value, Mapping):
                 x = sum(_number(v) for v in value.values())
             else:
                 x = _number(value)
