@@ -83,8 +83,13 @@ def register_models(root: Path, weight: float = 10.0, stage: str = "live") -> No
         prec_chol=np.array([[[2.0]], [[2.0]]]),
         weights=np.array([0.5, 0.5]),
     )
-    registry.add("segments", "kmeans", segments.to_arrays(), {"columns": seg_cols.describe(),
-                 "report": {"segments": [{"id": "s1"}, {"id": "s2"}]}}, stage="live")  # fmt: skip
+    registry.add(
+        "segments",
+        "kmeans",
+        segments.to_arrays(),
+        {"columns": seg_cols.describe(), "report": {"segments": [{"id": "s1"}, {"id": "s2"}]}},
+        stage="live",
+    )
 
 
 def config_file(tmp_path: Path) -> Path:
@@ -130,6 +135,19 @@ def test_rules_see_scores_and_segments_and_the_log_records_versions(tmp_path):
         runtime.close()
 
 
+def test_erasure_drops_cached_scores(tmp_path):
+    register_models(tmp_path / "data" / "models")
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    try:
+        runtime.ingest(reader("gone", 0.9, 300.0, time.time() * 1000))
+        runtime.decide("gone", "gone-s")
+        assert any(key[0] == "gone" for key in runtime.models._cache)
+        runtime.erase("gone")
+        assert not any(key[0] == "gone" for key in runtime.models._cache)
+    finally:
+        runtime.close()
+
+
 def test_scores_are_computed_once_per_feature_update(tmp_path):
     register_models(tmp_path / "data" / "models")
     runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
@@ -140,8 +158,18 @@ def test_scores_are_computed_once_per_feature_update(tmp_path):
             runtime.decide("u", "u-s")
         assert runtime.models.scored == 1
         before = runtime.features_of("u", "u-s")["p_subscribe"]
-        runtime.ingest([Scroll(event_id="more", user_id="u", session_id="u-s", ts=t0 + 10,
-                               depth=0.95, velocity=300.0)])  # fmt: skip
+        runtime.ingest(
+            [
+                Scroll(
+                    event_id="more",
+                    user_id="u",
+                    session_id="u-s",
+                    ts=t0 + 10,
+                    depth=0.95,
+                    velocity=300.0,
+                )
+            ]
+        )
         after = runtime.features_of("u", "u-s")["p_subscribe"]
         assert runtime.models.scored == 2 and after > 0.9 > 0.2 > before
     finally:
@@ -154,8 +182,13 @@ def test_shadow_scores_are_logged_but_invisible_to_rules(tmp_path):
     registry = Registry(root)
     cols = Columns(parse_columns(["scroll_depth_max"]))
     always = Linear(np.array([0.0]), 9.0, "sigmoid")  # p ≈ 0.9999 for everyone
-    registry.add("p_subscribe", "logistic", always.to_arrays(),
-                 {"columns": cols.describe(), "target": "binary"}, stage="shadow")  # fmt: skip
+    registry.add(
+        "p_subscribe",
+        "logistic",
+        always.to_arrays(),
+        {"columns": cols.describe(), "target": "binary"},
+        stage="shadow",
+    )
     runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
     try:
         runtime.ingest(reader("u", 0.1, 300.0, time.time() * 1000))
@@ -206,16 +239,18 @@ def test_admin_api_shows_models_and_segments_and_moves_stages(tmp_path):
         assert segments["serving"]["version"] == 1 and segments["features"] == ["scroll_velocity"]
         assert segments["report"]["segments"][0]["name"] == "deep-readers"
         moved = client.post(
-            "/v1/admin/models/p_subscribe/stage", json={"version": 1, "stage": "shadow"},
+            "/v1/admin/models/p_subscribe/stage",
+            json={"version": 1, "stage": "shadow"},
             headers=headers,
-        )  # fmt: skip
+        )
         assert moved.status_code == 200 and moved.json()["stage"] == "shadow"
         body = client.get("/v1/admin/models", headers=headers).json()
         assert body["serving"]["live"] == {} and body["serving"]["shadow"] == {"p_subscribe": 1}
         bad = client.post(
-            "/v1/admin/models/p_subscribe/stage", json={"version": 7, "stage": "live"},
+            "/v1/admin/models/p_subscribe/stage",
+            json={"version": 7, "stage": "live"},
             headers=headers,
-        )  # fmt: skip
+        )
         assert bad.status_code == 404 and "no version 7" in bad.json()["error"]
         assert (
             client.post("/v1/admin/models/p_subscribe/rollback", headers=headers).status_code == 200
@@ -231,14 +266,56 @@ def test_decide_command_serves_the_registry(tmp_path):
     register_models(tmp_path / "data" / "models")
     events = tmp_path / "events.json"
     s = {"user_id": "r", "session_id": "s"}
-    events.write_text(json.dumps([
-        {"kind": "scroll", "event_id": "a", "ts": 1.764e12, "depth": 0.3, "velocity": 4200, **s},
-    ]))  # fmt: skip
+    events.write_text(
+        json.dumps(
+            [
+                {
+                    "kind": "scroll",
+                    "event_id": "a",
+                    "ts": 1.764e12,
+                    "depth": 0.3,
+                    "velocity": 4200,
+                    **s,
+                },
+            ]
+        )
+    )
     done = CliRunner().invoke(
         cli,
-        ["decide", str(config_file(tmp_path)), "--user", "r", "--session", "s", "--events",
-         str(events), "--data-dir", str(tmp_path / "data"), "--json"],
-    )  # fmt: skip
+        [
+            "decide",
+            str(config_file(tmp_path)),
+            "--user",
+            "r",
+            "--session",
+            "s",
+            "--events",
+            str(events),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--json",
+        ],
+    )
     assert done.exit_code == 0, done.output
     rail = next(d for d in json.loads(done.output) if d["slot"] == "rail")
     assert rail["variant"] == "short" and "late-evening skimmers" in rail["reason"]
+
+
+def test_segments_and_scores_are_bandit_context(tmp_path):
+    from trimtab.bandits.serving import PolicySpec, ServedPolicy
+
+    register_models(tmp_path / "data" / "models")
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    try:
+        runtime.ingest(reader("skim", 0.2, 4000.0, time.time() * 1000))
+        attrs = runtime.features_of("skim", "skim-s")
+        spec = PolicySpec(
+            name="rail",
+            arms=["popular", "short"],
+            features=["segment=late-evening-skimmers", "segment_p", "p_subscribe"],
+        )
+        x = ServedPolicy(spec, default="popular").encode(attrs)
+        assert x[1] == 1.0 and x[2] == attrs["segment_p"] > 0.99
+        assert x[3] == attrs["p_subscribe"] < 0.1
+    finally:
+        runtime.close()

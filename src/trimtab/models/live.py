@@ -239,6 +239,11 @@ class LiveModels:
             out[MODELS_ATTRIBUTE] = _encode(record).decode()
         return out
 
+    def forget(self, user_id: str) -> None:
+        """Drop a user's cached scores (erasure)."""
+        for key in [k for k in self._cache if k[0] == user_id]:
+            del self._cache[key]
+
     # -- the admin API --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What is served, what was refused and why (``GET /v1/admin/models``)."""
@@ -270,4 +275,11 @@ def attach(processor: Any, config: Any, data_dir: str | Path) -> LiveModels:
     """Serve the registry in ``data_dir/models`` to ``processor``'s readers."""
     live = LiveModels(config, Path(data_dir) / "models")
     processor.derived.append(live.read)
+    forget = processor.forget
+
+    def forget_everywhere(user_id: str) -> bool:  # erasure reaches the cached scores too
+        live.forget(user_id)
+        return forget(user_id)
+
+    processor.forget = forget_everywhere
     return live
