@@ -135,6 +135,35 @@ def test_rules_see_scores_and_segments_and_the_log_records_versions(tmp_path):
         runtime.close()
 
 
+def test_no_segment_is_claimed_before_min_events(tmp_path):
+    register_models(tmp_path / "data" / "models")
+    path = config_file(tmp_path)
+    text = path.read_text().replace("segments:\n", "segments:\n  min_events: 4\n", 1)
+    path.write_text(text)
+    runtime = Runtime(load_config(path), tmp_path / "data")
+    try:
+        t0 = time.time() * 1000
+        runtime.ingest(reader("new", 0.2, 4000.0, t0))  # three events
+        attrs = runtime.features_of("new", "new-s")
+        assert attrs["segment"] == "" and "segment_p" not in attrs
+        assert "3 events so far" in attrs["_models"]
+        runtime.ingest(
+            [
+                Scroll(
+                    event_id="4th",
+                    user_id="new",
+                    session_id="new-s",
+                    ts=t0 + 9,
+                    depth=0.3,
+                    velocity=4000.0,
+                )
+            ]
+        )
+        assert runtime.features_of("new", "new-s")["segment"] == "late-evening-skimmers"
+    finally:
+        runtime.close()
+
+
 def test_erasure_drops_cached_scores(tmp_path):
     register_models(tmp_path / "data" / "models")
     runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")

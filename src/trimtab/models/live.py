@@ -4,7 +4,8 @@
 the attributes of a user are read (to decide, to push, for the admin API) it adds
 
 * ``segment`` and ``segment_p`` from the live segmentation (the name given in the config, or
-  the id ``s3`` when unnamed; empty below ``segments.min_p``);
+  the id ``s3`` when unnamed; empty below ``segments.min_p``, and before ``min_events`` events
+  of the user: no kind of reader is claimed on too little evidence);
 * one attribute per live model, under the model's name (``p_subscribe``);
 * ``_models``: the versions behind those values and the scores of ``shadow`` versions (which
   rules never see), as compact JSON — the decision log stores it with every decision.
@@ -73,6 +74,7 @@ class LiveModels:
         decl = self.declared.segments
         self.names = dict(decl.names) if decl is not None else {}
         self.min_p = decl.min_p if decl is not None else 0.0
+        self.min_events = decl.min_events if decl is not None else 0
         # re-check every served version against the new declarations
         self.live, self.shadow, self.segments = {}, {}, None
         self._loaded.clear()
@@ -200,7 +202,7 @@ class LiveModels:
         if hit is not None and hit[0] == stamp:
             attrs.update(hit[1])
             return
-        values = self.compute(attrs)
+        values = self.compute(attrs, len(user.seen) if user is not None else 0)
         cache = self._cache
         if len(cache) >= MAX_CACHED:
             for old in list(cache)[: MAX_CACHED // 2]:
@@ -208,12 +210,16 @@ class LiveModels:
         cache[key] = (stamp, values)
         attrs.update(values)
 
-    def compute(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
-        """The attributes these models add for ``attrs`` (no caching)."""
+    def compute(self, attrs: Mapping[str, Any], events: int | None = None) -> dict[str, Any]:
+        """The attributes these models add for ``attrs`` (no caching); ``events`` is how many
+        events of the user trimtab has seen (``segments.min_events``)."""
         out: dict[str, Any] = {}
         record: dict[str, Any] = {}
         segments = self.segments
-        if segments is not None:
+        if segments is not None and events is not None and events < self.min_events:
+            out["segment"] = ""
+            record["segments"] = {"v": segments.version, "skipped": f"{events} events so far"}
+        elif segments is not None:
             assigned = segments.assign(attrs)
             if assigned is not None:
                 seg_id, p = assigned

@@ -17,6 +17,7 @@ A predictive model names what it predicts, from which moment, with which feature
       k: [2, 8]
       conversion: "click:*"        # reported per segment
       names: {s1: deep-readers, s3: late-evening-skimmers}
+      min_events: 20               # no kind of reader claimed on too little evidence
 
 A live model's score becomes an attribute under the model's name (``p_subscribe: {$gt:
 0.3}`` in a rule); the live segmentation adds ``segment`` (its name, or its id when unnamed)
@@ -79,6 +80,7 @@ class SegmentsDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     conversion: str = "click:*"
     names: dict[str, str] = {}
     min_p: float = 0.0  # a posterior below this leaves `segment` empty
+    min_events: int = 0  # no segment before trimtab has seen this many events of the user
     seed: int = 0
     description: str = ""
 
@@ -137,6 +139,8 @@ def check(config: Any, source: str) -> ModelsConfig:
             raise ConfigError(source, f"{where}.k", "k must satisfy 2 ≤ min ≤ max ≤ 50")
         if not 0.0 <= segments.min_p < 1.0:
             raise ConfigError(source, f"{where}.min_p", "must be at least 0 and below 1")
+        if segments.min_events < 0:
+            raise ConfigError(source, f"{where}.min_events", "must be 0 or more")
         _check_pattern(source, f"{where}.conversion", segments.conversion)
         seen: dict[str, str] = {}
         for seg_id, seg_name in segments.names.items():
