@@ -114,3 +114,17 @@ async def test_a_spool_left_by_a_crash_is_sent_by_the_next_run(tmp_path: Path) -
     await publisher.flush(timeout=10)
     assert [e.event_id for e in bus.logged.values()] == [e.event_id for e in events]
     await publisher.close()
+
+
+def test_the_spool_forgets_users_erased_elsewhere(tmp_path: Path) -> None:
+    from trimtab.privacy import erasure_token
+
+    spool = Spool(tmp_path / "spool.sqlite")
+    spool.append_sync(synthetic_events(200, users=4, seed=5))
+    victim = spool.read_sync(1)[0][1].user_id
+    theirs = sum(1 for _, e in spool.read_sync(1000) if e.user_id == victim)
+    assert spool.erase_tokens({erasure_token(victim)}) == theirs > 0
+    assert all(e.user_id != victim for _, e in spool.read_sync(1000))
+    spool.compact_sync()
+    assert victim.encode() not in (tmp_path / "spool.sqlite").read_bytes()
+    spool.close_sync()

@@ -454,7 +454,8 @@ class ScaledRuntime:
         return [p for p in sorted(self.data_dir.glob("decisions*.sqlite")) if p.name != own]
 
     async def _apply_erasure_journal(self) -> int:
-        """Erase, from this data directory's decision logs, users other processes erased."""
+        """Erase, from this data directory's decision logs and spool, users other processes
+        erased."""
         last = self._journal_cursor.read_text().strip() if self._journal_cursor.exists() else "0"
         applied = 0
         while True:
@@ -469,6 +470,7 @@ class ScaledRuntime:
                 await asyncio.to_thread(
                     erase_from_files, [*own, *self._other_decision_logs()], (), tokens
                 )
+                await asyncio.to_thread(self.publisher.spool.erase_tokens, tokens)
                 self._compact_after = time.monotonic() + ERASURE_COMPACTION_DELAY_S
             last = entries[-1][0]
             tmp = self._journal_cursor.with_suffix(".tmp")

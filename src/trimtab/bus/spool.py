@@ -27,6 +27,7 @@ from pathlib import Path
 import msgspec
 
 from trimtab.events import AnyEvent, decode_one
+from trimtab.privacy import erasure_token
 from trimtab.store.sqlite import StorageError, connect_sqlite, probe_writable, vacuum
 
 _encoder = msgspec.json.Encoder()
@@ -84,6 +85,18 @@ class Spool:
         """Delete a user's spooled events (erasure); :meth:`compact_sync` then rewrites the file."""
         with self._lock:
             return self._conn.execute("DELETE FROM spool WHERE user_id = ?", (user_id,)).rowcount
+
+    def erase_tokens(self, tokens: set[str]) -> int:
+        """Delete the spooled events of users erased elsewhere (known by erasure token)."""
+        with self._lock:
+            users = [u for (u,) in self._conn.execute("SELECT DISTINCT user_id FROM spool")]
+            deleted = 0
+            for user in users:
+                if erasure_token(user) in tokens:
+                    deleted += self._conn.execute(
+                        "DELETE FROM spool WHERE user_id = ?", (user,)
+                    ).rowcount
+        return deleted
 
     def compact_sync(self) -> None:
         """Rewrite the file and truncate its WAL: nothing of an erased row survives."""
