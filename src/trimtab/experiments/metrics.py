@@ -410,7 +410,7 @@ def _find_units(data: LoadedData, slots: Sequence[str]) -> None:
         ).fetchall()
     ]
     outside = {
-        f"{rule or 'default'} ({source})": n
+        (f"{rule} ({source})" if rule else "no rule applied (default)"): n
         for rule, source, n in con.execute(
             "SELECT rule_id, source, count(*) FROM exposures "
             f"WHERE logged AND arm < 0 AND source NOT IN ({degraded},{pre_consent}) "
