@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,25 @@ def test_compare_prints_the_lift_table(tmp_path):
         assert label in result.output
     assert "clicks per 1,000 sessions" in result.output and "off-policy estimate" in result.output
     assert (tmp_path / "seed-0" / "uniform-log" / "events.sqlite").exists()
+
+
+def test_lift_rows_pair_estimate_and_truth_by_seed():
+    """The paired difference removes what the seeds share; one seed uses its own errors."""
+    shift = {"in-session": 5.0, "hourly batch": -3.0, "static default": 0.0, "hand rules": 40.0}
+    results = []
+    for seed, level in enumerate((300.0, 320.0, 340.0)):  # seeds differ a lot, pairs do not
+        r = lift.SeedResult(seed)
+        for name in lift.STRATEGIES:
+            r.truth[name], r.truth_se[name] = level, 4.0
+            r.estimate[name] = level + shift[name] + (seed - 1) * 0.5
+            r.estimate_se[name], r.ctr[name], r.rounds[name] = 4.0, 0.1, 100
+        results.append(r)
+    rows = {row.strategy: row for row in lift.lift_rows(results)}
+    assert rows["in-session"].difference[0] == pytest.approx(5.0)
+    # The seeds' spread (±20) would hide a 40-click bias; the paired interval does not.
+    assert rows["hand rules"].inside and not rows["hand rules"].agrees
+    assert rows["static default"].agrees and rows["static default"].inside
+    assert rows["in-session"].rounds == 300
+    (single,) = [lift.lift_rows(results[:1])[0]]
+    low, high = single.difference[1:]
+    assert high - low == pytest.approx(2 * lift.Z95 * math.hypot(4.0, 4.0))

@@ -215,11 +215,18 @@ class LiftRow:
     ctr: float
     estimate: tuple[float, float, float]
     rounds: int
+    difference: tuple[float, float, float]  # estimate − truth, paired by seed
 
     @property
-    def covered(self) -> bool:
-        """The on-policy truth lies within the off-policy estimate's 95 % interval."""
-        return self.estimate[1] <= self.truth[0] <= self.estimate[2]
+    def inside(self) -> bool:
+        """The off-policy estimate lies within the on-policy truth's 95 % interval."""
+        return self.truth[1] <= self.estimate[0] <= self.truth[2]
+
+    @property
+    def agrees(self) -> bool:
+        """The 95 % interval of estimate − truth (paired by seed, both noises counted)
+        contains 0: the data cannot tell the estimate from the truth."""
+        return self.difference[1] <= 0.0 <= self.difference[2]
 
 
 def _interval(values: list[float], errors: list[float]) -> tuple[float, float, float]:
@@ -236,8 +243,13 @@ def lift_rows(results: Sequence[SeedResult]) -> list[LiftRow]:
         estimate = _interval(
             [r.estimate[name] for r in results], [r.estimate_se[name] for r in results]
         )
+        difference = _interval(
+            [r.estimate[name] - r.truth[name] for r in results],
+            [math.hypot(r.estimate_se[name], r.truth_se[name]) for r in results],
+        )
         ctr = sum(r.ctr[name] for r in results) / len(results)
-        rows.append(LiftRow(name, truth, ctr, estimate, sum(r.rounds[name] for r in results)))
+        rounds = sum(r.rounds[name] for r in results)
+        rows.append(LiftRow(name, truth, ctr, estimate, rounds, difference))
     return rows
 
 
@@ -285,9 +297,13 @@ def run_and_print(
         title=f"'{slot}' clicks per 1,000 sessions: {seeds} seed(s) × {sessions:,} sessions "
         f"of {users:,} readers",
         caption="truth: on-policy runs (mean, 95 % CI); estimate: off-policy from a "
-        f"uniformly random log {factor}× as long (DR for fixed policies, replay for bandits)",
+        f"uniformly random log {factor}× as long (DR for fixed policies, replay for bandits); "
+        "agree: the interval of estimate − truth, paired by seed, contains 0",
     )
-    for column in ("strategy", "truth", "CTR", "off-policy estimate", "rounds", "covers truth"):
+    for column in (
+        "strategy", "truth", "CTR", "off-policy estimate", "rounds", "in truth's CI",
+        "estimate − truth", "agree",
+    ):  # fmt: skip
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for row in rows:
         table.add_row(
@@ -296,7 +312,9 @@ def run_and_print(
             f"{100 * row.ctr:.1f}%",
             _fmt(row.estimate),
             f"{row.rounds:,}",
-            "[green]yes[/]" if row.covered else "[red]no[/]",
+            "yes" if row.inside else "no",
+            _fmt(row.difference),
+            "[green]yes[/]" if row.agrees else "[red]no[/]",
         )
     console.print(table)
     base = {row.strategy: row.truth[0] for row in rows}
