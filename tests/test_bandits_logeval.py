@@ -82,3 +82,22 @@ def test_ope_command_prints_every_estimator(logs):
     assert "always:for_you" in result.output and "DR" in result.output
     bad = CliRunner().invoke(app, ["ope", str(DEMO), "--slot", "nope", "--data-dir", str(logs)])
     assert bad.exit_code == 2 and "unknown slot" in bad.output
+
+
+def test_placeholder_defaults_are_not_rounds(tmp_path):
+    """A default shown without consent (or degraded) was chosen by no policy: not a round."""
+    from trimtab.events import Exposure
+
+    runtime = Runtime(load_config(DEMO), tmp_path)
+    (placeholder,) = runtime.engine.defaults(
+        ["hero"], reason="no personalization consent", source="no_consent", user="u1", session="s"
+    )
+    (decided,) = runtime.decide("u2", "s", ["hero"])
+    exposures = [
+        Exposure(event_id=f"x{i}", user_id=user, session_id="s", ts=1.7e12 + i, received=1.7e12 + i,
+                 slot="hero", variant=d.variant, decision_id=d.decision_id)
+        for i, (user, d) in enumerate((("u1", placeholder), ("u2", decided)))
+    ]  # fmt: skip
+    runtime.ingest(exposures)
+    runtime.close()
+    assert [r.decision_id for r in logeval.load_rounds(tmp_path, "hero")] == [decided.decision_id]

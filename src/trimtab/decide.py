@@ -63,6 +63,11 @@ def _hash(seed: str, value: str, version: int) -> float | None:
 FORCE, ROLLOUT, EXPERIMENT, POLICY = 0, 1, 2, 3
 
 
+# Defaults shown without personalising (no consent, state unreachable): chosen by no rule or
+# policy, so no experiment or learner counts them.
+PLACEHOLDER_SOURCES = frozenset({"no_consent", "degraded"})
+
+
 class Decision(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One slot's decision (not tracked by the cyclic GC: it holds no cycles)."""
 

@@ -25,11 +25,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trimtab.decide import Decision, Engine
+from trimtab.decide import PLACEHOLDER_SOURCES, Decision, Engine
 
 Render = Callable[[Decision, dict[str, Any]], dict[str, Any] | None]
-# Sources whose decision holds no personal choice: any real decision may replace them.
-PLACEHOLDER_SOURCES = frozenset({"no_consent", "degraded"})
 REMEMBERED_PAGE_VIEWS = 50_000
 
 
