@@ -100,3 +100,138 @@ def test_power_sizes_an_experiment_and_inverts_to_the_same_lift():
     assert "(+10.0%)" in mde.output  # the detectable lift at that size is the one asked for
     both = wide.invoke(app, ["power", "--baseline", "0.05", "--lift", "0.1", "--users", "9"])
     assert both.exit_code == 2 and "exactly one of" in both.output
+
+
+# -- the traps of issue 14: each a one-line error naming its cause, or a visible warning ------
+def _events_of(*users: str) -> list[dict]:
+    """A page view and a deep scroll for each user (the demo's deep-reader rule applies)."""
+    out = []
+    for u in users:
+        base = {"user_id": u, "session_id": "s"}
+        out.append(
+            {
+                **base,
+                "kind": "page_view",
+                "event_id": f"p-{u}",
+                "ts": 1.7e12,
+                "page": "/article/x",
+                "page_category": "science",
+            }
+        )
+        out.append(
+            {**base, "kind": "scroll", "event_id": f"s-{u}", "ts": 1.7e12 + 9e3, "depth": 0.9}
+        )
+    return out
+
+
+def test_decide_names_the_events_of_other_users_it_ignores(tmp_path):
+    file = tmp_path / "events.json"
+    file.write_text(json.dumps(_events_of("u", "someone-else")))
+    result = runner.invoke(app, ["decide", str(DEMO), "--user", "u", "--events", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "ignored 2 event(s) of other users (someone-else)" in " ".join(result.stderr.split())
+
+
+def test_decide_takes_the_one_user_of_the_events_when_none_is_given(tmp_path):
+    file = tmp_path / "events.json"
+    file.write_text(json.dumps(_events_of("reader-7")))
+    result = runner.invoke(app, ["decide", str(DEMO), "--events", str(file), "--json"])
+    assert result.exit_code == 0, result.output
+    decisions = {d["slot"]: d for d in json.loads(result.stdout)}
+    assert decisions["cta"]["rule_id"] == "deep-reader"  # reader-7's scroll was applied
+    assert "ignored" not in result.stderr
+
+
+def test_decide_missing_events_file_is_one_line_without_traceback(tmp_path):
+    missing = tmp_path / "nope.json"
+    result = runner.invoke(app, ["decide", str(DEMO), "--events", str(missing)])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"cannot read events {missing}: no such file"]
+
+
+def test_decide_unknown_slot_fails_and_lists_the_slots():
+    result = runner.invoke(app, ["decide", str(DEMO), "--slot", "hero", "--slot", "nope"])
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith("unknown slot 'nope' is not in")
+    assert "cta" in line and "'hero'" not in line
+    assert result.stdout == ""
+
+
+def test_decide_reasons_are_whole_at_80_columns(tmp_path):
+    narrow = CliRunner(env={"COLUMNS": "80"})
+    file = tmp_path / "events.json"
+    file.write_text(json.dumps(_events_of("u")))
+    result = narrow.invoke(app, ["decide", str(DEMO), "--user", "u", "--events", str(file)])
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    as_json = runner.invoke(
+        app, ["decide", str(DEMO), "--user", "u", "--events", str(file), "--json"]
+    )
+    for d in json.loads(as_json.stdout):
+        # every word of every reason is printed unbroken, in order, after its slot's name
+        block = " ".join(result.stdout.split(f"{d['slot']}: ", 1)[1].split())
+        assert block.startswith(" ".join(d["reason"].split()))
+
+
+def test_version():
+    from trimtab import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"trimtab {__version__}"
+
+
+def test_demo_on_a_taken_port_fails_before_saying_it_runs(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = runner.invoke(
+            app, ["demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")]
+        )
+        served = runner.invoke(app, ["serve", str(DEMO), "--port", str(port)])
+    assert result.exit_code == 2
+    assert "running at" not in result.output
+    assert result.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: the port is in use"
+    assert served.exit_code == 2 and "serving" not in served.stdout
+    assert served.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: the port is in use"
+
+
+def test_process_help_is_in_the_style_of_every_other_command():
+    wide = CliRunner(env={"COLUMNS": "120"})
+    result = wide.invoke(app, ["process", "--help"])
+    decide_help = wide.invoke(app, ["decide", "--help"])
+    assert result.exit_code == 0
+    for option in ("--config", "--bus", "--state", "--group", "--consumer", "--batch"):
+        assert option in result.stdout
+    # the same frame (Rich's boxed options) as other commands, not argparse's "usage: python -m"
+    assert "python -m trimtab.processor [-h]" not in result.stdout
+    assert "─ Options ─" in result.stdout and "─ Options ─" in decide_help.stdout
+
+
+def test_process_with_a_bad_config_is_one_line(tmp_path):
+    result = runner.invoke(app, ["process", "--config", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"invalid config {tmp_path / 'none.yaml'}: $: file not found"
+
+
+def test_unexpected_failures_are_one_line_naming_the_cause(tmp_path):
+    import subprocess
+    import sys
+
+    # a bus URL of an unknown scheme reaches code that raises; the command says so in one line
+    proc = subprocess.run(
+        [sys.executable, "-m", "trimtab.cli", "export", "--bus", "ftp://x", "--data-dir",
+         str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "80"},
+    )  # fmt: skip
+    assert proc.returncode in (1, 2), proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "ftp" in lines[0]

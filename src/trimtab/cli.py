@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import socket
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,6 +26,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 bench_app = typer.Typer(help="Benchmarks: medians and tails, next to a baseline.")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from trimtab import __version__
+
+        print(f"trimtab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """trimtab: real-time micro-adjustments of web content, every one measured."""
+
+
 app.add_typer(bench_app, name="bench")
 
 
@@ -45,7 +69,7 @@ def _register_model_commands() -> None:
 
 _register_model_commands()
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
 ConfigArg = Annotated[Path, typer.Argument(help="Site config file (YAML or TOML).")]
 
@@ -76,8 +100,16 @@ def validate(config: ConfigArg) -> None:
 @app.command()
 def decide(
     config: ConfigArg,
-    user: Annotated[str, typer.Option(help="Pseudonymous user id.")] = "user-1",
-    session: Annotated[str, typer.Option(help="Session id.")] = "session-1",
+    user: Annotated[
+        str | None,
+        typer.Option(help="Pseudonymous user id (default: the one user of --events, else user-1)."),
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            help="Session id (default: the user's one session in --events, else session-1)."
+        ),
+    ] = None,
     events: Annotated[
         Path | None,
         typer.Option(help="JSON array of events to apply first ('-' reads standard input)."),
@@ -93,23 +125,49 @@ def decide(
         ),
     ] = None,
 ) -> None:
-    """Apply events for a user (in memory) and print each slot's decision and its reason."""
+    """Apply events for a user (in memory) and print each slot's decision and its reason.
+
+    Only the events of --user are applied; events of other users are counted and named on
+    standard error, never silently dropped.
+    """
     from trimtab.decide import Engine
     from trimtab.events import BatchError, decode_batch
     from trimtab.features import FeatureProcessor
 
     site = _load(config)
+    unknown = [name for name in slot or [] if name not in site.slots]
+    if unknown:
+        _fail(
+            "unknown slot",
+            f"{', '.join(map(repr, unknown))} is not in {config} "
+            f"(slots: {', '.join(site.slots) or 'none'})",
+        )
     processor = FeatureProcessor(site.feature_specs())
     if events is not None:
-        data = sys.stdin.buffer.read() if str(events) == "-" else events.read_bytes()
+        data = _read_input(events, "events")
         try:
             result = decode_batch(data)
         except BatchError as exc:
-            err.print(f"[bold red]events rejected[/] {events}: {exc}")
-            raise typer.Exit(2) from None
+            _fail("events rejected", f"{events}: {exc}")
         for problem in result.errors:
             err.print(f"[yellow]rejected[/] {problem}")
+        users = list(dict.fromkeys(e.user_id for e in result.events))
+        if user is None:
+            user = users[0] if len(users) == 1 else "user-1"
+        others = [u for u in users if u != user]
+        if others:
+            skipped = sum(1 for e in result.events if e.user_id != user)
+            shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
+            err.print(
+                f"[yellow]ignored[/] {skipped} event(s) of other users ({shown}): only "
+                f"--user {user}'s are applied"
+            )
         processor.apply(e for e in result.events if e.user_id == user)
+        sessions = list(dict.fromkeys(e.session_id for e in result.events if e.user_id == user))
+        if session is None and len(sessions) == 1:
+            session = sessions[0]
+    user = user or "user-1"
+    session = session or "session-1"
     from trimtab.bandits.serving import serve_policies
     from trimtab.models.live import attach as attach_models
 
@@ -123,13 +181,63 @@ def decide(
 
         print(json.dumps([decision_json(d) for d in decisions], indent=2))
         return
+    # the short fields in a table, each reason under it at full width: readable at 80 columns
     table = Table(title=f"decisions for {user} / {session}")
-    for column in ("slot", "variant", "source", "rule", "propensity"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("reason", overflow="fold", ratio=1)
+    for column in ("slot", "variant", "source", "rule", "p"):
+        table.add_column(column, justify="right" if column == "p" else "left")
     for d in decisions:
-        table.add_row(d.slot, d.variant, d.source, d.rule_id, f"{d.propensity:.3f}", d.reason)
+        table.add_row(d.slot, d.variant, d.source, d.rule_id or "-", f"{d.propensity:.3f}")
     console.print(table)
+    for d in decisions:
+        console.print(f"[bold]{d.slot}[/]: {d.reason or '-'}", highlight=False)
+
+
+def _fail(what: str, cause: str, code: int = 2) -> NoReturn:
+    """One line on standard error, what failed and why; then exit with ``code``."""
+    err.print(f"[bold red]{what}[/] {cause}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    """A file's bytes ('-' reads standard input), or a one-line error naming the cause."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        _fail(f"cannot read {what}", f"{path}: no such file")
+    except IsADirectoryError:
+        _fail(f"cannot read {what}", f"{path}: is a directory")
+    except OSError as exc:
+        _fail(f"cannot read {what}", f"{path}: {exc.strerror or exc}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything says the server is running."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        _fail("cannot listen", f"{host}:{port}: {exc.strerror}")
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        cause = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        _fail("cannot listen", f"on {host}:{port}: {cause}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_on(app_: Any, sock: socket.socket) -> None:
+    """Serve an ASGI app on an already bound socket (uvicorn, the options `serve` uses)."""
+    import uvicorn
+
+    config = uvicorn.Config(app_, log_level="warning", ws="websockets-sansio")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()
@@ -154,8 +262,6 @@ def serve(
     TRIMTAB_STATE / TRIMTAB_BUS (or `storage:` in the config) many processes, on one machine or
     many, share Redis and Redis Streams or NATS JetStream; see docs/deployment.md.
     """
-    import os
-
     import uvicorn
 
     from trimtab.collector import create_app
@@ -177,11 +283,17 @@ def serve(
         )
         raise typer.Exit(2)
     kind = "scaled" if isinstance(runtime, ScaledRuntime) else "embedded"
+    try:
+        sock = _bind(host, port)
+    except typer.Exit:
+        runtime.close()
+        raise
     console.print(
         f"trimtab serving {site.site.name or site.site.id} ({kind}) on http://{host}:{port}"
         + (f" with {workers} workers" if workers > 1 else "")
     )
     if workers > 1:
+        sock.close()  # uvicorn's workers bind it themselves; it was free a moment ago
         os.environ["TRIMTAB_CONFIG"] = str(config)
         if data_dir is not None:
             os.environ["TRIMTAB_DATA_DIR"] = str(data_dir)
@@ -195,9 +307,7 @@ def serve(
             ws="websockets-sansio",
         )
         return
-    uvicorn.run(
-        create_app(runtime), host=host, port=port, log_level="warning", ws="websockets-sansio"
-    )
+    _run_on(create_app(runtime), sock)
 
 
 @app.command()
@@ -425,19 +535,50 @@ def export(
     )
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def process(ctx: typer.Context) -> None:
-    """Run a standalone bus consumer (features → shared state); see `trimtab process --help`.
+@app.command()
+def process(
+    config: Annotated[
+        Path, typer.Option(help="Site config file (its features are what gets computed).")
+    ],
+    bus: Annotated[
+        str | None,
+        typer.Option(help="Event bus URL: redis://…, nats://… or sqlite (default: config's)."),
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(help="State store URL: redis://… or sqlite (default: config's)."),
+    ] = None,
+    group: Annotated[str, typer.Option(help="Consumer group on the bus.")] = "features",
+    consumer: Annotated[
+        str | None, typer.Option(help="This consumer's name in the group (default: host+pid).")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Events read per batch.")] = 1000,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Directory of the embedded stores (default: config's).")
+    ] = None,
+) -> None:
+    """Run a standalone bus consumer: events → features → shared state, until Ctrl-C.
 
-    Same as `python -m trimtab.processor`: --bus URL --state URL --config FILE --group G
-    --consumer NAME. Useful to catch up a backlog without serving traffic.
+    Useful to catch up a backlog without serving traffic. Same as `python -m
+    trimtab.processor`.
     """
     from trimtab.processor import main as processor_main
 
-    raise typer.Exit(processor_main(ctx.args))
+    _load(config)  # a bad config fails here, in one line, before any connection
+    argv = ["--config", str(config), "--group", group, "--batch", str(batch)]
+    for flag, value in (
+        ("--bus", bus),
+        ("--state", state),
+        ("--consumer", consumer),
+        ("--data-dir", data_dir),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    try:
+        code = processor_main(argv)
+    except (OSError, ConnectionError, ValueError) as exc:
+        _fail("cannot process", f"{type(exc).__name__}: {exc}")
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -461,12 +602,11 @@ def demo(
     ] = False,
 ) -> None:
     """Serve the demo news site: scroll, hover and watch its slots adjust live."""
-    import uvicorn
-
     from trimtab.demo.server import DEMO_CONFIG, build_app
     from trimtab.models.bootstrap import ensure_segments
 
-    site_config = load_config(config or DEMO_CONFIG)
+    site_config = _load(config or DEMO_CONFIG)
+    sock = _bind(host, port)
     fitted = None
     if segments:
         with console.status("first run: fitting reader segments on 3,000 simulated visits…"):
@@ -484,7 +624,7 @@ def demo(
         "3 s, or read several stories of one category: the slots change while you read, and "
         "the “why am I seeing this” panel says why. Ctrl-C stops."
     )
-    uvicorn.run(app_, host=host, port=port, log_level="warning", ws="websockets-sansio")
+    _run_on(app_, sock)
 
 
 @app.command()
@@ -962,7 +1102,23 @@ def _json_default(value: Any) -> Any:
 
 
 def main() -> None:
-    app()
+    """The `trimtab` command. An unexpected failure is one line naming its cause
+    (TRIMTAB_DEBUG=1 shows the traceback)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("TRIMTAB_DEBUG"):
+            raise
+        cause = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(
+            f"[bold red]trimtab failed[/] {type(exc).__name__}"
+            + (f": {cause}" if cause else "")
+            + " (TRIMTAB_DEBUG=1 shows where)",
+            highlight=False,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from trimtab.experiments.report import COLUMNS, Report, integrity_checks, metric
 console = Console()
 # Below this terminal width the per-metric table is transposed (one column per arm).
 WIDE_TABLE = 150
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
 ConfigArg = Annotated[Path, typer.Argument(help="Site config file (YAML or TOML).")]
 DataDir = Annotated[
