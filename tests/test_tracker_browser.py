@@ -23,13 +23,14 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from trimtab.demo import site
 from trimtab.events import decode_batch
+from trimtab.minify import minify_js
 
 pytestmark = pytest.mark.browser
 
@@ -148,9 +149,10 @@ def build_app(cap: Capture) -> Starlette:
         flush = request.query_params.get("flush", "200")
         return HTMLResponse(PAGE.substitute(key=cap.key, consent=consent, hide=hide, flush=flush))
 
-    async def tracker(request: Request) -> FileResponse:
+    async def tracker(request: Request) -> Response:
         cap.requests.append(("GET", request.url.path))
-        return FileResponse(TRACKER, media_type="application/javascript")
+        # as the collector serves it: minified (trimtab.minify), so the tests cover that script
+        return Response(minify_js(TRACKER.read_text()), media_type="application/javascript")
 
     async def events(request: Request) -> JSONResponse:
         body = await request.body()

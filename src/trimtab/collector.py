@@ -41,6 +41,7 @@ from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render, SlotState
+from trimtab.minify import minify_js
 from trimtab.models.admin import routes as model_routes
 from trimtab.privacy import PrivacyGate, truncate_ip
 from trimtab.runtime import Runtime
@@ -344,10 +345,11 @@ class Collector:
         return sent
 
     def tracker(self) -> tuple[bytes, bytes]:
+        """The tracker as served (minified: :mod:`trimtab.minify`), plain and gzipped."""
         if self._tracker is None:
             for path in TRACKER_PATHS:
                 if path.is_file():
-                    raw = path.read_bytes()
+                    raw = minify_js(path.read_text(encoding="utf-8")).encode()
                     self._tracker = (raw, gzip.compress(raw, 9))
                     break
             else:
