@@ -274,6 +274,11 @@ def serve(
     except (ValueError, StorageError) as exc:
         err.print(f"[bold red]cannot serve[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+    try:
+        served = create_app(runtime) if workers == 1 else None
+    except StorageError as exc:
+        runtime.close()
+        _fail("cannot serve", str(exc))
     if workers > 1 and not isinstance(runtime, ScaledRuntime):
         runtime.close()
         err.print(
@@ -307,7 +312,7 @@ def serve(
             ws="websockets-sansio",
         )
         return
-    _run_on(create_app(runtime), sock)
+    _run_on(served, sock)
 
 
 @app.command()

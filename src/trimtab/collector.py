@@ -37,6 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from trimtab.configapi import ConfigVersions
+from trimtab.configapi import routes as config_routes
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.limits import RateLimiter
@@ -139,6 +141,7 @@ class Collector:
         self.degraded = ""
         self.push_latency_s: deque[float] = deque(maxlen=200_000)
         self._tracker: tuple[bytes, bytes] | None = None
+        self.config_versions: Any = None  # set by create_app
 
     # -- checks -----------------------------------------------------------------------------
     @property
@@ -365,6 +368,8 @@ def create_app(
 ) -> Starlette:
     """The collector as a Starlette app over a :class:`Runtime`."""
     collector = Collector(runtime, render)
+    versions = ConfigVersions(runtime)  # config as data: versions in config.sqlite
+    collector.config_versions = versions
 
     async def admit(request: Request) -> tuple[dict[str, str], Response | None, bytes]:
         """Key, origin, rate and size checks of a public route; the body when admitted."""
@@ -674,6 +679,7 @@ def create_app(
         Route("/v1/admin/features", features),
         Route("/v1/users/{user_id:path}", erase, methods=["DELETE"]),  # any id, "/" too
         *model_routes(collector),
+        *config_routes(collector, versions),
         *(extra_routes or []),
     ]
 
@@ -682,13 +688,16 @@ def create_app(
         await runtime.start(flush_interval_s or runtime.config.storage.flush_ms / 1000.0)
         tune_for_serving()
         releaser = asyncio.create_task(collector.release_held())
+        syncer = asyncio.create_task(versions.sync_forever())
         try:
             yield
         finally:
-            releaser.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await releaser
+            for task in (releaser, syncer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.stop()
+            versions.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.collector = collector

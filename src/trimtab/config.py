@@ -246,6 +246,14 @@ def load_config(path: str | os.PathLike[str]) -> SiteConfig:
     return parse_config(_read(p), str(p))
 
 
+def read_config_data(path: str | os.PathLike[str]) -> Any:
+    """A config file's document as written (YAML or TOML), before validation."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), "$", "file not found")
+    return _read(p)
+
+
 def _friendly(reason: str) -> str:
     if reason.startswith("Object contains unknown field"):
         return reason.replace("Object contains unknown field", "unknown field")
