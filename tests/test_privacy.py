@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trimtab.events import Consent, Custom, PageView, Scroll
-from trimtab.privacy import PrivacyGate, scrub_text, scrub_url, truncate_ip
+from trimtab.events import Consent, Custom, Hover, PageView, Scroll
+from trimtab.privacy import PrivacyGate, scrub_label, scrub_text, scrub_url, truncate_ip
 
 _n = iter(range(10**6))
 
@@ -89,3 +89,54 @@ def test_consent_from_an_earlier_visit_is_found_in_stored_state_and_the_cache_is
     assert all(gate.personalization_allowed(user) for user in users)
     assert len(gate.consents) <= 3  # what it forgot is read from the state again
     assert gate.gate(ev(Scroll, user="v0", depth=0.3)) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("/u/ann%40example.com/profile", "/u/[email]/profile"),
+        ("/u/ann%2540example.com", "/u/[email]"),  # encoded twice
+        ("/call/%2B44%2020%207946%200958", "/call/[phone]"),
+        ("50% off, 100%", "50% off, 100%"),  # a lone % is text, left alone
+        ("/a%20b/c", "/a%20b/c"),  # encodings without personal data stay as they were
+    ],
+)
+def test_scrub_text_sees_through_percent_encodings(text, clean):
+    assert scrub_text(text) == clean
+
+
+def test_scrub_url_keeps_only_allowed_query_params_and_drops_credentials():
+    url = "https://ann:pw@x.test/list?page=2&email=a@b.co&q=ann%40b.co#top"
+    assert scrub_url(url) == "https://x.test/list"
+    assert scrub_url(url, keep_params={"page", "q"}) == "https://x.test/list?page=2&q=[email]"
+    assert scrub_url("/p?page=3", keep_params={"page"}) == "/p?page=3"
+
+
+@pytest.mark.parametrize(
+    ("label", "kept"), [("sport", "sport"), ("a@b.co", ""), ("+44 20 7946 0958", "")]
+)
+def test_labels_holding_personal_data_are_dropped(label, kept):
+    assert scrub_label(label) == kept
+
+
+def test_labels_and_element_ids_never_carry_personal_data_into_keys():
+    gate = PrivacyGate(b"s", consent="implied")
+    hover = gate.gate(
+        ev(Hover, element="ann@b.co", category="ann@b.co", element_kind="+44 20 7946 0958",
+           dwell_ms=5.0, page="/u/ann%40b.co", page_category="bob@b.co")
+    )  # fmt: skip
+    assert (hover.element, hover.category, hover.element_kind) == ("[email]", "", "")
+    assert (hover.page, hover.page_category) == ("/u/[email]", "")
+    custom = gate.gate(ev(Custom, name="sent to ann@b.co", value=1.0))
+    assert custom.name == "sent to [email]"
+
+
+def test_a_refused_consent_is_kept_without_its_page_a_granted_one_scrubbed():
+    gate = PrivacyGate(b"s", consent="required")
+    refused = gate.gate(
+        ev(Consent, purposes={"analytics": False}, page="/p?e=a@b.co", page_category="news",
+           page_view_id="pv1")
+    )  # fmt: skip
+    assert (refused.page, refused.page_category, refused.page_view_id) == ("", "", "")
+    granted = gate.gate(ev(Consent, purposes={"analytics": True}, page="/p?e=a@b.co#x"))
+    assert granted.page == "/p"

@@ -45,7 +45,7 @@ from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render, SlotState
 from trimtab.minify import minify_js
 from trimtab.models.admin import routes as model_routes
-from trimtab.privacy import PrivacyGate, truncate_ip
+from trimtab.privacy import PrivacyGate, scrub_label, truncate_ip
 from trimtab.runtime import Runtime
 from trimtab.store.sqlite import StorageError
 from trimtab.triggers import Watch, for_page, watched
@@ -132,6 +132,7 @@ class Collector:
             salt=salt or (secret or site.public_key).encode(),
             consent=site.consent,
             stored_consent=self._stored_consent,
+            keep_query_params=site.keep_query_params,
         )
         self.limiter = RateLimiter(site.rate_limit_per_s, site.rate_burst)
         self.hub = LiveHub(lambda: self.runtime.engine, render, self.gate.personalization_allowed)
@@ -197,8 +198,8 @@ class Collector:
             user_id=user,
             session_id=hello.session_id,
             slots=hello.slots,
-            page=hello.page,
-            page_category=hello.page_category,
+            page=self.gate.scrub_page(hello.page),
+            page_category=scrub_label(hello.page_category),
             page_view_id=hello.page_view_id[:64],
             personalize=self.gate.personalization_allowed(user),
             send=send,

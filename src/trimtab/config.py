@@ -45,6 +45,9 @@ class SiteSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_burst: int = 200
     max_body_bytes: int = 256 * 1024
     decide_deadline_ms: float = 50.0
+    # Query parameters of page URLs that are stored (say "page" or "utm_campaign"); every
+    # other parameter, and the fragment, is removed before anything is stored.
+    keep_query_params: list[str] = []
     # A global holdout: this share of users always sees every slot's default, which measures
     # what all adjustments together are worth.
     holdout: float = 0.0

@@ -5,9 +5,11 @@
   record). Withdrawing consent stops collection from that moment on.
 - **Pseudonymous ids.** User ids are replaced by a keyed hash (HMAC-SHA256 with the site's
   secret salt), so the stores never hold an id the site could join back without the salt.
-- **Scrubbing.** Free-text fields (custom values, URLs, titles) lose e-mail addresses, phone
-  numbers and the query strings of URLs; IP addresses are never stored (only a truncated form
-  is used, in memory, for rate limiting).
+- **Scrubbing.** Free-text fields (custom values, URLs, page paths, titles, element ids) lose
+  e-mail addresses and phone numbers, percent-encoded ones too; URLs lose their fragment and
+  query string (except the parameters the site keeps, ``site.keep_query_params``); labels that
+  become keys (categories, element kinds, slot names) are dropped when they hold either; IP
+  addresses are never stored (only a truncated form is used, in memory, for rate limiting).
 
 >>> gate = PrivacyGate(salt=b"s3cret", consent="implied")
 >>> gate.user_id("visitor-1") == gate.user_id("visitor-1") != "visitor-1"
@@ -22,10 +24,21 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Literal
+from urllib.parse import unquote
 
-from trimtab.events import AnyEvent, Consent, Custom, PageView
+from trimtab.events import (
+    AnyEvent,
+    Click,
+    Consent,
+    Context,
+    Custom,
+    Exposure,
+    Hover,
+    PageView,
+    Visible,
+)
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PHONE = re.compile(r"\+?\(?\d[\d ()-]{7,}\d")
@@ -33,21 +46,64 @@ _PURPOSE_ANALYTICS = "analytics"
 _PURPOSE_PERSONALIZATION = "personalization"
 
 
-def scrub_text(text: str) -> str:
-    """Remove e-mail addresses and phone numbers from free text."""
+def _scrub_plain(text: str) -> str:
     if "@" in text:
         text = _EMAIL.sub("[email]", text)
     return _PHONE.sub("[phone]", text)
 
 
-def scrub_url(url: str) -> str:
-    """Drop the query string and fragment: they are where personal data leaks into URLs."""
-    cut = len(url)
-    for mark in ("?", "#"):
-        at = url.find(mark)
-        if at != -1:
-            cut = min(cut, at)
-    return scrub_text(url[:cut])
+def scrub_text(text: str) -> str:
+    """Remove e-mail addresses and phone numbers from free text, percent-encoded ones too
+    (``ann%40example.com``, ``%2B44%2020…``, encoded twice or three times)."""
+    clean = _scrub_plain(text)
+    if "%" not in text:
+        return clean
+    decoded = text
+    for _ in range(3):  # %2540 is %40 encoded again
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    if decoded != text and _scrub_plain(decoded) != decoded:
+        return _scrub_plain(decoded)
+    return clean
+
+
+def scrub_label(text: str) -> str:
+    """A short label (a category, an element kind, a slot name) kept only when it holds no
+    personal data: a category holding an e-mail must never become an interest key."""
+    return text if not text or scrub_text(text) == text else ""
+
+
+def scrub_url(url: str, keep_params: Collection[str] = ()) -> str:
+    """Drop the fragment, any user:password@ and the query string except the parameters in
+    ``keep_params`` (their values scrubbed too): query strings are where personal data leaks
+    into URLs. E-mails and phone numbers left in the path, percent-encoded or not, are removed.
+
+    >>> scrub_url("https://x.test/u/ann%40b.co?email=a@b.co&page=2#top", keep_params=["page"])
+    'https://x.test/u/[email]?page=2'
+    """
+    cut = url.find("#")
+    if cut != -1:
+        url = url[:cut]
+    url, _, query = url.partition("?")
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        host_end = rest.find("/")
+        host = rest if host_end == -1 else rest[:host_end]
+        if "@" in host:
+            rest = rest[host.rindex("@") + 1 :]
+        url = scheme + sep + rest
+    clean = scrub_text(url)
+    if query and keep_params:
+        kept = [
+            f"{name}={scrub_text(value)}" if eq else name
+            for name, eq, value in (part.partition("=") for part in query.split("&"))
+            if name in keep_params
+        ]
+        if kept:
+            clean += "?" + "&".join(kept)
+    return clean
 
 
 def erasure_token(user_id: str) -> str:
@@ -80,8 +136,11 @@ class PrivacyGate:
         pseudonymize: bool = True,
         cache_size: int = 100_000,
         stored_consent: Callable[[str], dict[str, bool] | None] | None = None,
+        keep_query_params: Collection[str] = (),
     ) -> None:
         self.salt = salt
+        # query parameters of page URLs that are kept (e.g. a page number); all others go
+        self.keep_query_params = frozenset(keep_query_params)
         self.consent_mode = consent
         self.pseudonymize = pseudonymize
         self._ids: dict[str, str] = {}
@@ -129,22 +188,52 @@ class PrivacyGate:
             self.consents.clear()
         self.consents[user_id] = purposes
 
+    def scrub_page(self, page: str) -> str:
+        """The page path (or URL) as it may be stored: see :func:`scrub_url`."""
+        return scrub_url(page, self.keep_query_params) if page else page
+
     def gate(self, event: AnyEvent) -> AnyEvent | None:
-        """The event as it may be stored, or None when it may not be collected at all."""
+        """The event as it may be stored, or None when it may not be collected at all.
+
+        Every free-text field is scrubbed: URLs and page paths (query string, fragment,
+        e-mails and phone numbers, percent-encoded too), titles, custom values and names,
+        element ids; labels that become keys (categories, element kinds, slot names) are
+        dropped when they hold personal data. A refused consent is kept without its page.
+        """
         event.user_id = self.user_id(event.user_id)
         kind = type(event)
         if kind is Consent:
             self._remember_consent(event.user_id, dict(event.purposes))
-            return event
-        if not self.allows(event.user_id):
+            if not event.purposes.get(_PURPOSE_ANALYTICS, False):
+                # the choice is on record; where it was made is not needed
+                event.page = event.page_category = event.page_view_id = ""
+                return event
+        elif not self.allows(event.user_id):
             self.dropped_without_consent += 1
             return None
-        if kind is Custom and isinstance(event.value, str):
-            event.value = scrub_text(event.value)
+        if kind is Hover or kind is Visible or kind is Click:
+            event.element = scrub_text(event.element)
+            event.element_kind = scrub_label(event.element_kind)
+            event.category = scrub_label(event.category)
+            event.slot = scrub_label(event.slot)
+        elif kind is Custom:
+            event.name = scrub_text(event.name)
+            if isinstance(event.value, str):
+                event.value = scrub_text(event.value)
         elif kind is PageView:
-            event.url = scrub_url(event.url)
+            event.url = scrub_url(event.url, self.keep_query_params)
             event.referrer = scrub_url(event.referrer)
             event.title = scrub_text(event.title)
+            event.slots = [scrub_label(slot) for slot in event.slots]
+        elif kind is Context:
+            event.ua_family = scrub_label(event.ua_family)
+            event.language = scrub_label(event.language)
+        elif kind is Exposure:
+            event.slot = scrub_text(event.slot)
+            event.variant = scrub_text(event.variant)
+            event.decision_id = scrub_label(event.decision_id)
         if event.page:
-            event.page = scrub_url(event.page)
+            event.page = scrub_url(event.page, self.keep_query_params)
+        if event.page_category:
+            event.page_category = scrub_label(event.page_category)
         return event
