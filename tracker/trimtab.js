@@ -23,6 +23,9 @@
   };
   const rid = () => [...crypto.getRandomValues(new Uint32Array(4))].map((n) => n.toString(36)).join('');
   const cut = (s, n) => String(s == null ? '' : s).slice(0, n);
+  // a signed QA force link (?tt_force=slot:variant~expiry~sig) holds for this tab
+  const F = cut(new URLSearchParams(location.search).get('tt_force') || st(SS, 'tt_force'), 512);
+  if (F) st(SS, 'tt_force', F);
   const ready = (f) => (D.readyState === 'loading' ? D.addEventListener('DOMContentLoaded', f) : f());
   const slots = () => [...D.querySelectorAll('[data-tt-slot]')];
   const names = () => slots().map((s) => s.dataset.ttSlot);
@@ -116,7 +119,7 @@
       const b = q.splice(0, BATCH);
       unacked.push(b);
       s.send(JSON.stringify({ type: 'hello', user_id: uid, session_id: sid, page: path(), page_category: pageCat,
-        page_view_id: PV, slots: pers ? names() : [], events: b }));
+        page_view_id: PV, slots: pers || F ? names() : [], events: b, force: F }));
       flush();
     });
     s.onmessage = (m) => {

@@ -240,6 +240,57 @@ def _run_on(app_: Any, sock: socket.socket) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+@app.command("force-link")
+def force_link(
+    config: ConfigArg,
+    force: Annotated[
+        list[str],
+        typer.Option(help="slot:variant to show (repeat for several slots)."),
+    ],
+    url: Annotated[
+        str, typer.Option(help="The page to link to (any page of the site).")
+    ] = "http://127.0.0.1:8000/",
+    hours: Annotated[
+        float, typer.Option(min=0.01, max=24 * 90, help="How long the link works.")
+    ] = 24.0,
+) -> None:
+    """A signed QA link that shows the given variants to whoever opens it.
+
+    Signed with the site's secret key (site.secret_key, e.g. TRIMTAB_SECRET_KEY): nobody can
+    make or edit one without it. The holder's tab keeps it from page to page; the decisions it
+    forces are logged with source `qa` and left out of experiments and bandit learning.
+    """
+    from trimtab.qa import ForceError, force_token
+    from trimtab.qa import force_link as link_with
+
+    site = _load(config)
+    choices: dict[str, str] = {}
+    for item in force:
+        slot_name, sep, variant = item.partition(":")
+        if not sep or not slot_name or not variant:
+            _fail("bad --force", f"{item!r}: write slot:variant")
+        if slot_name not in site.slots:
+            _fail("unknown slot", f"{slot_name!r} (slots: {', '.join(site.slots) or 'none'})")
+        declared = site.slots[slot_name].variants
+        if variant not in declared:
+            _fail(
+                "unknown variant",
+                f"{variant!r} of slot {slot_name!r} (variants: {', '.join(declared)})",
+            )
+        choices[slot_name] = variant
+    secret = site.secret_key()
+    if not secret:
+        _fail("cannot sign", f"no secret key: set {site.site.secret_key.removeprefix('env:')}")
+    expires = time.time() + hours * 3600
+    try:
+        token = force_token(secret, choices, expires)
+    except ForceError as exc:
+        _fail("cannot sign", str(exc))
+    print(link_with(url, token))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+    err.print(f"[dim]shows {', '.join(f'{k}={v}' for k, v in choices.items())} until {when}[/]")
+
+
 @app.command()
 def serve(
     config: ConfigArg,

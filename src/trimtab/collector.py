@@ -46,6 +46,7 @@ from trimtab.live import LiveConnection, LiveHub, Render, SlotState
 from trimtab.minify import minify_js
 from trimtab.models.admin import routes as model_routes
 from trimtab.privacy import PrivacyGate, scrub_label, truncate_ip
+from trimtab.qa import ForceError, verify_force
 from trimtab.runtime import Runtime
 from trimtab.store.sqlite import StorageError
 from trimtab.triggers import Watch, for_page, watched
@@ -76,6 +77,7 @@ class Hello(msgspec.Struct, kw_only=True):
     page_category: str = ""
     page_view_id: str = ""
     events: msgspec.Raw = msgspec.field(default_factory=_no_events)
+    force: str = ""  # a signed QA force token (trimtab.qa), from ?tt_force=
 
 
 class Envelope(msgspec.Struct, kw_only=True):
@@ -87,6 +89,7 @@ class Envelope(msgspec.Struct, kw_only=True):
     page: str = ""
     page_category: str = ""
     page_view_id: str = ""
+    force: str = ""
 
 
 _envelope = msgspec.json.Decoder(Envelope)
@@ -194,7 +197,7 @@ class Collector:
     ) -> LiveConnection:
         """The open page a hello (or decide request) describes, under the stored user id."""
         user = self.gate.user_id(hello.user_id)
-        return LiveConnection(
+        conn = LiveConnection(
             user_id=user,
             session_id=hello.session_id,
             slots=hello.slots,
@@ -204,6 +207,21 @@ class Collector:
             personalize=self.gate.personalization_allowed(user),
             send=send,
         )
+        if hello.force:
+            try:
+                conn.forced = verify_force(self.runtime.config.secret_key(), hello.force)
+            except ForceError as exc:
+                conn.force_refused = str(exc)
+        return conn
+
+    @staticmethod
+    def force_answer(conn: LiveConnection) -> dict[str, Any]:
+        """What a hello or decide answer says about its QA force token, if it had one."""
+        if conn.force_refused:
+            return {"force": {"refused": conn.force_refused}}
+        if conn.forced:
+            return {"force": {"slots": conn.forced}}
+        return {}
 
     async def prepare(self, user_ids: set[str]) -> bool:
         """Fresh state for these users within the decide deadline; False when unavailable."""
@@ -423,10 +441,9 @@ def create_app(
             body = _decide_request.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _error(400, f"bad decide request: {exc}", cors)
+        page = collector.page_of(body)
         try:
-            decisions, triggers, ack = await collector.open_page(
-                collector.page_of(body), body.user_id, body.events
-            )
+            decisions, triggers, ack = await collector.open_page(page, body.user_id, body.events)
         except BatchError as exc:
             return _error(400, f"bad decide request: events: {exc}", cors)
         except StorageError as exc:  # nothing acknowledged: the page may send them again
@@ -434,6 +451,7 @@ def create_app(
             retry = {**cors, "Retry-After": str(getattr(exc, "retry_after_s", 5))}
             return _error(503, f"events not stored, try again: {exc}", retry)
         answer: dict[str, Any] = {"decisions": [decision_json(d) for d in decisions]}
+        answer.update(collector.force_answer(page))
         if triggers:
             answer["triggers"] = triggers
         if ack is not None:
@@ -505,6 +523,7 @@ def create_app(
                     answer: dict[str, Any] = {
                         "type": "decisions",
                         "decisions": [decision_json(d) for d in decisions],
+                        **collector.force_answer(page),
                     }
                     if triggers:
                         answer["triggers"] = triggers

@@ -66,6 +66,10 @@ FORCE, ROLLOUT, EXPERIMENT, POLICY = 0, 1, 2, 3
 # Defaults shown without personalising (no consent, state unreachable): chosen by no rule or
 # policy, so no experiment or learner counts them.
 PLACEHOLDER_SOURCES = frozenset({"no_consent", "degraded"})
+# Shown to the holder of a signed QA force link (trimtab.qa): logged, but chosen by no rule or
+# policy either, so experiments, learners and off-policy evaluation leave it out too.
+QA_SOURCE = "qa"
+NOT_CHOSEN_SOURCES = PLACEHOLDER_SOURCES | {QA_SOURCE}
 
 
 class Decision(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -474,6 +478,33 @@ class Engine:
                         decision_id=self._new_id(),
                     )
                 )
+        if self.log is not None and user and out:
+            self.log(out, {"id": user, "session_id": session})
+        return out
+
+    def forced(
+        self, choices: Mapping[str, str], user: str = "", session: str = "", reason: str = ""
+    ) -> list[Decision]:
+        """Decisions of a QA force link (``{slot: variant}``, already verified): source
+        ``qa``, logged like every decision. Slots or variants the config does not declare
+        (any more) are left out."""
+        out = []
+        for name, variant in choices.items():
+            slot = self.slots.get(name)
+            if slot is None or variant not in slot.variants:
+                continue
+            out.append(
+                Decision(
+                    slot=name,
+                    variant=variant,
+                    source=QA_SOURCE,
+                    rule_id="tt_force",
+                    reason=reason or f"QA force link: {name} shows {variant}",
+                    payload=slot.variants[variant],
+                    decision_id=self._new_id(),
+                    why="Shown for a quality check (a QA link chose it)",
+                )
+            )
         if self.log is not None and user and out:
             self.log(out, {"id": user, "session_id": session})
         return out

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trimtab.decide import PLACEHOLDER_SOURCES, Decision, Engine
+from trimtab.decide import PLACEHOLDER_SOURCES, QA_SOURCE, Decision, Engine
 
 Render = Callable[[Decision, dict[str, Any]], dict[str, Any] | None]
 REMEMBERED_PAGE_VIEWS = 50_000
@@ -56,6 +56,8 @@ class LiveConnection:
     shown: dict[str, SlotState] = field(default_factory=dict)
     opened: float = field(default_factory=time.monotonic)
     due_at: float = 0.0  # when a change held by min_ms_between_changes may go out
+    forced: dict[str, str] = field(default_factory=dict)  # a QA force link's {slot: variant}
+    force_refused: str = ""  # why a force token that came along was refused
 
 
 class LiveHub:
@@ -179,18 +181,35 @@ class LiveHub:
     # -- internals ------------------------------------------------------------------------
     def _decide(self, conn: LiveConnection) -> list[Decision]:
         engine = self._engine_of()
+        slots = conn.slots
+        qa: list[Decision] = []
+        if conn.forced:  # a QA force link: those slots show its variants, nothing decides them
+            slots = [s for s in slots if s not in conn.forced]
+            todo = {}
+            for s, v in conn.forced.items():
+                shown = conn.shown.get(s)
+                if shown is not None and shown.decision.source == QA_SOURCE:
+                    qa.append(shown.decision)  # already shown (and logged) on this page view
+                elif s in conn.slots:
+                    todo[s] = v
+            if todo:
+                qa += engine.forced(todo, conn.user_id, conn.session_id)
         if not conn.personalize:
-            return engine.defaults(
-                conn.slots,
+            return qa + engine.defaults(
+                slots,
                 reason="no personalization consent: default content",
                 source="no_consent",
                 user=conn.user_id,
                 session=conn.session_id,
             )
         extra = {"page": conn.page, "page_category": conn.page_category} if conn.page else None
-        return engine.decide(conn.user_id, conn.session_id, conn.slots, extra, conn.page_view_id)
+        if not slots:
+            return qa
+        return qa + engine.decide(conn.user_id, conn.session_id, slots, extra, conn.page_view_id)
 
     def _rank(self, d: Decision) -> int:
+        if d.source == QA_SOURCE:
+            return -1  # above every rule: nothing replaces it on this page
         slot = self._engine_of().slots.get(d.slot)
         if slot is None:
             return 0

@@ -36,7 +36,7 @@ from trimtab.attribution import (
     reward_amount,
 )
 from trimtab.bandits import ope
-from trimtab.decide import PLACEHOLDER_SOURCES
+from trimtab.decide import NOT_CHOSEN_SOURCES
 from trimtab.events import decode_one
 
 Target = Callable[[Mapping[str, Any], Sequence[str]], dict[str, float]]
@@ -153,15 +153,16 @@ def _decisions(data_dir: Path, slot: str) -> dict[str, tuple[str, str, float, di
     """decision id -> (id, variant, propensity, features) from every decision log in the dir."""
     out: dict[str, tuple[str, str, float, dict[str, Any]]] = {}
     decode = msgspec.json.Decoder(dict[str, Any]).decode
-    # Placeholders (no consent, degraded) were shown by no policy: no round to learn from.
-    marks = ",".join("?" * len(PLACEHOLDER_SOURCES))
+    # Placeholders (no consent, degraded) and QA force links were shown by no policy: no
+    # round to learn from.
+    marks = ",".join("?" * len(NOT_CHOSEN_SOURCES))
     for path in sorted(data_dir.glob("decisions*.sqlite")):
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             for decision_id, variant, propensity, features in conn.execute(
                 "SELECT decision_id, variant, propensity, features FROM decisions "
                 f"WHERE slot = ? AND source NOT IN ({marks}) AND propensity > 0",
-                (slot, *PLACEHOLDER_SOURCES),
+                (slot, *NOT_CHOSEN_SOURCES),
             ):
                 attrs = decode(features)
                 attrs["__decision_id"] = decision_id
