@@ -107,3 +107,27 @@ def test_any_mix_keeps_exactly_the_valid_events(depths, bad_at):
     kept = [e.event_id for e in result.events]
     assert kept == [f"e{i}" for i in range(len(depths)) if i not in bad_at]
     assert [e.index for e in result.errors] == sorted(i for i in bad_at if i < len(depths))
+
+
+def test_every_kind_of_the_union_flows_through_the_derived_registries():
+    """The union is the one list of kinds: features, patterns and metrics derive theirs from
+    it, so a kind added to the union alone is dispatched, matched and measurable."""
+    from trimtab.events import EVENT_TYPES
+    from trimtab.experiments.spec import NUMERIC_FIELDS
+    from trimtab.features import FeatureProcessor, FeatureSpec
+    from trimtab.patterns import kinds_for, matcher
+
+    assert KINDS == tuple(t.__struct_config__.tag for t in EVENT_TYPES)
+    assert set(NUMERIC_FIELDS) == set(KINDS)
+    assert kinds_for(["*"]) == set(KINDS)
+    specs = [FeatureSpec(f"n_{k}", "event_count", event=k, scope="user") for k in KINDS]
+    specs.append(FeatureSpec("any_then_any", "sequence", steps=("*", "*"), scope="user"))
+    fp = FeatureProcessor(specs)
+    batch = json.dumps([_event(i, **fields) for i, fields in enumerate(VALID)]).encode()
+    events = decode_batch(batch).events
+    assert len(events) == len(KINDS)
+    fp.apply(events)
+    attrs = fp.features_of("u1", "s1")
+    for kind in KINDS:
+        assert attrs[f"n_{kind}"] == 1, kind
+        assert any(matcher(kind)(e) for e in events), kind

@@ -21,7 +21,7 @@ from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import Click, Custom, Exposure, Hover, Scroll
 from trimtab.experiments.metrics import DECISIONS_FILE, EVENTS_FILE
 from trimtab.experiments.report import analyze
-from trimtab.features import _token_matcher
+from trimtab.patterns import matcher
 
 
 def config_with(**experiment) -> object:
@@ -228,7 +228,7 @@ def _reference(events: list, spec: dict) -> dict[str, dict[int, list]]:
     for name in spec["experiments"]["t"]["metrics"]:
         m = spec["metrics"][name]
         patterns = [m["event"]] if isinstance(m["event"], str) else m["event"]
-        matchers = [_token_matcher(p) for p in patterns]
+        matchers = [matcher(p) for p in patterns]
         window = m.get("window_s")
         per_arm: dict[int, list] = {0: [], 1: [], 2: []}
         for u, arm in units.items():

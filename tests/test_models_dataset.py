@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import parse_config
 from trimtab.events import Click, Exposure, PageView, Scroll
-from trimtab.features import FeatureProcessor, _token_matcher
+from trimtab.features import FeatureProcessor
 from trimtab.models import dataset
 from trimtab.models.spec import TargetDecl
+from trimtab.patterns import matcher
 from trimtab.sim.simulator import Simulator
 
 CONFIG = parse_config(
@@ -45,7 +46,7 @@ def reference_attrs(events, row) -> dict:
 
 
 def reference_label(events, row, target: TargetDecl, session_end: float) -> float:
-    matches = _token_matcher(target.event)
+    matches = matcher(target.event)
     later = sorted(
         (e for e in events if e.user_id == row.user_id and e.ts > row.ts), key=lambda e: e.ts
     )

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from typer.testing import CliRunner
 
-from trimtab import attribution
+from trimtab import patterns
 from trimtab.bandits.policies import LinUCB, LogisticThompson
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.cli import app
@@ -143,7 +143,7 @@ def test_every_event_kind_the_demo_metrics_use_is_generated(demo_run):
         if metric.type == "ratio":
             continue  # made of two other metrics
         for pattern in metric.patterns:
-            matches = attribution.pattern_matcher(pattern)
+            matches = patterns.matcher(pattern)
             assert any(matches(e) for e in events), (name, pattern)
     # image hovers long enough to open the review box (the image-dwell rule's 3 s)
     images = [e for e in events if type(e) is Hover and e.element_kind == "image"]

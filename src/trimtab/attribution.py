@@ -37,14 +37,15 @@ learner or a report. A round's reward is 1 when its credited amounts add up to `
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from trimtab.events import KINDS, Custom, Hover, Visible
+from trimtab.events import Custom, Hover, Visible
+from trimtab.patterns import matcher
 
 #: Largest number of distinct users one call can tell apart (codes are packed with a rank).
 MAX_USERS = 1 << 31
@@ -71,24 +72,6 @@ def event_time(event: Any) -> float:
     return receive_time(event.received, event.ts)
 
 
-def kinds_for(patterns: Iterable[str]) -> set[str]:
-    """The event kinds a set of patterns can match (custom event names map to ``custom``)."""
-    kinds: set[str] = set()
-    for pattern in patterns:
-        head = pattern.partition(":")[0]
-        if head == "*":
-            return set(KINDS)
-        kinds.add(head if head in KINDS else "custom")
-    return kinds
-
-
-def pattern_matcher(pattern: str) -> Callable[[Any], bool]:
-    """``kind:detail`` matching, the same for features, metrics and rewards."""
-    from trimtab.features import _token_matcher
-
-    return _token_matcher(pattern)
-
-
 def natural_amount(event: Any) -> float:
     """An event's amount when the reward names no ``value`` field (NaN when unusable)."""
     kind = type(event)
@@ -109,7 +92,7 @@ def reward_amount(reward: Reward, slot: str) -> Callable[[Any], float | None]:
 
     The amount is NaN when the event matches but brings nothing (missing or non-finite).
     """
-    matches = pattern_matcher(reward.event)
+    matches = matcher(reward.event)
     in_slot = reward.in_slot
     field_name = reward.value
 

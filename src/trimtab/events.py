@@ -17,6 +17,7 @@ event 1: Expected `float` <= 1.0 - at `$[1].depth`
 from __future__ import annotations
 
 import time
+import typing
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -130,8 +131,18 @@ class Exposure(Event, tag="exposure", kw_only=True):
     decision_id: Name = ""
 
 
+# The one list of event kinds: everything else (feature dispatch, pattern kinds, numeric fields
+# of metrics) is derived from this union, so a new kind is added here and nowhere else.
 AnyEvent = PageView | Scroll | Hover | Visible | Click | Custom | Consent | Context | Exposure
-KINDS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
+KINDS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in EVENT_TYPES)
+BY_KIND: dict[str, type[Event]] = dict(zip(KINDS, EVENT_TYPES, strict=True))
+# Bookkeeping the tracker sends about the visit, not behaviour on the page: the kinds a
+# ``*`` step of a sequence does not match. Every other kind is behaviour.
+BOOKKEEPING_TYPES: tuple[type[Event], ...] = (Consent, Context, Exposure)
+BEHAVIOUR_TYPES: tuple[type[Event], ...] = tuple(
+    t for t in EVENT_TYPES if t not in BOOKKEEPING_TYPES
+)
 
 
 class EventError(msgspec.Struct, frozen=True):

@@ -37,13 +37,16 @@ from typing import Any, Literal
 
 import msgspec
 
+from trimtab import patterns
 from trimtab.events import (
+    BEHAVIOUR_TYPES,
+    BY_KIND,
+    EVENT_TYPES,
     AnyEvent,
     Click,
     Consent,
     Context,
     Custom,
-    Exposure,
     Hover,
     PageView,
     Scroll,
@@ -309,44 +312,6 @@ def _interest_reader(spec: FeatureSpec) -> Reader:
     return read
 
 
-def _token_matcher(pattern: str) -> Callable[[Any], bool]:
-    """Match ``kind:detail`` against an event.
-
-    ``kind`` is an event kind or a custom event's name; ``detail`` is the element kind, the
-    element id, or the custom value; ``*`` matches anything.
-    """
-    head, _, detail = pattern.partition(":")
-    detail = detail or "*"
-
-    def matches(e: Any) -> bool:
-        kind = e.__struct_config__.tag
-        if type(e) is Custom:
-            if head not in ("*", e.name, "custom"):
-                return False
-            return detail == "*" or detail == str(e.value)
-        if head not in ("*", kind):
-            return False
-        if detail == "*":
-            return True
-        return detail in (getattr(e, "element_kind", None), getattr(e, "element", None))
-
-    return matches
-
-
-def _step_types(steps: Iterable[str]) -> tuple[type, ...]:
-    """The event types that can match any of these ``kind:detail`` steps."""
-    by_tag = {t.__struct_config__.tag: t for t in _BEHAVIOUR}
-    found: list[type] = []
-    for step in steps:
-        head = step.partition(":")[0]
-        if head == "*":
-            return _BEHAVIOUR
-        if head in by_tag:
-            found.append(by_tag[head])
-        found.append(Custom)  # a custom event may carry any name, a kind's included
-    return tuple(dict.fromkeys(found))
-
-
 def _sequence(spec: FeatureSpec) -> Updater:
     """True once the steps occurred in order with the last within ``within_s`` of the first.
 
@@ -356,7 +321,7 @@ def _sequence(spec: FeatureSpec) -> Updater:
     if len(spec.steps) < 2:
         raise FeatureConfigError("a sequence needs at least two steps")
     name, n = spec.name, len(spec.steps)
-    matchers = [_token_matcher(step) for step in spec.steps]
+    matchers = [patterns.matcher(step) for step in spec.steps]
     within_ms = spec.within_s * 1000.0
 
     def update(owner: Owner, e: Any) -> None:
@@ -389,8 +354,8 @@ def _last_value(spec: FeatureSpec) -> Updater:
 
 def _event_count(spec: FeatureSpec) -> tuple[list[type], Updater]:
     name, event = spec.name, spec.event
-    kinds = [t for t in _ALL_KINDS if t.__struct_config__.tag == event]
-    if kinds:
+    if event in BY_KIND:
+        kinds = [BY_KIND[event]]
 
         def count_kind(owner: Owner, e: Any) -> None:
             values = owner.values
@@ -406,19 +371,6 @@ def _event_count(spec: FeatureSpec) -> tuple[list[type], Updater]:
     return [Custom], count_custom
 
 
-_ALL_KINDS: tuple[type, ...] = (
-    PageView,
-    Scroll,
-    Hover,
-    Visible,
-    Click,
-    Custom,
-    Consent,
-    Context,
-    Exposure,
-)
-_BEHAVIOUR = (PageView, Scroll, Hover, Visible, Click, Custom)
-
 # kind -> (event types it listens to, updater factory)
 FEATURE_KINDS: dict[str, tuple[tuple[type, ...], Callable[[FeatureSpec], Updater]]] = {
     "scroll_depth_max": ((Scroll,), _scroll_depth_max),
@@ -428,7 +380,7 @@ FEATURE_KINDS: dict[str, tuple[tuple[type, ...], Callable[[FeatureSpec], Updater
     "click_count": ((Click,), lambda s: _sum_by(s, _one, 0)),  # counts stay integers
     "time_on_page": ((), lambda s: _noop),  # a reader: see _time_on_page_reader
     "interest": ((PageView, Visible, Hover, Click), _interest),
-    "sequence": (_BEHAVIOUR, _sequence),  # narrowed to the steps' types (_step_types)
+    "sequence": (BEHAVIOUR_TYPES, _sequence),  # narrowed to the steps' types
     "last_value": ((Custom,), _last_value),
     "event_count": ((), _event_count),  # listens to what its `event` names
 }
@@ -492,7 +444,7 @@ class FeatureProcessor:
         names: set[str] = set()
         # per event type, per scope: the updaters
         tables: dict[str, dict[type, list[Updater]]] = {
-            scope: {t: [] for t in _ALL_KINDS} for scope in SCOPES
+            scope: {t: [] for t in EVENT_TYPES} for scope in SCOPES
         }
         for spec in specs:
             if spec.name in names or spec.name in CONTEXT_ATTRIBUTES:
@@ -517,14 +469,14 @@ class FeatureProcessor:
             else:
                 updater = factory(spec)
                 if spec.kind == "sequence":
-                    types = _step_types(spec.steps)
+                    types = patterns.behaviour_types_for(spec.steps)
             for t in types:
                 tables[scope][t].append(updater)
         self.specs = specs
         self.scopes = {spec.name: spec.resolved_scope for spec in specs}
         self._dispatch = {
             t: (tuple(tables["user"][t]), tuple(tables["session"][t]), tuple(tables["page"][t]))
-            for t in _ALL_KINDS
+            for t in EVENT_TYPES
         }
         self._track_pages = any(s == "page" for s in self.scopes.values())
         self._readers = [

@@ -31,13 +31,13 @@ from trimtab.attribution import (
     Reward,
     attribute,
     exposure_rounds,
-    kinds_for,
     receive_time,
     reward_amount,
 )
 from trimtab.bandits import ope
 from trimtab.decide import NOT_CHOSEN_SOURCES
 from trimtab.events import decode_one
+from trimtab.patterns import kinds_for
 
 Target = Callable[[Mapping[str, Any], Sequence[str]], dict[str, float]]
 

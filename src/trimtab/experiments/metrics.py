@@ -18,7 +18,7 @@ is SQL:
 3. **per-arm sums** (``n``, ``Σy``, ``Σy²``, ``Σxy``…) per period of first exposure, from
    which :func:`build_stat` builds the statistics of :mod:`trimtab.experiments.stats`.
 
-Event patterns are matched by :func:`trimtab.attribution.pattern_matcher`: it runs once per
+Event patterns are matched by :func:`trimtab.patterns.matcher`: it runs once per
 distinct event shape (kind, element, element kind, custom name and value), not once per event.
 """
 
@@ -34,7 +34,7 @@ import duckdb
 import msgspec
 import numpy as np
 
-from trimtab import attribution
+from trimtab import patterns as patterns_module
 from trimtab.attribution import Events, Reward, Rounds, attribute, locate
 from trimtab.events import AnyEvent
 from trimtab.experiments.spec import ExperimentSpec, MetricSpec
@@ -134,7 +134,7 @@ class LoadedData:
 
 def kinds_for(patterns: Iterable[str]) -> set[str]:
     """The event kinds a set of patterns can match, and exposures (which define units)."""
-    return {"exposure", *attribution.kinds_for(patterns)}
+    return {"exposure", *patterns_module.kinds_for(patterns)}
 
 
 def _columns(rows: list[tuple], lean: type, numeric: Sequence[str]) -> dict[str, np.ndarray]:
@@ -299,7 +299,7 @@ def _match_shapes(con: duckdb.DuckDBPyConnection, patterns: Sequence[str]) -> No
     """Table ``shapes``: one row per distinct event shape with a flag per pattern."""
     keys = ("kind", "element", "element_kind", "name", "value_text")
     shapes = con.execute(f"SELECT DISTINCT {', '.join(keys)} FROM events").fetchall()
-    matchers = [attribution.pattern_matcher(p) for p in patterns]
+    matchers = [patterns_module.matcher(p) for p in patterns]
     cols: dict[str, list[Any]] = {k: [] for k in keys}
     flags: list[list[bool]] = [[] for _ in patterns]
     for shape in shapes:

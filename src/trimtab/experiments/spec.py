@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from trimtab.events import KINDS, AnyEvent
+from trimtab.events import BY_KIND, KINDS
 
 MetricType = Literal["binomial", "count", "mean", "ratio", "reward"]
 
@@ -48,8 +48,7 @@ def _numeric_fields(event_type: type) -> tuple[str, ...]:
 
 
 NUMERIC_FIELDS: dict[str, tuple[str, ...]] = {
-    t.__struct_config__.tag: _numeric_fields(t)
-    for t in AnyEvent.__args__  # type: ignore[attr-defined]
+    kind: _numeric_fields(t) for kind, t in BY_KIND.items()
 }
 
 

@@ -35,8 +35,9 @@ from typing import Any
 import msgspec
 
 from trimtab.events import AnyEvent, Exposure, PageView, decode_one
-from trimtab.features import SESSION_TIMEOUT_MS, FeatureProcessor, _token_matcher
+from trimtab.features import SESSION_TIMEOUT_MS, FeatureProcessor
 from trimtab.models.spec import TargetDecl
+from trimtab.patterns import matcher
 
 Progress = Callable[[int, int], None]
 INF = math.inf
@@ -160,7 +161,7 @@ class _Builder:
         self.at, self.target, self.slot, self.keep = at, target, slot, keep
         self.after_ms = after_s * 1000.0
         self.ends, self.data_end = ends, data_end
-        self.matches = _token_matcher(target.event)
+        self.matches = matcher(target.event)
         within = target.within
         self.window_ms = None if isinstance(within, str) else float(within) * 1000.0
         self.due: list[tuple[float, int, Row]] = []  # snapshots to take, by time
