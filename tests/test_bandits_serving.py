@@ -10,6 +10,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from trimtab.bandits.policies import POLICIES
 from trimtab.bandits.serving import GuardrailSpec, PolicySpec, RewardSpec, ServedPolicy
 from trimtab.config import ConfigError, load_config, parse_config
 from trimtab.events import Click, Exposure, Hover
@@ -342,3 +343,11 @@ def test_one_visitor_cannot_outweigh_everyone_else():
     served.observe([shown("someone-else", 0, arm, received=T0)])
     served.expire(now_ms=T0 + 120_000)
     assert served.updates == 31  # other visitors still count
+
+
+@pytest.mark.parametrize("kind", sorted(POLICIES))
+def test_every_registered_policy_is_a_policy_type_a_config_may_name(kind):
+    spec = msgspec.convert({"name": "p", "type": kind}, PolicySpec)
+    assert POLICIES[spec.type].kind == kind
+    with pytest.raises(msgspec.ValidationError, match="type"):
+        msgspec.convert({"name": "p", "type": kind + "_typo"}, PolicySpec)

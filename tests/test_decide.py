@@ -376,16 +376,3 @@ def test_global_holdout_sees_defaults_and_propensities_stay_exact():
     assert by_source["experiment:b"] == {0.45}
     seen_a = (counts[("holdout", "a")] + counts[("experiment", "a")]) / n
     assert abs(seen_a - 0.55) < 4 * (0.55 * 0.45 / n) ** 0.5
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    seed=st.text(max_size=20),
-    value=st.text(min_size=1, max_size=40),
-    version=st.sampled_from([1, 2, 3]),
-)
-def test_engine_bucket_hash_equals_the_reference_hash(seed, value, version):
-    from trimtab.decide import _hash
-    from trimtab.targeting import hash as reference
-
-    assert _hash(seed, value, version) == reference(seed, value, version)

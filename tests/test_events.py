@@ -117,7 +117,7 @@ def test_every_kind_of_the_union_flows_through_the_derived_registries():
     from trimtab.features import FeatureProcessor, FeatureSpec
     from trimtab.patterns import kinds_for, matcher
 
-    assert KINDS == tuple(t.__struct_config__.tag for t in EVENT_TYPES)
+    assert tuple(t.__struct_config__.tag for t in EVENT_TYPES) == KINDS
     assert set(NUMERIC_FIELDS) == set(KINDS)
     assert kinds_for(["*"]) == set(KINDS)
     specs = [FeatureSpec(f"n_{k}", "event_count", event=k, scope="user") for k in KINDS]

@@ -17,7 +17,6 @@ page of three slots over twenty rules takes a few microseconds.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import re
@@ -30,35 +29,7 @@ import msgspec
 
 from trimtab.config import RuleDecl, SiteConfig, SlotDecl
 from trimtab.targeting import choose_variation, compile_condition, get_bucket_ranges, in_namespace
-from trimtab.targeting import hash as gb_hash
-
-_CACHE_SIZE = 1 << 16
-_FNV_OFFSET, _FNV_PRIME, _MASK = 0x811C9DC5, 0x01000193, 0xFFFFFFFF
-
-
-def _fnv_extend(h: int, data: bytes) -> int:
-    for byte in data:
-        h = ((h ^ byte) * _FNV_PRIME) & _MASK
-    return h
-
-
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _id_prefix(value: str) -> int:
-    """FNV-1a state after an (ASCII) id: version-1 hashes of one user share it."""
-    return _fnv_extend(_FNV_OFFSET, value.encode())
-
-
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _hash(seed: str, value: str, version: int) -> float | None:
-    """GrowthBook's bucket hash, remembered per (seed, id): a returning user costs a lookup.
-
-    Version 1 hashes ``id + seed``, so the id's part is computed once per user and every
-    rule only adds its seed (equal to :func:`trimtab.targeting.hash`, tested).
-    """
-    if version == 1 and value.isascii() and seed.isascii():
-        return (_fnv_extend(_id_prefix(value), seed.encode()) % 1000) / 1000
-    return gb_hash(seed, value, version)
-
+from trimtab.targeting import hash as bucket_hash
 
 FORCE, ROLLOUT, EXPERIMENT, POLICY = 0, 1, 2, 3
 
@@ -236,7 +207,7 @@ def _bucketable(rule: CompiledRule, attrs: Mapping[str, Any]) -> str | None:
 def _bucket(rule: CompiledRule, attrs: Mapping[str, Any]) -> float | None:
     """The user's bucket in ``[0, 1)`` for a random rule, or None when they cannot be bucketed."""
     value = _bucketable(rule, attrs)
-    return None if value is None else _hash(rule.seed, value, rule.hash_version)
+    return None if value is None else bucket_hash(rule.seed, value, rule.hash_version)
 
 
 def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
@@ -516,7 +487,7 @@ class Engine:
         user = attrs.get("id")
         if user is None or user == "":
             return False
-        n = _hash(self.holdout_seed, str(user), 2)
+        n = bucket_hash(self.holdout_seed, str(user), 2)
         return n is not None and n < self.holdout
 
     def _held_out(self, slot: CompiledSlot, attrs: Mapping[str, Any]) -> Decision:
@@ -591,7 +562,7 @@ class Engine:
             hash_value = _bucketable(rule, attrs)
             if hash_value is None:
                 continue
-            n = _hash(rule.seed, hash_value, rule.hash_version)
+            n = bucket_hash(rule.seed, hash_value, rule.hash_version)
             if n is None:
                 continue
             if kind == ROLLOUT:

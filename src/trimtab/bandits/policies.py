@@ -95,6 +95,8 @@ class _LinearPolicy:
     """
 
     kind: ClassVar[str] = ""
+    # Whether ``prior_mean`` is on the logit scale (a prior rate enters as its logit).
+    logit_prior: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -259,7 +261,7 @@ class _LinearPolicy:
     def from_state(cls, data: bytes) -> _LinearPolicy:
         """Rebuild a policy saved by :meth:`to_state` (same arms, weights and RNG stream)."""
         state = msgspec.msgpack.decode(data)
-        klass = _KINDS[state["kind"]]
+        klass = POLICIES[state["kind"]]
         if cls is not _LinearPolicy and klass is not cls:
             raise ValueError(f"state is a {state['kind']}, not a {cls.kind}")
         arrays = {
@@ -412,6 +414,7 @@ class LogisticThompson(_Thompson):
     """
 
     kind = "logistic_thompson"
+    logit_prior: ClassVar[bool] = True
 
     def update(self, context: np.ndarray, arm: int, reward: float, propensity: float) -> None:
         if self.disjoint:
@@ -434,7 +437,9 @@ class LogisticThompson(_Thompson):
         return 1.0 / (1.0 + np.exp(-mean))
 
 
-_KINDS: dict[str, type[_LinearPolicy]] = {
+# The one registry of policy types: a config's ``policy.type`` names one of these (validated
+# against this table) and saved states name theirs. A new policy is a subclass added here.
+POLICIES: dict[str, type[_LinearPolicy]] = {
     k.kind: k for k in (EpsilonGreedy, LinUCB, LinearThompson, LogisticThompson)
 }
 

@@ -39,30 +39,22 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import numpy as np
 
 from trimtab.attribution import Events, Reward, Rounds, attribute, event_time, reward_amount
-from trimtab.bandits.policies import (
-    EpsilonGreedy,
-    LinearThompson,
-    LinUCB,
-    LogisticThompson,
-    load_policy,
-)
+from trimtab.bandits.policies import POLICIES, load_policy
 from trimtab.decide import PolicyChoice
 from trimtab.events import AnyEvent, Exposure
 
 SESSION_IDLE_MS = 30 * 60 * 1000.0  # a session ends after this long without a decision
 
-POLICY_TYPES = {
-    "epsilon_greedy": EpsilonGreedy,
-    "linucb": LinUCB,
-    "linear_thompson": LinearThompson,
-    "logistic_thompson": LogisticThompson,
-}
+if TYPE_CHECKING:
+    PolicyType = str
+else:  # the names of the one registry, checked by msgspec where the config names one
+    PolicyType = Literal[tuple(POLICIES)]
 
 RewardSpec = Reward  # the reward of a policy is the one attribution definition
 
@@ -74,9 +66,7 @@ class GuardrailSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class PolicySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
-    type: Literal["epsilon_greedy", "linucb", "linear_thompson", "logistic_thompson"] = (
-        "logistic_thompson"
-    )
+    type: PolicyType = "logistic_thompson"
     arms: list[str] = []
     features: list[str] = []  # attribute paths, one model per arm; "name=value" is an indicator
     arm_features: list[str] = []  # read per arm ("{arm}" = its name), one model for all arms
@@ -174,7 +164,7 @@ class ServedPolicy:
         prior_rate = params.pop("prior_rate", None)
         if "n_draws" in params:
             params["n_draws"] = int(params["n_draws"])
-        self.policy = POLICY_TYPES[spec.type](
+        self.policy = POLICIES[spec.type](
             k, self.dim, seed=seed, shared=self.shared, prior_mean=self._prior(prior_rate), **params
         )
         self.rng = np.random.default_rng(None if seed is None else seed + 1)
@@ -209,7 +199,7 @@ class ServedPolicy:
             return None
         if not 0.0 < rate < 1.0:
             raise ValueError("prior_rate must be between 0 and 1")
-        level = math.log(rate / (1.0 - rate)) if self.spec.type == "logistic_thompson" else rate
+        level = math.log(rate / (1.0 - rate)) if POLICIES[self.spec.type].logit_prior else rate
         k, width = len(self.arms), 1 + len(self.spec.features)
         if self.shared:
             mean = np.zeros((1, self.dim))

@@ -73,19 +73,26 @@ def _state_after(prefix: str) -> int:
 
 
 @lru_cache(maxsize=65536)
+def _state_after_id(value: str) -> int:
+    # Version-1 hashes of one user share the state after the id; one entry per user.
+    return fnv1a32(value)
+
+
+@lru_cache(maxsize=65536)
 def hash(seed: str, value: str, version: int) -> float | None:
     """GrowthBook's hash of ``value`` with ``seed`` into [0, 1); ``None`` for an unknown version.
 
     Version 1 has 1000 buckets and hashes ``value + seed``; version 2 has 10000 buckets and
     re-hashes the decimal string of the first hash, which spreads similar ids better. Pure
     Python FNV costs about 0.1 us per character, so results are memoised (a user meets the
-    same experiments on every page) and version 2 resumes from the seed's cached state.
+    same experiments on every page), version 1 resumes from the id's cached state (a returning
+    user's id is hashed once for every rule) and version 2 from the seed's.
     """
     if version == 2:
         first = _fnv_continue(_state_after(seed), value)
         return (fnv1a32(str(first)) % 10000) / 10000
     if version == 1:
-        return (fnv1a32(value + seed) % 1000) / 1000
+        return (_fnv_continue(_state_after_id(value), seed) % 1000) / 1000
     return None
 
 
