@@ -28,7 +28,14 @@ from typing import Any, Literal, NamedTuple, Protocol
 import msgspec
 
 from trimtab.config import RuleDecl, SiteConfig, SlotDecl
-from trimtab.targeting import choose_variation, compile_condition, get_bucket_ranges, in_namespace
+from trimtab.targeting import (
+    choose_variation,
+    compile_condition,
+    get_bucket_ranges,
+    get_path,
+    in_namespace,
+    walk_path,
+)
 from trimtab.targeting import hash as bucket_hash
 
 FORCE, ROLLOUT, EXPERIMENT, POLICY = 0, 1, 2, 3
@@ -173,15 +180,6 @@ def _attributes_in(condition: Mapping[str, Any] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _lookup(attrs: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
-    value: Any = attrs
-    for part in parts:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
@@ -265,7 +263,7 @@ def explain(template: str, attrs: Mapping[str, Any]) -> str:
         return template
 
     def value(match: re.Match[str]) -> str:
-        found = _lookup(attrs, tuple(match[1].split(".")))
+        found = get_path(attrs, match[1])
         if isinstance(found, float):
             return _fmt(found)
         return "" if found is None else str(found)
@@ -671,7 +669,7 @@ class Engine:
         variation: int,
         bucket: float,
     ) -> Decision:
-        seen = ", ".join(f"{a}={_fmt(_lookup(attrs, parts))}" for a, parts in rule.shown_paths)
+        seen = ", ".join(f"{a}={_fmt(walk_path(attrs, parts))}" for a, parts in rule.shown_paths)
         if rule.kind == EXPERIMENT:
             reason = (
                 f"experiment {rule.key}: variation {variation} of {len(rule.variations)} "

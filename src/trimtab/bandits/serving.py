@@ -48,6 +48,7 @@ from trimtab.attribution import Events, Reward, Rounds, attribute, event_time, r
 from trimtab.bandits.policies import POLICIES, load_policy
 from trimtab.decide import PolicyChoice
 from trimtab.events import AnyEvent, Exposure
+from trimtab.targeting import walk_path
 
 SESSION_IDLE_MS = 30 * 60 * 1000.0  # a session ends after this long without a decision
 
@@ -121,11 +122,7 @@ def _feature_reader(path: str):
     parts = name.split(".")
 
     def read(attrs: Mapping[str, Any]) -> float:
-        value: Any = attrs
-        for part in parts:
-            if not isinstance(value, Mapping):
-                return 0.0
-            value = value.get(part)
+        value = walk_path(attrs, parts)
         if eq:
             return 1.0 if value is not None and str(value) == wanted else 0.0
         if value is None or isinstance(value, (str, Mapping, list)):

@@ -5,7 +5,13 @@ the hashing functions; :func:`eval_feature` and :func:`run_experiment` evaluate 
 GrowthBook payloads exactly as GrowthBook's SDKs do (its conformance suite runs in the tests).
 """
 
-from trimtab.targeting.conditions import ConditionError, compile_condition, eval_condition
+from trimtab.targeting.conditions import (
+    ConditionError,
+    compile_condition,
+    eval_condition,
+    get_path,
+    walk_path,
+)
 from trimtab.targeting.evaluate import (
     Context,
     InMemoryStickyBucketService,
@@ -35,8 +41,10 @@ __all__ = [
     "fnv1a32",
     "get_bucket_ranges",
     "get_equal_weights",
+    "get_path",
     "get_query_string_override",
     "hash",
     "in_namespace",
     "run_experiment",
+    "walk_path",
 ]

@@ -44,7 +44,7 @@ from trimtab.targeting.jsvalues import (
 )
 from trimtab.targeting.versions import padded_version
 
-__all__ = ["ConditionError", "compile_condition", "eval_condition", "get_path"]
+__all__ = ["ConditionError", "compile_condition", "eval_condition", "get_path", "walk_path"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 ValueTest = Callable[[Any], bool]
@@ -82,11 +82,19 @@ class ConditionError(ValueError):
 
 def get_path(obj: Any, path: str) -> Any:
     """The value at a dotted path, or ``None`` when any step is missing. As in JavaScript,
-    arrays expose their indices (``"tags.0"``) and ``length``."""
-    return _walk(obj, path.split("."))
+    arrays expose their indices (``"tags.0"``) and ``length``.
+
+    This is trimtab's one reader of attribute paths: conditions, ``why`` texts and policy
+    features all read ``interest_share.sport`` the same way.
+
+    >>> get_path({"tags": ["a", "b"], "n": {"x": 1}}, "tags.length"), get_path({"n": 1}, "n.x")
+    (2, None)
+    """
+    return walk_path(obj, path.split("."))
 
 
-def _walk(current: Any, parts: Sequence[str]) -> Any:
+def walk_path(current: Any, parts: Sequence[str]) -> Any:
+    """:func:`get_path` with the path already split (compile the split once)."""
     for part in parts:
         if isinstance(current, Mapping):
             if part not in current:
@@ -453,10 +461,10 @@ def _compile_field(path: str, test: ValueTest) -> Predicate:
             value = attrs.get(first)
             if type(value) is dict:
                 return test(value.get(second))
-            return test(_walk(value, rest))
+            return test(walk_path(value, rest))
 
         return nested
-    return lambda attrs: test(_walk(attrs.get(first), rest))
+    return lambda attrs: test(walk_path(attrs.get(first), rest))
 
 
 def _compile_test(expected: Any, groups: SavedGroups, insensitive: bool = False) -> ValueTest:
