@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from trimtab.bus import EventBus, SqliteEventLog
 from trimtab.bus.spool import Spool
 from trimtab.events import AnyEvent
+from trimtab.logschema import EVENTS_FILE
 from trimtab.store import SqliteStateStore, StateStore
 from trimtab.store.sqlite import StorageError
 
@@ -113,7 +114,7 @@ def open_event_bus(url: str | None, data_dir: str | Path) -> EventBus:
         rest, options = _split_options(url, _NATS_OPTIONS)
         return NatsJetStreamBus(rest, **options)
     if url == "" or url.startswith(("sqlite:", "memory:")):
-        return SqliteEventLog(_sqlite_path(url, data_dir, "events.sqlite"))
+        return SqliteEventLog(_sqlite_path(url, data_dir, EVENTS_FILE))
     raise ValueError(f"unknown event bus URL {url!r} (use sqlite:, memory:, redis:// or nats://)")
 
 

@@ -553,9 +553,10 @@ def export(
 
     from trimtab.backends import open_event_bus
     from trimtab.bus.sqlite import SqliteEventLog
+    from trimtab.logschema import events_path
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    target = SqliteEventLog(data_dir / "events.sqlite")
+    target = SqliteEventLog(events_path(data_dir))
 
     async def copy(progress: Progress) -> tuple[int, int]:
         source = open_event_bus(bus, data_dir)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import msgspec
 
 from trimtab.decide import Decision
+from trimtab.logschema import INSERT_DECISION, create_decisions_table
 from trimtab.models.spec import MODELS_ATTRIBUTE
 from trimtab.privacy import erasure_token
 from trimtab.store.sqlite import checkpoint, connect_sqlite, probe_writable, vacuum
@@ -70,31 +71,7 @@ class SqliteDecisionLog:
         self.max_buffer = max_buffer
         self.erased = erased if erased is not None else set()
         self.dropped = 0
-        self._conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS decisions (
-                decision_id TEXT PRIMARY KEY,
-                ts REAL NOT NULL,
-                user_id TEXT NOT NULL,
-                session_id TEXT NOT NULL,
-                slot TEXT NOT NULL,
-                variant TEXT NOT NULL,
-                source TEXT NOT NULL,
-                rule_id TEXT NOT NULL,
-                experiment TEXT NOT NULL,
-                variation INTEGER NOT NULL,
-                propensity REAL NOT NULL,
-                reason TEXT NOT NULL,
-                features BLOB NOT NULL,
-                models TEXT NOT NULL DEFAULT ''
-            );
-            CREATE INDEX IF NOT EXISTS decisions_user ON decisions (user_id);
-            CREATE INDEX IF NOT EXISTS decisions_experiment ON decisions (experiment);
-            """
-        )
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(decisions)")}
-        if "models" not in columns:  # a log written before decisions recorded model versions
-            self._conn.execute("ALTER TABLE decisions ADD COLUMN models TEXT NOT NULL DEFAULT ''")
+        create_decisions_table(self._conn)
         probe_writable(self._conn, path)
 
     def record(self, decisions: list[Decision], attrs: Mapping[str, Any]) -> None:
@@ -153,9 +130,7 @@ class SqliteDecisionLog:
                 rows = [r for r in rows if r[2] not in self.erased]
             self._conn.execute("BEGIN")
             try:
-                self._conn.executemany(
-                    "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-                )
+                self._conn.executemany(INSERT_DECISION, rows)
                 self._conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

@@ -39,6 +39,7 @@ from trimtab.decide import STICKY_ATTRIBUTE, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
+from trimtab.logschema import DECISIONS_FILE, EVENTS_FILE
 from trimtab.models.live import attach as attach_models
 from trimtab.privacy import erasure_token
 from trimtab.reload import ConfigWatcher
@@ -57,14 +58,12 @@ class Runtime:
         self.config = config
         self.data_dir = Path(data_dir or config.storage.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.event_log = SqliteEventLog(self.data_dir / "events.sqlite", fsync=config.storage.fsync)
+        self.event_log = SqliteEventLog(self.data_dir / EVENTS_FILE, fsync=config.storage.fsync)
         self.state_store = SqliteStateStore(self.data_dir / "state.sqlite")
         # Tombstones: the tokens stored, and the ids met since (shared with the decision log).
         self.erased_tokens = self.state_store.erased_tokens()
         self.erased: set[str] = set()
-        self.decision_log = SqliteDecisionLog(
-            self.data_dir / "decisions.sqlite", erased=self.erased
-        )
+        self.decision_log = SqliteDecisionLog(self.data_dir / DECISIONS_FILE, erased=self.erased)
         self.processor = FeatureProcessor(config.feature_specs())
         self.models = attach_models(self.processor, config, self.data_dir)  # scores, segments
         self.max_users = config.storage.max_users_in_memory

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trimtab import logschema
 from trimtab.backends import DurablePublisher, open_event_bus, open_state_store
 from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, serve_policies
 from trimtab.blocking import finish_in_thread
@@ -451,7 +452,7 @@ class ScaledRuntime:
 
     def _other_decision_logs(self) -> list[Path]:
         own = Path(self.decision_log.path).name
-        return [p for p in sorted(self.data_dir.glob("decisions*.sqlite")) if p.name != own]
+        return [p for p in logschema.decision_log_paths(self.data_dir) if p.name != own]
 
     async def _apply_erasure_journal(self) -> int:
         """Erase, from this data directory's decision logs and spool, users other processes

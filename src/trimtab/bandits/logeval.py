@@ -17,7 +17,6 @@ ridge regression of the reward on the numeric attributes (:func:`fit_reward_mode
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from trimtab import logschema
 from trimtab.attribution import (
     Events,
     Reward,
@@ -99,14 +99,9 @@ def load_rounds(data_dir: str | Path, slot: str, reward: Reward | None = None) -
     decisions = _decisions(data_dir, slot)
     amount = reward_amount(reward, slot)
     kinds = sorted({"exposure", *kinds_for([reward.event])})
-    marks = ",".join("?" * len(kinds))
-    events = sqlite3.connect(f"file:{data_dir / 'events.sqlite'}?mode=ro", uri=True)
+    events = logschema.open_readonly(logschema.events_path(data_dir))
     try:
-        rows = events.execute(
-            f"SELECT seq, user_id, kind, received, ts, body FROM events WHERE kind IN ({marks}) "
-            "ORDER BY seq",
-            kinds,
-        ).fetchall()
+        rows = logschema.event_rows(events, kinds).fetchall()
     finally:
         events.close()
     users: dict[str, int] = {}
@@ -156,8 +151,8 @@ def _decisions(data_dir: Path, slot: str) -> dict[str, tuple[str, str, float, di
     # Placeholders (no consent, degraded) and QA force links were shown by no policy: no
     # round to learn from.
     marks = ",".join("?" * len(NOT_CHOSEN_SOURCES))
-    for path in sorted(data_dir.glob("decisions*.sqlite")):
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    for path in logschema.decision_log_paths(data_dir):
+        conn = logschema.open_readonly(path)
         try:
             for decision_id, variant, propensity, features in conn.execute(
                 "SELECT decision_id, variant, propensity, features FROM decisions "

@@ -22,6 +22,7 @@ import msgspec
 
 from trimtab.bus import BusMessage
 from trimtab.events import AnyEvent, decode_one
+from trimtab.logschema import INSERT_EVENT, create_events_table
 from trimtab.store.sqlite import (
     StorageError,
     Sync,
@@ -42,24 +43,7 @@ class SqliteEventLog:
         self.synchronous: Sync = "FULL" if fsync else "NORMAL"
         self._conn = connect_sqlite(path, busy_timeout_ms, self.synchronous)
         self._lock = threading.Lock()
-        _migrate_event_key(self._conn)
-        self._conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS events (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                event_id TEXT NOT NULL,
-                user_id TEXT NOT NULL,
-                session_id TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                ts REAL NOT NULL,
-                received REAL NOT NULL,
-                body BLOB NOT NULL,
-                UNIQUE (user_id, event_id)
-            );
-            CREATE INDEX IF NOT EXISTS events_user ON events (user_id);
-            CREATE TABLE IF NOT EXISTS cursors (grp TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-            """
-        )
+        create_events_table(self._conn)
         probe_writable(self._conn, path)
         self._new = asyncio.Event() if _has_loop() else None
 
@@ -88,12 +72,7 @@ class SqliteEventLog:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._conn.executemany(
-                        "INSERT OR IGNORE INTO events "
-                        "(event_id, user_id, session_id, kind, ts, received, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
+                    self._conn.executemany(INSERT_EVENT, rows)
                     self._conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
@@ -243,34 +222,6 @@ class SqliteEventLog:
     def close_sync(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def _migrate_event_key(conn: sqlite3.Connection) -> None:
-    """Logs written before events were keyed by (user, event id): rebuild the table once."""
-    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
-    if row is None or "UNIQUE (user_id, event_id)" in row[0]:
-        return
-    conn.executescript(
-        """
-        BEGIN IMMEDIATE;
-        ALTER TABLE events RENAME TO events_old;
-        DROP INDEX IF EXISTS events_user;
-        CREATE TABLE events (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            event_id TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            session_id TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            ts REAL NOT NULL,
-            received REAL NOT NULL,
-            body BLOB NOT NULL,
-            UNIQUE (user_id, event_id)
-        );
-        INSERT INTO events SELECT * FROM events_old;
-        DROP TABLE events_old;
-        COMMIT;
-        """
-    )
 
 
 def _has_loop() -> bool:

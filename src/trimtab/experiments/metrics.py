@@ -24,7 +24,6 @@ distinct event shape (kind, element, element kind, custom name and value), not o
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import duckdb
 import msgspec
 import numpy as np
 
+from trimtab import logschema
 from trimtab import patterns as patterns_module
 from trimtab.attribution import Events, Reward, Rounds, attribute, locate
 from trimtab.events import AnyEvent
@@ -46,9 +46,8 @@ from trimtab.experiments.stats import (
     RatioStat,
     Stat,
 )
+from trimtab.logschema import DECISIONS_FILE, EVENTS_FILE
 
-EVENTS_FILE = "events.sqlite"
-DECISIONS_FILE = "decisions.sqlite"
 CHUNK_ROWS = 100_000
 HOUR_MS = 3_600_000.0
 DAY_MS = 24 * HOUR_MS
@@ -183,12 +182,6 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, cols: dict[str, np.ndarr
     con.unregister("chunk")
 
 
-def _open_readonly(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (is the data dir right?)")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
 def load(
     data_dir: str | Path,
     experiment: ExperimentSpec,
@@ -229,8 +222,8 @@ def load(
         args += [experiment.holdout, experiment.holdout]
     arm_of += " ELSE -1 END"
     # one decision log per process: the embedded one and, scaled out, decisions-<host>-<pid>
-    files = sorted(data_dir.glob("decisions*.sqlite")) or [data_dir / DECISIONS_FILE]
-    sources = [_open_readonly(path) for path in files]
+    files = logschema.decision_log_paths(data_dir) or [data_dir / DECISIONS_FILE]
+    sources = [logschema.open_readonly(path) for path in files]
     done = 0
     try:
         total = sum(
@@ -270,16 +263,11 @@ def load(
         for src in sources:
             src.close()
 
-    src = _open_readonly(data_dir / EVENTS_FILE)
+    src = logschema.open_readonly(data_dir / EVENTS_FILE)
     try:
         kinds = sorted(kinds_for(patterns))
-        marks = ",".join("?" * len(kinds))
-        total = src.execute(f"SELECT count(*) FROM events WHERE kind IN ({marks})", kinds)
-        total_rows = total.fetchone()[0]
-        cur = src.execute(
-            f"SELECT seq, user_id, kind, received, ts, body FROM events WHERE kind IN ({marks})",
-            kinds,
-        )
+        total_rows = logschema.count_events(src, kinds)
+        cur = logschema.event_rows(src, kinds)
         lean = _lean_type(numeric)
         done = 0
         while rows := cur.fetchmany(CHUNK_ROWS):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from trimtab import logschema
 from trimtab.events import AnyEvent, Exposure, PageView, decode_one
 from trimtab.features import SESSION_TIMEOUT_MS, FeatureProcessor
 from trimtab.models.spec import TargetDecl
@@ -96,11 +96,11 @@ def build(
     segment, never for training a prediction.
     """
     data_dir = Path(data_dir)
-    path = data_dir / "events.sqlite"
+    path = logschema.events_path(data_dir)
     if not path.is_file():
         raise DatasetError(f"no event log at {path} (scaled deployments: trimtab export first)")
     keep = set(keys) if keys is not None else None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = logschema.open_readonly(path)
     try:
         total, first, last = conn.execute(
             "SELECT count(*), min(ts), max(ts) FROM events"
@@ -305,8 +305,8 @@ def _decisions(data_dir: Path, slot: str) -> dict[str, tuple[dict[str, Any], flo
     """decision id -> (logged attributes, propensity), from every decision log in the folder."""
     out: dict[str, tuple[dict[str, Any], float]] = {}
     decode = msgspec.json.Decoder(dict[str, Any]).decode
-    for path in sorted(data_dir.glob("decisions*.sqlite")):
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    for path in logschema.decision_log_paths(data_dir):
+        conn = logschema.open_readonly(path)
         try:
             query = "SELECT decision_id, propensity, features FROM decisions WHERE source != ?"
             args: tuple[str, ...] = ("degraded",)
@@ -322,7 +322,7 @@ def _decisions(data_dir: Path, slot: str) -> dict[str, tuple[dict[str, Any], flo
 
 def iter_events(data_dir: str | Path) -> Iterator[tuple[float, AnyEvent]]:
     """Every logged event with its time, in time order."""
-    conn = sqlite3.connect(f"file:{Path(data_dir) / 'events.sqlite'}?mode=ro", uri=True)
+    conn = logschema.open_readonly(logschema.events_path(data_dir))
     try:
         for ts, body in conn.execute("SELECT ts, body FROM events ORDER BY ts, seq"):
             yield ts, decode_one(body)
