@@ -21,16 +21,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
-from trimtab.features import CONTEXT_ATTRIBUTES, FEATURE_KINDS, FeatureConfigError, FeatureSpec
+from trimtab.features import FeatureSpec, check_features
 from trimtab.targeting import ConditionError, compile_condition
-
-
-class ConfigError(ValueError):
-    """An invalid site config: ``file: path: problem``."""
-
-    def __init__(self, file: str, path: str, problem: str) -> None:
-        self.file, self.path, self.problem = file, path, problem
-        super().__init__(f"{file}: {path}: {problem}")
+from trimtab.validation import ConfigError
+from trimtab.validation import convert as _convert
 
 
 class SiteSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -201,27 +195,6 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
     return config
 
 
-def _convert(
-    value: Any, kind: type, where: str, source: str, *, field_in_path: bool = False
-) -> Any:
-    """msgspec.convert with its ``$``-rooted error path re-rooted at ``where``.
-
-    With ``field_in_path`` an unknown field is named in the path (``….colour: unknown
-    field``) rather than in the message.
-    """
-    try:
-        return msgspec.convert(value, kind, strict=False)
-    except msgspec.ValidationError as exc:
-        reason, sep, at = str(exc).rpartition(" - at `")
-        if not sep:
-            reason, at = str(exc), "$`"
-        path = where + at.rstrip("`")[1:]
-        if field_in_path and reason.startswith("Object contains unknown field"):
-            field = reason.rpartition(" ")[2].strip("`")
-            path, reason = f"{path}.{field}", "unknown field"
-        raise ConfigError(source, path, _friendly(reason)) from None
-
-
 def _mapping(value: Any, where: str, source: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -257,34 +230,26 @@ def read_config_data(path: str | os.PathLike[str]) -> Any:
     return _read(p)
 
 
-def _friendly(reason: str) -> str:
-    if reason.startswith("Object contains unknown field"):
-        return reason.replace("Object contains unknown field", "unknown field")
-    return reason
-
-
 def _check(config: SiteConfig, source: str) -> None:
     """Semantic checks msgspec's types cannot express."""
-    for name, decl in config.features.items():
-        where = f"$.features.{name}"
-        if decl.kind not in FEATURE_KINDS:
-            known = ", ".join(sorted(FEATURE_KINDS))
-            raise ConfigError(source, f"{where}.kind", f"unknown kind {decl.kind!r} ({known})")
-        if name in CONTEXT_ATTRIBUTES:
-            raise ConfigError(source, where, f"{name!r} is a built-in context attribute")
-    try:
-        from trimtab.features import FeatureProcessor
-
-        FeatureProcessor(config.feature_specs())
-    except FeatureConfigError as exc:
-        raise ConfigError(source, "$.features", str(exc)) from None
+    # Each subsystem validates its own section: features here, policies, metrics and
+    # experiments, models and segments in their packages (imported only when declared).
+    check_features(config.feature_specs(), source)
     if not config.slots:
         raise ConfigError(source, "$.slots", "declare at least one slot")
     if not 0.0 <= config.site.holdout < 1.0:
         raise ConfigError(source, "$.site.holdout", "must be at least 0 and below 1")
     for slot_name, slot in config.slots.items():
         _check_slot(source, f"$.slots.{slot_name}", slot)
-    _check_policy_names(source, config)
+    if any(rule.policy is not None for slot in config.slots.values() for rule in slot.rules):
+        from trimtab.bandits import serving
+
+        for slot_name, slot in config.slots.items():
+            for i, rule in enumerate(slot.rules):
+                if rule.policy is not None:
+                    where = f"$.slots.{slot_name}.rules[{i}].policy"
+                    serving.check_policy_rule(source, where, rule, slot)
+        serving.check_policy_names(source, config.slots)
     if config.metrics or config.experiments:
         from trimtab.experiments import spec
 
@@ -339,59 +304,6 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
             _check_experiment(source, at, rule, slot, declared)
         elif rule.sticky:
             raise ConfigError(source, f"{at}.sticky", "only experiment rules can be sticky")
-        if rule.policy is not None:
-            _check_policy(source, f"{at}.policy", rule, slot, declared)
-
-
-def _check_policy_names(source: str, config: SiteConfig) -> None:
-    """A policy name identifies one learner (its state is saved under it): one rule each."""
-    from trimtab.bandits.serving import policy_specs
-
-    first: dict[str, str] = {}
-    for slot_name, _, spec in policy_specs(config.slots):
-        if spec.name in first:
-            raise ConfigError(
-                source,
-                f"$.slots.{slot_name}.rules",
-                f"policy name {spec.name!r} is already used by a rule of slot "
-                f"{first[spec.name]!r}: give each policy rule its own name (or id)",
-            )
-        first[spec.name] = slot_name
-
-
-def _check_policy(source: str, at: str, rule: RuleDecl, slot: SlotDecl, declared: str) -> None:
-    from trimtab.bandits.serving import PolicySpec
-
-    data = dict(rule.policy or {})
-    data.setdefault("name", rule.id or "policy")
-    data.setdefault("arms", list(slot.variants))
-    spec = _convert(data, PolicySpec, at, source)
-    if len(spec.arms) < 2:
-        raise ConfigError(source, f"{at}.arms", "a policy needs at least two arms")
-    for j, arm in enumerate(spec.arms):
-        if arm not in slot.variants:
-            raise ConfigError(
-                source, f"{at}.arms[{j}]", f"variant {arm!r} is not declared (declared: {declared})"
-            )
-    if not 0.0 <= spec.min_default_share < 1.0:
-        raise ConfigError(source, f"{at}.min_default_share", "must be at least 0 and below 1")
-    if spec.min_default_share > 0 and slot.default not in spec.arms:
-        raise ConfigError(
-            source, f"{at}.min_default_share", f"the default {slot.default!r} is not an arm"
-        )
-    if not spec.clip > 0.0:
-        raise ConfigError(source, f"{at}.clip", "must be a positive number")
-    for j, path in enumerate(spec.arm_features):
-        if "{arm}" not in path:
-            raise ConfigError(
-                source, f"{at}.arm_features[{j}]", "an arm feature names {arm} (e.g. x.{arm})"
-            )
-    from trimtab.bandits.serving import ServedPolicy
-
-    try:
-        ServedPolicy(spec, slot.default)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(source, f"{at}.params", f"not accepted by {spec.type}: {exc}") from None
 
 
 def _check_experiment(source: str, at: str, rule: RuleDecl, slot: SlotDecl, declared: str) -> None:

@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from trimtab.validation import reroot
+
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Name = Annotated[str, msgspec.Meta(max_length=128)]
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -175,10 +177,7 @@ _encoder = msgspec.json.Encoder()
 
 def _split_error(message: str, index: int) -> EventError:
     # msgspec reports "reason - at `$.field`"; re-root the path at the batch element.
-    reason, sep, where = message.rpartition(" - at `")
-    if not sep:
-        return EventError(index, f"$[{index}]", message)
-    return EventError(index, f"$[{index}]{where.rstrip('`')[1:]}", reason)
+    return EventError(index, *reroot(message, f"$[{index}]"))
 
 
 def decode_batch(data: bytes | str, received_ms: float | None = None) -> BatchResult:

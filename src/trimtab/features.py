@@ -52,6 +52,7 @@ from trimtab.events import (
     Scroll,
     Visible,
 )
+from trimtab.validation import ConfigError
 
 Scope = Literal["page", "session", "user"]
 SCOPES: tuple[str, ...] = ("page", "session", "user")
@@ -421,6 +422,21 @@ CONTEXT_ATTRIBUTES = (
 
 class FeatureConfigError(ValueError):
     """A feature declaration is invalid."""
+
+
+def check_features(specs: list[FeatureSpec], source: str) -> None:
+    """Validate the config's ``features`` section; :class:`ConfigError` names the path."""
+    for spec in specs:
+        where = f"$.features.{spec.name}"
+        if spec.kind not in FEATURE_KINDS:
+            known = ", ".join(sorted(FEATURE_KINDS))
+            raise ConfigError(source, f"{where}.kind", f"unknown kind {spec.kind!r} ({known})")
+        if spec.name in CONTEXT_ATTRIBUTES:
+            raise ConfigError(source, where, f"{spec.name!r} is a built-in context attribute")
+    try:
+        FeatureProcessor(specs)
+    except FeatureConfigError as exc:
+        raise ConfigError(source, "$.features", str(exc)) from None
 
 
 class FeatureProcessor:

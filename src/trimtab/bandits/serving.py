@@ -49,10 +49,13 @@ from trimtab.bandits.policies import POLICIES, load_policy
 from trimtab.decide import PolicyChoice
 from trimtab.events import AnyEvent, Exposure
 from trimtab.targeting import walk_path
+from trimtab.validation import ConfigError, convert
 
 SESSION_IDLE_MS = 30 * 60 * 1000.0  # a session ends after this long without a decision
 
 if TYPE_CHECKING:
+    from trimtab.config import RuleDecl, SlotDecl
+
     PolicyType = str
 else:  # the names of the one registry, checked by msgspec where the config names one
     PolicyType = Literal[tuple(POLICIES)]
@@ -618,3 +621,53 @@ def serve_policies(
             policy.restore(stored[POLICY_KEY + spec.name])
         served[spec.name] = policy
     return served
+
+
+# ------------------------------------------------------------------ the config's policy rules
+
+
+def check_policy_names(source: str, slots: Mapping[str, SlotDecl]) -> None:
+    """A policy name identifies one learner (its state is saved under it): one rule each."""
+    first: dict[str, str] = {}
+    for slot_name, _, spec in policy_specs(slots):
+        if spec.name in first:
+            raise ConfigError(
+                source,
+                f"$.slots.{slot_name}.rules",
+                f"policy name {spec.name!r} is already used by a rule of slot "
+                f"{first[spec.name]!r}: give each policy rule its own name (or id)",
+            )
+        first[spec.name] = slot_name
+
+
+def check_policy_rule(source: str, at: str, rule: RuleDecl, slot: SlotDecl) -> None:
+    """Validate a slot's ``policy`` rule (at ``at``); :class:`ConfigError` names the path."""
+    declared = ", ".join(slot.variants) or "none"
+    data = dict(rule.policy or {})
+    data.setdefault("name", rule.id or "policy")
+    data.setdefault("arms", list(slot.variants))
+    spec = convert(data, PolicySpec, at, source)
+    if len(spec.arms) < 2:
+        raise ConfigError(source, f"{at}.arms", "a policy needs at least two arms")
+    for j, arm in enumerate(spec.arms):
+        if arm not in slot.variants:
+            raise ConfigError(
+                source, f"{at}.arms[{j}]", f"variant {arm!r} is not declared (declared: {declared})"
+            )
+    if not 0.0 <= spec.min_default_share < 1.0:
+        raise ConfigError(source, f"{at}.min_default_share", "must be at least 0 and below 1")
+    if spec.min_default_share > 0 and slot.default not in spec.arms:
+        raise ConfigError(
+            source, f"{at}.min_default_share", f"the default {slot.default!r} is not an arm"
+        )
+    if not spec.clip > 0.0:
+        raise ConfigError(source, f"{at}.clip", "must be a positive number")
+    for j, path in enumerate(spec.arm_features):
+        if "{arm}" not in path:
+            raise ConfigError(
+                source, f"{at}.arm_features[{j}]", "an arm feature names {arm} (e.g. x.{arm})"
+            )
+    try:
+        ServedPolicy(spec, slot.default)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, f"{at}.params", f"not accepted by {spec.type}: {exc}") from None

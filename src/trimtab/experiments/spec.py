@@ -33,6 +33,8 @@ from typing import Any, Literal
 import msgspec
 
 from trimtab.events import BY_KIND, KINDS
+from trimtab.validation import ConfigError
+from trimtab.validation import convert as _convert
 
 MetricType = Literal["binomial", "count", "mean", "ratio", "reward"]
 
@@ -120,7 +122,6 @@ def check(config: Any, source: str) -> ExperimentsConfig:
 
     Returns the typed declarations, with each experiment's ``key`` and ``slots`` filled in.
     """
-    from trimtab.config import ConfigError, _convert
 
     def fail(path: str, problem: str) -> ConfigError:
         return ConfigError(source, path, problem)

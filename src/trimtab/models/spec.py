@@ -33,6 +33,8 @@ from typing import Any, Literal
 import msgspec
 
 from trimtab.models.columns import ColumnError, parse_columns
+from trimtab.validation import ConfigError
+from trimtab.validation import convert as _convert
 
 SEGMENT_ATTRIBUTES = ("segment", "segment_p")
 MODELS_ATTRIBUTE = "_models"  # the model versions behind a user's scores (decision log)
@@ -92,7 +94,6 @@ class ModelsConfig(msgspec.Struct, frozen=True):
 
 def check(config: Any, source: str) -> ModelsConfig:
     """Validate the config's ``models`` and ``segments``; raise ``ConfigError`` naming the path."""
-    from trimtab.config import ConfigError, _convert
     from trimtab.features import CONTEXT_ATTRIBUTES
 
     taken = set(config.features) | set(CONTEXT_ATTRIBUTES) | set(SEGMENT_ATTRIBUTES)
@@ -166,8 +167,6 @@ def models_of(config: Any) -> ModelsConfig:
 
 
 def _check_columns(source: str, where: str, columns: list[str]) -> None:
-    from trimtab.config import ConfigError
-
     if not columns:
         raise ConfigError(source, where, "declare at least one feature")
     try:
@@ -182,7 +181,5 @@ def _check_columns(source: str, where: str, columns: list[str]) -> None:
 
 
 def _check_pattern(source: str, where: str, pattern: str) -> None:
-    from trimtab.config import ConfigError
-
     if not pattern or pattern.count(":") > 1:
         raise ConfigError(source, where, "an event pattern is kind:detail (e.g. click:cta)")
