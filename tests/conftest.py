@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from trimtab.bench.live import free_port
+from support import free_port
 
 REDIS_URL = os.environ.get("TRIMTAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("TRIMTAB_TEST_NATS", "nats://127.0.0.1:4222")

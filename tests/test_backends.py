@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from trimtab.backends import BufferFull, DurablePublisher, open_event_bus, open_state_store
-from trimtab.bench.core import synthetic_events
 from trimtab.bus import SqliteEventLog, message_id
 from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import RedisStreamBus
 from trimtab.bus.spool import Spool
 from trimtab.events import AnyEvent
+from trimtab.sim.synthetic import synthetic_events
 from trimtab.store import SqliteStateStore
 from trimtab.store.redis import RedisStateStore
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from trimtab.backends import DurablePublisher
-from trimtab.bench.core import synthetic_events
 from trimtab.bus import message_id
 from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import partition_of
 from trimtab.bus.spool import Spool
+from trimtab.sim.synthetic import synthetic_events
 
 
 async def until(condition: Any, timeout: float = 30.0) -> None:

@@ -17,13 +17,13 @@ import pytest
 from redis.crc import key_slot
 
 from trimtab.backends import DurablePublisher
-from trimtab.bench.core import synthetic_events
 from trimtab.bus import BusMessage, SqliteEventLog, message_id
 from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import RedisStreamBus, partition_of
 from trimtab.bus.spool import Spool
 from trimtab.events import AnyEvent, Scroll, decode_one
 from trimtab.processor import subscribe
+from trimtab.sim.synthetic import synthetic_events
 
 GROUP = "features"
 OpenBus = Callable[[], Awaitable[Any]]

@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from trimtab.bench.live import free_port
+from support import free_port
 
 pytestmark = pytest.mark.browser
 

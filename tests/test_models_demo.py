@@ -121,7 +121,7 @@ def test_in_chromium_a_deep_reader_sees_the_segment_offer_and_why(demo_dir, brow
 
     import uvicorn
 
-    from trimtab.bench.live import free_port
+    from support import free_port
     from trimtab.demo import site
 
     articles = [a for a in site.load_articles() if a["category"] in ("politics", "science")]

@@ -33,7 +33,7 @@ CONFIG = parse_config(
 def test_exported_bus_log_gives_the_same_training_rows(
     tmp_path: Path, bus, namespace, redis_url, nats_url
 ):
-    from trimtab.bench.scale import _cleanup
+    from support import drop_namespace
 
     url = (
         f"{redis_url}?prefix={namespace}"
@@ -59,7 +59,7 @@ def test_exported_bus_log_gives_the_same_training_rows(
         done = CliRunner().invoke(app, ["export", "--bus", url, "--data-dir", str(exported)])
         assert done.exit_code == 0, done.output
     finally:
-        _cleanup(url, namespace, tmp_path)
+        drop_namespace(url, namespace, tmp_path)
     target = TargetDecl(event="click:*", within="session")
     rows = {}
     for name, folder in (("embedded", embedded), ("exported", exported)):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from trimtab.bench.core import bench_rules, synthetic_events
+from trimtab.bench.core import bench_rules
 from trimtab.bus import BusMessage, SqliteEventLog
 from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import RedisStreamBus
@@ -25,6 +25,7 @@ from trimtab.config import parse_config
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, decode_state
 from trimtab.processor import Processor
+from trimtab.sim.synthetic import synthetic_events
 from trimtab.store.redis import RedisStateStore
 
 SITE = bench_rules()[0]  # the benchmark site: realistic features and slots

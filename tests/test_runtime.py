@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from trimtab.bench.core import synthetic_events
 from trimtab.config import load_config
 from trimtab.features import FeatureProcessor
 from trimtab.runtime import Runtime
+from trimtab.sim.synthetic import synthetic_events
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
 

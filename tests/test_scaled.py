@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from trimtab.bench.core import synthetic_events
-from trimtab.bench.live import free_port
+from support import drop_namespace, free_port
 from trimtab.events import Consent, Scroll, encode
+from trimtab.sim.synthetic import synthetic_events
 
 pytestmark = [pytest.mark.redis, pytest.mark.nats]
 DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
@@ -241,9 +241,7 @@ def test_unreachable_state_store_gives_degraded_defaults_within_the_deadline(tmp
 
 
 def _cleanup(prefix: str, bus: str, root: Path) -> None:
-    from trimtab.bench.scale import _cleanup as cleanup
-
-    cleanup(_backends(bus, prefix)["TRIMTAB_BUS"], prefix, root)
+    drop_namespace(_backends(bus, prefix)["TRIMTAB_BUS"], prefix, root)
 
 
 @pytest.mark.parametrize("kind", ["redis", "nats"])

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.crc import key_slot
 
-from trimtab.bench.core import synthetic_events
 from trimtab.features import FeatureProcessor, FeatureSpec, decode_state, encode_state
+from trimtab.sim.synthetic import synthetic_events
 from trimtab.store import StateStore
 from trimtab.store.redis import RedisStateStore
 

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 import yaml
 
-from trimtab.bench.live import free_port
+from support import free_port
 from trimtab.events import Scroll, Visible, encode
 
 ROOT = Path(__file__).resolve().parents[2]

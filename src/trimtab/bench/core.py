@@ -17,12 +17,19 @@ from typing import Any
 from trimtab.bench.timing import Timing, time_calls
 from trimtab.config import SiteConfig, parse_config
 from trimtab.decide import Engine
-from trimtab.events import AnyEvent, Click, Hover, PageView, Scroll, Visible, decode_batch, encode
+from trimtab.events import decode_batch, encode
 from trimtab.features import FeatureProcessor
+from trimtab.sim.synthetic import CATEGORIES, synthetic_events
 from trimtab.tuning import tune_for_serving
 
-CATEGORIES = ("politics", "tech", "science", "sport", "culture", "travel")
-KINDS = ("image", "card", "link", "filter", "expand")
+__all__ = [
+    "BENCH_FEATURES",
+    "CoreResult",
+    "bench_attributes",
+    "bench_rules",
+    "run",
+    "synthetic_events",
+]
 
 
 @dataclass(frozen=True)
@@ -58,42 +65,6 @@ class CoreResult:
     def river_ratio(self) -> float | None:
         river = self.river_events_per_s
         return None if river is None else self.events_per_s / river
-
-
-def synthetic_events(n: int, users: int, seed: int = 7, t0: float = 1.75e12) -> list[AnyEvent]:
-    """A plausible mix of behaviour events over many users (what a busy site sends).
-
-    Every event carries its page view's id, as the tracker sends it; a page_view starts a new
-    one (the random draws are those of the stream before page views had ids).
-    """
-    rnd = random.Random(seed)
-    out: list[AnyEvent] = []
-    views: dict[str, int] = {}
-    for i in range(n):
-        u = f"u{rnd.randrange(users)}"
-        common = {"event_id": f"e{i}", "user_id": u, "session_id": f"{u}-s", "ts": t0 + i * 5.0}
-        cat = rnd.choice(CATEGORIES)
-        r = rnd.random()
-        if r >= 0.95:
-            views[u] = views.get(u, 0) + 1
-        common["page_view_id"] = f"{u}-v{views.get(u, 0)}"
-        if r < 0.4:
-            out.append(Scroll(**common, depth=rnd.random(), velocity=rnd.uniform(-2000, 2000)))
-        elif r < 0.6:
-            el = f"el{rnd.randrange(40)}"
-            kind = rnd.choice(KINDS)
-            out.append(Hover(**common, element=el, element_kind=kind, category=cat, dwell_ms=400))
-        elif r < 0.8:
-            el = f"el{rnd.randrange(40)}"
-            out.append(
-                Visible(**common, element=el, element_kind="card", category=cat, visible_ms=1500)
-            )
-        elif r < 0.95:
-            el = f"el{rnd.randrange(40)}"
-            out.append(Click(**common, element=el, element_kind=rnd.choice(KINDS), category=cat))
-        else:
-            out.append(PageView(**common, page=f"/a/{rnd.randrange(40)}", page_category=cat))
-    return out
 
 
 # The feature set of a realistic site: the demo's declarations, with the demo's scopes.
