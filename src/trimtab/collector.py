@@ -3,6 +3,8 @@
 Routes (see ``docs/protocol.md``): ``POST /v1/events``, ``WS /v1/live``, ``POST /v1/decide``,
 ``GET /t.js``, ``GET /health``, ``GET /metrics``, and admin routes behind the secret key
 (``POST /v1/admin/reload``, ``DELETE /v1/users/{id}``, ``GET /v1/admin/decisions``).
+GrowthBook SDK routes (``/api/features/{key}``, ``/sub/{key}``, ``/api/eval/{key}``) come from
+:mod:`trimtab.gbapi`.
 
 Every request passes the same checks in the same order: site key, origin allow-list, size
 limit, rate limit; each failure is a clear 4xx (or WebSocket close code) naming the reason.
@@ -41,6 +43,7 @@ from trimtab.configapi import ConfigVersions
 from trimtab.configapi import routes as config_routes
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
+from trimtab.gbapi import routes as growthbook_routes
 from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render, SlotState
 from trimtab.minify import minify_js
@@ -700,6 +703,7 @@ def create_app(
         Route("/v1/users/{user_id:path}", erase, methods=["DELETE"]),  # any id, "/" too
         *model_routes(collector),
         *config_routes(collector, versions),
+        *growthbook_routes(collector),
         *(extra_routes or []),
     ]
 
