@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from trimtab.bench.live import free_port
+from support import free_port
 from trimtab.config import parse_config
 from trimtab.decide import Engine
 from trimtab.gbapi import build_snapshot, etag_matches, remote_eval
