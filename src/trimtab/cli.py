@@ -68,6 +68,15 @@ def _register_model_commands() -> None:
 
 
 _register_model_commands()
+
+
+def _register_import_commands() -> None:
+    from trimtab.gbcli import import_app
+
+    app.add_typer(import_app, name="import")
+
+
+_register_import_commands()
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
@@ -537,16 +546,41 @@ def ope(
 
 @app.command()
 def export(
+    what: Annotated[
+        str | None,
+        typer.Argument(help="`growthbook`: print CONFIG as a GrowthBook SDK payload instead."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Argument(help="The site config (with `growthbook`).")
+    ] = None,
     bus: Annotated[
-        str, typer.Option(help="The event bus to read: redis://…?prefix=… or nats://…?stream=…")
-    ],
-    data_dir: Annotated[Path, typer.Option(help="Where to write events.sqlite.")],
+        str | None,
+        typer.Option(help="The event bus to read: redis://…?prefix=… or nats://…?stream=…"),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where to write events.sqlite.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="`growthbook`: write the payload here.")
+    ] = None,
 ) -> None:
     """Copy a scaled deployment's event log into DATA_DIR/events.sqlite.
 
     `trimtab report` and `trimtab ope` read SQLite logs; put the processes' decision logs
     (decisions-*.sqlite) in the same folder. Events already exported are not copied twice.
+
+    `trimtab export growthbook CONFIG` prints the config's slots as a GrowthBook SDK payload
+    (what `GET /api/features/{key}` serves; docs/ecosystem.md).
     """
+    if what is not None:
+        if what != "growthbook":
+            _fail("cannot export", f"unknown target {what!r}: growthbook, or --bus and --data-dir")
+        if config is None:
+            _fail("cannot export", "name the site config: trimtab export growthbook CONFIG")
+        from trimtab.gbcli import export_growthbook
+
+        export_growthbook(config, output)
+        return
+    if bus is None or data_dir is None:
+        _fail("cannot export", "pass --bus and --data-dir (or: trimtab export growthbook CONFIG)")
     import asyncio
 
     from rich.progress import Progress

@@ -214,6 +214,8 @@ _EXPERIMENT_FIELDS = _COMMON | {
     "bucketVersion",
     "disableStickyBucketing",
     "phase",
+    "type",
+    "banditVersion",
 }
 _WHY_NOT = {
     "parentConditions": "prerequisite features are not supported by trimtab's engine yet",
@@ -306,20 +308,40 @@ def _import_feature(key: str, feature: Any, path: str) -> dict[str, Any]:
                 hint = meta[j].get("key", "") if j < len(meta) and isinstance(meta[j], dict) else ""
                 namer.name(value, hint if isinstance(hint, str) and not hint.isdigit() else "")
     default = namer.name(feature.get("defaultValue"))
-    rules = [_import_rule(rule, namer, f"{path}.rules[{i}]") for i, rule in enumerate(rules_in)]
+    rules = [
+        _import_rule(rule, namer, f"{path}.rules[{i}]")
+        for i, rule in enumerate(rules_in)
+        if not _inert(rule)
+    ]
     return {"default": default, "variants": namer.variants, "rules": rules}
+
+
+def _inert(rule: Any) -> bool:
+    """A rule GrowthBook skips whatever the user: no force, no variations, nothing else that
+    could act (a prerequisite gate has ``parentConditions`` and is refused, not skipped)."""
+    return (
+        isinstance(rule, dict)
+        and "force" not in rule
+        and "variations" not in rule
+        and set(rule) <= {"id", "condition", "name", "description"}
+    )
 
 
 def _import_rule(rule: Any, namer: _Namer, path: str) -> dict[str, Any]:
     if not isinstance(rule, dict):
         raise PayloadError(path, "a rule is an object")
+    # empty prerequisite or filter lists change nothing: GrowthBook exports them so
+    rule = {k: v for k, v in rule.items() if not (k in _WHY_NOT and v in ([], None, ""))}
+    for field in rule:
+        if field in _WHY_NOT:
+            raise _refuse(path, field)
     is_experiment = "variations" in rule
-    if is_experiment == ("force" in rule):
-        raise PayloadError(path, "a rule needs exactly one of force or variations")
     allowed = _EXPERIMENT_FIELDS if is_experiment else _FORCE_FIELDS
     for field in rule:
         if field not in allowed:
             raise _refuse(path, field)
+    if is_experiment == ("force" in rule):
+        raise PayloadError(path, "a rule needs exactly one of force or variations")
     out: dict[str, Any] = {}
     for field in ("id", "name", "condition", "hashAttribute", "hashVersion", "seed", "coverage"):
         if field in rule and rule[field] is not None:
@@ -328,6 +350,8 @@ def _import_rule(rule: Any, namer: _Namer, path: str) -> dict[str, Any]:
         out["force"] = namer.name(rule["force"])
         if "range" in rule:
             out["range"] = rule["range"]
+        elif rule.get("coverage") == 0:
+            out["enabled"] = False  # GrowthBook: a rollout to 0 % includes nobody
         return out
     variations = rule["variations"]
     if not isinstance(variations, list):
@@ -340,6 +364,8 @@ def _import_rule(rule: Any, namer: _Namer, path: str) -> dict[str, Any]:
                 if field not in ("key", "name", "passthrough"):
                     raise _refuse(f"{path}.meta[{j}]", field)
     out["variations"] = [namer.name(v) for v in variations]
+    if rule.get("type", "standard") not in ("standard", "multi-armed-bandit"):
+        raise PayloadError(f"{path}.type", f"experiment type {rule['type']!r} is not supported")
     for field in ("key", "weights", "namespace"):
         if field in rule and rule[field] is not None:
             out[field] = rule[field]

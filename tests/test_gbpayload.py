@@ -1,0 +1,253 @@
+"""GrowthBook payloads in and out of trimtab: `trimtab import growthbook`, `export growthbook`.
+
+The feature cases of GrowthBook's SDK suite (tests/data/growthbook/cases.json) are the data: each
+case whose payload trimtab can take is imported, decided by trimtab's engine, exported again and
+evaluated by the PyPI GrowthBook SDK; both must give the case's expected value. The others must
+be refused with the field that holds what trimtab cannot do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from trimtab.cli import app
+from trimtab.config import ConfigError, parse_config
+from trimtab.decide import Engine
+from trimtab.gbpayload import PayloadError, export_payload, import_payload, variant_value
+
+CASES = json.loads(
+    (Path(__file__).parent / "data" / "growthbook" / "cases.json").read_text(encoding="utf-8")
+)["feature"]
+# what a case may carry besides the payload and the attributes: not part of an export
+CONTEXT_ONLY = {"forcedVariations", "savedGroups", "contextualBandits"}
+PAYLOAD_CASES = [c for c in CASES if not set(c[1]) & CONTEXT_ONLY]
+REFUSED_FIELDS = {
+    "parentConditions",
+    "filters",
+    "ranges",
+    "contextualVariations",
+    "hashVersion",
+    "$inGroup",
+}
+
+
+def _import(case: list[Any]) -> Any:
+    _, context, _, _ = case
+    data = import_payload({"features": context.get("features", {})})
+    return parse_config(data, "<case>")
+
+
+def _importable(case: list[Any]) -> bool:
+    try:
+        _import(case)
+    except (PayloadError, ConfigError):
+        return False
+    return True
+
+
+IMPORTABLE = [c for c in PAYLOAD_CASES if _importable(c)]
+NOT_IMPORTABLE = [c for c in PAYLOAD_CASES if not _importable(c)]
+
+
+def test_the_suite_is_mostly_importable():
+    assert len(IMPORTABLE) >= 25
+    assert len(IMPORTABLE) + len(NOT_IMPORTABLE) == len(PAYLOAD_CASES)
+
+
+@pytest.mark.parametrize("case", IMPORTABLE, ids=[c[0] for c in IMPORTABLE])
+def test_imported_case_decides_as_growthbook_and_round_trips(case):
+    from growthbook import GrowthBook
+
+    name, context, key, expected = case
+    config = _import(case)
+    attrs = dict(context.get("attributes", {}))
+    (decision,) = Engine(config).decide_attrs(dict(attrs), [key])
+    assert variant_value(config.slots[key], decision.variant) == expected["value"], name
+
+    payload = export_payload(config)
+    gb = GrowthBook(features=payload["features"], attributes=dict(attrs))
+    assert gb.eval_feature(key).value == expected["value"], name
+
+    # import(export(config)) is the same config, so a second export is the same payload
+    again = parse_config(import_payload(payload), "<again>")
+    assert export_payload(again) == payload
+
+
+@pytest.mark.parametrize("case", NOT_IMPORTABLE, ids=[c[0] for c in NOT_IMPORTABLE])
+def test_unsupported_case_is_refused_naming_the_field(case):
+    with pytest.raises((PayloadError, ConfigError)) as refused:
+        _import(case)
+    message = str(refused.value)
+    assert any(field in message for field in REFUSED_FIELDS), message
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (
+            {"features": {"f": {"defaultValue": 1, "rules": [{"force": 2, "filters": [{}]}]}}},
+            "filters",
+        ),
+        (
+            {
+                "features": {
+                    "f": {"defaultValue": 1, "rules": [{"force": 2, "fallbackAttribute": "d"}]}
+                }
+            },
+            "fallbackAttribute",
+        ),
+        ({"features": {"f": {"defaultValue": 1}}, "savedGroups": {"g": ["a"]}}, "savedGroups"),
+        ({"encryptedFeatures": "abc"}, "encryptedFeatures"),
+        ({"features": {"f": {"defaultValue": 1, "project": "x"}}}, "project"),
+        ({"features": {"f": {"defaultValue": 1, "rules": [{"force": 2, "colour": 1}]}}}, "colour"),
+        (
+            {
+                "features": {
+                    "f": {
+                        "defaultValue": 0,
+                        "rules": [
+                            {"variations": [0, 1], "meta": [{"key": "a"}, {"passthrough": True}]}
+                        ],
+                    }
+                }
+            },
+            "meta[1].passthrough",
+        ),
+    ],
+)
+def test_unsupported_fields_are_named(payload, field):
+    with pytest.raises(PayloadError) as refused:
+        import_payload(payload)
+    assert refused.value.path.endswith(field)
+
+
+def test_empty_prerequisites_and_filters_are_taken():
+    data = import_payload(
+        {
+            "features": {
+                "f": {
+                    "defaultValue": False,
+                    "rules": [{"force": True, "parentConditions": [], "filters": []}],
+                }
+            },
+            "experiments": [],
+            "dateUpdated": "2026-01-01T00:00:00Z",
+        }
+    )
+    assert data["slots"]["f"]["rules"] == [{"force": "true"}]
+    assert data["slots"]["f"]["variants"] == {"false": {"value": False}, "true": {"value": True}}
+
+
+def test_variant_names_from_values_and_meta():
+    data = import_payload(
+        {
+            "features": {
+                "hero": {
+                    "defaultValue": {"title": "A"},
+                    "rules": [
+                        {
+                            "key": "t",
+                            "variations": [{"title": "A"}, {"title": "B"}, "true"],
+                            "meta": [{"key": "control"}, {"key": "1"}, {}],
+                        },
+                        {"force": True},
+                    ],
+                }
+            }
+        }
+    )
+    slot = data["slots"]["hero"]
+    # a meta key names a variant unless it is GrowthBook's numeric default; the string "true"
+    # and the boolean true are different values, so they get different names
+    assert slot["variants"] == {
+        "control": {"value": {"title": "A"}},
+        "v1": {"value": {"title": "B"}},
+        "true": {},
+        "true-2": {"value": True},
+    }
+    assert slot["default"] == "control"
+    assert slot["rules"][0]["variations"] == ["control", "v1", "true"]
+    assert slot["rules"][1]["force"] == "true-2"
+
+
+def test_cli_import_then_export_round_trip(tmp_path):
+    source = {
+        "features": {
+            "checkout": {
+                "defaultValue": False,
+                "rules": [
+                    {"condition": {"country": "FR"}, "force": True},
+                    {
+                        "key": "checkout-test",
+                        "variations": [False, True],
+                        "weights": [0.4, 0.6],
+                        "coverage": 0.5,
+                        "hashAttribute": "id",
+                    },
+                ],
+            }
+        }
+    }
+    given = tmp_path / "payload.json"
+    given.write_text(json.dumps(source))
+    runner = CliRunner()
+    imported = runner.invoke(
+        app, ["import", "growthbook", str(given), "-o", str(tmp_path / "c.yaml")]
+    )
+    assert imported.exit_code == 0, imported.output
+    config = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert config["slots"]["checkout"]["default"] == "false"
+    exported = runner.invoke(app, ["export", "growthbook", str(tmp_path / "c.yaml")])
+    assert exported.exit_code == 0, exported.output
+    payload = json.loads(exported.stdout)
+    rules = payload["features"]["checkout"]["rules"]
+    assert payload["features"]["checkout"]["defaultValue"] is False
+    assert rules[0] == {"condition": {"country": "FR"}, "force": True}
+    assert rules[1]["variations"] == [False, True] and rules[1]["weights"] == [0.4, 0.6]
+    assert rules[1]["coverage"] == 0.5 and rules[1]["seed"] == "checkout-test"
+
+    from growthbook import GrowthBook
+
+    for i in range(300):
+        attrs = {"id": f"u{i}", "country": "FR" if i % 3 == 0 else "US"}
+        original = GrowthBook(features=source["features"], attributes=attrs)
+        back = GrowthBook(features=payload["features"], attributes=attrs)
+        assert back.eval_feature("checkout").value == original.eval_feature("checkout").value
+
+
+def test_cli_import_refusal_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({"features": {"f": {"rules": [{"force": 1, "filters": [{"x": 1}]}]}}})
+    )
+    result = CliRunner().invoke(app, ["import", "growthbook", str(bad)])
+    assert result.exit_code == 2
+    assert "$.features.f.rules[0].filters" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_export_names_left_out_slots(tmp_path):
+    config = {
+        "slots": {
+            "ok": {"default": "a", "variants": {"a": {}, "b": {}}},
+            "bandit": {
+                "default": "a",
+                "variants": {"a": {}, "b": {}},
+                "rules": [{"id": "p", "policy": {"type": "epsilon_greedy"}}],
+            },
+        }
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["export", "growthbook", str(path)])
+    assert result.exit_code == 0
+    assert "left out bandit" in result.stderr
+    assert set(json.loads(result.stdout)["features"]) == {"ok"}
+    unknown = CliRunner().invoke(app, ["export", "launchdarkly", str(path)])
+    assert unknown.exit_code == 2 and "unknown target" in unknown.output
