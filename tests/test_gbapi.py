@@ -13,18 +13,15 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from support import free_port
+from served import Served
 from trimtab.config import parse_config
 from trimtab.decide import Engine
 from trimtab.gbapi import build_snapshot, etag_matches, remote_eval
@@ -141,62 +138,16 @@ def engine_values(config_data: dict[str, Any], people: list[dict[str, Any]]) -> 
     ]
 
 
-class Served:
-    """`trimtab serve` in a subprocess on a free port, over a config file it can reload."""
-
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
-        self.port = free_port()
-        self.config_path = workdir / "site.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        env = {**os.environ, "TRIMTAB_SECRET_KEY": SECRET}
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "trimtab.cli", "serve", str(self.config_path)),
-                *("--port", str(self.port), "--data-dir", str(workdir / "data")),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
-                    return
-            except OSError:
-                assert self.process.poll() is None, "trimtab serve exited"
-                assert time.monotonic() < deadline, "trimtab serve did not start"
-                time.sleep(0.1)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def reload(self, config: dict[str, Any]) -> None:
-        self.config_path.write_text(yaml.safe_dump(config))
-        r = httpx.post(f"{self.url}/v1/admin/reload", headers={"Authorization": f"Bearer {SECRET}"})
-        assert r.status_code == 200, r.text
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[Served]:
-    server = Served(tmp_path_factory.mktemp("gbapi"), CONFIG)
+    server = Served(tmp_path_factory.mktemp("gbapi"), CONFIG, SECRET)
     yield server
     server.stop()
 
 
 @pytest.fixture
 def own_served(tmp_path) -> Iterator[Served]:
-    server = Served(tmp_path, CONFIG)
+    server = Served(tmp_path, CONFIG, SECRET)
     yield server
     server.stop()
 

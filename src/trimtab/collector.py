@@ -4,7 +4,7 @@ Routes (see ``docs/protocol.md``): ``POST /v1/events``, ``WS /v1/live``, ``POST 
 ``GET /t.js``, ``GET /health``, ``GET /metrics``, and admin routes behind the secret key
 (``POST /v1/admin/reload``, ``DELETE /v1/users/{id}``, ``GET /v1/admin/decisions``).
 GrowthBook SDK routes (``/api/features/{key}``, ``/sub/{key}``, ``/api/eval/{key}``) come from
-:mod:`trimtab.gbapi`.
+:mod:`trimtab.gbapi`, OpenFeature's OFREP routes (``/ofrep/v1/…``) from :mod:`trimtab.ofrep`.
 
 Every request passes the same checks in the same order: site key, origin allow-list, size
 limit, rate limit; each failure is a clear 4xx (or WebSocket close code) naming the reason.
@@ -48,6 +48,7 @@ from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render, SlotState
 from trimtab.minify import minify_js
 from trimtab.models.admin import routes as model_routes
+from trimtab.ofrep import routes as ofrep_routes
 from trimtab.privacy import PrivacyGate, scrub_label, truncate_ip
 from trimtab.qa import ForceError, verify_force
 from trimtab.runtime import Runtime
@@ -704,6 +705,7 @@ def create_app(
         *model_routes(collector),
         *config_routes(collector, versions),
         *growthbook_routes(collector),
+        *ofrep_routes(collector),
         *(extra_routes or []),
     ]
 
