@@ -81,4 +81,7 @@ def test_installed_wheel_serves_the_tracker(wheel: Path, tmp_path: Path) -> None
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout == (ROOT / "tracker" / "trimtab.js").read_text()
+    # the tracker as the checkout serves it (minified when served)
+    from trimtab.minify import minify_js
+
+    assert done.stdout == minify_js((ROOT / "tracker" / "trimtab.js").read_text())

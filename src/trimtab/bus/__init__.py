@@ -12,6 +12,9 @@ and NATS JetStream implement the same :class:`EventBus` protocol for scale-out.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import zlib
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
@@ -59,3 +62,17 @@ class EventBus(Protocol):
 from trimtab.bus.sqlite import SqliteEventLog  # noqa: E402
 
 __all__ = ["BusMessage", "EventBus", "SqliteEventLog", "message_id"]
+
+
+def partition_of(user_id: str, partitions: int) -> int:
+    """The partition of a user: stable across processes and restarts.
+
+    >>> partition_of("u42", 16) == partition_of("u42", 16)
+    True
+    """
+    return zlib.crc32(user_id.encode()) % partitions
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"

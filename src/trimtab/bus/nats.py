@@ -40,15 +40,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import nats
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import api
 
-from trimtab.bus import BusMessage, message_id
-from trimtab.bus.redis import default_consumer, partition_of
+from trimtab.extras import missing
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import api
+except ModuleNotFoundError as exc:
+    raise missing(exc, "scale", "the NATS backend") from None
+
+from trimtab.bus import BusMessage, default_consumer, message_id, partition_of
 from trimtab.events import AnyEvent, decode_one
 
 log = logging.getLogger("trimtab.bus.nats")

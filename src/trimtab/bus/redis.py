@@ -28,18 +28,22 @@ consumer arrive after newer entries the claimer already read.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
-from trimtab.bus import BusMessage, message_id
+from trimtab.extras import missing
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import ResponseError
+except ModuleNotFoundError as exc:
+    raise missing(exc, "scale", "the Redis backends") from None
+
+from trimtab.bus import BusMessage, default_consumer, message_id, partition_of
 from trimtab.events import AnyEvent, decode_one
 
 _encoder = msgspec.json.Encoder()
@@ -62,20 +66,6 @@ for i = 2, #KEYS do
 end
 return added
 """
-
-
-def partition_of(user_id: str, partitions: int) -> int:
-    """The partition of a user: stable across processes and restarts.
-
-    >>> partition_of("u42", 16) == partition_of("u42", 16)
-    True
-    """
-    return zlib.crc32(user_id.encode()) % partitions
-
-
-def default_consumer() -> str:
-    """A consumer name unique to this process: ``<host>-<pid>``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class RedisStreamBus:

@@ -15,7 +15,12 @@ import datetime as dt
 import html
 import io
 
-from matplotlib.figure import Figure
+from trimtab.extras import missing
+
+try:
+    from matplotlib.figure import Figure
+except ModuleNotFoundError as exc:
+    raise missing(exc, "reports", "HTML reports") from None
 
 from trimtab.experiments.report import (
     COLUMNS,

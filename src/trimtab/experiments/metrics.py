@@ -27,11 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import msgspec
 import numpy as np
+
+if TYPE_CHECKING:
+    import duckdb
 
 from trimtab import logschema
 from trimtab import patterns as patterns_module
@@ -46,6 +48,7 @@ from trimtab.experiments.stats import (
     RatioStat,
     Stat,
 )
+from trimtab.extras import require
 from trimtab.logschema import DECISIONS_FILE, EVENTS_FILE
 
 CHUNK_ROWS = 100_000
@@ -196,7 +199,7 @@ def load(
     """
     data_dir = Path(data_dir)
     report = progress or (lambda step, done, total: None)
-    con = duckdb.connect()
+    con = require("duckdb", "reports", "experiment reports").connect()
     numeric = list(dict.fromkeys(numeric))
     patterns = list(dict.fromkeys(patterns))
     num_cols = "".join(f", f_{f} DOUBLE" for f in numeric)

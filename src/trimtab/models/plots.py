@@ -10,12 +10,11 @@ import numpy as np
 
 
 def _pyplot():
-    import matplotlib
+    from trimtab.extras import require
 
+    matplotlib = require("matplotlib", "reports", "plots")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", "reports", "plots")
 
 
 def calibration_plot(

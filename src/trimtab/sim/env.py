@@ -21,9 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+
+from trimtab.extras import missing
+
+try:
+    import gymnasium as gym
+    from gymnasium import spaces
+except ModuleNotFoundError as exc:
+    raise missing(exc, "sim", "the simulator's Gymnasium environment") from None
 
 from trimtab.sim.simulator import DEFAULT_CATEGORIES, Simulator, Visitor, behaviour_features
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from trimtab.extras import missing
 from trimtab.sim.drive import SimulationResult
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ModuleNotFoundError as exc:
+    raise missing(exc, "reports", "plots") from None
 
 
 def plot_arms(result: SimulationResult, path: str | Path) -> Path:

@@ -22,7 +22,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
-import redis.asyncio as aioredis
+from trimtab.extras import missing
+
+try:
+    import redis.asyncio as aioredis
+except ModuleNotFoundError as exc:
+    raise missing(exc, "scale", "the Redis backends") from None
 
 from trimtab.privacy import erasure_token
 
