@@ -65,13 +65,13 @@ def test_the_sklearn_wrapper_compiles_too():
 
 def test_what_cannot_be_served_is_refused():
     x, y, _ = data()
-    multi = lgb.train(
-        {"objective": "multiclass", "num_class": 3, "verbose": -1},
+    ova = lgb.train(
+        {"objective": "multiclassova", "num_class": 3, "verbose": -1},
         lgb.Dataset(x, (x[:, 0] * 3).astype(int)),
         num_boost_round=3,
     )
-    with pytest.raises(TreeModelError, match="multiclass"):
-        TreeEnsemble.from_lightgbm(multi)
+    with pytest.raises(TreeModelError, match="multiclassova"):
+        TreeEnsemble.from_lightgbm(ova)
     wide = lgb.train(
         {"objective": "binary", "num_leaves": 100, "min_data_in_leaf": 2, "verbose": -1},
         lgb.Dataset(np.random.default_rng(0).random((5000, 5)), np.arange(5000) % 2),

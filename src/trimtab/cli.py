@@ -504,10 +504,10 @@ def ope(
 
         try:
             scorer, info = load_scorer(folder / "models", reward_model)
+            q_model = RewardModel(scorer, slot, variants, site.slots[slot].variants)
         except (RegistryError, ScorerError, ValueError) as exc:
             err.print(f"[bold red]cannot use the reward model[/] {exc}")
             raise typer.Exit(2) from None
-        q_model = RewardModel(scorer, slot, variants, site.slots[slot].variants)
         with console.status(f"scoring {len(rounds):,} rounds × {len(variants)} variants…"):
             q_model.prefetch([r.features for r in rounds])
         auc = info.metrics.get("auc")

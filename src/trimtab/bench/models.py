@@ -309,22 +309,62 @@ def _rail_click(sim: Simulator, visitor, variant: str) -> float:
 class Speed:
     trees: int
     mlp_layers: list[int]
-    ours: Timing
-    ours_trees: Timing
-    ours_mlp: Timing
-    ours_segment: Timing
-    booster_predict: Timing
-    sklearn_predict_proba: Timing
-    torch_forward: Timing
+    scorer: str  # "compiled" or "numpy (why)"
+    timings: dict[str, Timing]  # by label, all measured interleaved in one run
     max_diff_trees: float
     max_diff_mlp: float
+
+    @property
+    def ours(self) -> Timing:
+        return self.timings["ours"]
+
+    def ratio(self, label: str, quantile: str = "median") -> float:
+        """How many times faster ours is than ``label`` (``median`` or ``p99``)."""
+        attr = "median_us" if quantile == "median" else "p99_us"
+        return getattr(self.timings[label], attr) / getattr(self.ours, attr)
+
+
+SPEED_LABELS = {
+    "ours": "trimtab: segment + trees + MLP, from the attributes",
+    "ours_trees": "  trees alone, from the attributes",
+    "ours_mlp": "  MLP alone, from the attributes",
+    "ours_segment": "  segment alone, from the attributes",
+    "ours_numpy": "trimtab without the compiled scorer (numpy), the same three",
+    "booster": "LightGBM Booster.predict, one ready numpy row",
+    "booster_attrs": "LightGBM Booster.predict, from the attributes (vector + predict)",
+    "sklearn": "LightGBM LGBMClassifier.predict_proba, one row",
+    "torch": "PyTorch forward, one ready row",
+}
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[int], object]], n: int, block: int = 500, warmup: int = 200
+) -> dict[str, Timing]:
+    """Time each ``fn(i)`` ``n`` times, in alternating blocks of ``block`` calls, so that a
+    change of load on a shared machine reaches every contender alike; ratios of the results
+    are then fair within the run."""
+    for fn in fns.values():
+        for i in range(warmup):
+            fn(i)
+    samples: dict[str, list[int]] = {name: [] for name in fns}
+    clock = time.perf_counter_ns
+    for lo in range(0, n, block):
+        for name, fn in fns.items():
+            out = samples[name]
+            for i in range(lo, min(n, lo + block)):
+                start = clock()
+                fn(i)
+                out.append(clock() - start)
+    return {name: Timing.of(name, s) for name, s in samples.items()}
 
 
 def live_speed(n: int, say: Say) -> Speed:
     import lightgbm as lgb
     import torch
 
-    from trimtab.models.mlp import train_mlp
+    from trimtab.models import native
+    from trimtab.models.mlp import torch_predict, train_mlp
+    from trimtab.models.scorer import Scorer
     from trimtab.models.segments import fit
     from trimtab.models.train import LIGHTGBM_DEFAULTS
     from trimtab.models.trees import TreeEnsemble
@@ -346,29 +386,39 @@ def live_speed(n: int, say: Say) -> Speed:
     params = {**LIGHTGBM_DEFAULTS, "n_estimators": 100, "n_jobs": 1}
     clf = lgb.LGBMClassifier(**params).fit(x, y)
     booster = clf.booster_
-    trees = TreeEnsemble.from_lightgbm(booster)
-    mlp, net = train_mlp(x, y, "binary", hidden=(32, 16), epochs=5)
-    attrs_list = [r.attrs for r in rows]
+    trees = Scorer("p_click", 1, "lightgbm", cols, TreeEnsemble.from_lightgbm(booster))
+    mlp_model, net = train_mlp(x, y, "binary", hidden=(32, 16), epochs=5)
+    mlp = Scorer("p_click_mlp", 1, "mlp", cols, mlp_model)
+    attrs_list = [r.attrs for r in rows[:5000]]
     m = len(attrs_list)
 
-    def ours(i: int) -> None:
+    bundle = (segments.compiled, trees.compiled, mlp.compiled)
+    if any(part is None for part in bundle):
+
+        def ours(i: int) -> None:  # numpy serves: the three one after the other
+            attrs = attrs_list[i % m]
+            segments.assign(attrs)
+            trees.score(attrs)
+            mlp.score(attrs)
+
+    else:
+        score_all = native.load().score_all  # type: ignore[union-attr]
+
+        def ours(i: int) -> None:  # what LiveModels.compute does: one call for all three
+            score_all(bundle, attrs_list[i % m])
+
+    def ours_numpy(i: int) -> None:
         attrs = attrs_list[i % m]
-        segments.assign(attrs)
-        v = np.array(cols.vector(attrs))
-        trees.predict(v)
-        mlp.predict(v)
+        segments.assign_numpy(attrs)
+        trees.score_numpy(attrs)
+        mlp.score_numpy(attrs)
+
+    def booster_attrs(i: int) -> None:
+        booster.predict(np.array([cols.vector(attrs_list[i % m])]))
 
     vectors = [np.array(cols.vector(a)) for a in attrs_list[:2000]]
     k = len(vectors)
-    say("speed: timing one user at a time")
-    gc.collect()
-    timing = time_calls("segment + LightGBM + MLP", ours, n)
-    t_trees = time_calls("trees", lambda i: trees.predict(vectors[i % k]), n)
-    t_mlp = time_calls("mlp", lambda i: mlp.predict(vectors[i % k]), n)
-    t_seg = time_calls("segment", lambda i: segments.assign(attrs_list[i % m]), n)
     rows2d = [v[None, :] for v in vectors]
-    t_booster = time_calls("Booster.predict", lambda i: booster.predict(rows2d[i % k]), n)
-    t_sklearn = time_calls("predict_proba", lambda i: clf.predict_proba(rows2d[i % k]), n // 4)
     z = [
         torch.from_numpy(((v - net.trimtab_mean) / net.trimtab_scale).astype(np.float32))[None]
         for v in vectors
@@ -378,22 +428,34 @@ def live_speed(n: int, say: Say) -> Speed:
         with torch.no_grad():
             net(z[i % k])
 
-    t_torch = time_calls("torch forward", torch_one, n)
+    say(f"speed: timing one user at a time ({native.status()} scorer), interleaved")
+    gc.collect()
+    timings = time_interleaved(
+        {
+            "ours": ours,
+            "ours_trees": lambda i: trees.score(attrs_list[i % m]),
+            "ours_mlp": lambda i: mlp.score(attrs_list[i % m]),
+            "ours_segment": lambda i: segments.assign(attrs_list[i % m]),
+            "ours_numpy": ours_numpy,
+            "booster": lambda i: booster.predict(rows2d[i % k]),
+            "booster_attrs": booster_attrs,
+            "torch": torch_one,
+        },
+        n,
+    )
+    timings["sklearn"] = time_calls(
+        "predict_proba", lambda i: clf.predict_proba(rows2d[i % k]), max(n // 10, 500)
+    )
     stack = np.array(vectors)
-    from trimtab.models.mlp import torch_predict
-
+    served_trees = np.array([trees.score(a) for a in attrs_list[:k]])
+    served_mlp = np.array([mlp.score(a) for a in attrs_list[:k]])
     return Speed(
-        trees=trees.n_trees,
-        mlp_layers=[w.shape[1] for w in mlp.weights],
-        ours=timing,
-        ours_trees=t_trees,
-        ours_mlp=t_mlp,
-        ours_segment=t_seg,
-        booster_predict=t_booster,
-        sklearn_predict_proba=t_sklearn,
-        torch_forward=t_torch,
-        max_diff_trees=float(np.max(np.abs(trees.predict_many(stack) - booster.predict(stack)))),
-        max_diff_mlp=float(np.max(np.abs(mlp.predict_many(stack) - torch_predict(net, stack)))),
+        trees=trees.model.n_trees,
+        mlp_layers=[w.shape[1] for w in mlp_model.weights],
+        scorer=native.status(),
+        timings=timings,
+        max_diff_trees=float(np.max(np.abs(served_trees - booster.predict(stack)))),
+        max_diff_mlp=float(np.max(np.abs(served_mlp - torch_predict(net, stack)))),
     )
 
 

@@ -165,6 +165,16 @@ def _reader(column: Column, level: str | None = None) -> Callable[[Mapping[str, 
     return number
 
 
+def _level_position(
+    path: tuple[str, ...], positions: Mapping[str, int]
+) -> Callable[[Mapping[str, Any]], int | None]:
+    def position(attrs: Mapping[str, Any]) -> int | None:
+        value = _lookup(attrs, path)
+        return None if value is None else positions.get(as_text(value))
+
+    return position
+
+
 class Columns:
     """Declared columns with their levels: attributes → a fixed-order vector of floats."""
 
@@ -176,6 +186,7 @@ class Columns:
         names: list[str] = []
         numbers: list[tuple[int, Callable[[Mapping[str, Any]], float]]] = []
         one_hots: list[tuple[tuple[str, ...], dict[str, int]]] = []  # path, level -> position
+        plan: list[tuple[Column, int | dict[str, int], Callable[[Mapping[str, Any]], Any]]] = []
         for column in self.columns:
             if column.expands:
                 base = column.text[:-2]
@@ -184,13 +195,23 @@ class Columns:
                     positions[level] = len(names)
                     names.append(f"{base}={level}")
                 one_hots.append((column.path, positions))
+                plan.append((column, positions, _level_position(column.path, positions)))
             else:
-                numbers.append((len(names), _reader(column)))
+                read = _reader(column)
+                numbers.append((len(names), read))
+                plan.append((column, len(names), read))
                 names.append(column.text)
         self.names = names
         self._numbers = numbers
         self._one_hots = one_hots
         self._width = len(names)
+        self._plan = plan
+
+    def plan(self) -> list[tuple[Column, int | dict[str, int], Callable[[Mapping[str, Any]], Any]]]:
+        """Each declared column, where it goes (its position, or level → position for ``=*``)
+        and its reader (attributes → value; for ``=*``, → the position of the value's level or
+        ``None``): what the compiled scorer runs (:mod:`trimtab.models.native`)."""
+        return list(self._plan)
 
     @classmethod
     def learn(

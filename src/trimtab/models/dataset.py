@@ -12,11 +12,12 @@ attributes are snapshotted at each **observation point**:
 
 The **label** counts events matching the target pattern strictly *after* the observation,
 within its window (the page, the visit, or a number of seconds; ``other_session`` for a later
-visit). A snapshot at time ``t`` holds every event with ``ts ≤ t`` and none after, so no
-outcome can leak into the features it is predicted from (``tests/test_models_dataset.py``
-checks this against a fresh processor fed only the earlier events). Rows whose window is not
-over by the end of the data are left out (*censored*), so a late observation is never
-labelled 0 for lack of time.
+visit) — or, for a ``category`` target, takes the class named by the first of them (rows
+where none follows are left out and counted in ``skipped``). A snapshot at time ``t`` holds
+every event with ``ts ≤ t`` and none after, so no outcome can leak into the features it is
+predicted from (``tests/test_models_dataset.py`` checks this against a fresh processor fed
+only the earlier events). Rows whose window is not over by the end of the data are left out
+(*censored*), so a late observation is never labelled 0 for lack of time.
 
 Scaled deployments: ``trimtab export`` copies the bus into ``events.sqlite``; put the
 processes' ``decisions-*.sqlite`` beside it.
@@ -36,6 +37,7 @@ import msgspec
 from trimtab import logschema
 from trimtab.events import AnyEvent, Exposure, PageView, decode_one
 from trimtab.features import SESSION_TIMEOUT_MS, FeatureProcessor
+from trimtab.models.columns import as_text
 from trimtab.models.spec import TargetDecl
 from trimtab.patterns import matcher
 
@@ -55,7 +57,7 @@ class Row:
     session_id: str
     ts: float
     attrs: dict[str, Any]
-    label: float = 0.0
+    label: float = 0.0  # category targets: the class's name (None until an event names it)
     deadline: float = INF
     decision_id: str = ""
     propensity: float = 0.0
@@ -237,6 +239,8 @@ class _Builder:
         return {k: _copy(v) for k, v in attrs.items() if keep is None or k in keep}
 
     def _open(self, row: Row) -> None:
+        if self.target.type == "category":
+            row.label = None  # type: ignore[assignment]  # the class, once an event names it
         if self.past is not None:
             count = self.past.get((row.user_id, row.session_id), 0.0)
             row.label = min(count, 1.0) if self.target.type == "binary" else count
@@ -261,6 +265,7 @@ class _Builder:
         target = self.target
         page = target.within == "page"
         binary = target.type == "binary"
+        category = target.type == "category"
         keep: list[Row] = []
         hit: bool | None = None
         for row in waiting:
@@ -270,7 +275,7 @@ class _Builder:
             if page and same and type(event) is PageView and ts > row.ts:
                 continue  # the next page view closes a page window
             keep.append(row)
-            if ts <= row.ts or (binary and row.label):
+            if ts <= row.ts or (binary and row.label) or (category and row.label is not None):
                 continue
             if target.other_session:
                 if same:
@@ -280,7 +285,12 @@ class _Builder:
             if hit is None:
                 hit = self.matches(event)
             if hit:
-                row.label = 1.0 if binary else row.label + 1.0
+                if category:
+                    named = getattr(event, target.by, None)
+                    if named is not None and named != "":
+                        row.label = as_text(named)  # type: ignore[assignment]
+                else:
+                    row.label = 1.0 if binary else row.label + 1.0
         if len(keep) != len(waiting):
             if keep:
                 self.open[event.user_id] = keep
@@ -290,6 +300,11 @@ class _Builder:
     def finish(self) -> None:
         while self.due:
             self._snapshot(heapq.heappop(self.due)[2])
+        if self.target.type == "category" and self.past is None:
+            named = [r for r in self.rows if r.label is not None]
+            if len(named) != len(self.rows):
+                self.skipped["no event named a class in the window"] = len(self.rows) - len(named)
+            self.rows = named
         self.rows.sort(key=lambda r: r.ts)
 
 

@@ -12,7 +12,9 @@ the attributes of a user are read (to decide, to push, for the admin API) it add
 
 The values are computed once per feature update: they are cached per user and session under the
 id of the last event applied to that user (plus the local hour, which rules may read), so
-deciding again without new events costs a dictionary lookup. Scoring is numpy only.
+deciding again without new events costs a dictionary lookup. Scoring is one call of the
+compiled scorer for every served model (:mod:`trimtab.models.native`), or numpy without a C
+compiler.
 
 The registry is checked for changes at most once a second. A version that cannot be served —
 its file is unreadable, its columns differ from the config's declaration, its arrays are
@@ -30,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from trimtab.models import native
 from trimtab.models.registry import Registry, RegistryError, VersionInfo
 from trimtab.models.scorer import Scorer, ScorerError
 from trimtab.models.segments import SegmentModel, SegmentsError
@@ -60,6 +63,7 @@ class LiveModels:
         self._last_check = 0.0
         self._cache: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
         self._loaded: dict[tuple[str, str], tuple[int, Any]] = {}  # (name, stage) -> version
+        self._bundle: tuple | None = None
         self.configure(config)
 
     # -- configuration --------------------------------------------------------------------
@@ -77,6 +81,7 @@ class LiveModels:
         self.min_events = decl.min_events if decl is not None else 0
         # re-check every served version against the new declarations
         self.live, self.shadow, self.segments = {}, {}, None
+        self._bundle = None
         self._loaded.clear()
         self._stamp = None
         self.reload()
@@ -120,7 +125,20 @@ class LiveModels:
         if changed:
             self.generation += 1
             self._cache.clear()
+            self._bundle = self._compiled_bundle()
         return changed
+
+    def _compiled_bundle(self) -> tuple | None:
+        """Every served model's compiled form, in :meth:`compute`'s order, scored in one call
+        that reads each set of columns once; ``None`` if any model lacks one (numpy serves)."""
+        parts: list[Any] = []
+        if self.segments is not None:
+            parts.append(self.segments.compiled)
+        parts += [s.compiled for s in self.live.values()]
+        parts += [s.compiled for s in self.shadow.values()]
+        if not parts or any(p is None for p in parts):
+            return None
+        return tuple(parts)
 
     def _load_model(self, name: str, stage: str, info: VersionInfo, served: dict) -> bool:
         key = (name, stage)
@@ -216,30 +234,39 @@ class LiveModels:
         out: dict[str, Any] = {}
         record: dict[str, Any] = {}
         segments = self.segments
+        bundle = self._bundle
+        if bundle is not None:  # every model in one compiled call
+            results = iter(native.score_all(bundle, attrs))
+            if segments is not None:
+                found = next(results)
+                assigned = None if found is None else (segments.ids[found[0]], found[1])
+            live = [(name, scorer, next(results)) for name, scorer in self.live.items()]
+            shadow = [(name, scorer, next(results)) for name, scorer in self.shadow.items()]
+        else:
+            if segments is not None:
+                assigned = segments.assign(attrs)
+            live = [(name, scorer, scorer.score(attrs)) for name, scorer in self.live.items()]
+            shadow = [(name, s, s.score(attrs)) for name, s in self.shadow.items()]
         if segments is not None and events is not None and events < self.min_events:
             out["segment"] = ""
             record["segments"] = {"v": segments.version, "skipped": f"{events} events so far"}
-        elif segments is not None:
-            assigned = segments.assign(attrs)
-            if assigned is not None:
-                seg_id, p = assigned
-                label = self.names.get(seg_id, seg_id) if p >= self.min_p else ""
-                out["segment"], out["segment_p"] = label, p
-                record["segments"] = {"v": segments.version, "id": seg_id, "p": round(p, 4)}
-        for name, scorer in self.live.items():
-            score = scorer.score(attrs)
+        elif segments is not None and assigned is not None:
+            seg_id, p = assigned
+            label = self.names.get(seg_id, seg_id) if p >= self.min_p else ""
+            out["segment"], out["segment_p"] = label, p
+            record["segments"] = {"v": segments.version, "id": seg_id, "p": round(p, 4)}
+        for name, scorer, score in live:
             if score is None:
                 self.unscored += 1
                 record[name] = {"v": scorer.version, "skipped": "non-finite input"}
                 continue
-            out[name] = score
-            record[name] = {"v": scorer.version, "score": round(score, 6)}
+            out.update(scorer.attributes(score))
+            record[name] = {"v": scorer.version, **scorer.logged(score)}
             self.scored += 1
-        for name, scorer in self.shadow.items():
-            score = scorer.score(attrs)
+        for name, scorer, score in shadow:
             record[f"{name}~shadow"] = {
                 "v": scorer.version,
-                **({"score": round(score, 6)} if score is not None else {"skipped": "non-finite"}),
+                **(scorer.logged(score) if score is not None else {"skipped": "non-finite"}),
             }
         if record:
             out[MODELS_ATTRIBUTE] = _encode(record).decode()

@@ -2,7 +2,8 @@
 
 Classifiers: ROC AUC (Mann–Whitney, ties counted half), PR AUC (average precision over the
 distinct thresholds, as scikit-learn computes it), log loss and Brier score, and a calibration
-table (mean prediction vs observed rate per bin of equal size). Regressions: MAE and RMSE.
+table (mean prediction vs observed rate per bin of equal size). Several classes: multiclass
+log loss, accuracy and the macro one-vs-rest AUC. Regressions: MAE and RMSE.
 Intervals are percentile bootstraps over rows (seeded); :func:`paired_auc_difference` resamples
 the same rows for two models, so their AUC difference gets its own interval.
 
@@ -150,8 +151,55 @@ def regression_metrics(y: np.ndarray, p: np.ndarray, n_boot: int = 500, seed: in
     }
 
 
+def multiclass_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean −log of the probability given to the true class (``y`` holds class indices)."""
+    p = np.asarray(p, dtype=np.float64)
+    y = np.asarray(y, dtype=np.intp)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))))
+
+
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """Share of rows whose most likely class is the true one."""
+    return float(np.mean(np.argmax(np.asarray(p), axis=1) == np.asarray(y)))
+
+
+def macro_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """One-vs-rest AUC averaged over the classes present with both outcomes in ``y``."""
+    y = np.asarray(y)
+    p = np.asarray(p)
+    values = [auc(y == k, p[:, k]) for k in range(p.shape[1])]
+    values = [v for v in values if v == v]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def multiclass_metrics(
+    y: np.ndarray, p: np.ndarray, classes: list[str], n_boot: int = 500, seed: int = 0
+) -> dict[str, Any]:
+    """Log loss, accuracy and macro one-vs-rest AUC (each with a bootstrap interval), the
+    per-class AUC and share, the majority class's accuracy and a calibration table of the top
+    class (its probability vs how often it was right)."""
+    y = np.asarray(y, dtype=np.intp)
+    p = np.asarray(p, dtype=np.float64)
+    out: dict[str, Any] = {}
+    for key, statistic in (
+        ("log_loss", multiclass_log_loss),
+        ("accuracy", accuracy),
+        ("macro_auc", macro_auc),
+    ):
+        interval = bootstrap(statistic, y, p, n_boot=n_boot, seed=seed)
+        out[key], out[f"{key}_ci"] = interval.value, [interval.lower, interval.upper]
+    counts = np.bincount(y, minlength=p.shape[1])
+    out["auc_by_class"] = {c: auc(y == k, p[:, k]) for k, c in enumerate(classes)}
+    out["share_by_class"] = {c: float(counts[k] / max(len(y), 1)) for k, c in enumerate(classes)}
+    out["majority_accuracy"] = float(counts.max() / max(len(y), 1))
+    top = np.argmax(p, axis=1)
+    out["calibration"] = calibration((top == y).astype(float), p[np.arange(len(y)), top])
+    return out
+
+
 __all__ = [
     "Interval",
+    "accuracy",
     "asdict",
     "auc",
     "average_precision",
@@ -160,6 +208,9 @@ __all__ = [
     "calibration",
     "classifier_metrics",
     "log_loss",
+    "macro_auc",
+    "multiclass_log_loss",
+    "multiclass_metrics",
     "paired_auc_difference",
     "regression_metrics",
 ]

@@ -50,29 +50,41 @@ class MLP:
                 )
             if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
                 raise MLPError(f"layer {i} has non-finite weights")
-        if self.weights[-1].shape[1] != 1:
-            raise MLPError("the last layer must have one output")
-        if link not in ("sigmoid", "exp", "identity"):
+        if link not in ("sigmoid", "exp", "identity", "softmax"):
             raise MLPError(f"unknown link {link!r}")
+        self.n_outputs = self.weights[-1].shape[1]
+        if (link == "softmax") != (self.n_outputs > 1) or (
+            link == "softmax" and self.n_outputs < 2
+        ):
+            raise MLPError(
+                f"the last layer has {self.n_outputs} outputs: one for the {link} link, "
+                "a unit per class (two or more) for softmax"
+            )
         self.n_features = self.weights[0].shape[0]
         self._hidden = list(zip(self.weights[:-1], self.biases[:-1], strict=True))
-        self._last_w = self.weights[-1][:, 0].copy()
-        self._last_b = float(self.biases[-1][0])
+        single = self.n_outputs == 1
+        self._last_w = self.weights[-1][:, 0].copy() if single else self.weights[-1]
+        self._last_b = float(self.biases[-1][0]) if single else self.biases[-1]
 
-    def raw(self, x: np.ndarray) -> float:
+    def raw(self, x: np.ndarray) -> Any:
         h = x
         for w, b in self._hidden:
             h = h @ w
             h += b
             np.maximum(h, 0.0, out=h)
+        if self.n_outputs > 1:
+            return h @ self._last_w + self._last_b
         return float(h @ self._last_w) + self._last_b
 
-    def predict(self, x: np.ndarray) -> float:
+    def predict(self, x: np.ndarray) -> Any:
+        """One row's output: a float, or the class probabilities (softmax)."""
         raw = self.raw(x)
         if self.link == "sigmoid":
             return 1.0 / (1.0 + math.exp(-raw))
         if self.link == "exp":
-            return math.exp(raw)
+            return math.exp(min(raw, 700.0))
+        if self.link == "softmax":
+            return _softmax(raw)
         return raw
 
     def predict_many(self, x: np.ndarray) -> np.ndarray:
@@ -83,8 +95,14 @@ class MLP:
         if self.link == "sigmoid":
             return 1.0 / (1.0 + np.exp(-raw))
         if self.link == "exp":
-            return np.exp(raw)
+            return np.exp(np.minimum(raw, 700.0))
+        if self.link == "softmax":
+            return _softmax(raw)
         return raw
+
+    def layers(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Weights (inputs × outputs) and biases per layer, for the compiled scorer."""
+        return self.weights, self.biases
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {
@@ -108,6 +126,11 @@ class MLP:
             raise MLPError(f"the MLP arrays lack {exc.args[0]!r}") from None
 
 
+def _softmax(raw: np.ndarray) -> np.ndarray:
+    shifted = np.exp(raw - np.max(raw, axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
 def train_mlp(
     x: np.ndarray,
     y: np.ndarray,
@@ -122,6 +145,9 @@ def train_mlp(
     progress: Callable[[int, float], None] | None = None,
 ) -> tuple[MLP, Any]:
     """Train on rows in time order; returns the served :class:`MLP` and the torch module.
+
+    ``kind``: ``binary`` (a logit), ``count`` (a log-rate, Poisson loss) or ``multiclass``
+    (``y`` holds class indices 0…K−1; K logits, cross-entropy, served through softmax).
 
     The torch module takes *standardised* inputs; :class:`MLP` takes raw ones.
     """
@@ -141,21 +167,31 @@ def train_mlp(
     for h in hidden:
         layers += [torch.nn.Linear(width, int(h)), torch.nn.ReLU()]
         width = int(h)
-    layers.append(torch.nn.Linear(width, 1))
+    classes = int(y.max()) + 1 if kind == "multiclass" else 1
+    layers.append(torch.nn.Linear(width, classes))
     net = torch.nn.Sequential(*layers)
-    if kind == "binary":
-        loss_fn: Any = torch.nn.BCEWithLogitsLoss()
+    if kind == "multiclass":
+        loss_fn: Any = torch.nn.CrossEntropyLoss()
+        share = np.bincount(fit_y.astype(np.intp), minlength=classes) / max(len(fit_y), 1)
+        start: Any = torch.from_numpy(np.log(np.clip(share, 1e-4, None)).astype(np.float32))
+    elif kind == "binary":
+        loss_fn = torch.nn.BCEWithLogitsLoss()
         base = float(np.clip(fit_y.mean(), 1e-4, 1 - 1e-4))
         start = math.log(base / (1 - base))
     else:
         loss_fn = torch.nn.PoissonNLLLoss(log_input=True, full=False)
         start = math.log(max(float(fit_y.mean()), 1e-4))
-    with torch.no_grad():
-        layers[-1].bias.fill_(start)  # start from the base rate, not from 0.5
+    with torch.no_grad():  # start from the base rate, not from 0.5
+        if kind == "multiclass":
+            layers[-1].bias.copy_(start)
+        else:
+            layers[-1].bias.fill_(start)
+    target_dtype = np.int64 if kind == "multiclass" else np.float32
+    head = (lambda out: out) if kind == "multiclass" else (lambda out: out[:, 0])
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    tx, ty = torch.from_numpy(fit_z), torch.from_numpy(fit_y.astype(np.float32))
+    tx, ty = torch.from_numpy(fit_z), torch.from_numpy(fit_y.astype(target_dtype))
     vx = torch.from_numpy(z[len(z) - n_valid :])
-    vy = torch.from_numpy(y[len(z) - n_valid :].astype(np.float32))
+    vy = torch.from_numpy(y[len(z) - n_valid :].astype(target_dtype))
     generator = torch.Generator().manual_seed(seed)
     best, best_state, waited = math.inf, None, 0
     for epoch in range(epochs):
@@ -164,14 +200,14 @@ def train_mlp(
         for lo in range(0, len(order), batch_size):
             idx = order[lo : lo + batch_size]
             optimizer.zero_grad()
-            loss = loss_fn(net(tx[idx])[:, 0], ty[idx])
+            loss = loss_fn(head(net(tx[idx])), ty[idx])
             loss.backward()
             optimizer.step()
         if not n_valid:
             continue
         net.eval()
         with torch.no_grad():
-            valid = float(loss_fn(net(vx)[:, 0], vy))
+            valid = float(loss_fn(head(net(vx)), vy))
         if progress is not None:
             progress(epoch + 1, valid)
         if valid < best - 1e-6:
@@ -191,7 +227,7 @@ def train_mlp(
     first_w = weights[0] / scale[:, None]
     biases[0] = biases[0] - (mean / scale) @ weights[0]
     weights[0] = first_w
-    served = MLP(weights, biases, "sigmoid" if kind == "binary" else "exp")
+    served = MLP(weights, biases, {"binary": "sigmoid", "multiclass": "softmax"}.get(kind, "exp"))
     net.trimtab_mean, net.trimtab_scale = mean, scale  # type: ignore[attr-defined]
     return served, net
 
@@ -204,6 +240,9 @@ def torch_predict(net: Any, x: np.ndarray, kind: str = "binary") -> np.ndarray:
         np.float32
     )
     with torch.no_grad():
-        out = net(torch.from_numpy(z))[:, 0]
-        out = torch.sigmoid(out) if kind == "binary" else torch.exp(out)
+        out = net(torch.from_numpy(z))
+        if kind == "multiclass":
+            out = torch.softmax(out, dim=1)
+        else:
+            out = torch.sigmoid(out[:, 0]) if kind == "binary" else torch.exp(out[:, 0])
     return out.numpy().astype(np.float64)

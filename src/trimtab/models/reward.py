@@ -30,6 +30,11 @@ class RewardModel:
     def __init__(
         self, scorer: Scorer, slot: str, variants: Sequence[str], payloads: Mapping[str, Any]
     ) -> None:
+        if scorer.n_outputs != 1:
+            raise ValueError(
+                f"model {scorer.name} v{scorer.version} predicts one of several classes; a "
+                "reward model predicts the reward (a binary or count target)"
+            )
         self.scorer, self.slot, self.variants = scorer, slot, list(variants)
         self.items = {v: payloads.get(v) or {} for v in variants}
         self.memo: dict[str, dict[str, float]] = {}

@@ -1,8 +1,9 @@
 """A served model: its feature columns plus compiled trees, an MLP or a linear model.
 
 :meth:`Scorer.score` reads one user's attributes into a vector and runs the compiled model
-with numpy alone; a vector with a NaN or an infinity is not scored (``None``) rather than
-producing a number nobody can trust.
+in one call of the compiled scorer (:mod:`trimtab.models.native`; numpy when there is no C
+compiler); a vector with a NaN or an infinity is not scored (``None``) rather than producing a
+number nobody can trust.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from trimtab.models.columns import ColumnError, Columns
 from trimtab.models.linear import Linear, LinearError
 from trimtab.models.mlp import MLP, MLPError
+from trimtab.models.native import compile_model
 from trimtab.models.trees import TreeEnsemble, TreeModelError
 
 KINDS = {"lightgbm": TreeEnsemble, "mlp": MLP, "logistic": Linear}
@@ -46,16 +48,53 @@ class Scorer:
                 f"columns give {len(columns)}"
             )
         self.tag = f"{name}@{version}"
+        self.n_outputs = getattr(model, "n_outputs", 1)
+        self.classes = [str(c) for c in self.meta.get("classes", [])]
+        if self.n_outputs > 1 and len(self.classes) != self.n_outputs:
+            raise ScorerError(
+                f"model {name} v{version}: {self.n_outputs} outputs but "
+                f"{len(self.classes)} class names"
+            )
+        self.compiled = compile_model(columns, model)  # None: numpy serves (no compiler)
 
     def vector(self, attrs: Mapping[str, Any]) -> np.ndarray:
         return np.array(self.columns.vector(attrs))
 
-    def score(self, attrs: Mapping[str, Any]) -> float | None:
+    def score(self, attrs: Mapping[str, Any]) -> Any:
+        """One user's score (for multiclass models, the tuple of class probabilities), or
+        ``None`` when an input is NaN or infinite."""
+        if self.compiled is not None:
+            return self.compiled.score(attrs)
+        return self.score_numpy(attrs)
+
+    def score_numpy(self, attrs: Mapping[str, Any]) -> Any:
+        """:meth:`score` without the compiled scorer (the reference it is tested against)."""
         values = self.columns.vector(attrs)
         total = sum(values)
         if total - total != 0.0:  # a NaN or an infinity among the inputs
             return None
-        return self.model.predict(np.array(values))
+        out = self.model.predict(np.array(values))
+        return tuple(out.tolist()) if self.n_outputs > 1 else out
+
+    def attributes(self, score: Any) -> dict[str, Any]:
+        """The attributes a score gives rules: ``{name: score}``; for a multiclass model the
+        most likely class under the name, its probability under ``<name>_p`` and every class's
+        under ``<name>_p_by_class``."""
+        if self.n_outputs == 1:
+            return {self.name: score}
+        best = max(range(len(score)), key=score.__getitem__)
+        return {
+            self.name: self.classes[best],
+            f"{self.name}_p": score[best],
+            f"{self.name}_p_by_class": dict(zip(self.classes, score, strict=True)),
+        }
+
+    def logged(self, score: Any) -> dict[str, Any]:
+        """What the decision log keeps of a score."""
+        if self.n_outputs == 1:
+            return {"score": round(score, 6)}
+        best = max(range(len(score)), key=score.__getitem__)
+        return {"class": self.classes[best], "p": round(score[best], 6)}
 
     def score_many(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self.model.predict_many(self.columns.matrix(rows))

@@ -103,6 +103,9 @@ class SegmentModel:
         lin = np.einsum("kij,kj->ik", a_k, c_k)
         self._w = np.ascontiguousarray(np.vstack([quad, lin]))
         self._b = self._bias - 0.5 * (c_k * c_k).sum(axis=1)
+        from trimtab.models.native import compile_mixture
+
+        self.compiled = compile_mixture(columns, k, d, self._a, self._c, self._bias)
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
         y = x @ self._a
@@ -118,6 +121,13 @@ class SegmentModel:
 
     def assign(self, attrs: Mapping[str, Any]) -> tuple[str, float] | None:
         """(segment id, posterior) of one user, or None when an input is not finite."""
+        if self.compiled is not None:
+            found = self.compiled.score(attrs)
+            return None if found is None else (self.ids[found[0]], found[1])
+        return self.assign_numpy(attrs)
+
+    def assign_numpy(self, attrs: Mapping[str, Any]) -> tuple[str, float] | None:
+        """:meth:`assign` without the compiled scorer (the reference it is tested against)."""
         values = self.columns.vector(attrs)
         total = sum(values)
         if total - total != 0.0:

@@ -20,9 +20,10 @@ A predictive model names what it predicts, from which moment, with which feature
       min_events: 20               # no kind of reader claimed on too little evidence
 
 A live model's score becomes an attribute under the model's name (``p_subscribe: {$gt:
-0.3}`` in a rule); the live segmentation adds ``segment`` (its name, or its id when unnamed)
-and ``segment_p`` (the posterior probability of that segment). Feature columns are written
-in :mod:`trimtab.models.columns` syntax.
+0.3}`` in a rule) — for a ``category`` target the most likely class, with its probability
+under ``<name>_p`` and every class's under ``<name>_p_by_class``; the live segmentation adds
+``segment`` (its name, or its id when unnamed) and ``segment_p`` (the posterior probability of
+that segment). Feature columns are written in :mod:`trimtab.models.columns` syntax.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from trimtab.validation import ConfigError
 from trimtab.validation import convert as _convert
 
 SEGMENT_ATTRIBUTES = ("segment", "segment_p")
+CATEGORY_FIELDS = ("category", "element_kind", "element", "slot", "variant", "value", "name")
+CATEGORY_SUFFIXES = ("_p", "_p_by_class")  # a category model's other attributes
 MODELS_ATTRIBUTE = "_models"  # the model versions behind a user's scores (decision log)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _SEGMENT_ID = re.compile(r"^s[0-9]{1,4}$")
@@ -49,13 +52,16 @@ class TargetDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     (until the visit ends) or a number of seconds. ``other_session`` counts only events of a
     later visit ("returns within 7 days": ``{event: page_view, within: 604800,
     other_session: true}``). ``binary`` predicts whether one happens (a probability),
-    ``count`` how many (a regression).
+    ``count`` how many (a regression), ``category`` which class the *first* matching event
+    names in its field ``by`` ("next category read": ``{event: "click:card", type: category,
+    by: category}``) — rows where no such event follows are left out.
     """
 
     event: str
     within: Literal["page", "session"] | float = "session"
     other_session: bool = False
-    type: Literal["binary", "count"] = "binary"
+    type: Literal["binary", "count", "category"] = "binary"
+    by: str = ""  # category: the field of the first matching event that names the class
 
 
 class ModelDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -123,6 +129,24 @@ def check(config: Any, source: str) -> ModelsConfig:
                 source, f"{where}.target.other_session", "needs within: <seconds> (a later visit)"
             )
         _check_pattern(source, f"{where}.target.event", decl.target.event)
+        if decl.target.type == "category":
+            if decl.target.by not in CATEGORY_FIELDS:
+                raise ConfigError(
+                    source,
+                    f"{where}.target.by",
+                    f"a category target names its class by one of {', '.join(CATEGORY_FIELDS)}",
+                )
+            for suffix in CATEGORY_SUFFIXES:
+                if f"{name}{suffix}" in taken:
+                    raise ConfigError(
+                        source, where, f"{name + suffix!r} is already a feature or attribute name"
+                    )
+        elif decl.target.by:
+            raise ConfigError(
+                source,
+                f"{where}.target.by",
+                "only a category target names a field (type: category)",
+            )
         models[name] = decl
     for name, decl in models.items():  # a score is not a feature of another model
         for i, column in enumerate(parse_columns(decl.features)):

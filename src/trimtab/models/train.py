@@ -9,8 +9,11 @@
    own ``predict`` on the test rows: trees and linear models must agree to 1e-9, the MLP to
    1e-6, or the version is refused.
 5. Test metrics (AUC with a bootstrap interval, PR AUC, log loss, Brier and a calibration plot;
-   MAE and RMSE for counts), each next to the baseline's, and the version is registered with its
-   data window, metrics and config hash — as ``shadow`` unless asked otherwise.
+   MAE and RMSE for counts; for a ``category`` target — several classes, LightGBM's softmax,
+   the MLP's softmax, a multinomial logistic baseline — multiclass log loss, accuracy and macro
+   one-vs-rest AUC with intervals, and the top class's calibration), each next to the
+   baseline's, and the version is registered with its data window, metrics and config hash —
+   as ``shadow`` unless asked otherwise.
 
 Bad input is refused with :class:`TrainError` naming the model, the field and the reason: an
 empty window, a target with one class, non-finite feature values.
@@ -31,7 +34,7 @@ import numpy as np
 
 from trimtab.models import dataset as datasets
 from trimtab.models.columns import Columns, parse_columns
-from trimtab.models.metrics import classifier_metrics, regression_metrics
+from trimtab.models.metrics import classifier_metrics, multiclass_metrics, regression_metrics
 from trimtab.models.registry import Registry, VersionInfo
 from trimtab.models.scorer import Scorer
 from trimtab.models.spec import ModelDecl, models_of
@@ -156,11 +159,35 @@ def train(
     cols = Columns.learn(columns, (r.attrs for r in train_rows))
     x_train = cols.matrix([r.attrs for r in train_rows])
     x_test = cols.matrix([r.attrs for r in test_rows])
-    y_train = np.array([r.label for r in train_rows])
-    y_test = np.array([r.label for r in test_rows])
+    target_field = f"target ({decl.target.event}, within {decl.target.within})"
+    class_names: list[str] = []
+    unseen = 0
+    if kind == "category":  # class names → indices 0…K−1, the classes seen in training
+        class_names = sorted({str(r.label) for r in train_rows})
+        if len(class_names) < 2:
+            raise TrainError(
+                name,
+                target_field,
+                f"only one class in the training rows ({len(train_rows):,} rows, all "
+                f"{class_names[0] if class_names else '?'!r}): nothing to learn or judge",
+            )
+        index = {c: i for i, c in enumerate(class_names)}
+        known = [i for i, r in enumerate(test_rows) if str(r.label) in index]
+        unseen = len(test_rows) - len(known)
+        if len(known) < 10:
+            raise TrainError(
+                name, "window", f"{len(known)} holdout rows name a class seen in training"
+            )
+        test_rows = [test_rows[i] for i in known]
+        x_test = x_test[known]
+        y_train = np.array([index[str(r.label)] for r in train_rows])
+        y_test = np.array([index[str(r.label)] for r in test_rows])
+    else:
+        y_train = np.array([r.label for r in train_rows])
+        y_test = np.array([r.label for r in test_rows])
     _check_finite(name, cols, x_train, train_rows)
     _check_finite(name, cols, x_test, test_rows)
-    target_field = f"target ({decl.target.event}, within {decl.target.within})"
+    fit_kind = "multiclass" if kind == "category" else kind
     if kind == "binary":
         for part, y in (("training", y_train), ("holdout", y_test)):
             classes = np.unique(y)
@@ -171,31 +198,39 @@ def train(
                     f"only one class in the {part} rows ({len(y):,} rows, all "
                     f"{int(classes[0]) if len(classes) else '?'}): nothing to learn or judge",
                 )
-    elif float(np.ptp(y_train)) == 0.0:
+    elif kind == "count" and float(np.ptp(y_train)) == 0.0:
         raise TrainError(name, target_field, f"the count is {y_train[0]:g} in every training row")
     started = time.perf_counter()
-    baseline_model, baseline_pipe = _fit_linear(x_train, y_train, kind)
+    baseline_model, baseline_pipe = _fit_linear(x_train, y_train, fit_kind)
     timings["baseline"] = time.perf_counter() - started
     started = time.perf_counter()
     native_files: dict[str, bytes] = {}
     params = _params_for(decl, algorithm)
     if algorithm == "lightgbm":
-        model, native, reference = _fit_lightgbm(name, x_train, y_train, x_test, kind, params, seed)
+        model, native, reference = _fit_lightgbm(
+            name, x_train, y_train, x_test, fit_kind, params, seed
+        )
         native_files["native.lgb.txt"] = native.booster_.model_to_string().encode()
     elif algorithm == "mlp":
-        model, native, reference = _fit_mlp(name, x_train, y_train, x_test, kind, params, seed)
+        model, native, reference = _fit_mlp(name, x_train, y_train, x_test, fit_kind, params, seed)
         native_files["native.pt"] = _torch_bytes(native)
     else:
         model, native = baseline_model, baseline_pipe
         from trimtab.models.linear import library_predict
 
-        reference = library_predict(baseline_pipe, x_test, kind)
+        reference = library_predict(baseline_pipe, x_test, fit_kind)
     timings["fit"] = time.perf_counter() - started
     compiled = model.predict_many(x_test)
     single = np.array([model.predict(x) for x in x_test[:200]])
     diff = float(
         max(np.max(np.abs(compiled - reference)), np.max(np.abs(single - reference[:200])))
     )
+    from trimtab.models.native import compile_model
+
+    served = compile_model(cols, model)  # what live scoring runs, when it can be compiled
+    if served is not None:
+        walked = np.array([served.predict(x.tolist()) for x in x_test[:200]])
+        diff = max(diff, float(np.max(np.abs(walked - reference[:200]))))
     if not diff <= TOLERANCE[algorithm]:
         raise TrainError(
             name,
@@ -205,8 +240,11 @@ def train(
         )
     from trimtab.models.linear import library_predict
 
-    base_pred = library_predict(baseline_pipe, x_test, kind)
-    if kind == "binary":
+    base_pred = library_predict(baseline_pipe, x_test, fit_kind)
+    if kind == "category":
+        metrics = multiclass_metrics(y_test, compiled, class_names, n_boot=n_boot, seed=seed)
+        baseline = multiclass_metrics(y_test, base_pred, class_names, n_boot=n_boot, seed=seed)
+    elif kind == "binary":
         metrics = classifier_metrics(y_test, compiled, n_boot=n_boot, seed=seed)
         baseline = classifier_metrics(y_test, base_pred, n_boot=n_boot, seed=seed)
     else:
@@ -227,6 +265,7 @@ def train(
         "at": decl.at,
         "algorithm": algorithm,
         "config_hash": config_hash(config, name),
+        **({"classes": class_names} if class_names else {}),
     }
     scorer = Scorer(name, 0, algorithm, cols, model, kind, meta)
     baseline_scorer = Scorer(name, 0, "logistic", cols, baseline_model, kind, meta)
@@ -266,7 +305,12 @@ def train(
         version=version,
         config_hash=meta["config_hash"],
         window=window,
-        rows={"train": len(train_rows), "test": len(test_rows), "censored": data.censored},
+        rows={
+            "train": len(train_rows),
+            "test": len(test_rows),
+            "censored": data.censored,
+            **({"test_unseen_class": unseen} if kind == "category" else {}),
+        },
         metrics=_summary(metrics),
         baseline=_summary(baseline),
         plots=[str(Path(p).relative_to(registry.root)) for p in plots],
@@ -330,7 +374,7 @@ def _fit_lightgbm(name: str, x, y, x_test, kind: str, params: dict[str, Any], se
     merged = {**LIGHTGBM_DEFAULTS, "random_state": seed, **params}
     if int(merged.get("num_leaves", 31)) > 64:
         raise TrainError(name, "params.num_leaves", "live scoring takes ≤ 64 leaves per tree")
-    if kind == "binary":
+    if kind in ("binary", "multiclass"):  # several classes: LightGBM's softmax objective
         estimator = lgb.LGBMClassifier(**merged)
     else:
         estimator = lgb.LGBMRegressor(objective="poisson", **merged)
@@ -369,6 +413,26 @@ def _plot(folder, title, algorithm, kind, y, compiled, base_pred) -> Path:
     from trimtab.models.metrics import auc, calibration
     from trimtab.models.plots import calibration_plot
 
+    if kind == "category":  # the most likely class: its probability vs how often it was right
+        from trimtab.models.metrics import accuracy
+
+        rows = np.arange(len(y))
+        top, base_top = np.argmax(compiled, axis=1), np.argmax(base_pred, axis=1)
+        title += (
+            f": top class on the holdout\n{algorithm} accuracy {accuracy(y, compiled):.3f}"
+            f" · logistic baseline {accuracy(y, base_pred):.3f}"
+        )
+        return calibration_plot(
+            Path(folder) / "calibration.png",
+            title,
+            {
+                algorithm: calibration((top == y).astype(float), compiled[rows, top]),
+                "logistic baseline": calibration(
+                    (base_top == y).astype(float), base_pred[rows, base_top]
+                ),
+            },
+            {algorithm: compiled[rows, top], "baseline": base_pred[rows, base_top]},
+        )
     if kind == "binary":
         title += (
             f": calibration on the holdout\n{algorithm} AUC {auc(y, compiled):.3f}"

@@ -36,6 +36,8 @@ ONE = np.uint64(1)
 MAX_LEAVES = 64
 ZERO_THRESHOLD = 1e-35
 ROWS_PER_CHUNK = 64  # small chunks stay in cache: ~5x faster than 1,024
+TABLE_BYTES_MAX = 64 << 20  # the compiled scorer's prefix table (nodes × trees words)
+EXP_CAP = 700.0  # exp(700) ~ 1e304: a larger raw count score is a broken model, not a count
 
 
 class TreeModelError(ValueError):
@@ -76,6 +78,8 @@ class TreeEnsemble:
         n_features: int,
         link: str = "identity",
         sigmoid: float = 1.0,
+        tree_output: np.ndarray | None = None,
+        constants: np.ndarray | None = None,
     ) -> None:
         self.feature = np.ascontiguousarray(feature, dtype=np.intp)
         self.threshold = np.ascontiguousarray(threshold, dtype=np.float64)
@@ -86,11 +90,19 @@ class TreeEnsemble:
         self.leaf_offset = np.ascontiguousarray(leaf_offset, dtype=np.intp)
         self.leaf_value = np.ascontiguousarray(leaf_value, dtype=np.float64)
         self.constant = float(constant)
+        self.constants = np.ascontiguousarray(
+            [self.constant] if constants is None else constants, dtype=np.float64
+        ).ravel()
+        self.n_outputs = len(self.constants)
+        self.tree_output = np.ascontiguousarray(
+            np.zeros(len(self.starts)) if tree_output is None else tree_output, dtype=np.intp
+        )
         self.n_features = int(n_features)
         self.link = link
         self.sigmoid = float(sigmoid)
         self._special = bool(np.any(self.missing))
         self._check()
+        self._by_output = [np.flatnonzero(self.tree_output == j) for j in range(self.n_outputs)]
 
     # -- building -----------------------------------------------------------------------
     @classmethod
@@ -104,7 +116,12 @@ class TreeEnsemble:
         """Compile LightGBM's ``dump_model()`` dictionary."""
         objective = str(dump.get("objective", "regression")).split()
         link, sigmoid = "identity", 1.0
-        if objective and objective[0] in ("binary", "cross_entropy", "xentropy"):
+        outputs = int(dump.get("num_tree_per_iteration", 1))
+        if objective and objective[0] == "multiclass":
+            link = "softmax"
+            if outputs != int(dump.get("num_class", 1)) or outputs < 2:
+                raise TreeModelError("a multiclass model needs one tree per class per iteration")
+        elif objective and objective[0] in ("binary", "cross_entropy", "xentropy"):
             link = "sigmoid"
             for part in objective[1:]:
                 if part.startswith("sigmoid:"):
@@ -121,8 +138,11 @@ class TreeEnsemble:
             "mape",
         ):
             raise TreeModelError(f"objective {objective[0]!r} is not supported for live scoring")
-        if int(dump.get("num_class", 1)) != 1 or int(dump.get("num_tree_per_iteration", 1)) != 1:
-            raise TreeModelError("multiclass tree models are not supported for live scoring")
+        if link != "softmax" and (int(dump.get("num_class", 1)) != 1 or outputs != 1):
+            raise TreeModelError(
+                f"objective {objective[0]!r} with several outputs is not supported for live "
+                "scoring (multiclass, softmax, is)"
+            )
         feature: list[int] = []
         threshold: list[float] = []
         mask: list[int] = []
@@ -131,12 +151,14 @@ class TreeEnsemble:
         starts: list[int] = []
         leaf_offset: list[int] = []
         leaf_value: list[float] = []
-        constant = 0.0
+        tree_output: list[int] = []
+        constants = [0.0] * outputs
         for number, info in enumerate(dump.get("tree_info", [])):
             root = info["tree_structure"]
             if "leaf_value" in root and "split_feature" not in root:
-                constant += float(root["leaf_value"])  # a tree without splits
+                constants[number % outputs] += float(root["leaf_value"])  # a tree without splits
                 continue
+            tree_output.append(number % outputs)
             leaves: list[float] = []
             nodes: list[tuple[Mapping[str, Any], int, int]] = []  # node, first leaf, end leaf
             _walk(root, leaves, nodes)
@@ -172,10 +194,12 @@ class TreeEnsemble:
             np.array(starts, dtype=np.intp),
             np.array(leaf_offset, dtype=np.intp),
             np.array(leaf_value, dtype=np.float64),
-            constant,
+            constants[0],
             n_features,
             link,
             sigmoid,
+            np.array(tree_output, dtype=np.intp),
+            np.array(constants, dtype=np.float64),
         )
 
     # -- persistence --------------------------------------------------------------------
@@ -191,6 +215,8 @@ class TreeEnsemble:
             "leaf_value": self.leaf_value,
             "scalars": np.array([self.constant, self.n_features, self.sigmoid]),
             "link": np.array(self.link),
+            "tree_output": self.tree_output,
+            "constants": self.constants,
         }
 
     @classmethod
@@ -210,6 +236,8 @@ class TreeEnsemble:
                 int(n_features),
                 str(arrays["link"]),
                 sigmoid,
+                arrays.get("tree_output"),  # files of single-output models may lack these
+                arrays.get("constants"),
             )
         except KeyError as exc:
             raise TreeModelError(f"the tree arrays lack {exc.args[0]!r}") from None
@@ -225,10 +253,17 @@ class TreeEnsemble:
             raise TreeModelError("a node reads a feature outside the input")
         if len(self.starts) and (self.starts[0] != 0 or np.any(np.diff(self.starts) <= 0)):
             raise TreeModelError("tree starts must begin at 0 and increase")
-        if not np.all(np.isfinite(self.leaf_value)) or not math.isfinite(self.constant):
+        if not np.all(np.isfinite(self.leaf_value)) or not np.all(np.isfinite(self.constants)):
             raise TreeModelError("a leaf value is not finite")
-        if self.link not in ("identity", "sigmoid", "exp"):
+        if self.link not in ("identity", "sigmoid", "exp", "softmax"):
             raise TreeModelError(f"unknown link {self.link!r}")
+        if (self.link == "softmax") != (self.n_outputs > 1):
+            raise TreeModelError("several outputs go with the softmax link, and only they do")
+        if len(self.tree_output) != len(self.starts) or (
+            len(self.tree_output)
+            and (self.tree_output.min() < 0 or self.tree_output.max() >= self.n_outputs)
+        ):
+            raise TreeModelError("each tree needs an output among the model's outputs")
 
     @property
     def n_trees(self) -> int:
@@ -247,28 +282,35 @@ class TreeEnsemble:
         special = ((self.missing == 1) & zero) | ((self.missing == 2) & nan)
         return np.where(special, self.default_left, as_zero <= self.threshold)
 
-    def raw(self, x: np.ndarray) -> float:
-        """The raw score (sum of leaf values) of one row."""
+    def raw(self, x: np.ndarray) -> Any:
+        """The raw score (sum of leaf values) of one row: a float, or one per output."""
         if not len(self.starts):
-            return self.constant
+            return self.constant if self.n_outputs == 1 else self.constants.copy()
         go_left = self._go_left(x.take(self.feature))
         bits = np.bitwise_and.reduceat(np.where(go_left, ALL_ONES, self.mask), self.starts)
         leaf = np.bitwise_count((bits & (~bits + ONE)) - ONE)
-        return float(self.leaf_value[self.leaf_offset + leaf].sum()) + self.constant
+        values = self.leaf_value[self.leaf_offset + leaf]
+        if self.n_outputs == 1:
+            return float(values.sum()) + self.constant
+        return np.bincount(self.tree_output, values, self.n_outputs) + self.constants
 
-    def predict(self, x: np.ndarray) -> float:
-        """The model's output for one row (a probability for binary models)."""
+    def predict(self, x: np.ndarray) -> Any:
+        """The model's output for one row: a probability for binary models, the class
+        probabilities (an array) for multiclass ones."""
         raw = self.raw(x)
         if self.link == "sigmoid":
             return 1.0 / (1.0 + math.exp(-self.sigmoid * raw))
         if self.link == "exp":
-            return math.exp(raw)
+            return math.exp(min(raw, EXP_CAP))
+        if self.link == "softmax":
+            return softmax(raw)
         return raw
 
     def raw_many(self, x: np.ndarray) -> np.ndarray:
-        """Raw scores of a matrix (rows in chunks, to bound memory)."""
+        """Raw scores of a matrix (rows in chunks, to bound memory): (rows,) or (rows, outputs)."""
         x = np.asarray(x, dtype=np.float64)
-        out = np.full(len(x), self.constant)
+        multi = self.n_outputs > 1
+        out = np.tile(self.constants, (len(x), 1)) if multi else np.full(len(x), self.constant)
         if not len(self.starts):
             return out
         for lo in range(0, len(x), ROWS_PER_CHUNK):
@@ -278,7 +320,12 @@ class TreeEnsemble:
                 np.where(go_left, ALL_ONES, self.mask), self.starts, axis=1
             )
             leaf = np.bitwise_count((bits & (~bits + ONE)) - ONE).astype(np.intp)
-            out[lo : lo + len(chunk)] += self.leaf_value[self.leaf_offset + leaf].sum(axis=1)
+            values = self.leaf_value[self.leaf_offset + leaf]
+            if not multi:
+                out[lo : lo + len(chunk)] += values.sum(axis=1)
+                continue
+            for j, trees in enumerate(self._by_output):
+                out[lo : lo + len(chunk), j] += values[:, trees].sum(axis=1)
         return out
 
     def predict_many(self, x: np.ndarray) -> np.ndarray:
@@ -286,5 +333,84 @@ class TreeEnsemble:
         if self.link == "sigmoid":
             return 1.0 / (1.0 + np.exp(-self.sigmoid * raw))
         if self.link == "exp":
-            return np.exp(raw)
+            return np.exp(np.minimum(raw, EXP_CAP))
+        if self.link == "softmax":
+            return softmax(raw)
         return raw
+
+    # -- the compiled scorer's form --------------------------------------------------------
+    def scan_form(self) -> dict[str, np.ndarray]:
+        """The nodes ordered by feature, then threshold (:mod:`trimtab.models.native`).
+
+        QuickScorer's order: for an input ``x``, the nodes of feature ``f`` whose test
+        ``x[f] ≤ t`` fails are exactly a prefix of that feature's nodes, so the scorer ANDs
+        masks until the first threshold ``≥ x[f]`` and skips the rest. A feature with NaN- or
+        zero-aware nodes is tested node by node when its value is NaN or ~0.
+
+        Unless it would exceed ``TABLE_BYTES_MAX``, each feature's prefixes are also folded in
+        advance: for each of its distinct thresholds, the AND of the masks of the nodes up to
+        it, one word per tree. A score then costs, per feature, a binary search among its
+        thresholds and one AND over the trees' words (contiguous, vectorised by the compiler).
+        """
+        n = len(self.feature)
+        ends = np.append(self.starts[1:], n)
+        tree = np.repeat(np.arange(len(self.starts)), ends - self.starts)
+        order = np.lexsort((self.threshold, self.feature))
+        counts = np.bincount(self.feature, minlength=self.n_features)
+        special = np.zeros(self.n_features, dtype=np.uint8)
+        special[np.unique(self.feature[self.missing != 0])] = 1
+        start = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
+        # per feature, the AND of the masks of every node whose threshold is below each of
+        # its distinct thresholds: one row of tree masks per (feature, bin)
+        trees = len(self.starts)
+        bounds: list[float] = []
+        bound_start = [0]
+        rows: list[np.ndarray] = []
+        row_start: list[int] = []
+        sorted_thr, sorted_tree, sorted_mask = (
+            self.threshold[order],
+            tree[order],
+            self.mask[order],
+        )
+        with_table = n * trees * 8 <= TABLE_BYTES_MAX
+        for f in range(self.n_features):
+            row_start.append(len(rows))
+            lo, hi = int(start[f]), int(start[f + 1])
+            if with_table and hi > lo:
+                current = np.full(trees, ALL_ONES, dtype=np.uint64)
+                i = lo
+                while i < hi:
+                    value = sorted_thr[i]
+                    while i < hi and sorted_thr[i] == value:
+                        current[sorted_tree[i]] &= sorted_mask[i]
+                        i += 1
+                    bounds.append(float(value))
+                    rows.append(current.copy())  # x above `value`: these nodes fail
+            bound_start.append(len(bounds))
+        table = np.array(rows, dtype=np.uint64).reshape(len(rows), trees)
+        return {
+            "bound_start": np.array(bound_start, dtype=np.int32),
+            "bound": np.array(bounds, dtype=np.float64),
+            "row_start": np.array(row_start, dtype=np.int32),
+            "table": table,
+            "feature_start": start.astype(np.int32),
+            "feature_special": special,
+            "threshold": self.threshold[order],
+            "tree": tree[order].astype(np.int32),
+            "mask": self.mask[order],
+            "missing": self.missing[order].astype(np.uint8),
+            "default_left": self.default_left[order].astype(np.uint8),
+            "leaf_offset": self.leaf_offset.astype(np.int32),
+            "leaf_count": (
+                np.append(self.leaf_offset[1:], len(self.leaf_value)) - self.leaf_offset
+            ).astype(np.int32),
+            "tree_output": self.tree_output.astype(np.int32),
+            "leaf_value": self.leaf_value,
+            "constants": self.constants,
+        }
+
+
+def softmax(raw: np.ndarray) -> np.ndarray:
+    """Class probabilities from raw scores (the last axis), as LightGBM computes them."""
+    shifted = np.exp(raw - np.max(raw, axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -1,0 +1,746 @@
+/*
+ * trimtab's live scoring in C: one user's attributes -> feature vector -> score, in one call.
+ *
+ * Compiled on first use by trimtab.models.native with the system's C compiler into a cache
+ * directory (never at install time); without a compiler trimtab scores with numpy instead.
+ *
+ * Reader: the columns of trimtab.models.columns, as "ops" built in Python. Each op reads one
+ * attribute path (one or two keys) from a plain dict; anything the fast path does not mirror
+ * exactly (an attribute dict that is not a dict, a map of non-floats under sum(), a non-text
+ * value under path=value) is handed to the op's Python reader, so values equal
+ * Columns.vector() by construction.
+ *
+ * Forest: gradient-boosted trees in QuickScorer's form (Lucchese et al., SIGIR 2015; see
+ * trimtab.models.trees): nodes sorted by feature and threshold, so only the nodes whose test
+ * fails are visited, with no data-dependent walk; LightGBM's missing-value rules; leaves
+ * summed in tree order per output. Dense: a ReLU network (a linear model is one layer).
+ * Mixture: Gaussian components in the folded form of trimtab.models.segments.
+ *
+ * No -ffast-math: the arithmetic is IEEE double in a fixed order.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { COL_NUMBER = 0, COL_SUM = 1, COL_ONEHOT = 2, COL_EQUALS = 3, COL_PYTHON = 4 };
+enum { LINK_IDENTITY = 0, LINK_SIGMOID = 1, LINK_EXP = 2, LINK_SOFTMAX = 3 };
+#define ZERO_THRESHOLD 1e-35
+#define EXP_CAP 700.0
+
+typedef struct {
+    int kind, log, onehot; /* onehot: the reader gives a position (path=*), not a value */
+    Py_ssize_t pos;
+    PyObject *k1, *k2;    /* k2 NULL for a one-key path */
+    PyObject *extra;      /* ONEHOT: dict text -> position; EQUALS: the wanted text */
+    PyObject *fallback;   /* Python reader: attrs -> float (ONEHOT: position or None) */
+} Op;
+
+typedef struct {
+    Py_ssize_t n_ops, width;
+    Op *ops;
+    PyObject *keep; /* the ops tuple, owning every object the ops borrow */
+} Reader;
+
+static void reader_free(Reader *r) {
+    PyMem_Free(r->ops);
+    r->ops = NULL;
+    Py_CLEAR(r->keep);
+}
+
+static int reader_init(Reader *r, PyObject *ops, Py_ssize_t width) {
+    if (!PyTuple_Check(ops)) {
+        PyErr_SetString(PyExc_TypeError, "ops must be a tuple");
+        return -1;
+    }
+    r->n_ops = PyTuple_GET_SIZE(ops);
+    r->width = width;
+    r->ops = PyMem_Calloc(r->n_ops ? r->n_ops : 1, sizeof(Op));
+    if (!r->ops) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < r->n_ops; i++) {
+        PyObject *t = PyTuple_GET_ITEM(ops, i);
+        Op *op = &r->ops[i];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 7) {
+            PyErr_SetString(PyExc_TypeError, "an op is a 7-tuple");
+            return -1;
+        }
+        op->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+        op->log = PyObject_IsTrue(PyTuple_GET_ITEM(t, 1));
+        op->pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 2));
+        op->k1 = PyTuple_GET_ITEM(t, 3);
+        op->k2 = PyTuple_GET_ITEM(t, 4) == Py_None ? NULL : PyTuple_GET_ITEM(t, 4);
+        op->extra = PyTuple_GET_ITEM(t, 5);
+        op->fallback = PyTuple_GET_ITEM(t, 6);
+        if (PyErr_Occurred()) return -1;
+        op->onehot = PyDict_Check(op->extra);
+        if (op->kind < COL_NUMBER || op->kind > COL_PYTHON || !PyCallable_Check(op->fallback) ||
+            (!op->onehot && (op->pos < 0 || op->pos >= width)) ||
+            (op->kind == COL_ONEHOT && !op->onehot) || !PyUnicode_Check(op->k1) ||
+            (op->k2 != NULL && !PyUnicode_Check(op->k2)) ||
+            (op->kind == COL_EQUALS && !PyUnicode_Check(op->extra))) {
+            PyErr_SetString(PyExc_ValueError, "a malformed op");
+            return -1;
+        }
+    }
+    Py_INCREF(ops);
+    r->keep = ops;
+    return 0;
+}
+
+/* trimtab.models.columns._number for the types it names; 1 when handled. */
+static int as_number(PyObject *v, double *x) {
+    if (v == NULL || v == Py_None || v == Py_False) {
+        *x = 0.0;
+        return 1;
+    }
+    if (v == Py_True) {
+        *x = 1.0;
+        return 1;
+    }
+    if (PyFloat_Check(v)) {
+        *x = PyFloat_AS_DOUBLE(v);
+        return 1;
+    }
+    if (PyLong_Check(v)) {
+        *x = PyLong_AsDouble(v);
+        return *x == -1.0 && PyErr_Occurred() ? -1 : 1;
+    }
+    return 0;
+}
+
+static double log_column(double x) { return x > 0.0 ? log1p(x) : (x != x ? x : 0.0); }
+
+static int call_float(PyObject *fn, PyObject *attrs, double *x) {
+    PyObject *r = PyObject_CallOneArg(fn, attrs);
+    if (!r) return -1;
+    *x = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return (*x == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The value at a two-key path; 1 found (maybe NULL), 0 when only Python can say. */
+static int lookup2(PyObject *first, PyObject *k2, PyObject **out) {
+    if (first == NULL || first == Py_None) {
+        *out = NULL;
+        return 1;
+    }
+    if (PyDict_CheckExact(first)) {
+        *out = PyDict_GetItemWithError(first, k2);
+        return (*out == NULL && PyErr_Occurred()) ? -1 : 1;
+    }
+    if (PyFloat_CheckExact(first) || PyLong_CheckExact(first) || PyUnicode_CheckExact(first) ||
+        PyBool_Check(first)) {
+        *out = NULL; /* not a mapping: nothing there */
+        return 1;
+    }
+    return 0;
+}
+
+static int reader_fill(Reader *r, PyObject *attrs, double *out) {
+    memset(out, 0, sizeof(double) * (size_t)r->width);
+    int plain = PyDict_CheckExact(attrs);
+    for (Py_ssize_t i = 0; i < r->n_ops; i++) {
+        Op *op = &r->ops[i];
+        double x = 0.0;
+        PyObject *v = NULL;
+        int ok = 0;
+        if (!plain || op->kind == COL_PYTHON) goto python;
+        v = PyDict_GetItemWithError(attrs, op->k1);
+        if (v == NULL && PyErr_Occurred()) return -1;
+        if (op->k2 != NULL) {
+            if (op->kind == COL_NUMBER) { /* columns' shallow reader: exact dicts only */
+                v = (v != NULL && PyDict_CheckExact(v)) ? PyDict_GetItemWithError(v, op->k2)
+                                                        : NULL;
+                if (v == NULL && PyErr_Occurred()) return -1;
+            } else {
+                PyObject *inner;
+                ok = lookup2(v, op->k2, &inner);
+                if (ok < 0) return -1;
+                if (!ok) goto python;
+                v = inner;
+            }
+        }
+        switch (op->kind) {
+        case COL_NUMBER:
+            ok = as_number(v, &x);
+            if (ok < 0) return -1;
+            if (!ok) x = 0.0; /* text, lists, maps count 0 */
+            out[op->pos] = op->log ? log_column(x) : x;
+            continue;
+        case COL_SUM:
+            if (v != NULL && PyDict_CheckExact(v)) {
+                Py_ssize_t p = 0;
+                PyObject *key, *item;
+                x = 0.0;
+                while (PyDict_Next(v, &p, &key, &item)) {
+                    if (!PyFloat_CheckExact(item)) goto python; /* ints, bools, text: Python */
+                    x += PyFloat_AS_DOUBLE(item);
+                }
+            } else {
+                ok = as_number(v, &x);
+                if (ok < 0) return -1;
+                if (!ok) {
+                    if (PyUnicode_CheckExact(v)) x = 0.0;
+                    else goto python;
+                }
+            }
+            out[op->pos] = op->log ? log_column(x) : x;
+            continue;
+        case COL_EQUALS:
+            if (v == NULL || v == Py_None) continue;
+            if (!PyUnicode_CheckExact(v)) goto python;
+            ok = PyUnicode_Compare(v, op->extra);
+            if (ok == -1 && PyErr_Occurred()) return -1;
+            out[op->pos] = ok == 0 ? 1.0 : 0.0;
+            continue;
+        case COL_ONEHOT:
+            if (v == NULL || v == Py_None) continue;
+            if (!PyUnicode_CheckExact(v)) goto python;
+            {
+                PyObject *j = PyDict_GetItemWithError(op->extra, v);
+                if (j == NULL) {
+                    if (PyErr_Occurred()) return -1;
+                    continue;
+                }
+                Py_ssize_t at = PyLong_AsSsize_t(j);
+                if (at < 0 || at >= r->width) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "a one-hot position outside the vector");
+                    return -1;
+                }
+                out[at] = 1.0;
+            }
+            continue;
+        default:
+            break;
+        }
+    python:
+        if (op->onehot) {
+            PyObject *j = PyObject_CallOneArg(op->fallback, attrs);
+            if (!j) return -1;
+            if (j != Py_None) {
+                Py_ssize_t at = PyLong_AsSsize_t(j);
+                Py_DECREF(j);
+                if (at < 0 || at >= r->width) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "a one-hot position outside the vector");
+                    return -1;
+                }
+                out[at] = 1.0;
+            } else {
+                Py_DECREF(j);
+            }
+        } else {
+            if (call_float(op->fallback, attrs, &x) < 0) return -1;
+            out[op->pos] = x;
+        }
+    }
+    return 0;
+}
+
+static int all_finite(const double *x, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+static PyObject *vector_list(const double *x, Py_ssize_t n) {
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *f = PyFloat_FromDouble(x[i]);
+        if (!f) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, f);
+    }
+    return list;
+}
+
+/* A sequence of numbers into x[0..n) (for predict on a ready vector). */
+static int read_sequence(PyObject *seq, double *x, Py_ssize_t n) {
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of numbers");
+    if (!fast) return -1;
+    if (PySequence_Fast_GET_SIZE(fast) != n) {
+        PyErr_Format(PyExc_ValueError, "expected %zd values, got %zd", n,
+                     PySequence_Fast_GET_SIZE(fast));
+        Py_DECREF(fast);
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        x[i] = PyFloat_AsDouble(items[i]);
+        if (x[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static PyObject *outputs(double *raw, Py_ssize_t n, int link, double scale) {
+    if (link == LINK_SOFTMAX) {
+        double top = raw[0], total = 0.0;
+        for (Py_ssize_t j = 1; j < n; j++)
+            if (raw[j] > top) top = raw[j];
+        for (Py_ssize_t j = 0; j < n; j++) {
+            raw[j] = exp(raw[j] - top);
+            total += raw[j];
+        }
+        for (Py_ssize_t j = 0; j < n; j++) raw[j] /= total;
+    } else {
+        for (Py_ssize_t j = 0; j < n; j++) {
+            if (link == LINK_SIGMOID) raw[j] = 1.0 / (1.0 + exp(-scale * raw[j]));
+            else if (link == LINK_EXP) raw[j] = exp(raw[j] < EXP_CAP ? raw[j] : EXP_CAP);
+        }
+    }
+    if (n == 1) return PyFloat_FromDouble(raw[0]);
+    PyObject *t = PyTuple_New(n);
+    if (!t) return NULL;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *f = PyFloat_FromDouble(raw[j]);
+        if (!f) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, j, f);
+    }
+    return t;
+}
+
+/* A bytes object of exactly n items of `size` bytes; its buffer is borrowed from `keep`. */
+static const void *array_of(PyObject *b, Py_ssize_t n, size_t size, const char *name) {
+    if (!PyBytes_Check(b) || (size_t)PyBytes_GET_SIZE(b) != (size_t)n * size) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items", name, n);
+        return NULL;
+    }
+    return PyBytes_AS_STRING(b);
+}
+
+/* ---------------------------------------------------------------------------- Model */
+
+enum { KIND_FOREST = 0, KIND_DENSE = 1, KIND_MIXTURE = 2 };
+#define MAX_LAYERS 16
+
+typedef struct {
+    PyObject_HEAD
+    int kind, link;
+    double scale;
+    Reader reader;
+    Py_ssize_t n_in, n_out;
+    double *x, *raw, *h1, *h2; /* scratch: input, outputs, two hidden buffers */
+    PyObject *keep;            /* the arrays (bytes) the pointers below read */
+    /* forest, QuickScorer's order: nodes by feature then threshold, a leaf mask each */
+    Py_ssize_t n_nodes, n_trees;
+    const int32_t *fstart, *tree, *leaf_offset, *leaf_count, *tree_out, *bstart, *rstart;
+    const double *thr, *leaf, *constant, *bound;
+    const uint64_t *mask, *table;
+    Py_ssize_t n_rows;
+    const uint8_t *fspecial, *defleft, *miss;
+    uint64_t *bits;
+    /* dense */
+    int n_layers;
+    Py_ssize_t sizes[MAX_LAYERS + 1];
+    const double *w[MAX_LAYERS], *b[MAX_LAYERS];
+    /* mixture: k components of d dims, y = x A - c (A is d x kd), logp = bias - |y|^2 / 2 */
+    Py_ssize_t k, d;
+    const double *a, *c, *bias;
+} Model;
+
+static void model_dealloc(Model *m) {
+    reader_free(&m->reader);
+    PyMem_Free(m->x);
+    PyMem_Free(m->raw);
+    PyMem_Free(m->h1);
+    PyMem_Free(m->h2);
+    PyMem_Free(m->bits);
+    Py_XDECREF(m->keep);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static int go_left_full(const Model *m, Py_ssize_t i, double v) {
+    uint8_t miss = m->miss[i];
+    if (miss == 2) return (v != v) ? m->defleft[i] : (v <= m->thr[i]);
+    if (v != v) v = 0.0;
+    if (miss == 1 && v >= -ZERO_THRESHOLD && v <= ZERO_THRESHOLD) return m->defleft[i];
+    return v <= m->thr[i];
+}
+
+/* QuickScorer: every node whose test fails clears the leaves of its left subtree from its
+   tree's bits; the exit leaf is the lowest bit left. Returns -1 on inconsistent masks. */
+static int forest_raw(Model *m, const double *x, double *raw) {
+    uint64_t *bits = m->bits;
+    for (Py_ssize_t t = 0; t < m->n_trees; t++) bits[t] = ~(uint64_t)0;
+    for (Py_ssize_t f = 0; f < m->n_in; f++) {
+        int32_t lo = m->fstart[f], hi = m->fstart[f + 1];
+        if (lo == hi) continue;
+        double v = x[f];
+        int nan = v != v;
+        if (m->fspecial[f] && (nan || (v >= -ZERO_THRESHOLD && v <= ZERO_THRESHOLD))) {
+            for (int32_t i = lo; i < hi; i++)
+                if (!go_left_full(m, i, v)) bits[m->tree[i]] &= m->mask[i];
+            continue;
+        }
+        if (nan) v = 0.0; /* LightGBM reads NaN as 0 where no node handles it */
+        int32_t blo = m->bstart[f], n_bounds = m->bstart[f + 1] - blo;
+        if (n_bounds == 0) { /* no prefix table: QuickScorer's scan */
+            for (int32_t i = lo; i < hi && v > m->thr[i]; i++) bits[m->tree[i]] &= m->mask[i];
+            continue;
+        }
+        /* how many distinct thresholds lie below v: those nodes fail */
+        const double *bound = m->bound + blo, *base = bound;
+        int32_t span = n_bounds;
+        while (span > 1) { /* branch-free lower bound: the data decide no jumps */
+            int32_t half = span / 2;
+            base = base[half] < v ? base + half : base;
+            span -= half;
+        }
+        int32_t below = (int32_t)(base - bound) + (*base < v);
+        if (below == 0) continue;
+        const uint64_t *row = m->table + (size_t)(m->rstart[f] + below - 1) * (size_t)m->n_trees;
+        for (Py_ssize_t t = 0; t < m->n_trees; t++) bits[t] &= row[t];
+    }
+    for (Py_ssize_t j = 0; j < m->n_out; j++) raw[j] = 0.0;
+    for (Py_ssize_t t = 0; t < m->n_trees; t++) {
+        uint64_t b = bits[t];
+        int at = b ? __builtin_ctzll(b) : 64;
+        if (at >= m->leaf_count[t]) return -1;
+        raw[m->tree_out[t]] += m->leaf[m->leaf_offset[t] + at];
+    }
+    for (Py_ssize_t j = 0; j < m->n_out; j++) raw[j] += m->constant[j];
+    return 0;
+}
+
+static void dense_raw(Model *m, const double *x, double *raw) {
+    const double *h = x;
+    for (int l = 0; l < m->n_layers; l++) {
+        Py_ssize_t n_in = m->sizes[l], n_out = m->sizes[l + 1];
+        int last = l == m->n_layers - 1;
+        double *o = last ? raw : (l % 2 == 0 ? m->h1 : m->h2);
+        const double *w = m->w[l], *b = m->b[l];
+        for (Py_ssize_t j = 0; j < n_out; j++) o[j] = 0.0;
+        for (Py_ssize_t i = 0; i < n_in; i++) {
+            double hi = h[i];
+            const double *row = w + i * n_out;
+            for (Py_ssize_t j = 0; j < n_out; j++) o[j] += hi * row[j];
+        }
+        for (Py_ssize_t j = 0; j < n_out; j++) {
+            o[j] += b[j];
+            if (!last && o[j] < 0.0) o[j] = 0.0; /* NaN stays NaN, as np.maximum */
+        }
+        h = o;
+    }
+}
+
+static PyObject *mixture_assign(Model *m, const double *x) {
+    Py_ssize_t kd = m->k * m->d, best = 0;
+    double *y = m->h1, top = -INFINITY, total = 0.0;
+    for (Py_ssize_t j = 0; j < kd; j++) y[j] = -m->c[j];
+    for (Py_ssize_t i = 0; i < m->d; i++) {
+        double xi = x[i];
+        const double *row = m->a + i * kd;
+        for (Py_ssize_t j = 0; j < kd; j++) y[j] += xi * row[j];
+    }
+    for (Py_ssize_t q = 0; q < m->k; q++) {
+        double s = 0.0;
+        for (Py_ssize_t l = 0; l < m->d; l++) s += y[q * m->d + l] * y[q * m->d + l];
+        m->raw[q] = m->bias[q] - 0.5 * s;
+        if (m->raw[q] > top) {
+            top = m->raw[q];
+            best = q;
+        }
+    }
+    for (Py_ssize_t q = 0; q < m->k; q++) total += exp(m->raw[q] - top);
+    return Py_BuildValue("(nd)", best, 1.0 / total);
+}
+
+static PyObject *model_evaluate(Model *m, const double *x) {
+    if (m->kind == KIND_MIXTURE) return mixture_assign(m, x);
+    if (m->kind == KIND_FOREST) {
+        if (forest_raw(m, x, m->raw) < 0) {
+            PyErr_SetString(PyExc_ValueError, "inconsistent tree masks: no exit leaf");
+            return NULL;
+        }
+    } else {
+        dense_raw(m, x, m->raw);
+    }
+    return outputs(m->raw, m->n_out, m->link, m->scale);
+}
+
+/* score(attrs): the model's output for one user's attributes; None when an input is not finite */
+static PyObject *model_score(Model *m, PyObject *attrs) {
+    if (reader_fill(&m->reader, attrs, m->x) < 0) return NULL;
+    if (!all_finite(m->x, m->n_in)) Py_RETURN_NONE;
+    return model_evaluate(m, m->x);
+}
+
+/* predict(vector): the output for a ready vector (NaN allowed: trees route it) */
+static PyObject *model_predict(Model *m, PyObject *seq) {
+    if (read_sequence(seq, m->x, m->n_in) < 0) return NULL;
+    return model_evaluate(m, m->x);
+}
+
+/* vector(attrs): the columns as the reader sees them (tests compare with Columns.vector) */
+static PyObject *model_vector(Model *m, PyObject *attrs) {
+    if (reader_fill(&m->reader, attrs, m->x) < 0) return NULL;
+    return vector_list(m->x, m->n_in);
+}
+
+static PyMethodDef model_methods[] = {
+    {"score", (PyCFunction)model_score, METH_O, "output for one user's attributes, or None"},
+    {"predict", (PyCFunction)model_predict, METH_O, "output for a ready vector"},
+    {"vector", (PyCFunction)model_vector, METH_O, "the input vector read from attributes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_fastscore.Model",
+    .tp_basicsize = sizeof(Model),
+    .tp_dealloc = (destructor)model_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = model_methods,
+};
+
+static Model *model_new(PyObject *ops, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t scratch,
+                        PyObject *keep) {
+    if (n_in < 1 || n_out < 1 || scratch < 1) {
+        PyErr_SetString(PyExc_ValueError, "sizes must be positive");
+        return NULL;
+    }
+    Model *m = PyObject_New(Model, &ModelType);
+    if (!m) return NULL;
+    memset((char *)m + sizeof(PyObject), 0, sizeof(Model) - sizeof(PyObject));
+    m->n_in = n_in;
+    m->n_out = n_out;
+    m->x = PyMem_Calloc((size_t)n_in, sizeof(double));
+    m->raw = PyMem_Calloc((size_t)(n_out > scratch ? n_out : scratch), sizeof(double));
+    m->h1 = PyMem_Calloc((size_t)scratch, sizeof(double));
+    m->h2 = PyMem_Calloc((size_t)scratch, sizeof(double));
+    Py_INCREF(keep);
+    m->keep = keep;
+    if (!m->x || !m->raw || !m->h1 || !m->h2) {
+        Py_DECREF(m);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (reader_init(&m->reader, ops, n_in) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* forest(ops, n_in, n_out, link, scale, feature_start, feature_special, threshold, tree, mask,
+ *        missing, default_left, leaf_offset, leaf_count, tree_output, leaf_value, constants,
+ *        bound_start, bound, row_start, table)
+ * — int32 / uint8 / float64 / uint64 arrays as bytes (TreeEnsemble.scan_form) */
+static PyObject *make_forest(PyObject *self, PyObject *args) {
+    PyObject *ops, *fstart, *fspecial, *thr, *tree, *mask, *miss, *defleft, *loff, *lcount,
+        *tree_out, *leaf, *constant, *bstart, *bound, *rstart, *table;
+    Py_ssize_t n_in, n_out;
+    int link;
+    double scale;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!nnidOOOOOOOOOOOOOOOO", &PyTuple_Type, &ops, &n_in, &n_out,
+                          &link, &scale, &fstart, &fspecial, &thr, &tree, &mask, &miss, &defleft,
+                          &loff, &lcount, &tree_out, &leaf, &constant, &bstart, &bound, &rstart,
+                          &table))
+        return NULL;
+    Model *m = model_new(ops, n_in, n_out, 1, args);
+    if (!m) return NULL;
+    m->kind = KIND_FOREST;
+    m->link = link;
+    m->scale = scale;
+    Py_ssize_t nodes = PyBytes_Check(thr) ? PyBytes_GET_SIZE(thr) / 8 : 0;
+    Py_ssize_t trees = PyBytes_Check(loff) ? PyBytes_GET_SIZE(loff) / 4 : 0;
+    Py_ssize_t leaves = PyBytes_Check(leaf) ? PyBytes_GET_SIZE(leaf) / 8 : 0;
+    m->n_nodes = nodes;
+    m->n_trees = trees;
+    if (!(m->fstart = array_of(fstart, n_in + 1, 4, "feature_start")) ||
+        !(m->fspecial = array_of(fspecial, n_in, 1, "feature_special")) ||
+        !(m->thr = array_of(thr, nodes, 8, "threshold")) ||
+        !(m->tree = array_of(tree, nodes, 4, "tree")) ||
+        !(m->mask = array_of(mask, nodes, 8, "mask")) ||
+        !(m->miss = array_of(miss, nodes, 1, "missing")) ||
+        !(m->defleft = array_of(defleft, nodes, 1, "default_left")) ||
+        !(m->leaf_offset = array_of(loff, trees, 4, "leaf_offset")) ||
+        !(m->leaf_count = array_of(lcount, trees, 4, "leaf_count")) ||
+        !(m->tree_out = array_of(tree_out, trees, 4, "tree_output")) ||
+        !(m->leaf = array_of(leaf, leaves, 8, "leaf_value")) ||
+        !(m->constant = array_of(constant, n_out, 8, "constants")) ||
+        !(m->bstart = array_of(bstart, n_in + 1, 4, "bound_start")) ||
+        !(m->rstart = array_of(rstart, n_in, 4, "row_start"))) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_ssize_t n_bounds = m->bstart[n_in];
+    m->n_rows = trees ? (PyBytes_Check(table) ? PyBytes_GET_SIZE(table) / 8 / trees : 0) : 0;
+    if (!(m->bound = array_of(bound, n_bounds, 8, "bound")) ||
+        !(m->table = array_of(table, m->n_rows * trees, 8, "table"))) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (m->bstart[0] != 0) goto bad;
+    for (Py_ssize_t f = 0; f < n_in; f++) {
+        int32_t nb = m->bstart[f + 1] - m->bstart[f];
+        if (nb < 0 || (nb > 0 && (m->rstart[f] < 0 || m->rstart[f] + nb > m->n_rows))) goto bad;
+    }
+    m->bits = PyMem_Calloc((size_t)(trees ? trees : 1), sizeof(uint64_t));
+    if (!m->bits) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    if (m->fstart[0] != 0 || m->fstart[n_in] != nodes) goto bad;
+    for (Py_ssize_t f = 0; f < n_in; f++)
+        if (m->fstart[f + 1] < m->fstart[f]) goto bad;
+    for (Py_ssize_t i = 0; i < nodes; i++)
+        if (m->tree[i] < 0 || m->tree[i] >= trees || m->miss[i] > 2) goto bad;
+    for (Py_ssize_t t = 0; t < trees; t++)
+        if (m->tree_out[t] < 0 || m->tree_out[t] >= n_out || m->leaf_offset[t] < 0 ||
+            m->leaf_count[t] < 1 || m->leaf_count[t] > 64 ||
+            (Py_ssize_t)m->leaf_offset[t] + m->leaf_count[t] > leaves)
+            goto bad;
+    if (link < LINK_IDENTITY || link > LINK_SOFTMAX) goto bad;
+    return (PyObject *)m;
+bad:
+    Py_DECREF(m);
+    PyErr_SetString(PyExc_ValueError, "inconsistent tree arrays");
+    return NULL;
+}
+
+/* dense(ops, link, sizes tuple, weights tuple of bytes (row-major in x out), biases tuple) */
+static PyObject *make_dense(PyObject *self, PyObject *args) {
+    PyObject *ops, *sizes, *ws, *bs;
+    int link;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!iO!O!O!", &PyTuple_Type, &ops, &link, &PyTuple_Type, &sizes,
+                          &PyTuple_Type, &ws, &PyTuple_Type, &bs))
+        return NULL;
+    Py_ssize_t n_layers = PyTuple_GET_SIZE(ws);
+    if (n_layers < 1 || n_layers > MAX_LAYERS || PyTuple_GET_SIZE(bs) != n_layers ||
+        PyTuple_GET_SIZE(sizes) != n_layers + 1 || link < LINK_IDENTITY || link > LINK_SOFTMAX) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent layers");
+        return NULL;
+    }
+    Py_ssize_t dims[MAX_LAYERS + 1], widest = 1;
+    for (Py_ssize_t l = 0; l <= n_layers; l++) {
+        dims[l] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, l));
+        if (dims[l] < 1) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a layer of no units");
+            return NULL;
+        }
+        if (dims[l] > widest) widest = dims[l];
+    }
+    Model *m = model_new(ops, dims[0], dims[n_layers], widest, args);
+    if (!m) return NULL;
+    m->kind = KIND_DENSE;
+    m->link = link;
+    m->scale = 1.0;
+    m->n_layers = (int)n_layers;
+    for (Py_ssize_t l = 0; l <= n_layers; l++) m->sizes[l] = dims[l];
+    for (Py_ssize_t l = 0; l < n_layers; l++) {
+        if (!(m->w[l] = array_of(PyTuple_GET_ITEM(ws, l), dims[l] * dims[l + 1], 8, "weights")) ||
+            !(m->b[l] = array_of(PyTuple_GET_ITEM(bs, l), dims[l + 1], 8, "biases"))) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    return (PyObject *)m;
+}
+
+/* mixture(ops, k, d, a (d x kd), c (kd), bias (k)) */
+static PyObject *make_mixture(PyObject *self, PyObject *args) {
+    PyObject *ops, *a, *c, *bias;
+    Py_ssize_t k, d;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!nnOOO", &PyTuple_Type, &ops, &k, &d, &a, &c, &bias))
+        return NULL;
+    if (k < 1 || d < 1) {
+        PyErr_SetString(PyExc_ValueError, "k and d must be positive");
+        return NULL;
+    }
+    Model *m = model_new(ops, d, k, k * d, args);
+    if (!m) return NULL;
+    m->kind = KIND_MIXTURE;
+    m->k = k;
+    m->d = d;
+    if (!(m->a = array_of(a, d * k * d, 8, "a")) || !(m->c = array_of(c, k * d, 8, "c")) ||
+        !(m->bias = array_of(bias, k, 8, "bias"))) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return (PyObject *)m;
+}
+
+/* score_all(models, attrs): [model.score(attrs) for model in models], reading each distinct
+   reader (the same ops tuple) once: models over the same columns share one vector. */
+static PyObject *score_all(PyObject *self, PyObject *args) {
+    PyObject *models, *attrs;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O", &PyTuple_Type, &models, &attrs)) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(models);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (Py_TYPE(PyTuple_GET_ITEM(models, i)) != &ModelType) {
+            PyErr_SetString(PyExc_TypeError, "score_all takes a tuple of compiled models");
+            return NULL;
+        }
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Model *m = (Model *)PyTuple_GET_ITEM(models, i);
+        Model *same = NULL;
+        for (Py_ssize_t j = 0; j < i && !same; j++) {
+            Model *before = (Model *)PyTuple_GET_ITEM(models, j);
+            if (before->reader.keep == m->reader.keep) same = before;
+        }
+        int finite;
+        if (same) {
+            memcpy(m->x, same->x, sizeof(double) * (size_t)m->n_in);
+        } else if (reader_fill(&m->reader, attrs, m->x) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        finite = all_finite(m->x, m->n_in);
+        PyObject *r;
+        if (finite) {
+            r = model_evaluate(m, m->x);
+            if (!r) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        } else {
+            r = Py_NewRef(Py_None);
+        }
+        PyList_SET_ITEM(out, i, r);
+    }
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"score_all", score_all, METH_VARARGS, "several models' outputs for one user's attributes"},
+    {"forest", make_forest, METH_VARARGS, "compiled trees"},
+    {"dense", make_dense, METH_VARARGS, "a ReLU network or a linear model"},
+    {"mixture", make_mixture, METH_VARARGS, "Gaussian components (segments)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_fastscore", "trimtab's live scoring in C", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastscore(void) {
+    if (PyType_Ready(&ModelType) < 0) return NULL;
+    PyObject *mod = PyModule_Create(&module_def);
+    if (!mod) return NULL;
+    if (PyModule_AddIntConstant(mod, "ABI", 1) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}

@@ -1,0 +1,249 @@
+"""The compiled scorer (C, built on first use) gives what the libraries' own predict gives —
+trees to 1e-9, networks to 1e-6 — reads the same vector as ``Columns.vector``, and trimtab falls
+back to numpy, with the same results, when it cannot be built."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trimtab.models import native
+from trimtab.models.columns import Columns, parse_columns
+from trimtab.models.linear import fit_linear, library_predict
+from trimtab.models.mlp import torch_predict, train_mlp
+from trimtab.models.scorer import Scorer
+from trimtab.models.trees import TreeEnsemble
+
+pytestmark = pytest.mark.skipif(
+    native.load() is None, reason=f"no compiled scorer here: {native.status()}"
+)
+D = 8
+NAMES = [f"f{j}" for j in range(D)]
+
+
+def data(seed: int = 0, n: int = 3000, classes: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, D))
+    x[rng.random(x.shape) < 0.3] = 0.0
+    signal = x[:, 0] + x[:, 1] * x[:, 2] + rng.random(n) * 0.5
+    if classes:
+        return x, np.minimum((signal * classes / 2.0).astype(int), classes - 1)
+    return x, (signal > 1.0).astype(float)
+
+
+def scorer(model, kind: str = "binary") -> Scorer:
+    classes = [f"c{j}" for j in range(getattr(model, "n_outputs", 1))]
+    meta = {"classes": classes} if len(classes) > 1 else {}
+    s = Scorer("m", 1, "lightgbm", Columns(parse_columns(NAMES)), model, kind, meta)
+    assert s.compiled is not None
+    return s
+
+
+def attrs_of(row: np.ndarray) -> dict:
+    return {name: float(v) for name, v in zip(NAMES, row, strict=True)}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"objective": "binary"},
+        {"objective": "binary", "zero_as_missing": True},
+        {"objective": "binary", "num_leaves": 64, "min_child_samples": 5},
+        {"objective": "regression"},
+        {"objective": "poisson"},
+        {"objective": "multiclass", "num_class": 4},
+    ],
+)
+def test_compiled_trees_equal_booster_predict(params):
+    classes = params.get("num_class", 0)
+    x, y = data(classes=classes)
+    if params["objective"] == "poisson":
+        y = np.random.default_rng(4).poisson(1 + 2 * x[:, 0]).astype(float)
+    train_x = x.copy()
+    train_x[np.random.default_rng(1).random(x.shape) < 0.05] = np.nan  # NaN-aware splits
+    booster = lgb.train(
+        {"verbose": -1, "num_threads": 1, "deterministic": True, **params},
+        lgb.Dataset(train_x, y),
+        num_boost_round=110,
+    )
+    trees = TreeEnsemble.from_lightgbm(booster)
+    compiled = scorer(trees, "multiclass" if classes else "binary")
+    query, _ = data(seed=2, n=1500)
+    query[np.random.default_rng(3).random(query.shape) < 0.03] = np.nan
+    expected = booster.predict(query)
+    walked = np.array([compiled.compiled.predict(row.tolist()) for row in query])
+    assert np.max(np.abs(walked - expected)) <= 1e-9
+    finite = ~np.isnan(query).any(axis=1)
+    scored = np.array([compiled.score(attrs_of(row)) for row in query[finite]])
+    assert np.max(np.abs(scored - expected[finite])) <= 1e-9
+    assert compiled.score(attrs_of(query[~finite][0])) is None  # NaN input: not scored
+    # the numpy form agrees too (it serves when there is no compiler)
+    assert np.max(np.abs(trees.predict_many(query) - expected)) <= 1e-9
+    again = TreeEnsemble.from_arrays(trees.to_arrays())
+    assert np.array_equal(again.predict_many(query), trees.predict_many(query))
+
+
+@pytest.mark.parametrize("kind", ["binary", "count", "multiclass"])
+def test_compiled_mlp_equals_torch(kind):
+    x, y = data(n=2000, classes=3 if kind == "multiclass" else 0)
+    if kind == "count":
+        y = np.random.default_rng(4).poisson(1 + 2 * x[:, 0]).astype(float)
+    served, net = train_mlp(x, y, kind, hidden=(16, 8), epochs=4, seed=1)
+    compiled = scorer(served, kind)
+    query, _ = data(seed=5, n=800)
+    expected = torch_predict(net, query, kind)
+    got = np.array([compiled.score(attrs_of(row)) for row in query])
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) <= 1e-6
+    assert np.max(np.abs(served.predict_many(query) - expected)) <= 1e-6
+
+
+@pytest.mark.parametrize("kind", ["binary", "count", "multiclass"])
+def test_compiled_linear_equals_scikit_learn(kind):
+    x, y = data(classes=3 if kind == "multiclass" else 0)
+    if kind == "count":
+        y = np.random.default_rng(4).poisson(1 + 2 * x[:, 0]).astype(float)
+    served, pipeline = fit_linear(x, y, kind)
+    compiled = scorer(served, kind)
+    expected = library_predict(pipeline, x[:500], kind)
+    got = np.array([compiled.score(attrs_of(row)) for row in x[:500]])
+    assert np.max(np.abs(got - expected)) <= 1e-9
+
+
+def test_score_all_reads_shared_columns_once_and_equals_each_model():
+    x, y = data(n=2000)
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x, y), 100)
+    trees = scorer(TreeEnsemble.from_lightgbm(booster))
+    served, _ = fit_linear(x, y, "binary")
+    linear = scorer(served)
+    other = Scorer("o", 1, "logistic", Columns(parse_columns(NAMES[::-1])), served)
+    assert native.reader_ops(trees.columns) is native.reader_ops(linear.columns)
+    bundle = (trees.compiled, linear.compiled, other.compiled)
+    for row in x[:300]:
+        attrs = attrs_of(row)
+        got = native.score_all(bundle, attrs)
+        assert got == [trees.score(attrs), linear.score(attrs), other.score(attrs)]
+    assert native.score_all(bundle, {"f0": float("nan")}) == [None, None, None]
+    with pytest.raises(TypeError):
+        native.score_all((trees.compiled, "not a model"), {})
+
+
+# -- the reader --------------------------------------------------------------------------------
+DECLARED = [
+    "a",
+    "m.k",
+    "log(a)",
+    "log(m.k)",
+    "sum(m)",
+    "log(sum(m))",
+    "d=mobile",
+    "d=*",
+    "m.k=x",
+    "n.$d",  # a `$` path: read in Python by the compiled reader too
+    "p.q.r",  # three keys: likewise
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["mobile", "desktop", "x", "", "1"]),
+    st.floats(-1e3, 1e3).map(np.float64),
+)
+values = st.one_of(
+    scalars,
+    st.dictionaries(st.sampled_from(["k", "x", "mobile", "q"]), scalars, max_size=3),
+    st.lists(scalars, max_size=2),
+)
+attributes = st.dictionaries(st.sampled_from(["a", "m", "d", "n", "p", "z"]), values, max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(attributes, st.booleans())
+def test_compiled_reader_reads_what_columns_read(attrs, nested):
+    if nested:
+        attrs["p"] = {"q": {"r": attrs.get("a")}}
+    columns = Columns(
+        parse_columns(DECLARED), levels={"d=*": ["desktop", "mobile", "1", "True", "true"]}
+    )
+    weights = np.zeros(len(columns))
+    from trimtab.models.linear import Linear
+
+    model = native.compile_model(columns, Linear(weights, 0.0, "identity"))
+    assert model is not None
+    expected = columns.vector(attrs)
+    got = model.vector(attrs)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert g == e or (g != g and e != e), (attrs, got, expected)
+
+
+def test_the_segments_compiled_assignment_equals_numpy(tmp_path):
+    from trimtab.models.segments import SegmentModel
+
+    rng = np.random.default_rng(0)
+    k, d = 4, 5
+    columns = Columns(parse_columns([f"c{j}" for j in range(d)]))
+    prec = np.stack([np.triu(rng.random((d, d))) + np.eye(d) for _ in range(k)])
+    model = SegmentModel(
+        columns,
+        [f"s{j + 1}" for j in range(k)],
+        rng.random(d),
+        rng.random(d) + 0.5,
+        rng.normal(size=(k, d)),
+        prec,
+        rng.random(k) + 0.1,
+    )
+    assert model.compiled is not None
+    x = rng.normal(size=(500, d))
+    best, p = model.assign_many(x)
+    for row, b, q in zip(x, best, p, strict=True):
+        attrs = {f"c{j}": float(v) for j, v in enumerate(row)}
+        seg, prob = model.assign(attrs)
+        assert seg == model.ids[b] and abs(prob - q) <= 1e-9
+        assert model.assign_numpy(attrs)[0] == seg
+    assert model.assign({"c0": float("inf")}) is None
+
+
+# -- no compiler -------------------------------------------------------------------------------
+SNIPPET = """
+import numpy as np
+from trimtab.models import native
+from trimtab.models.columns import Columns, parse_columns
+from trimtab.models.linear import Linear
+from trimtab.models.scorer import Scorer
+s = Scorer("m", 1, "logistic", Columns(parse_columns(["a"])), Linear(np.array([2.0]), -1.0))
+print(native.status(), s.compiled is None, round(s.score({"a": 0.5}), 6))
+"""
+
+
+@pytest.mark.parametrize(
+    "env, says",
+    [({"TRIMTAB_NATIVE": "0"}, "numpy (TRIMTAB_NATIVE=0)"), ({"CC": "/bin/false"}, "numpy (")],
+)
+def test_without_a_compiler_numpy_serves_the_same_scores(tmp_path, env, says):
+    run = subprocess.run(
+        [sys.executable, "-c", SNIPPET],
+        env={**os.environ, "TRIMTAB_CACHE_DIR": str(tmp_path / "cache"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(says)
+    assert run.stdout.strip().endswith("True 0.5")  # sigmoid(0) from numpy
+    assert "live scoring uses numpy" in run.stderr or env.get("TRIMTAB_NATIVE") == "0"
+
+
+def test_a_fresh_cache_builds_the_extension_once(tmp_path):
+    target = tmp_path / "_fastscore-test.so"
+    assert native.build(target) == target and target.stat().st_size > 0
+    mtime = target.stat().st_mtime_ns
+    assert native.build(target) == target and target.stat().st_mtime_ns == mtime
