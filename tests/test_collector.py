@@ -277,7 +277,7 @@ def test_decide_route_has_the_same_limits_as_the_events_route(tmp_path):
         assert statuses[-1] == 429
         limited = c.post(f"/v1/decide?key={KEY}", content=small)
         assert limited.status_code == 429 and "retry-after" in limited.headers
-        assert 'trimtab_requests_rejected_total{reason="413"} 1.0' in c.get("/metrics").text
+        assert 'trimtab_requests_rejected_total{code="413"} 1.0' in c.get("/metrics").text
     runtime.close()
 
 

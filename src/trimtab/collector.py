@@ -106,7 +106,12 @@ def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> J
 
 
 class Metrics:
-    """Prometheus metrics, in a registry of the app's own (several apps may share a process)."""
+    """Prometheus metrics, in a registry of the app's own (several apps may share a process).
+
+    Conventions (docs/ecosystem.md, "Metrics"; tested): names in base units (``_seconds``,
+    ``_bytes``), counters end in ``_total``, and no label holds anything per user, session or
+    request: every label has a small fixed set of values.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -123,8 +128,18 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
+        # the HTTP status (or WebSocket close reason) a refused request got
         self.rejected = Counter(
-            "trimtab_requests_rejected_total", "Requests refused", ["reason"], registry=r
+            "trimtab_requests_rejected_total", "Requests refused", ["code"], registry=r
+        )
+        self.flag_evaluations = Counter(
+            "trimtab_flag_evaluations_total",
+            "Flags evaluated for OFREP and GrowthBook remote evaluation, by OpenFeature reason",
+            ["interface", "reason"],
+            registry=r,
+        )
+        self.sdk_streams = Gauge(
+            "trimtab_sdk_streams", "Open GrowthBook SDK streams (server-sent events)", registry=r
         )
 
 

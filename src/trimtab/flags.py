@@ -18,13 +18,17 @@ are not flags: evaluating one is an error that says why.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from trimtab.config import SiteConfig
 from trimtab.decide import EXPERIMENT, FORCE, ROLLOUT, Decision, Engine
 from trimtab.gbpayload import exclusions, variant_value
+from trimtab.otel import evaluation
 
 # OpenFeature error codes (https://openfeature.dev/specification/types#error-code)
 FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
@@ -75,6 +79,8 @@ class FlagSet:
         self.keys = [name for name in config.slots if name not in self.excluded]
         self.engine = Engine(config)
         self._needs_id = {name: self._hashes_id(name) for name in self.keys}
+        self.set_id = config.site.id
+        self.version = config_version(config)
 
     def _hashes_id(self, name: str) -> bool:
         if self.config.site.holdout > 0.0:
@@ -84,12 +90,25 @@ class FlagSet:
             for r in self.engine.slots[name].rules
         )
 
-    def evaluate(self, key: str, attrs: dict[str, Any]) -> FlagResult:
+    def evaluate(self, key: str, attrs: dict[str, Any], require_key: bool = True) -> FlagResult:
+        """One flag for these attributes (a ``feature_flag.evaluation`` span, see
+        :mod:`trimtab.otel`); raises :class:`FlagError`. Without ``require_key`` a user with
+        no id is decided as GrowthBook does: the rules that bucket by id pass them by."""
+        with evaluation(key, self.set_id, self.version) as span:
+            try:
+                result = self._evaluate(key, attrs, require_key)
+            except FlagError as exc:
+                span.error(exc.code, exc.details)
+                raise
+            span.result(result.variant, result.reason)
+            return result
+
+    def _evaluate(self, key: str, attrs: dict[str, Any], require_key: bool) -> FlagResult:
         if key in self.excluded:
             raise FlagError(key, GENERAL, f"slot {key!r} is not a flag: {self.excluded[key]}")
         if key not in self.config.slots:
             raise FlagError(key, FLAG_NOT_FOUND, f"no slot named {key!r}")
-        if self._needs_id[key] and attrs.get("id") in (None, ""):
+        if require_key and self._needs_id[key] and attrs.get("id") in (None, ""):
             raise FlagError(
                 key, TARGETING_KEY_MISSING, f"{key!r} buckets users: give a targetingKey"
             )
@@ -137,6 +156,12 @@ class FlagSet:
                 return "STATIC"
             return "TARGETING_MATCH"
         return "UNKNOWN"
+
+
+def config_version(config: SiteConfig) -> str:
+    """A short digest of the slots and the holdout: equal configs decide alike."""
+    raw = msgspec.json.encode([config.slots, config.site.holdout, config.site.holdout_seed])
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 class LiveFlags:

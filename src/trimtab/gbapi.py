@@ -31,8 +31,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from trimtab.config import SiteConfig
-from trimtab.decide import Decision, Engine
-from trimtab.gbpayload import exclusions, export_feature, variant_value
+from trimtab.flags import FlagSet
+from trimtab.gbpayload import export_feature, variant_value
 
 KEEPALIVE_S = 15.0
 POLL_S = 0.2  # how often the one watcher per app looks for a new config
@@ -42,18 +42,19 @@ _body = msgspec.json.Decoder()
 
 @dataclass
 class Snapshot:
-    """One config's GrowthBook payload, serialized once, and a non-logging engine for it."""
+    """One config's GrowthBook payload, serialized once, and its flags (a non-logging engine)."""
 
     config: SiteConfig
     body: bytes
     etag: str
     slots: list[str]
     excluded: dict[str, str]
-    engine: Engine = field(repr=False)
+    flags: FlagSet = field(repr=False)
 
 
 def build_snapshot(config: SiteConfig, now: float | None = None) -> Snapshot:
-    excluded = exclusions(config)
+    flags = FlagSet(config)
+    excluded = flags.excluded
     slots = [name for name in config.slots if name not in excluded]
     features = {name: export_feature(config, name) for name in slots}
     stamp = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
@@ -69,7 +70,7 @@ def build_snapshot(config: SiteConfig, now: float | None = None) -> Snapshot:
     }
     body = _json.encode(payload)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return Snapshot(config, body, etag, slots, excluded, Engine(config))
+    return Snapshot(config, body, etag, slots, excluded, flags)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -125,50 +126,41 @@ class Snapshots:
                 changed.set()
 
 
-def _result_of(
-    d: Decision, value: Any, attrs: dict[str, Any], hash_attribute: str
-) -> dict[str, Any]:
-    """A GrowthBook experiment result for an experiment decision (what trackingCallback gets)."""
-    return {
-        "inExperiment": True,
-        "variationId": d.variation,
-        "value": value,
-        "hashUsed": True,
-        "hashAttribute": hash_attribute,
-        "hashValue": attrs.get(hash_attribute),
-        "featureId": d.slot,
-        "key": d.variant,
-    }
-
-
-def remote_eval(snapshot: Snapshot, attrs: dict[str, Any]) -> dict[str, Any]:
-    """Every GrowthBook-expressible slot decided by trimtab's engine for ``attrs``."""
-    config = snapshot.config
+def remote_eval(snapshot: Snapshot, attrs: dict[str, Any], counter: Any = None) -> dict[str, Any]:
+    """Every GrowthBook-expressible slot decided by trimtab's engine for ``attrs`` (counted in
+    ``counter``, a Prometheus counter by interface and reason, when given)."""
+    flags = snapshot.flags
     features: dict[str, Any] = {}
-    for d in snapshot.engine.decide_attrs(attrs, snapshot.slots):
-        slot = config.slots[d.slot]
-        value = variant_value(slot, d.variant)
-        feature: dict[str, Any] = {"defaultValue": value}
-        if d.source == "experiment" and d.experiment:
-            rule = next(r for r in snapshot.engine.slots[d.slot].rules if r.rule_id == d.rule_id)
+    for key in flags.keys:
+        r = flags.evaluate(key, attrs, require_key=False)
+        if counter is not None:
+            counter.labels("growthbook", r.reason.lower()).inc()
+        feature: dict[str, Any] = {"defaultValue": r.value}
+        if "experiment" in r.metadata:
+            slot = flags.config.slots[key]
+            rule = next(
+                x for x in flags.engine.slots[key].rules if x.rule_id == r.metadata["ruleId"]
+            )
             experiment = {
-                "key": d.experiment,
+                "key": r.metadata["experiment"],
                 "variations": [variant_value(slot, v) for v in rule.variations],
                 "hashAttribute": rule.hash_attribute,
                 "meta": [{"key": v} for v in rule.variations],
             }
+            result = {
+                "inExperiment": True,
+                "variationId": r.metadata["variation"],
+                "value": r.value,
+                "hashUsed": True,
+                "hashAttribute": rule.hash_attribute,
+                "hashValue": attrs.get(rule.hash_attribute),
+                "featureId": key,
+                "key": r.variant,
+            }
             feature["rules"] = [
-                {
-                    "force": value,
-                    "tracks": [
-                        {
-                            "experiment": experiment,
-                            "result": _result_of(d, value, attrs, rule.hash_attribute),
-                        }
-                    ],
-                }
+                {"force": r.value, "tracks": [{"experiment": experiment, "result": result}]}
             ]
-        features[d.slot] = feature
+        features[key] = feature
     return {"features": features, "trimtab": {"excluded": snapshot.excluded}}
 
 
@@ -214,6 +206,7 @@ def routes(collector: Any) -> list[Route]:
 
         async def stream() -> AsyncIterator[bytes]:
             snapshots.listeners += 1
+            collector.metrics.sdk_streams.inc()
             try:
                 snap = snapshots.current()
                 yield b"event: features\ndata: " + snap.body + b"\n\n"
@@ -226,6 +219,7 @@ def routes(collector: Any) -> list[Route]:
                     yield b"event: features\ndata: " + snap.body + b"\n\n"
             finally:
                 snapshots.listeners -= 1
+                collector.metrics.sdk_streams.dec()
 
         headers = {**cors, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
@@ -256,7 +250,7 @@ def routes(collector: Any) -> list[Route]:
                 status_code=400,
                 headers=cors,
             )
-        answer = remote_eval(snapshots.current(), dict(attrs))
+        answer = remote_eval(snapshots.current(), dict(attrs), collector.metrics.flag_evaluations)
         return Response(_json.encode(answer), media_type="application/json", headers=cors)
 
     async def preflight(request: Request) -> Response:

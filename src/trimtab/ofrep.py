@@ -54,6 +54,7 @@ def _key_of(request: Request) -> str | None:
 def routes(collector: Any) -> list[Route]:
     """The OFREP routes over a :class:`trimtab.collector.Collector`."""
     flags = LiveFlags(lambda: collector.runtime.config)
+    counted = collector.metrics.flag_evaluations
 
     async def admit(request: Request) -> tuple[dict[str, str], Response | None, Any]:
         origin = request.headers.get("origin")
@@ -95,7 +96,9 @@ def routes(collector: Any) -> list[Route]:
             if refused is not None:
                 return refused
             result = flags.get().evaluate(key, attrs)
+            counted.labels("ofrep", result.reason.lower()).inc()
         except FlagError as exc:
+            counted.labels("ofrep", "error").inc()
             exc.key = key
             status = 404 if exc.code == "FLAG_NOT_FOUND" else 400
             return Response(_json.encode(_failure(exc)), status, media_type="application/json")
@@ -109,10 +112,14 @@ def routes(collector: Any) -> list[Route]:
         except FlagError as exc:
             body = {"errorCode": exc.code, "errorDetails": exc.details}
             return Response(_json.encode(body), 400, media_type="application/json")
-        items = [
-            _failure(r) if isinstance(r, FlagError) else _success(r)
-            for r in flags.get().evaluate_all(attrs)
-        ]
+        items = []
+        for r in flags.get().evaluate_all(attrs):
+            if isinstance(r, FlagError):
+                counted.labels("ofrep", "error").inc()
+                items.append(_failure(r))
+            else:
+                counted.labels("ofrep", r.reason.lower()).inc()
+                items.append(_success(r))
         encoded = _json.encode({"flags": items})
         etag = '"' + hashlib.sha256(encoded).hexdigest()[:32] + '"'
         headers = {**cors, "ETag": etag, "Cache-Control": "no-cache"}
