@@ -5,7 +5,9 @@ The core install serves, decides and learns; heavier parts come with an extra:
 * ``trimtab[scale]`` — the Redis and NATS backends (``redis``, ``nats-py``);
 * ``trimtab[reports]`` — experiment reports and charts (``duckdb``, ``matplotlib``);
 * ``trimtab[sim]`` — the simulator as a Gymnasium environment (``gymnasium``);
-* ``trimtab[models]`` — training models and segments.
+* ``trimtab[models]`` — training models and segments;
+* ``trimtab[openfeature]`` — the in-process OpenFeature provider (``openfeature-sdk``);
+* ``trimtab[otel]`` — OpenTelemetry spans of flag evaluations (optional: without it, none).
 
 Using a part whose extra is missing raises :class:`MissingExtra`, which names the extra.
 
@@ -53,4 +55,6 @@ _EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "reports": ("duckdb", "matplotlib"),
     "sim": ("gymnasium",),
     "models": ("sklearn", "lightgbm", "torch"),
+    "openfeature": ("openfeature",),
+    "otel": ("opentelemetry",),
 }

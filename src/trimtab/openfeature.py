@@ -27,18 +27,23 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from openfeature.evaluation_context import EvaluationContext
-from openfeature.exception import (
-    FlagNotFoundError,
-    GeneralError,
-    InvalidContextError,
-    TargetingKeyMissingError,
-    TypeMismatchError,
-)
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
-from openfeature.provider import AbstractProvider, Metadata
-
 from trimtab.config import SiteConfig, load_config
+from trimtab.extras import missing
+
+try:
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.exception import (
+        FlagNotFoundError,
+        GeneralError,
+        InvalidContextError,
+        TargetingKeyMissingError,
+        TypeMismatchError,
+    )
+    from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
+    from openfeature.provider import AbstractProvider, Metadata
+except ModuleNotFoundError as exc:
+    raise missing(exc, "openfeature", "the OpenFeature provider") from None
+
 from trimtab.flags import (
     FLAG_NOT_FOUND,
     INVALID_CONTEXT,
