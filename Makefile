@@ -32,12 +32,12 @@ services:
 	@bash scripts/ensure-services.sh
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests trimtab_bench
+	$(BIN)/ruff format --check src tests trimtab_bench
 
 format: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests trimtab_bench
+	$(BIN)/ruff check --fix src tests trimtab_bench
 
 test: install browser services lint
 	$(BIN)/pytest -q -m "not slow"

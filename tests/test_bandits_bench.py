@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trimtab.bandits.logged import load_obd, one_hot_contexts
-from trimtab.bench import bandits
+from trimtab_bench import bandits
 
 OBD = Path(__file__).resolve().parent / "data" / "obd"
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from trimtab.bench import river
-from trimtab.bench.core import BENCH_FEATURES, synthetic_events
 from trimtab.config import parse_config
 from trimtab.features import FeatureProcessor
+from trimtab_bench import river
+from trimtab_bench.core import BENCH_FEATURES, synthetic_events
 
 
 def test_river_baselines_agree_with_trimtab_on_the_bench_declarations():

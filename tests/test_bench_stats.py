@@ -7,8 +7,8 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from trimtab.bench import stats
 from trimtab.experiments import cli
+from trimtab_bench import stats
 
 
 def test_run_returns_consistent_figures(tmp_path):

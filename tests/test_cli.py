@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from trimtab.bench import live
 from trimtab.cli import app
+from trimtab_bench import live
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
 runner = CliRunner()

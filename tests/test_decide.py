@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trimtab.bench.core import bench_attributes, bench_rules
 from trimtab.config import parse_config
 from trimtab.decide import Engine, PolicyChoice, describe_condition
+from trimtab_bench.core import bench_attributes, bench_rules
 
 
 def engine_for(rules: list[dict], default: str = "a", variants=("a", "b", "c")) -> Engine:

@@ -1,6 +1,6 @@
 """Experiment metrics from logged data: known effects are found, SRM and double exposure caught.
 
-Data are written by :func:`trimtab.bench.stats.synthesize` with known rates; a second set of
+Data are written by :func:`trimtab_bench.stats.synthesize` with known rates; a second set of
 tests checks the DuckDB per-user values against a plain-Python computation over the same events,
 using the feature module's pattern matcher as the reference.
 """
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from trimtab.bench.stats import BENCH_CONFIG, synthesize
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import parse_config
 from trimtab.decide import Decision
@@ -22,6 +21,7 @@ from trimtab.events import Click, Custom, Exposure, Hover, Scroll
 from trimtab.experiments.metrics import DECISIONS_FILE, EVENTS_FILE
 from trimtab.experiments.report import analyze
 from trimtab.patterns import matcher
+from trimtab_bench.stats import BENCH_CONFIG, synthesize
 
 
 def config_with(**experiment) -> object:

@@ -6,6 +6,7 @@ Each case runs in a fresh interpreter where the extra's modules cannot be import
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -78,3 +79,21 @@ def test_the_command_line_starts_without_any_extra() -> None:
         "import sys\nfrom trimtab.cli import main\nsys.argv = ['trimtab', '--help']\nmain()"
     )
     assert "report" in result.stdout and "serve" in result.stdout, result.stderr
+
+
+def test_bench_core_without_the_dev_tools_runs_and_says_what_it_left_out() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['growthbook'] = sys.modules['river'] = None\n"
+        "from trimtab.cli import main\n"
+        "sys.argv = ['trimtab', 'bench', 'core', '--quick']\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "feature updates" in result.stdout and "decide 3 slots" in result.stdout
+    assert "GrowthBook comparison needs the GrowthBook SDK, a dev dependency" in result.stdout
+    assert "River" not in result.stdout

@@ -5,7 +5,7 @@ tracker's ``swap`` events, recorded in the page) and that nothing changes withou
 trigger: after the last trigger the reader lingers and every sequence stays as it was. The
 demo runs as its own process (``trimtab demo``) with a fresh data directory per module, without
 its reader segments (they put even a new visitor in a kind of reader; the journeys check the
-page's own triggers — see ``trimtab.bench.browser.config_without_segments``).
+page's own triggers — see ``trimtab_bench.browser.config_without_segments``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from trimtab.bench.browser import (
+from trimtab.demo import site
+from trimtab_bench.browser import (
     PROBE,
     VIEWPORT,
     DemoProcess,
     config_without_segments,
     interest_readers,
 )
-from trimtab.demo import site
 
 pytestmark = pytest.mark.browser
 

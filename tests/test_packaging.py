@@ -54,6 +54,8 @@ def test_wheel_contains_tracker_demo_and_type_marker(wheel: Path) -> None:
     assert "trimtab/demo/site/templates/article.html" in names
     packed = zipfile.ZipFile(wheel).read("trimtab/static/trimtab.js")
     assert packed == (ROOT / "tracker" / "trimtab.js").read_bytes()
+    # the benchmarks stay in the checkout: nothing of them is installed
+    assert not [n for n in names if "bench" in n.split("/")[0] or "/bench/" in n]
 
 
 def test_installed_wheel_serves_the_tracker(wheel: Path, tmp_path: Path) -> None:
@@ -85,3 +87,10 @@ def test_installed_wheel_serves_the_tracker(wheel: Path, tmp_path: Path) -> None
     from trimtab.minify import minify_js
 
     assert done.stdout == minify_js((ROOT / "tracker" / "trimtab.js").read_text())
+    # the installed package has no benchmarks: `trimtab bench` says where they run
+    code = (
+        "from trimtab.extras import BenchmarksMissing, bench_module\n"
+        "try:\n    bench_module('core')\nexcept BenchmarksMissing as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert "source checkout" in done.stdout, done.stderr[-2000:]

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import yaml
 
-from trimtab.bench.core import bench_rules
 from trimtab.bus import BusMessage, SqliteEventLog
 from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import RedisStreamBus
@@ -27,6 +26,7 @@ from trimtab.features import FeatureProcessor, decode_state
 from trimtab.processor import Processor
 from trimtab.sim.synthetic import synthetic_events
 from trimtab.store.redis import RedisStateStore
+from trimtab_bench.core import bench_rules
 
 SITE = bench_rules()[0]  # the benchmark site: realistic features and slots
 SPECS = parse_config(SITE).feature_specs()

@@ -16,7 +16,6 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from trimtab.bench.stats import BENCH_CONFIG, synthesize
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import parse_config
 from trimtab.decide import Decision
@@ -32,6 +31,7 @@ from trimtab.experiments.report import (
     srm_check_of,
 )
 from trimtab.runtime import Runtime
+from trimtab_bench.stats import BENCH_CONFIG, synthesize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

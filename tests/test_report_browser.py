@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from trimtab.bench.browser import PROBE, VIEWPORT, DemoProcess, config_without_segments
 from trimtab.config import load_config
 from trimtab.demo import site
 from trimtab.experiments.html import render_html
 from trimtab.experiments.report import analyze, integrity_checks
+from trimtab_bench.browser import PROBE, VIEWPORT, DemoProcess, config_without_segments
 
 pytestmark = pytest.mark.browser
 

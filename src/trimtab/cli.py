@@ -920,7 +920,9 @@ def bench_core(
     Feature updates are compared with River's online statistics on the same 10 declarations
     and events; decide with the GrowthBook SDK on the same rules and attributes.
     """
-    from trimtab.bench import core
+    from trimtab.extras import bench_module
+
+    core = bench_module("core")
 
     with console.status("running the core benchmark…"):
         started = time.perf_counter()
@@ -974,7 +976,15 @@ def bench_core(
         )
         rows.append(("speed-up over the SDK (median ratio)", f"{result.ratio:.1f}×", "-", "≥ 4×"))
     _print_timings("trimtab bench core", rows, ("measure", "median", "p99", "target"))
-    console.print(f"choices that differ from the SDK on 200 users × {result.slots} slots: {differ}")
+    if differ is None or result.growthbook is None:
+        console.print(
+            "the GrowthBook comparison needs the GrowthBook SDK, a dev dependency: "
+            "pip install -e '.[dev]'"
+        )
+    else:
+        console.print(
+            f"choices that differ from the SDK on 200 users × {result.slots} slots: {differ}"
+        )
     console.print(
         f"feature-update runs (events/s): {', '.join(f'{r:,.0f}' for r in result.apply_runs)}"
     )
@@ -984,7 +994,9 @@ def bench_core(
             f"River values that differ from trimtab's: {result.river_differ}"
         )
     if against:
-        from trimtab.bench import ab
+        from trimtab.extras import bench_module
+
+        ab = bench_module("ab")
 
         with console.status(f"timing feature updates of {against} against this tree…"):
             compared = ab.run(against, rounds=2 if quick else 4)
@@ -1005,7 +1017,9 @@ def bench_live(
     ] = 250.0,
 ) -> None:
     """The live loop: event batch arriving → adjustment leaving, under many WebSocket sessions."""
-    from trimtab.bench import live
+    from trimtab.extras import bench_module
+
+    live = bench_module("live")
 
     with console.status(f"driving {sessions} live sessions for {seconds:.0f} s…"):
         result = live.run(sessions=sessions, seconds=seconds, interval_ms=interval_ms)
@@ -1064,7 +1078,9 @@ def bench_browser(
     """
     from rich.progress import Progress
 
-    from trimtab.bench import browser
+    from trimtab.extras import bench_module
+
+    browser = bench_module("browser")
 
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("fresh readers in Chromium", total=trials * 3)
@@ -1111,7 +1127,9 @@ def bench_bandits(
     limit: Annotated[int | None, typer.Option(help="Replay only the first N rows.")] = None,
 ) -> None:
     """Replay trimtab's policies on real logged data (OBD) next to VW and MABWiser."""
-    from trimtab.bench import bandits
+    from trimtab.extras import bench_module
+
+    bandits = bench_module("bandits")
 
     for name in campaign or ["all", "men", "women"]:
         with console.status(f"replaying OBD '{name}'…") as status:
@@ -1135,7 +1153,9 @@ def bench_scale(
     connections: Annotated[int, typer.Option(help="Concurrent HTTP connections.")] = 32,
 ) -> None:
     """Event batches and decide calls at 1, 2, 4 processes on Redis / NATS vs embedded."""
-    from trimtab.bench import scale
+    from trimtab.extras import bench_module
+
+    scale = bench_module("scale")
 
     with console.status("starting servers and driving them with wrk…"):
         rows = scale.run(tuple(processes or (1, 2, 4)), seconds=seconds, connections=connections)

@@ -21,6 +21,8 @@ experiment reports need trimtab_no_such_module: pip install 'trimtab[reports]'
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 from types import ModuleType
 
 
@@ -58,3 +60,30 @@ _EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "openfeature": ("openfeature",),
     "otel": ("opentelemetry",),
 }
+
+
+class BenchmarksMissing(ImportError):
+    """``trimtab bench`` outside a checkout: the benchmarks are not part of the package."""
+
+
+def bench_module(name: str) -> ModuleType:
+    """A module of the benchmarks (``trimtab_bench.<name>``).
+
+    The benchmarks live beside the package in a source checkout (``trimtab_bench/``) and are
+    not installed with it: an editable install finds them next to ``src/``; an installed wheel
+    has none and says so.
+    """
+    qualified = f"trimtab_bench.{name}"
+    try:
+        return importlib.import_module(qualified)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("trimtab_bench", qualified):
+            raise
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "trimtab_bench" / "__init__.py").is_file():
+        raise BenchmarksMissing(
+            "the benchmarks run from a source checkout of trimtab (make install there); "
+            "they are not part of the installed package"
+        ) from None
+    sys.path.append(str(checkout))
+    return importlib.import_module(qualified)

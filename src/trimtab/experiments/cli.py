@@ -151,7 +151,9 @@ def bench_stats(
     ] = None,
 ) -> dict[str, Any]:
     """Report time over synthetic logs (default 1,000,000 exposures) and A/A false positives."""
-    from trimtab.bench import stats
+    from trimtab.extras import bench_module
+
+    stats = bench_module("stats")
 
     if quick:
         exposures, aa = min(exposures, 100_000), min(aa, 500)

@@ -476,7 +476,9 @@ def bench_models(
     """Segments vs latent groups (ARI), a segment rule's lift, live scoring vs LightGBM's
     predict, decide with a score rule vs GrowthBook, the OBD click model, training time."""
     _need_extra()
-    from trimtab.bench import models as bench
+    from trimtab.extras import bench_module
+
+    bench = bench_module("models")
 
     wanted = set(only or ["segments", "lift", "speed", "decide", "obd", "training"])
     figures: dict[str, Any] = {}

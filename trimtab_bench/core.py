@@ -3,7 +3,7 @@
 The decide comparison runs the *same* rules on the *same* attributes through trimtab's engine
 and through the PyPI ``growthbook`` SDK (imported only here, as the baseline), in one run. The
 feature updates run the same 10 declarations on the same events through trimtab's processor
-and through River's online statistics (:mod:`trimtab.bench.river`), in one run.
+and through River's online statistics (:mod:`trimtab_bench.river`), in one run.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from trimtab.bench.timing import Timing, time_calls
 from trimtab.config import SiteConfig, parse_config
 from trimtab.decide import Engine
 from trimtab.events import decode_batch, encode
 from trimtab.features import FeatureProcessor
 from trimtab.sim.synthetic import CATEGORIES, synthetic_events
 from trimtab.tuning import tune_for_serving
+from trimtab_bench.timing import Timing, time_calls
 
 __all__ = [
     "BENCH_FEATURES",
@@ -226,12 +226,12 @@ def run(quick: bool = False) -> CoreResult:
 
 
 def _river_module() -> Any:
-    """:mod:`trimtab.bench.river` when River (a dev dependency) is installed, else None."""
+    """:mod:`trimtab_bench.river` when River (a dev dependency) is installed, else None."""
     try:
         import river  # noqa: F401
     except ImportError:
         return None
-    from trimtab.bench import river as baseline
+    from trimtab_bench import river as baseline
 
     return baseline
 
@@ -253,9 +253,13 @@ def _growthbook_timing(
     return time_calls("GrowthBook SDK, same rules", one, n)
 
 
-def same_choices(samples: int = 500) -> int:
-    """How many (user, slot) choices differ between trimtab and the SDK (should be 0)."""
-    from growthbook import GrowthBook
+def same_choices(samples: int = 500) -> int | None:
+    """How many (user, slot) choices differ between trimtab and the SDK (should be 0); None
+    without the SDK (a dev dependency)."""
+    try:
+        from growthbook import GrowthBook
+    except ImportError:
+        return None
 
     config_data, gb_features = bench_rules()
     engine = Engine(parse_config(config_data, "<bench>"))

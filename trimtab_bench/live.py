@@ -59,7 +59,7 @@ def free_port() -> int:
 def start_server(port: int, data_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "TRIMTAB_SECRET_KEY": SECRET}
     return subprocess.Popen(
-        [sys.executable, "-m", "trimtab.bench.live", "--serve", str(port), str(data_dir)],
+        [sys.executable, "-m", "trimtab_bench.live", "--serve", str(port), str(data_dir)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -232,5 +232,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         _serve(int(sys.argv[2]), sys.argv[3])
     else:
-        print("usage: python -m trimtab.bench.live --serve PORT DATA_DIR", file=sys.stderr)
+        print("usage: python -m trimtab_bench.live --serve PORT DATA_DIR", file=sys.stderr)
         sys.exit(2)

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from trimtab.bench.timing import Timing, time_calls
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import parse_config
 from trimtab.sim.simulator import DEFAULT_CATEGORIES, READER_GROUPS, Simulator
+from trimtab_bench.timing import Timing, time_calls
 
 Say = Callable[[str], None]
 
@@ -478,7 +478,6 @@ def decide_with_score(n: int, say: Say) -> DecideSpeed:
     """bench core's 3 slots / 20 rules + a rule on a live LightGBM score, through features_of."""
     import lightgbm as lgb
 
-    from trimtab.bench.core import _growthbook_timing, bench_attributes, bench_rules
     from trimtab.decide import Engine
     from trimtab.features import FeatureProcessor
     from trimtab.models.columns import Columns, parse_columns
@@ -486,6 +485,7 @@ def decide_with_score(n: int, say: Say) -> DecideSpeed:
     from trimtab.models.registry import Registry
     from trimtab.models.trees import TreeEnsemble
     from trimtab.tuning import tune_for_serving
+    from trimtab_bench.core import _growthbook_timing, bench_attributes, bench_rules
 
     config_data, gb_features = bench_rules()
     score_rule = {"id": "score", "condition": {"p_score": {"$gt": 0.9}}, "force": "d"}

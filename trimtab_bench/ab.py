@@ -2,7 +2,7 @@
 
 ``trimtab bench core --against main`` exports ``src/`` of the other revision (``git archive``)
 to a temporary directory and times each side's own :class:`~trimtab.features.FeatureProcessor`
-on each side's own benchmark declarations and event stream (``trimtab.bench.core``), in
+on each side's own benchmark declarations and event stream (``trimtab_bench.core``), in
 alternating subprocesses on the same machine, so drift in machine load hits both sides alike;
 rates are per second of the process's CPU time, which other load on a shared machine disturbs
 far less than wall time. The ratio of the medians is what "no more than 10 % slower than
@@ -22,7 +22,10 @@ from pathlib import Path
 
 _SNIPPET = """
 import json, sys, time
-from trimtab.bench.core import BENCH_FEATURES, synthetic_events
+try:
+    from trimtab_bench.core import BENCH_FEATURES, synthetic_events
+except ImportError:  # a revision from before the benchmarks left the package
+    from trimtab.bench.core import BENCH_FEATURES, synthetic_events
 from trimtab.config import parse_config
 from trimtab.features import FeatureProcessor
 n, runs = int(sys.argv[1]), int(sys.argv[2])
@@ -52,18 +55,22 @@ class ABResult:
 
 
 def export_src(ref: str, into: Path, repo: Path) -> Path:
-    """``src/`` of ``ref`` extracted under ``into``; raises when git cannot resolve it."""
-    archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", "--format=tar", ref, "src"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into / "src"
+    """``src/`` (and ``trimtab_bench/``, where the revision has it) of ``ref`` extracted under
+    ``into``, which is returned; raises when git cannot resolve the revision."""
+    for paths in (["src", "trimtab_bench"], ["src"]):
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", ref, *paths],
+            capture_output=True,
+        )
+        if archive.returncode == 0:
+            break
+    archive.check_returncode()
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
-def _rates(src: Path, events: int, runs: int) -> list[float]:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+def _rates(tree: Path, events: int, runs: int) -> list[float]:
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
     out = subprocess.run(
         [sys.executable, "-c", _SNIPPET, str(events), str(runs)],
         env=env,
@@ -76,8 +83,8 @@ def _rates(src: Path, events: int, runs: int) -> list[float]:
 
 def run(ref: str, events: int = 200_000, rounds: int = 4, runs: int = 3) -> ABResult:
     """Alternate ``rounds`` times: the other revision, then this tree (``runs`` each)."""
-    here = Path(__file__).resolve().parents[2]  # this tree's src/
-    repo = here.parent
+    here = Path(__file__).resolve().parents[1]  # this checkout (src/ and trimtab_bench/)
+    repo = here
     before: list[float] = []
     after: list[float] = []
     with tempfile.TemporaryDirectory(prefix="trimtab-ab-") as tmp:

@@ -94,7 +94,7 @@ class DemoProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> DemoProcess:
-        from trimtab.bench.live import free_port
+        from trimtab_bench.live import free_port
 
         self.port = free_port()
         command = [sys.executable, "-m", "trimtab.cli", "demo", "--port", str(self.port)]

@@ -9,7 +9,7 @@ would compute the bench's declarations. :class:`RiverFeatures` does the same wit
 statistics (``river.stats``) in hand-written per-key tables, without ``Agg``: a leaner use of
 River, shown alongside. Both compute the same values as
 :class:`trimtab.features.FeatureProcessor` on the declarations of
-:data:`trimtab.bench.core.BENCH_FEATURES` (checked by :func:`disagreements`):
+:data:`trimtab_bench.core.BENCH_FEATURES` (checked by :func:`disagreements`):
 
 - maxima, sums, counts and time on page: ``stats.Max``, ``stats.Sum``, ``stats.Count``,
   ``stats.PeakToPeak`` (of the timestamps of a page view);

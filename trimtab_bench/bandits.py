@@ -62,7 +62,7 @@ def default_data_dir() -> Path:
     """``$TRIMTAB_OBD``, else the sample vendored in the source checkout (``tests/data/obd``)."""
     if "TRIMTAB_OBD" in os.environ:
         return Path(os.environ["TRIMTAB_OBD"])
-    checkout = Path(__file__).resolve().parents[3] / "tests" / "data" / "obd"
+    checkout = Path(__file__).resolve().parents[1] / "tests" / "data" / "obd"
     return checkout if checkout.is_dir() else Path.cwd() / "tests" / "data" / "obd"
 
 

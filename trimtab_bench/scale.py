@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from trimtab.bench.live import free_port
+from trimtab_bench.live import free_port
 
 EVENTS_LUA = r"""
 local counter = 0
@@ -247,11 +247,11 @@ def bus_throughput(n_events: int = 200_000, users: int = 5_000) -> list[BusRow]:
     import asyncio
 
     from trimtab.backends import open_event_bus, open_state_store
-    from trimtab.bench.core import synthetic_events
     from trimtab.config import load_config
     from trimtab.demo.server import DEMO_CONFIG
     from trimtab.features import FeatureProcessor
     from trimtab.processor import Processor
+    from trimtab_bench.core import synthetic_events
 
     events = synthetic_events(n_events, users=users, seed=9, t0=time.time() * 1000)
     specs = load_config(DEMO_CONFIG).feature_specs()
