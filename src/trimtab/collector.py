@@ -41,6 +41,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from trimtab.configapi import ConfigVersions
 from trimtab.configapi import routes as config_routes
+from trimtab.console.feed import LiveFeed
+from trimtab.console.routes import routes as console_routes
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.gbapi import routes as growthbook_routes
@@ -165,6 +167,17 @@ class Collector:
         self.push_latency_s: deque[float] = deque(maxlen=200_000)
         self._tracker: tuple[bytes, bytes] | None = None
         self.config_versions: Any = None  # set by create_app
+        self.console: Any = None  # set by create_app
+        # what the console shows live: every logged decision passes through the feed too
+        self.feed = LiveFeed()
+        logged = runtime.engine.log
+
+        def log_and_feed(decisions: list[Decision], attrs: dict[str, Any]) -> None:
+            if logged is not None:
+                logged(decisions, attrs)
+            self.feed.logged(decisions, attrs)
+
+        runtime.engine.log = log_and_feed
 
     # -- checks -----------------------------------------------------------------------------
     @property
@@ -299,7 +312,9 @@ class Collector:
         self.hub.recall(conn)
         if register:
             self.hub.open(conn)
+        decided = time.perf_counter()
         decisions = await self.first_decisions(conn)
+        self.feed.decided(time.perf_counter() - decided)
         triggers: dict[str, Any] = {}
         if conn.personalize and conn.slots:
             attrs = self.runtime.features_of(conn.user_id, conn.session_id, conn.page_view_id)
@@ -362,6 +377,7 @@ class Collector:
             if gated is not None:
                 kept.append(gated)
         changed = await self.runtime.accept(kept)
+        self.feed.accepted(kept)
         m = self.metrics
         m.events.labels("accepted").inc(len(kept))
         if errors:
@@ -649,6 +665,7 @@ def create_app(
         except StorageError as exc:
             return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
         collector.gate.consents.pop(user, None)
+        collector.feed.forget(user)
         return JSONResponse({"erased": user, **counts})
 
     async def recent_decisions(request: Request) -> Response:
@@ -721,6 +738,7 @@ def create_app(
         *config_routes(collector, versions),
         *growthbook_routes(collector),
         *ofrep_routes(collector),
+        *console_routes(collector, versions),
         *(extra_routes or []),
     ]
 

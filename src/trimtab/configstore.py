@@ -38,6 +38,7 @@ from trimtab.store.sqlite import connect_sqlite
 
 Origin = Literal["file", "api", "rollback"]
 _encode = msgspec.json.Encoder(order="sorted")
+_plain = msgspec.json.Encoder()
 _decode_data = msgspec.json.Decoder(dict[str, Any])
 _decode_diff = msgspec.json.Decoder(list[dict[str, Any]])
 
@@ -141,8 +142,8 @@ class ConfigStore:
         The check and the write are one transaction, so two processes recording the same
         file change make one version.
         """
-        blob = canonical(data)
-        sha = hashlib.sha256(blob).hexdigest()
+        sha = digest(data)
+        blob = _plain.encode(data)  # as written (key order kept); the digest is of sorted keys
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:

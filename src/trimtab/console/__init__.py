@@ -1,0 +1,1 @@
+"""The operator console at /console: live loop, slots, experiments, bandits, visitors, config."""

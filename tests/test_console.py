@@ -1,0 +1,128 @@
+"""The console's server side without a browser: login, cookie, CSRF, the live feed, erasure."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+from starlette.testclient import TestClient
+
+from trimtab.collector import create_app
+from trimtab.config import load_config
+from trimtab.console.auth import Sessions
+from trimtab.runtime import Runtime
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
+SECRET = "sk_console"
+
+
+def make(tmp_path):
+    data = yaml.safe_load(DEMO.read_text())
+    data["site"]["secret_key"] = SECRET
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runtime = Runtime(load_config(path), tmp_path / "data")
+    return create_app(runtime, flush_interval_s=0.05), runtime
+
+
+def login(client, key=SECRET, name="ana"):
+    return client.post(
+        "/console/login",
+        content=f"name={name}&key={key}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+
+
+def test_login_sets_a_strict_httponly_cookie_and_wrong_keys_are_limited(tmp_path):
+    app, runtime = make(tmp_path)
+    with TestClient(app) as client:
+        assert client.get("/console", follow_redirects=False).headers["location"] == (
+            "/console/login"
+        )
+        wrong = login(client, key="nope")
+        assert wrong.status_code == 401 and "wrong key" in wrong.text
+        assert "set-cookie" not in wrong.headers
+        ok = login(client)
+        assert ok.status_code == 303 and ok.headers["location"] == "/console"
+        cookie = ok.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+        page = client.get("/console")
+        assert (
+            page.status_code == 200
+            and "script-src 'self'" in page.headers["content-security-policy"]
+        )
+        session = client.get("/console/api/session").json()
+        assert session["name"] == "ana" and len(session["csrf"]) > 20
+        # a forged Origin cannot log in (login CSRF)
+        forged = client.post(
+            "/console/login",
+            content=f"name=x&key={SECRET}",
+            headers={"origin": "https://evil.example"},
+            follow_redirects=False,
+        )
+        assert forged.status_code == 403
+    runtime.close()
+
+
+def test_too_many_wrong_keys_from_one_address_are_refused_for_a_while():
+    sessions = Sessions(failures_per_minute=3)
+    for _ in range(3):
+        assert sessions.login("bad", SECRET, "x", "10.0.0.1") == "wrong key"
+    assert sessions.login(SECRET, SECRET, "x", "10.0.0.1").startswith("too many")
+    assert not isinstance(sessions.login(SECRET, SECRET, "x", "10.0.0.2"), str)
+
+
+def test_a_new_secret_key_ends_every_session(tmp_path, monkeypatch):
+    sessions = Sessions()
+    session = sessions.login(SECRET, SECRET, "ana", "c")
+    assert not isinstance(session, str)
+    assert sessions.get(session.id, SECRET) is session
+    assert sessions.get(session.id, "sk_rotated") is None
+    assert sessions.get(session.id, SECRET) is None  # gone for good
+
+
+def test_writes_need_the_csrf_token_and_the_feed_sees_decisions(tmp_path):
+    app, runtime = make(tmp_path)
+    with TestClient(app) as client:
+        login(client)
+        csrf = client.get("/console/api/session").json()["csrf"]
+        body = json.dumps({"confirm": "hero-copy-test"})
+        refused = client.post("/console/api/experiments/hero-copy-test/stop", content=body)
+        assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
+        done = client.post(
+            "/console/api/experiments/hero-copy-test/stop",
+            content=body,
+            headers={"x-csrf-token": csrf},
+        )
+        assert done.status_code == 200 and done.json()["who"] == "ana"
+        again = client.post(
+            "/console/api/experiments/hero-copy-test/start",
+            content=json.dumps({"confirm": "wrong"}),
+            headers={"x-csrf-token": csrf},
+        )
+        assert again.status_code == 400 and "confirm" in again.json()["error"]
+
+        now = time.time() * 1000
+        batch = [
+            {"kind": "consent", "event_id": "c", "user_id": "reader", "session_id": "s", "ts": now,
+             "purposes": {"analytics": True, "personalization": True}},
+        ]  # fmt: skip
+        client.post(
+            "/v1/decide?key=pk_demo",
+            json={"user_id": "reader", "session_id": "s", "slots": ["cta"], "events": batch},
+        )
+        live = client.get("/console/api/live").json()
+        assert any(d["slot"] == "cta" for d in live["decisions"])
+        stored = live["decisions"][-1]["user"]
+        assert client.get(f"/console/api/visitor?user_id={stored}").json()["events"]
+
+        # erasure: nothing of the visitor stays in the console's memory
+        erased = client.delete("/v1/users/reader", headers={"authorization": f"Bearer {SECRET}"})
+        assert erased.status_code == 200
+        live = client.get("/console/api/live").json()
+        assert all(d["user"] != stored for d in live["decisions"])
+        assert stored not in app.state.collector.feed.visitors
+    runtime.close()
