@@ -62,6 +62,14 @@ def read_articles(browser, url: str, n: int = 3):
     return reader
 
 
+def until(check, timeout_s: float = 10.0) -> None:
+    """Poll from Python (the console's CSP forbids the eval behind wait_for_function)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
@@ -83,7 +91,7 @@ def test_log_in_and_watch_a_reader_decided_live(demo, browser):
     # the deep-reader rule fired for the reader: the stream says so, with its reason
     page.wait_for_selector('#stream tr[data-source="force"]', timeout=15_000)
     assert "scrolled past 75%" in page.inner_text("#stream")
-    page.wait_for_function("+document.querySelector('#t-pages').textContent >= 1")
+    until(lambda: page.inner_text("#t-pages").isdigit() and int(page.inner_text("#t-pages")) >= 1)
     shot(page, "live")
 
     for tab in ("slots", "bandits"):
