@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from served import served
+from inthread import serve_app
 from trimtab.demo.server import build_app
 
 pytestmark = pytest.mark.browser
@@ -29,7 +29,7 @@ VIEW = {"width": 1300, "height": 900}
 def demo(tmp_path, monkeypatch) -> Iterator[tuple[str, Any]]:
     monkeypatch.setenv("TRIMTAB_SECRET_KEY", SECRET)
     app = build_app(data_dir=tmp_path / "demo")
-    with served(app) as url:
+    with serve_app(app) as url:
         yield url, app.state.collector
 
 

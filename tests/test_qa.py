@@ -165,13 +165,13 @@ def test_cli_makes_a_link_the_server_accepts(tmp_path, monkeypatch):
 
 @pytest.mark.browser
 def test_the_link_holds_in_the_tab_from_page_to_page(tmp_path, browser, monkeypatch):
-    from served import served
+    from inthread import serve_app
     from trimtab.demo.server import build_app
 
     monkeypatch.setenv("TRIMTAB_SECRET_KEY", SECRET)
     token = force_token(SECRET, {"cta": "readers_like_you"}, time.time() + 600)
     app = build_app(data_dir=tmp_path / "demo")
-    with served(app) as url:
+    with serve_app(app) as url:
         index = urllib.request.urlopen(url + "/").read().decode()
         first, second = list(dict.fromkeys(re.findall(r'href="(/article/[^"]+)"', index)))[:2]
         page = browser.new_page(viewport={"width": 1280, "height": 800})
