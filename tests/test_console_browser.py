@@ -41,6 +41,8 @@ def log_in(browser, url: str, name: str = "ana", key: str = SECRET):
     page.fill("#name", name)
     page.fill("#key", key)
     page.click("#login")
+    if key == SECRET:  # the console's script has run and the first live figures arrived
+        page.wait_for_selector("body[data-ready]")
     return context, page
 
 
