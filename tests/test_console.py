@@ -119,6 +119,12 @@ def test_writes_need_the_csrf_token_and_the_feed_sees_decisions(tmp_path):
         stored = live["decisions"][-1]["user"]
         assert client.get(f"/console/api/visitor?user_id={stored}").json()["events"]
 
+        assert client.post("/v1/events?key=pk_wrong", content=b"[]").status_code == 401
+        time.sleep(1.0)  # the figures are computed at most once a second
+        stats = client.get("/console/api/live").json()["stats"]
+        assert stats["errors"] >= 1 and stats["rejected_by_code"].get("401", 0) >= 1
+        assert stats["decisions"] >= 1 and stats["open_pages"] == 0
+
         # erasure: nothing of the visitor stays in the console's memory
         erased = client.delete("/v1/users/reader", headers={"authorization": f"Bearer {SECRET}"})
         assert erased.status_code == 200

@@ -105,7 +105,7 @@ class Console:
         for metric, label in (
             (m.events, "outcome"),
             (m.decisions, "source"),
-            (m.rejected, "reason"),
+            (m.rejected, "code"),
         ):
             for family in metric.collect():
                 for sample in family.samples:
@@ -151,7 +151,7 @@ class Console:
             "decisions": total("trimtab_decisions:"),
             "pushes": counts.get("pushes", 0.0),
             "errors": total("trimtab_requests_rejected:") + total("trimtab_events:rejected"),
-            "rejected_by_reason": {
+            "rejected_by_code": {
                 k.split(":", 1)[1]: v
                 for k, v in counts.items()
                 if k.startswith("trimtab_requests_rejected:")
