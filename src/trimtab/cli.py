@@ -241,11 +241,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_on(app_: Any, sock: socket.socket) -> None:
-    """Serve an ASGI app on an already bound socket (uvicorn, the options `serve` uses)."""
+def _run_on(app_: Any, sock: socket.socket, limits: Any) -> None:
+    """Serve an ASGI app on an already bound socket (uvicorn, the options `serve` uses, with
+    the socket limits of the config: trimtab.connections)."""
     import uvicorn
 
-    config = uvicorn.Config(app_, log_level="warning", ws="websockets-sansio")
+    from trimtab.connections import uvicorn_options
+
+    config = uvicorn.Config(app_, log_level="warning", **uvicorn_options(limits))
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -325,6 +328,7 @@ def serve(
     import uvicorn
 
     from trimtab.collector import create_app
+    from trimtab.connections import uvicorn_options
     from trimtab.scaled import ScaledRuntime, runtime_for
     from trimtab.store.sqlite import StorageError
 
@@ -369,10 +373,10 @@ def serve(
             port=port,
             workers=workers,
             log_level="warning",
-            ws="websockets-sansio",
+            **uvicorn_options(site.limits),
         )
         return
-    _run_on(served, sock)
+    _run_on(served, sock, site.limits)
 
 
 @app.command()
@@ -717,7 +721,7 @@ def demo(
         "3 s, or read several stories of one category: the slots change while you read, and "
         "the “why am I seeing this” panel says why. Ctrl-C stops."
     )
-    _run_on(app_, sock)
+    _run_on(app_, sock, site_config.limits)
 
 
 @app.command()

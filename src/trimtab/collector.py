@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from prometheus_client import (
@@ -34,7 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -69,6 +69,14 @@ def _no_events() -> msgspec.Raw:
     return msgspec.Raw(b"null")
 
 
+# Bounds of what a page says about itself (the number of slots is bounded by the config too:
+# limits.max_slots_per_hello).
+_IdText = Annotated[str, msgspec.Meta(max_length=128)]
+_SlotNames = Annotated[list[_IdText], msgspec.Meta(max_length=1024)]
+_PageText = Annotated[str, msgspec.Meta(max_length=2048)]
+_PageViewId = Annotated[str, msgspec.Meta(max_length=64)]
+
+
 class Hello(msgspec.Struct, kw_only=True):
     """A page saying which slots it has (``POST /v1/decide``, the WebSocket ``hello``).
 
@@ -76,31 +84,71 @@ class Hello(msgspec.Struct, kw_only=True):
     logged and applied before anything is decided, so the first decisions already know them.
     """
 
-    user_id: str
-    session_id: str
-    slots: list[str] = []
-    page: str = ""
-    page_category: str = ""
-    page_view_id: str = ""
+    user_id: _IdText
+    session_id: _IdText
+    slots: _SlotNames = []
+    page: _PageText = ""
+    page_category: _IdText = ""
+    page_view_id: _PageViewId = ""
     events: msgspec.Raw = msgspec.field(default_factory=_no_events)
-    force: str = ""  # a signed QA force token (trimtab.qa), from ?tt_force=
+    force: Annotated[str, msgspec.Meta(max_length=1024)] = ""  # a signed QA force token
+    # (trimtab.qa), from ?tt_force=
 
 
 class Envelope(msgspec.Struct, kw_only=True):
-    type: str
+    type: Annotated[str, msgspec.Meta(max_length=32)]
     events: msgspec.Raw = msgspec.field(default_factory=_no_events)
-    user_id: str = ""
-    session_id: str = ""
-    slots: list[str] = []
-    page: str = ""
-    page_category: str = ""
-    page_view_id: str = ""
-    force: str = ""
+    user_id: _IdText = ""
+    session_id: _IdText = ""
+    slots: _SlotNames = []
+    page: _PageText = ""
+    page_category: _IdText = ""
+    page_view_id: _PageViewId = ""
+    force: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 
 
 _envelope = msgspec.json.Decoder(Envelope)
 _decide_request = msgspec.json.Decoder(Hello)  # a decide request says what a hello says
 _json = msgspec.json.Encoder()
+
+
+class BadMessage(ValueError):
+    """A request or WebSocket message that cannot be decoded; the reason names the problem."""
+
+
+def decode_message(decoder: msgspec.json.Decoder, data: bytes | str) -> Any:
+    """Decode untrusted JSON with ``decoder``; any failure is a :class:`BadMessage`.
+
+    Covers what msgspec leaves to the caller: invalid UTF-8 and nesting too deep to decode.
+    """
+    try:
+        return decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise BadMessage(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise BadMessage(f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise BadMessage("nested too deeply") from None
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; :class:`BadMessage` naming it otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadMessage(f"query parameter {name!r} must be an integer, got {raw[:40]!r}") from None
+    if not low <= value <= high:
+        raise BadMessage(f"query parameter {name!r} must be between {low} and {high}")
+    return value
+
+
+def _same(supplied: str, expected: str) -> bool:
+    """Constant-time comparison of two keys, any characters (compare_digest on str refuses
+    non-ASCII, which turned a stray character in a key into a 500)."""
+    return hmac.compare_digest(supplied.encode("utf-8", "replace"), expected.encode())
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -184,6 +232,10 @@ class Collector:
     def site(self):
         return self.runtime.config.site
 
+    @property
+    def limits(self):
+        return self.runtime.config.limits
+
     def _stored_consent(self, user_id: str) -> dict[str, bool] | None:
         state = self.runtime.state_of(user_id)
         return None if state is None else state.values.get("consent")
@@ -193,7 +245,7 @@ class Collector:
         site = self.site
         if not key:
             return 401, "missing site key: pass ?key=pk_…"
-        if not hmac.compare_digest(key, site.public_key):
+        if not _same(key, site.public_key):
             return 401, "unknown site key"
         if origin and "*" not in site.origins and origin not in site.origins:
             return 403, f"origin {origin} is not in this site's allow-list"
@@ -206,7 +258,7 @@ class Collector:
         supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not secret:
             return _error(403, "admin API disabled: no secret key configured")
-        if not supplied or not hmac.compare_digest(supplied, secret):
+        if not supplied or not _same(supplied, secret):
             return _error(401, "admin routes need Authorization: Bearer <secret key>")
         return None
 
@@ -224,15 +276,36 @@ class Collector:
         }
 
     # -- the loop ---------------------------------------------------------------------------
+    def slots_problem(self, hello: Hello | Envelope) -> str:
+        """Why a hello's slot list is refused ("" when it is fine)."""
+        most = self.limits.max_slots_per_hello
+        if len(hello.slots) > most:
+            return (
+                f"too many slots: {len(hello.slots)} named, at most {most} allowed "
+                "(limits.max_slots_per_hello) - at `$.slots`"
+            )
+        return ""
+
     def page_of(
-        self, hello: Hello | Envelope, send: Callable[[bytes], Awaitable[None]] | None = None
+        self,
+        hello: Hello | Envelope,
+        send: Callable[[bytes], Awaitable[None]] | None = None,
+        gpc: bool = False,
     ) -> LiveConnection:
-        """The open page a hello (or decide request) describes, under the stored user id."""
+        """The open page a hello (or decide request) describes, under the stored user id.
+
+        Only the config's slots are kept, each once: a name the site does not declare is never
+        decided, so it writes no decision row. ``gpc``: the request carried ``Sec-GPC: 1``.
+        """
+        if gpc:
+            self.gate.note_gpc(hello.user_id)
         user = self.gate.user_id(hello.user_id)
+        known = self.runtime.engine.slots
+        slots = [name for name in dict.fromkeys(hello.slots) if name in known]
         conn = LiveConnection(
             user_id=user,
             session_id=hello.session_id,
-            slots=hello.slots,
+            slots=slots,
             page=self.gate.scrub_page(hello.page),
             page_category=scrub_label(hello.page_category),
             page_view_id=hello.page_view_id[:64],
@@ -291,7 +364,12 @@ class Collector:
         return decisions
 
     async def open_page(
-        self, conn: LiveConnection, raw_user: str, events: msgspec.Raw, register: bool = False
+        self,
+        conn: LiveConnection,
+        raw_user: str,
+        events: msgspec.Raw,
+        register: bool = False,
+        gpc: bool = False,
     ) -> tuple[list[Decision], dict[str, Any], tuple[int, list[EventError]] | None]:
         """A page's hello (or decide request): its first events, then its first decisions.
 
@@ -305,7 +383,7 @@ class Collector:
         if bytes(events) not in (b"null", b"[]"):
             started = time.perf_counter()
             accepted, errors, changed = await self.accept_events(
-                bytes(events), bound=(raw_user, conn.session_id)
+                bytes(events), bound=(raw_user, conn.session_id), gpc=gpc
             )
             await self.push(changed, started)
             ack = (accepted, errors)
@@ -352,13 +430,23 @@ class Collector:
         return len(decisions)
 
     async def accept_events(
-        self, body: bytes, bound: tuple[str, str] | None = None
+        self, body: bytes, bound: tuple[str, str] | None = None, gpc: bool = False
     ) -> tuple[int, list[EventError], set[tuple[str, str]]]:
         """Decode, gate, log and apply a batch; returns (accepted, rejected, changed sessions).
 
         ``bound`` is the (user, session) a live socket said hello as: its events must match.
+        An event dated outside the clock-skew window (``limits.clock_skew_*``) is rejected.
+        ``gpc``: the request carried ``Sec-GPC: 1`` (no consent implied for its users).
         """
-        result = decode_batch(body)
+        limits = self.limits
+        result = decode_batch(
+            body,
+            max_past_ms=limits.clock_skew_past_s * 1000.0,
+            max_ahead_ms=limits.clock_skew_future_s * 1000.0,
+        )
+        if gpc:
+            for event in result.events:
+                self.gate.note_gpc(event.user_id)
         errors = list(result.errors)
         kept: list[AnyEvent] = []
         # Consent given in an earlier visit lives in the user's state: have it at hand.
@@ -440,15 +528,35 @@ def create_app(
             )
             return cors, _error(status, reason, headers), b""
         limit = collector.site.max_body_bytes
+        closing = {**cors, "Connection": "close"}  # the rest of the body is not read
+        too_large = f"body larger than {limit} bytes (site.max_body_bytes)"
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             collector.metrics.rejected.labels("413").inc()
-            return cors, _error(413, f"body larger than {limit} bytes", cors), b""
-        body = await request.body()
-        if len(body) > limit:
-            collector.metrics.rejected.labels("413").inc()
-            return cors, _error(413, f"body larger than {limit} bytes", cors), b""
-        return cors, None, body
+            return cors, _error(413, too_large, closing), b""
+        # The limit holds while the body streams in (a chunked body declares no length), and
+        # the whole body must arrive within the request deadline.
+        chunks: list[bytes] = []
+        size = 0
+        seconds = collector.limits.http_request_timeout_s
+        try:
+            async with asyncio.timeout(seconds):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        collector.metrics.rejected.labels("413").inc()
+                        return cors, _error(413, too_large, closing), b""
+                    chunks.append(chunk)
+        except TimeoutError:
+            collector.metrics.rejected.labels("408").inc()
+            return cors, _error(408, f"body not received within {seconds:g} s", closing), b""
+        except ClientDisconnect:
+            return cors, _error(400, "client went away before the body arrived", closing), b""
+        return cors, None, b"".join(chunks)
+
+    def gpc(request: Request | WebSocket) -> bool:
+        """Whether the browser sent Global Privacy Control (honoured under implied consent)."""
+        return request.headers.get("sec-gpc", "").strip() == "1"
 
     async def events(request: Request) -> Response:
         cors, refused, body = await admit(request)
@@ -456,7 +564,7 @@ def create_app(
             return refused
         started = time.perf_counter()
         try:
-            accepted, errors, changed = await collector.accept_events(body)
+            accepted, errors, changed = await collector.accept_events(body, gpc=gpc(request))
         except BatchError as exc:
             return _error(400, str(exc), cors)
         except StorageError as exc:  # nothing acknowledged: the tracker keeps the batch
@@ -473,12 +581,18 @@ def create_app(
         if refused is not None:
             return refused
         try:
-            body = _decide_request.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            body = decode_message(_decide_request, raw)
+        except BadMessage as exc:
             return _error(400, f"bad decide request: {exc}", cors)
-        page = collector.page_of(body)
+        problem = collector.slots_problem(body)
+        if problem:
+            return _error(400, f"bad decide request: {problem}", cors)
+        sent_gpc = gpc(request)
+        page = collector.page_of(body, gpc=sent_gpc)
         try:
-            decisions, triggers, ack = await collector.open_page(page, body.user_id, body.events)
+            decisions, triggers, ack = await collector.open_page(
+                page, body.user_id, body.events, gpc=sent_gpc
+            )
         except BatchError as exc:
             return _error(400, f"bad decide request: events: {exc}", cors)
         except StorageError as exc:  # nothing acknowledged: the page may send them again
@@ -514,44 +628,90 @@ def create_app(
             return
         conn: LiveConnection | None = None
         raw_user = ""
+        sent_gpc = gpc(ws)
+        limits = collector.limits
+        network = truncate_ip(client)
+        # hellos of this socket: a token bucket of its own (the client's network pays too)
+        hellos = RateLimiter(limits.hello_rate_per_s, limits.hello_burst, max_clients=1)
+        hello_by = time.monotonic() + limits.ws_handshake_timeout_s
 
         async def send(message: bytes) -> None:
             await ws.send_text(message.decode())
 
+        async def refuse(reason: str) -> None:
+            await send(_json.encode({"type": "error", "reason": reason}))
+
+        async def close(code: int, reason: str) -> None:
+            """Say why, then close (the reason goes in the close frame too)."""
+            collector.metrics.rejected.labels(f"ws{code}").inc()
+            with contextlib.suppress(Exception):
+                await refuse(reason)
+                await ws.close(code=code, reason=reason[:120])
+
+        def ack(accepted: int, errors: list[EventError]) -> bytes:
+            rejected = [{"index": e.index, "path": e.path, "reason": e.reason} for e in errors]
+            return _json.encode({"type": "ack", "accepted": accepted, "rejected": rejected})
+
         collector.metrics.live.inc()
         try:
             while True:
-                raw = await ws.receive_text()
+                # Before its hello a socket has until hello_by; after it, ws_idle_timeout_s
+                # between messages.
+                wait = hello_by - time.monotonic() if conn is None else limits.ws_idle_timeout_s
+                try:
+                    message = await asyncio.wait_for(ws.receive(), max(wait, 0.0))
+                except TimeoutError:
+                    if conn is None:
+                        seconds = f"{limits.ws_handshake_timeout_s:g}"
+                        await close(4408, f"no hello within {seconds} s")
+                    else:
+                        await close(1001, f"idle for {limits.ws_idle_timeout_s:g} s")
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")
+                if raw is None:
+                    await refuse("binary frames are not accepted: send JSON text")
+                    continue
                 started = time.perf_counter()
                 if len(raw) > collector.site.max_body_bytes:
                     collector.metrics.rejected.labels("413").inc()
                     limit = collector.site.max_body_bytes
-                    await send(
-                        _json.encode(
-                            {"type": "error", "reason": f"message larger than {limit} bytes"}
-                        )
-                    )
+                    await refuse(f"message larger than {limit} bytes")
                     continue
                 try:
-                    envelope = _envelope.decode(raw)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    await send(_json.encode({"type": "error", "reason": f"bad message: {exc}"}))
+                    envelope = decode_message(_envelope, raw)
+                except BadMessage as exc:
+                    await refuse(f"bad message: {exc}")
                     continue
                 if envelope.type == "hello":
+                    if not hellos.allow("hello", "socket"):
+                        rate = f"{limits.hello_rate_per_s:g}"
+                        await close(4429, f"too many hellos: at most {rate} per second")
+                        return
+                    if not collector.limiter.allow(
+                        collector.site.public_key, network, cost=limits.hello_cost
+                    ):
+                        await close(4429, "rate limit exceeded for this key and client")
+                        return
+                    problem = collector.slots_problem(envelope)
+                    if problem:
+                        await refuse(f"bad hello: {problem}")
+                        continue
                     if conn is not None:
                         collector.hub.close(conn)
                         conn = None
                     raw_user = envelope.user_id
-                    page = collector.page_of(envelope, send)
+                    page = collector.page_of(envelope, send, gpc=sent_gpc)
                     try:
-                        decisions, triggers, ack = await collector.open_page(
-                            page, raw_user, envelope.events, register=True
+                        decisions, triggers, first = await collector.open_page(
+                            page, raw_user, envelope.events, register=True, gpc=sent_gpc
                         )
                     except (BatchError, StorageError) as exc:
                         collector.hub.close(page)
                         # nothing decided, nothing acknowledged: closing makes the tracker
                         # queue the events again and say hello anew after a pause
-                        await send(_json.encode({"type": "error", "reason": str(exc)}))
+                        await refuse(str(exc))
                         await ws.close(code=1013)
                         return
                     conn = page
@@ -563,53 +723,27 @@ def create_app(
                     if triggers:
                         answer["triggers"] = triggers
                     await send(_json.encode(answer))
-                    accepted, errors = ack or (0, [])
-                    await send(
-                        _json.encode(
-                            {
-                                "type": "ack",
-                                "accepted": accepted,
-                                "rejected": [
-                                    {"index": e.index, "path": e.path, "reason": e.reason}
-                                    for e in errors
-                                ],
-                            }
-                        )
-                    )
+                    await send(ack(*(first or (0, []))))
                 elif envelope.type == "events":
                     if conn is None:
-                        await send(_json.encode({"type": "error", "reason": "send hello first"}))
+                        await refuse("send hello first")
                         continue
-                    if not collector.limiter.allow(collector.site.public_key, truncate_ip(client)):
-                        await send(_json.encode({"type": "error", "reason": "rate limit exceeded"}))
-                        await ws.close(code=4429)
+                    if not collector.limiter.allow(collector.site.public_key, network):
+                        await close(4429, "rate limit exceeded")
                         return
                     try:
                         accepted, errors, changed = await collector.accept_events(
-                            bytes(envelope.events), bound=(raw_user, conn.session_id)
+                            bytes(envelope.events), bound=(raw_user, conn.session_id), gpc=sent_gpc
                         )
                     except (BatchError, StorageError) as exc:
                         # not acknowledged: the tracker keeps the batch and sends it again
-                        await send(_json.encode({"type": "error", "reason": str(exc)}))
+                        await refuse(str(exc))
                         continue
                     await collector.push(changed, started)
                     collector.metrics.ingest_seconds.observe(time.perf_counter() - started)
-                    await send(
-                        _json.encode(
-                            {
-                                "type": "ack",
-                                "accepted": accepted,
-                                "rejected": [
-                                    {"index": e.index, "path": e.path, "reason": e.reason}
-                                    for e in errors
-                                ],
-                            }
-                        )
-                    )
+                    await send(ack(accepted, errors))
                 else:
-                    await send(
-                        _json.encode({"type": "error", "reason": f"unknown type {envelope.type!r}"})
-                    )
+                    await refuse(f"unknown type {envelope.type!r}")
         except WebSocketDisconnect:
             pass
         finally:
@@ -675,9 +809,11 @@ def create_app(
         collector.runtime.decision_log.flush_sync()
         raw = request.query_params.get("user_id")
         user = collector.gate.user_id(raw) if raw else None
-        records = collector.runtime.decision_log.read(
-            user, int(request.query_params.get("limit", 100))
-        )
+        try:
+            limit = query_int(request, "limit", 100, 1, 100_000)
+        except BadMessage as exc:
+            return _error(400, str(exc))
+        records = collector.runtime.decision_log.read(user, limit)
         return Response(_json.encode(records), media_type="application/json")
 
     async def features(request: Request) -> Response:
@@ -758,7 +894,18 @@ def create_app(
             await runtime.stop()
             versions.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    async def undecodable(request: Request, exc: Exception) -> Response:
+        """The last net under every route: input no handler could decode is a 400, never a
+        500 (handlers catch what they expect; this catches what slipped past them)."""
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
+        collector.metrics.rejected.labels("400").inc()
+        return _error(400, f"request could not be decoded: {reason}", {"Connection": "close"})
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={RecursionError: undecodable, UnicodeDecodeError: undecodable},
+    )
     app.state.collector = collector
     return app
 
@@ -772,7 +919,9 @@ def app_from_env() -> Starlette:
     import os
 
     from trimtab.config import load_config
+    from trimtab.connections import configure
     from trimtab.scaled import runtime_for
 
     config = load_config(os.environ["TRIMTAB_CONFIG"])
+    configure(config.limits)  # this worker's sockets get the config's limits
     return create_app(runtime_for(config, os.environ.get("TRIMTAB_DATA_DIR") or None))

@@ -63,6 +63,35 @@ class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fsync: bool = False
 
 
+class LimitsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Bounds on what one client may send and hold (docs/reliability.md, "Limits")."""
+
+    # an event's ts may lie this far behind / ahead of the server's clock, else it is rejected
+    clock_skew_past_s: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
+    clock_skew_future_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # WebSocket hellos: per socket (a token bucket) and per client network (the site's rate
+    # limiter, each hello costing hello_cost requests)
+    hello_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    hello_burst: Annotated[int, msgspec.Meta(ge=1)] = 5
+    hello_cost: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    max_slots_per_hello: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    # a WebSocket that has not said hello this long after opening is closed (4408)
+    ws_handshake_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    # a WebSocket that sent nothing this long is closed (1001); the tracker reconnects
+    ws_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # largest WebSocket message; larger frames are refused from their header (close 1009)
+    ws_max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
+    # an HTTP request's head and body must arrive within this (else the socket is closed)
+    http_request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    # an idle keep-alive HTTP connection is closed after this
+    keep_alive_timeout_s: Annotated[int, msgspec.Meta(ge=1)] = 5
+    # on shutdown, open requests and sockets get this long before they are cut
+    shutdown_timeout_s: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # open sockets (HTTP and WebSocket) one client address may hold; 0: no cap (behind a
+    # proxy every client shares the proxy's address: cap there instead)
+    max_connections_per_client: Annotated[int, msgspec.Meta(ge=0)] = 64
+
+
 class FeatureDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: str
     # page: reset by every page view; session: this visit; user: this reader. Unset: the
@@ -121,6 +150,7 @@ class SlotDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     site: SiteSection = msgspec.field(default_factory=SiteSection)
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
+    limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     features: dict[str, FeatureDecl] = {}
     slots: dict[str, SlotDecl] = {}
     # Metric and experiment declarations are validated by trimtab.experiments.spec.
@@ -174,7 +204,17 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
     """Validate a config already parsed into Python objects."""
     if not isinstance(data, dict):
         raise ConfigError(source, "$", "the config must be a mapping at the top level")
-    known = {"site", "storage", "features", "slots", "metrics", "experiments", "models", "segments"}
+    known = {
+        "site",
+        "storage",
+        "limits",
+        "features",
+        "slots",
+        "metrics",
+        "experiments",
+        "models",
+        "segments",
+    }
     for key in data:
         if key not in known:
             raise ConfigError(
@@ -183,6 +223,7 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
     config = SiteConfig(
         site=_convert(data.get("site") or {}, SiteSection, "$.site", source),
         storage=_convert(data.get("storage") or {}, StorageSection, "$.storage", source),
+        limits=_convert(data.get("limits") or {}, LimitsSection, "$.limits", source),
         features=_convert_named(data.get("features"), FeatureDecl, "$.features", source),
         slots=_convert_named(data.get("slots"), SlotDecl, "$.slots", source),
         metrics=_mapping(data.get("metrics"), "$.metrics", source),

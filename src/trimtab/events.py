@@ -16,6 +16,7 @@ event 1: Expected `float` <= 1.0 - at `$[1].depth`
 
 from __future__ import annotations
 
+import math
 import time
 import typing
 from typing import Annotated, Any, Literal
@@ -27,9 +28,17 @@ from trimtab.validation import reroot
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Name = Annotated[str, msgspec.Meta(max_length=128)]
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
-# Client timestamps are epoch milliseconds; anything before 2001 or absurdly far ahead is a bug.
+# Every number a browser sends is bounded: one visitor's extreme value must never reach a sum,
+# a score or a model every visitor shares (an unbounded dwell overflowed sums to inf).
+MAX_DURATION_MS = 3_600_000.0  # one report of hover or visible time: at most an hour
+MAX_VELOCITY = 1e6  # px/s, either direction
+MAX_AMOUNT = 1e12  # a custom event's number (a purchase amount, a count)
+Duration = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION_MS)]
+# Client timestamps are epoch milliseconds; the collector also keeps them within a clock-skew
+# window of its own clock (see :func:`check_clock`).
 EpochMs = Annotated[float, msgspec.Meta(ge=1.0, le=1e14)]
+Amount = Annotated[float, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+Text = Annotated[str, msgspec.Meta(max_length=1024)]
 
 
 class Event(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True):
@@ -58,14 +67,14 @@ class PageView(Event, tag="page_view", kw_only=True):
     url: Annotated[str, msgspec.Meta(max_length=2048)] = ""
     title: Annotated[str, msgspec.Meta(max_length=512)] = ""
     referrer: Annotated[str, msgspec.Meta(max_length=2048)] = ""
-    slots: list[Name] = []
+    slots: Annotated[list[Name], msgspec.Meta(max_length=64)] = []
 
 
 class Scroll(Event, tag="scroll", kw_only=True):
     """Scroll position as a fraction of the page (``depth``) and signed speed in px/s."""
 
     depth: Fraction
-    velocity: Annotated[float, msgspec.Meta(ge=-1e6, le=1e6)] = 0.0
+    velocity: Annotated[float, msgspec.Meta(ge=-MAX_VELOCITY, le=MAX_VELOCITY)] = 0.0
 
 
 class Hover(Event, tag="hover", kw_only=True):
@@ -76,7 +85,7 @@ class Hover(Event, tag="hover", kw_only=True):
     category: Name = ""
     slot: Name = ""  # the data-tt-slot the element sits in, if any
     nav: bool = False  # inside data-tt-nav markup: navigation or chrome, never interest
-    dwell_ms: NonNegative
+    dwell_ms: Duration
 
 
 class Visible(Event, tag="visible", kw_only=True):
@@ -87,7 +96,7 @@ class Visible(Event, tag="visible", kw_only=True):
     category: Name = ""
     slot: Name = ""
     nav: bool = False
-    visible_ms: NonNegative
+    visible_ms: Duration
     fraction: Fraction = 1.0
 
 
@@ -105,13 +114,13 @@ class Custom(Event, tag="custom", kw_only=True):
     """A site-defined event (``add_to_cart``, ``expand``, ``purchase``...)."""
 
     name: Id
-    value: str | float | bool | None = None
+    value: Text | Amount | bool | None = None
 
 
 class Consent(Event, tag="consent", kw_only=True):
     """The visitor's consent choice, purpose name → granted."""
 
-    purposes: dict[Name, bool]
+    purposes: Annotated[dict[Name, bool], msgspec.Meta(max_length=16)]
 
 
 class Context(Event, tag="context", kw_only=True):
@@ -180,41 +189,121 @@ def _split_error(message: str, index: int) -> EventError:
     return EventError(index, *reroot(message, f"$[{index}]"))
 
 
-def decode_batch(data: bytes | str, received_ms: float | None = None) -> BatchResult:
+def decode_batch(
+    data: bytes | str,
+    received_ms: float | None = None,
+    *,
+    max_past_ms: float | None = None,
+    max_ahead_ms: float | None = None,
+) -> BatchResult:
     """Decode and validate a JSON array of events.
 
     The whole array is decoded in one pass when it is valid (the common case); otherwise each
     element is decoded alone so that one bad event costs only itself. ``received_ms`` stamps
-    the server-received time (default: now).
+    the server-received time (default: now). With ``max_past_ms`` / ``max_ahead_ms`` an event
+    whose ``ts`` lies further from ``received_ms`` than that is rejected (:func:`check_clock`).
     """
     now = time.time() * 1000.0 if received_ms is None else received_ms
     try:
         events = _batch_decoder.decode(data)
+        indices: list[int] | None = None
         errors: list[EventError] = []
-    except msgspec.ValidationError:
-        events, errors = _decode_one_by_one(data)
+    except (msgspec.ValidationError, UnicodeDecodeError):  # one bad element costs only itself
+        events, indices, errors = _decode_one_by_one(data)
     except msgspec.DecodeError as exc:
         raise BatchError(f"batch is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BatchError("batch is nested too deeply") from None
     for event in events:
         event.received = now
+    if max_past_ms is not None or max_ahead_ms is not None:
+        events, late = check_clock(events, indices, now, max_past_ms, max_ahead_ms)
+        if late:
+            errors = sorted([*errors, *late], key=lambda e: e.index)
     return BatchResult(events, errors)
 
 
-def _decode_one_by_one(data: bytes | str) -> tuple[list[AnyEvent], list[EventError]]:
+def _span(ms: float) -> str:
+    """A duration in words: ``5 min``, ``26.0 h``, ``1,200,000 days``."""
+    if ms < 3_600_000:
+        return f"{ms / 60_000:.0f} min"
+    if ms < 4 * 86_400_000:
+        return f"{ms / 3_600_000:.1f} h"
+    return f"{ms / 86_400_000:,.0f} days"
+
+
+def check_clock(
+    events: list[AnyEvent],
+    indices: list[int] | None,
+    now_ms: float,
+    max_past_ms: float | None,
+    max_ahead_ms: float | None,
+) -> tuple[list[AnyEvent], list[EventError]]:
+    """Keep the events whose ``ts`` lies within the clock-skew window around ``now_ms``.
+
+    A browser's clock is the visitor's to set: an event dated far in the future froze a
+    user's recency-weighted interest for good, one dated long ago slips into stale windows.
+    Returns the kept events and one error per event outside (``indices`` maps an event to
+    its position in the batch; None when every element decoded).
+
+    >>> e = Scroll(event_id="e", user_id="u", session_id="s", ts=1e14, depth=0.5)
+    >>> kept, late = check_clock([e], None, 1.7e12, 86_400_000, 300_000)
+    >>> kept
+    []
+    >>> late[0].reason
+    "timestamp is 1,137,731 days ahead of the server's clock (at most 5 min allowed)"
+    """
+    kept: list[AnyEvent] = []
+    late: list[EventError] = []
+    earliest = now_ms - max_past_ms if max_past_ms is not None else -math.inf
+    latest = now_ms + max_ahead_ms if max_ahead_ms is not None else math.inf
+    for position, event in enumerate(events):
+        ts = event.ts
+        if earliest <= ts <= latest:
+            kept.append(event)
+            continue
+        index = position if indices is None else indices[position]
+        if ts > latest:
+            reason = (
+                f"timestamp is {_span(ts - now_ms)} ahead of the server's clock "
+                f"(at most {_span(max_ahead_ms or 0.0)} allowed)"
+            )
+        else:
+            reason = (
+                f"timestamp is {_span(now_ms - ts)} behind the server's clock "
+                f"(at most {_span(max_past_ms or 0.0)} allowed)"
+            )
+        late.append(EventError(index, f"$[{index}].ts", reason))
+    return kept, late
+
+
+def _decode_one_by_one(
+    data: bytes | str,
+) -> tuple[list[AnyEvent], list[int], list[EventError]]:
     try:
         raws = _raw_decoder.decode(data)
     except msgspec.ValidationError:
         raise BatchError("batch must be a JSON array of event objects") from None
     except msgspec.DecodeError as exc:
         raise BatchError(f"batch is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BatchError("batch is nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise BatchError(f"batch is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
     events: list[AnyEvent] = []
+    indices: list[int] = []
     errors: list[EventError] = []
     for index, raw in enumerate(raws):
         try:
             events.append(_one_decoder.decode(raw))
+            indices.append(index)
         except msgspec.ValidationError as exc:
             errors.append(_split_error(str(exc), index))
-    return events, errors
+        except UnicodeDecodeError as exc:
+            errors.append(EventError(index, f"$[{index}]", f"not valid UTF-8: {exc.reason}"))
+        except (msgspec.DecodeError, RecursionError) as exc:
+            errors.append(EventError(index, f"$[{index}]", f"not a valid event: {exc}"))
+    return events, indices, errors
 
 
 def encode(events: list[AnyEvent] | AnyEvent) -> bytes:

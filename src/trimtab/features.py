@@ -60,6 +60,7 @@ SEEN_IDS_PER_USER = 20_000
 SESSION_TIMEOUT_MS = 30 * 60 * 1000
 MAX_SESSIONS_PER_USER = 8
 MAX_PAGES_PER_SESSION = 4  # page views whose state a session keeps (tabs, late events)
+MAX_SUM = 1e15  # where a summed feature stops growing (bounded inputs never reach it in years)
 
 
 class FeatureSpec(msgspec.Struct, frozen=True):
@@ -148,13 +149,18 @@ def _key_getter(by: str) -> Callable[[Any], str]:
 
 
 def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0) -> Updater:
-    """Sum of ``amount(event)``, in total or keyed by element / kind / category."""
+    """Sum of ``amount(event)``, in total or keyed by element / kind / category.
+
+    Amounts are bounded by the event schema and a sum stops at :data:`MAX_SUM`, so no sum
+    ever becomes infinite (nor, divided by another, NaN).
+    """
     name = spec.name
     if spec.by == "total":
 
         def update_total(owner: Owner, e: Any) -> None:
             values = owner.values
-            values[name] = values.get(name, zero) + amount(e)
+            total = values.get(name, zero) + amount(e)
+            values[name] = total if total < MAX_SUM else MAX_SUM
 
         return update_total
     key_of = _key_getter(spec.by)
@@ -165,7 +171,8 @@ def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0
         if table is None:
             table = values[name] = {}
         key = key_of(e)
-        table[key] = table.get(key, zero) + amount(e)
+        total = table.get(key, zero) + amount(e)
+        table[key] = total if total < MAX_SUM else MAX_SUM
 
     return update_by
 
@@ -269,7 +276,11 @@ def _interest(spec: FeatureSpec) -> Updater:
             st = owner.aux[name] = [e.ts, e.ts, {}, 0]
         x = rate * (e.ts - st[0])
         growth = st[2]
-        if x > 300.0:  # rebase long before floats overflow (~700)
+        if x != x:  # a state poisoned before timestamps were bounded: start it afresh
+            growth.clear()
+            st[0] = st[1] = e.ts
+            x = 0.0
+        elif x > 300.0:  # rebase long before floats overflow (~700)
             shrink = exp(-x)
             for key in growth:
                 growth[key] *= shrink

@@ -148,6 +148,9 @@ class PrivacyGate:
         # pseudonymous user id -> purposes granted (analytics, personalization)
         self.consents: dict[str, dict[str, bool]] = {}
         self.dropped_without_consent = 0
+        # Users whose browser sent Global Privacy Control (``Sec-GPC: 1``): under implied
+        # consent they are treated as having refused, until they choose explicitly.
+        self.gpc: dict[str, None] = {}
         # Where a consent given in an earlier process lifetime can be found (the user's state).
         self.stored_consent = stored_consent
 
@@ -172,8 +175,16 @@ class PrivacyGate:
             if granted is not None:
                 self._remember_consent(user_id, granted)
         if granted is None:
-            return self.consent_mode == "implied"
+            return self.consent_mode == "implied" and user_id not in self.gpc
         return bool(granted.get(purpose, False))
+
+    def note_gpc(self, raw_user_id: str) -> None:
+        """The user's browser sent ``Sec-GPC: 1``: no consent is implied for them (an
+        explicit choice still counts), as the tracker does with ``navigator.globalPrivacyControl``.
+        """
+        if len(self.gpc) >= self._cache_size:
+            self.gpc.clear()  # bounded; every request of such a browser carries the header
+        self.gpc[self.user_id(raw_user_id)] = None
 
     def personalization_allowed(self, user_id: str) -> bool:
         return self.allows(user_id, _PURPOSE_PERSONALIZATION)
