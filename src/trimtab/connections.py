@@ -11,7 +11,8 @@ These protocol classes, given to uvicorn by ``trimtab serve`` and ``trimtab demo
   within the deadline; otherwise the client is answered ``408`` (when no answer has started)
   and the socket is closed.
 - **A cap on open sockets per client address** (``limits.max_connections_per_client``),
-  HTTP and WebSocket alike: a connection beyond it is answered ``503`` and closed at once.
+  HTTP and WebSocket alike: a connection beyond it is answered ``503`` and closed at once,
+  before anything is read (a client whose request arrives after the close sees a reset).
 
 WebSocket sockets are bounded by the collector itself (a hello within
 ``limits.ws_handshake_timeout_s``, then a message at least every ``limits.ws_idle_timeout_s``)
