@@ -707,7 +707,11 @@ def create_app(
                         decisions, triggers, first = await collector.open_page(
                             page, raw_user, envelope.events, register=True, gpc=sent_gpc
                         )
-                    except (BatchError, StorageError) as exc:
+                    except BatchError as exc:  # the hello's events are not a batch
+                        collector.hub.close(page)
+                        await refuse(f"bad hello: events: {exc}")
+                        continue
+                    except StorageError as exc:
                         collector.hub.close(page)
                         # nothing decided, nothing acknowledged: closing makes the tracker
                         # queue the events again and say hello anew after a pause
