@@ -142,12 +142,14 @@ def test_an_empty_window_is_refused(data_dir):
         train(site(), "p_card", data_dir, since_ms=4e12)
 
 
-def test_non_finite_features_are_refused_with_the_column(tmp_path):
+def test_a_log_holding_values_beyond_todays_bounds_trains_on_them_clamped(tmp_path):
+    """Written by a version that accepted a 1e308 ms dwell: read back within the bound (one
+    hour), so the sums stay finite and the model trains instead of failing on the column."""
     events = []
     for i in range(100):
         s = {"user_id": f"u{i}", "session_id": f"s{i}", "page_category": "news"}
         events.append(PageView(event_id=f"p{i}", ts=1.75e12 + i * 1e6, page="/a", **s))
-        for j in range(2):  # two huge dwells overflow the sum to infinity
+        for j in range(2):  # two huge dwells once overflowed the sum to infinity
             events.append(
                 Hover(event_id=f"h{i}-{j}", ts=1.75e12 + i * 1e6 + 10 + j, element="img",
                       element_kind="image", dwell_ms=1e308 if i == 7 else 100.0, **s)
@@ -155,12 +157,29 @@ def test_non_finite_features_are_refused_with_the_column(tmp_path):
     events.append(PageView(event_id="end", user_id="z", session_id="z", ts=1.76e12))
     log = SqliteEventLog(tmp_path / "events.sqlite")
     log.append_sync(events)
+    stored = {e.event_id: e for e in log.iter_all()}
     log.close_sync()
+    assert stored["h7-0"].dwell_ms == 3_600_000.0 and stored["h8-0"].dwell_ms == 100.0
+    # training gets past the finite check (this data then has no positive label to learn)
     model = {**MODEL, "target": {"event": "hover:*", "within": 3600}}
-    with pytest.raises(TrainError) as caught:
+    with pytest.raises(TrainError, match="only one class") as caught:
         train(site(p_h=model), "p_h", tmp_path)
-    assert str(caught.value).startswith("model p_h: features[log(sum(hover_ms_by_kind))]: ")
-    assert "NaN or infinite" in str(caught.value) and "user u7" in str(caught.value)
+    assert "NaN or infinite" not in str(caught.value)
+
+
+def test_non_finite_features_are_refused_with_the_column():
+    from trimtab.models.columns import Columns, parse_columns
+    from trimtab.models.dataset import Row
+    from trimtab.models.train import _check_finite
+
+    cols = Columns(parse_columns(["a", "b"]))
+    x = np.array([[1.0, 2.0], [3.0, np.inf], [np.nan, np.nan]])
+    rows = [Row(f"u{i}", "s", 1.75e12 + i, {}) for i in range(3)]
+    with pytest.raises(TrainError) as caught:
+        _check_finite("p_h", cols, x, rows)
+    # the first column holding one, and the first row of it
+    assert str(caught.value).startswith(f"model p_h: features[{cols.names[0]}]: 1 rows hold ")
+    assert "NaN or infinite values (first: user u2" in str(caught.value)
 
 
 def test_unknown_model_names_the_declared_ones(data_dir):

@@ -312,8 +312,45 @@ def encode(events: list[AnyEvent] | AnyEvent) -> bytes:
 
 
 def decode_one(data: bytes | str) -> AnyEvent:
-    """Decode a single stored event (trusted data, e.g. from the event log)."""
-    return _one_decoder.decode(data)
+    """Decode a single stored event (trusted data, e.g. from the event log).
+
+    An event stored before a bound was tightened (a dwell of 1e308 ms, logged by a version
+    that accepted it) is read with its numbers clamped into today's bounds: old logs replay,
+    and what they replay cannot poison a sum.
+
+    >>> old = b'{"kind":"hover","event_id":"h","user_id":"u","session_id":"s","ts":1,'
+    >>> decode_one(old + b'"element":"a","dwell_ms":1e308}').dwell_ms
+    3600000.0
+    """
+    try:
+        return _one_decoder.decode(data)
+    except msgspec.ValidationError:
+        return _clamped(data)
+
+
+# Stored numbers clamped into their bounds when a stored event is older than the bound.
+_CLAMPED = {
+    "dwell_ms": (0.0, MAX_DURATION_MS),
+    "visible_ms": (0.0, MAX_DURATION_MS),
+    "velocity": (-MAX_VELOCITY, MAX_VELOCITY),
+}
+_loose = msgspec.json.Decoder(dict[str, Any])
+
+
+def _clamped(data: bytes | str) -> AnyEvent:
+    fields = _loose.decode(data)
+    for name, (low, high) in _CLAMPED.items():
+        value = fields.get(name)
+        if type(value) in (int, float) and not low <= value <= high:
+            fields[name] = min(max(float(value), low), high)
+    value = fields.get("value")
+    if type(value) in (int, float) and not -MAX_AMOUNT <= value <= MAX_AMOUNT:
+        fields["value"] = min(max(float(value), -MAX_AMOUNT), MAX_AMOUNT)
+    elif type(value) is str:
+        fields["value"] = value[:1024]
+    if isinstance(fields.get("slots"), list):
+        fields["slots"] = fields["slots"][:64]
+    return msgspec.convert(fields, AnyEvent)  # anything else still wrong raises
 
 
 def to_dict(event: AnyEvent) -> dict[str, Any]:
