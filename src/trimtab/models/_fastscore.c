@@ -143,14 +143,21 @@ static int lookup2(PyObject *first, PyObject *k2, PyObject **out) {
 static int reader_fill(Reader *r, PyObject *attrs, double *out) {
     memset(out, 0, sizeof(double) * (size_t)r->width);
     int plain = PyDict_CheckExact(attrs);
+    PyObject *last_key = NULL, *last_value = NULL; /* taste_share.a, taste_share.b: one lookup */
     for (Py_ssize_t i = 0; i < r->n_ops; i++) {
         Op *op = &r->ops[i];
         double x = 0.0;
         PyObject *v = NULL;
         int ok = 0;
         if (!plain || op->kind == COL_PYTHON) goto python;
-        v = PyDict_GetItemWithError(attrs, op->k1);
-        if (v == NULL && PyErr_Occurred()) return -1;
+        if (op->k1 == last_key) {
+            v = last_value; /* borrowed; nothing ran in between that could change attrs */
+        } else {
+            v = PyDict_GetItemWithError(attrs, op->k1);
+            if (v == NULL && PyErr_Occurred()) return -1;
+            last_key = op->k1;
+            last_value = v;
+        }
         if (op->k2 != NULL) {
             if (op->kind == COL_NUMBER) { /* columns' shallow reader: exact dicts only */
                 v = (v != NULL && PyDict_CheckExact(v)) ? PyDict_GetItemWithError(v, op->k2)
@@ -219,6 +226,7 @@ static int reader_fill(Reader *r, PyObject *attrs, double *out) {
             break;
         }
     python:
+        last_key = NULL; /* Python code runs: read afresh after it */
         if (op->onehot) {
             PyObject *j = PyObject_CallOneArg(op->fallback, attrs);
             if (!j) return -1;
@@ -344,6 +352,7 @@ typedef struct {
     Py_ssize_t n_rows;
     const uint8_t *fspecial, *defleft, *miss;
     uint64_t *bits;
+    int32_t *frow; /* per feature: the prefix-table row to apply (or how to test its nodes) */
     /* dense */
     int n_layers;
     Py_ssize_t sizes[MAX_LAYERS + 1];
@@ -360,6 +369,7 @@ static void model_dealloc(Model *m) {
     PyMem_Free(m->h1);
     PyMem_Free(m->h2);
     PyMem_Free(m->bits);
+    PyMem_Free(m->frow);
     Py_XDECREF(m->keep);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
@@ -374,23 +384,32 @@ static int go_left_full(const Model *m, Py_ssize_t i, double v) {
 
 /* QuickScorer: every node whose test fails clears the leaves of its left subtree from its
    tree's bits; the exit leaf is the lowest bit left. Returns -1 on inconsistent masks. */
+static void and_row(uint64_t *restrict bits, const uint64_t *restrict row, Py_ssize_t n) {
+    for (Py_ssize_t t = 0; t < n; t++) bits[t] &= row[t]; /* vectorised */
+}
+
+enum { ROW_NONE = -1, ROW_NODES = -2, ROW_SCAN = -3 };
+
 static int forest_raw(Model *m, const double *x, double *raw) {
-    uint64_t *bits = m->bits;
-    for (Py_ssize_t t = 0; t < m->n_trees; t++) bits[t] = ~(uint64_t)0;
-    for (Py_ssize_t f = 0; f < m->n_in; f++) {
+    uint64_t *restrict bits = m->bits;
+    int32_t *restrict rows = m->frow;
+    const Py_ssize_t n_trees = m->n_trees, n_in = m->n_in;
+    /* 1. per feature, the table row to apply: the searches are independent of each other,
+          so the CPU overlaps them */
+    for (Py_ssize_t f = 0; f < n_in; f++) {
         int32_t lo = m->fstart[f], hi = m->fstart[f + 1];
-        if (lo == hi) continue;
         double v = x[f];
         int nan = v != v;
+        rows[f] = ROW_NONE;
+        if (lo == hi) continue;
         if (m->fspecial[f] && (nan || (v >= -ZERO_THRESHOLD && v <= ZERO_THRESHOLD))) {
-            for (int32_t i = lo; i < hi; i++)
-                if (!go_left_full(m, i, v)) bits[m->tree[i]] &= m->mask[i];
+            rows[f] = ROW_NODES;
             continue;
         }
         if (nan) v = 0.0; /* LightGBM reads NaN as 0 where no node handles it */
         int32_t blo = m->bstart[f], n_bounds = m->bstart[f + 1] - blo;
         if (n_bounds == 0) { /* no prefix table: QuickScorer's scan */
-            for (int32_t i = lo; i < hi && v > m->thr[i]; i++) bits[m->tree[i]] &= m->mask[i];
+            rows[f] = ROW_SCAN;
             continue;
         }
         /* how many distinct thresholds lie below v: those nodes fail */
@@ -402,12 +421,41 @@ static int forest_raw(Model *m, const double *x, double *raw) {
             span -= half;
         }
         int32_t below = (int32_t)(base - bound) + (*base < v);
-        if (below == 0) continue;
-        const uint64_t *row = m->table + (size_t)(m->rstart[f] + below - 1) * (size_t)m->n_trees;
-        for (Py_ssize_t t = 0; t < m->n_trees; t++) bits[t] &= row[t];
+        if (below) rows[f] = m->rstart[f] + below - 1;
+    }
+    /* 2. clear the leaves each failing node rules out */
+    for (Py_ssize_t t = 0; t < n_trees; t++) bits[t] = ~(uint64_t)0;
+    for (Py_ssize_t f = 0; f < n_in; f++) {
+        int32_t row = rows[f];
+        if (row >= 0) {
+            and_row(bits, m->table + (size_t)row * (size_t)n_trees, n_trees);
+            continue;
+        }
+        if (row == ROW_NONE) continue;
+        int32_t lo = m->fstart[f], hi = m->fstart[f + 1];
+        double v = x[f];
+        if (row == ROW_NODES) {
+            for (int32_t i = lo; i < hi; i++)
+                if (!go_left_full(m, i, v)) bits[m->tree[i]] &= m->mask[i];
+        } else {
+            if (v != v) v = 0.0;
+            for (int32_t i = lo; i < hi && v > m->thr[i]; i++) bits[m->tree[i]] &= m->mask[i];
+        }
+    }
+    /* 3. the exit leaves, summed in tree order (as LightGBM sums them) */
+    if (m->n_out == 1) {
+        double total = 0.0;
+        for (Py_ssize_t t = 0; t < n_trees; t++) {
+            uint64_t b = bits[t];
+            int at = b ? __builtin_ctzll(b) : 64;
+            if (at >= m->leaf_count[t]) return -1;
+            total += m->leaf[m->leaf_offset[t] + at];
+        }
+        raw[0] = total + m->constant[0];
+        return 0;
     }
     for (Py_ssize_t j = 0; j < m->n_out; j++) raw[j] = 0.0;
-    for (Py_ssize_t t = 0; t < m->n_trees; t++) {
+    for (Py_ssize_t t = 0; t < n_trees; t++) {
         uint64_t b = bits[t];
         int at = b ? __builtin_ctzll(b) : 64;
         if (at >= m->leaf_count[t]) return -1;
@@ -592,7 +640,8 @@ static PyObject *make_forest(PyObject *self, PyObject *args) {
         if (nb < 0 || (nb > 0 && (m->rstart[f] < 0 || m->rstart[f] + nb > m->n_rows))) goto bad;
     }
     m->bits = PyMem_Calloc((size_t)(trees ? trees : 1), sizeof(uint64_t));
-    if (!m->bits) {
+    m->frow = PyMem_Calloc((size_t)n_in, sizeof(int32_t));
+    if (!m->bits || !m->frow) {
         Py_DECREF(m);
         return PyErr_NoMemory();
     }

@@ -7,13 +7,15 @@ cost ~20 µs, as much as LightGBM's own single-row ``Booster.predict``. So the s
 (shipped as source in the package), that reads the user's attributes into the input vector
 and evaluates the model in one call: the trees in QuickScorer's order (only the nodes whose test
 fails are touched, no data-dependent walk), the network as loops over its small layers, the
-segment's Gaussian components. ``-O3`` without ``-ffast-math``: IEEE arithmetic in a fixed
-order, so no result depends on the compiler's mood.
+segment's Gaussian components. ``-O3 -march=native`` without ``-ffast-math`` and with
+``-ffp-contract=off``: IEEE arithmetic in a fixed order (no fused multiply-adds, no
+reassociation), so the vector instructions change the speed, never a result.
 
 The extension is built the first time it is needed with the system's C compiler (``$CC`` or
 ``cc``) against this Python's headers, into ``$TRIMTAB_CACHE_DIR`` (default
-``~/.cache/trimtab``), under a name that includes a hash of the source and the Python ABI, so
-an upgrade rebuilds it and concurrent processes never load a half-written file. Nothing is
+``~/.cache/trimtab``), under a name that includes a hash of the source, the flags, the CPU's
+features and the Python ABI, so an upgrade rebuilds it, a shared cache never serves a machine
+code it cannot run, and concurrent processes never load a half-written file. Nothing is
 compiled at install time; wheels stay pure Python.
 
 Without a compiler or Python's headers — or with ``TRIMTAB_NATIVE=0`` — :func:`load` returns
@@ -33,6 +35,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tempfile
 from pathlib import Path
@@ -65,8 +68,28 @@ def cache_dir() -> Path:
     return Path(base) / "trimtab"
 
 
+def _cpu_flags() -> str:
+    """This CPU's feature flags (Linux), or "" when they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _flags() -> list[str]:
+    """Compiler flags: ``-march=native`` (vector instructions for the tree masks) only when the
+    CPU's flags are known, since they are part of the cache key: a cache shared by different
+    machines never hands one a library built for instructions it lacks."""
+    return [*FLAGS, "-march=native"] if _cpu_flags() else FLAGS
+
+
 def _target() -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    key = SOURCE.read_bytes() + " ".join(_flags()).encode() + _cpu_flags().encode()
+    digest = hashlib.sha256(key).hexdigest()[:16]
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     return cache_dir() / f"_fastscore-{digest}{suffix}"
 
@@ -87,7 +110,7 @@ def build(target: Path | None = None) -> Path:
     os.close(fd)
     try:
         run = subprocess.run(
-            [compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", tmp, "-lm"],
+            [compiler, *_flags(), f"-I{include}", str(SOURCE), "-o", tmp, "-lm"],
             capture_output=True,
             text=True,
             timeout=120,
@@ -150,8 +173,8 @@ def reader_ops(columns: Columns) -> tuple:
     for column, where, reader in columns.plan():
         path = column.path
         simple = len(path) <= 2 and not any(part.startswith("$") for part in path)
-        k1 = path[0]
-        k2 = path[1] if len(path) == 2 else None
+        k1 = sys.intern(path[0])  # the same object for every column under this key
+        k2 = sys.intern(path[1]) if len(path) == 2 else None
         if isinstance(where, dict):  # path=*: level text -> position
             kind = ONEHOT if simple else PYTHON
             ops.append((kind, False, -1, k1, k2, dict(where), reader))
