@@ -22,6 +22,9 @@
    LightGBM model as the DM/DR reward model of `trimtab ope` next to the default ridge.
 6. **Training time for 1M events** — a simulated log of ≥ 1,000,000 events: replay to rows,
    LightGBM, the MLP and the baseline, each timed.
+7. **Next category read** — a category target on the simulated readers: which category the
+   next card opened in the visit belongs to; multiclass log loss, accuracy and macro AUC of
+   LightGBM, the MLP and the multinomial baseline, next to always naming the commonest class.
 """
 
 from __future__ import annotations
@@ -626,6 +629,64 @@ def obd(data_root: Path, say: Say, ope_slot: str = "all") -> ObdResult:
         brier=br,
         difference=diffs,  # type: ignore[arg-type]
         ope=ope_out,
+        seconds=seconds,
+    )
+
+
+# -- 7. next category read -------------------------------------------------------------------
+NEXT_CATEGORY: dict[str, Any] = {
+    "at": "page_view",
+    "after_s": 5,
+    "target": {"event": "click:card", "within": "session", "type": "category", "by": "category"},
+    "features": [c for c in CLICK_MODEL["features"] if c != "device=*"] + ["device=*"],
+    "params": CLICK_MODEL["params"],
+}
+
+
+@dataclass
+class CategoryResult:
+    classes: list[str]
+    rows_train: int
+    rows_test: int
+    metrics: dict[str, dict[str, Any]]  # by algorithm
+    baseline: dict[str, Any]
+    compiled_max_diff: dict[str, float]
+    seconds: dict[str, float]
+
+
+def next_category(seed: int, sessions: int, say: Say) -> CategoryResult:
+    """ "Next category read" on simulated readers of the latent groups: the category of the
+    next card opened in the visit, by LightGBM, the MLP and the multinomial baseline."""
+    from trimtab.models.train import train
+
+    config = parse_config(
+        {
+            "site": {"id": "bench-models"},
+            "features": FEATURES,
+            "slots": {"rail": RAIL},
+            "models": {"next_category": NEXT_CATEGORY},
+        },
+        "<bench models>",
+    )
+    metrics: dict[str, dict[str, Any]] = {}
+    diffs: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_simulated_log(Path(tmp), seed, sessions)
+        for algorithm in ("lightgbm", "mlp", "logistic"):
+            say(f"next category: {algorithm}")
+            started = time.perf_counter()
+            r = train(config, "next_category", tmp, algorithm=algorithm, stage=None, n_boot=300)
+            seconds[algorithm] = time.perf_counter() - started
+            metrics[algorithm] = r.metrics
+            diffs[algorithm] = r.compiled_max_diff
+    return CategoryResult(
+        classes=list(r.scorer.classes),
+        rows_train=r.rows_train,
+        rows_test=r.rows_test,
+        metrics=metrics,
+        baseline=r.baseline,
+        compiled_max_diff=diffs,
         seconds=seconds,
     )
 

@@ -466,7 +466,9 @@ def bench_models(
     quick: Annotated[bool, typer.Option(help="Smaller runs (a smoke test).")] = False,
     only: Annotated[
         list[str] | None,
-        typer.Option(help="Run only: segments, lift, speed, decide, obd, training (repeat)."),
+        typer.Option(
+            help="Run only: segments, lift, speed, decide, obd, training, category (repeat)."
+        ),
     ] = None,
     obd_dir: Annotated[
         Path | None, typer.Option(help="Open Bandit Dataset folder (default: tests/data/obd).")
@@ -480,7 +482,7 @@ def bench_models(
 
     bench = bench_module("models")
 
-    wanted = set(only or ["segments", "lift", "speed", "decide", "obd", "training"])
+    wanted = set(only or ["segments", "lift", "speed", "decide", "obd", "training", "category"])
     figures: dict[str, Any] = {}
     with console.status("benchmarking models…") as status:
         say = status.update
@@ -612,6 +614,30 @@ def bench_models(
                         f"{k} {v:.4f} [{lo:.4f}, {hi:.4f}]" for k, (v, lo, hi) in estimates.items()
                     )
                 )
+        if "category" in wanted:
+            cr = bench.next_category(3, 1500 if quick else 4000, say)
+            figures["category"] = cr
+            table = Table(
+                title=f"next category read: {len(cr.classes)} classes, trained on "
+                f"{cr.rows_train:,} page views, tested on the {cr.rows_test:,} latest"
+            )
+            for column in ("model", "log loss", "accuracy", "macro AUC", "compiled − library"):
+                table.add_column(column, justify="right" if column != "model" else "left")
+            rows = [(n, m) for n, m in cr.metrics.items() if n != "logistic"]
+            rows.append(("logistic (the multinomial baseline)", cr.metrics["logistic"]))
+            for name, m in rows:
+                cells = [
+                    f"{m[k]:.3f} [{m[k + '_ci'][0]:.3f}, {m[k + '_ci'][1]:.3f}]"
+                    for k in ("log_loss", "accuracy", "macro_auc")
+                ]
+                diff = cr.compiled_max_diff.get(name.split()[0])
+                table.add_row(name, *cells, f"{diff:.1e}" if diff is not None else "")
+            console.print(table)
+            console.print(
+                "always the commonest class: accuracy "
+                f"{cr.baseline['majority_accuracy']:.3f}; classes: "
+                + ", ".join(f"{c} {v:.0%}" for c, v in cr.baseline["share_by_class"].items())
+            )
         if "training" in wanted:
             tt = bench.training_time(100_000 if quick else events, say)
             figures["training"] = tt
