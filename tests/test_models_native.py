@@ -4,6 +4,7 @@ back to numpy, with the same results, when it cannot be built."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -183,6 +184,63 @@ def test_compiled_reader_reads_what_columns_read(attrs, nested):
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         assert g == e or (g != g and e != e), (attrs, got, expected)
+
+
+def test_the_compiled_reader_takes_any_mapping_through_python():
+    from collections import OrderedDict
+    from types import MappingProxyType
+
+    columns = Columns(parse_columns(DECLARED), levels={"d=*": ["desktop", "mobile"]})
+    from trimtab.models.linear import Linear
+
+    model = native.compile_model(columns, Linear(np.zeros(len(columns)), 0.0, "identity"))
+    attrs = {"a": 2.0, "m": {"k": "x", "q": 1.5}, "d": "mobile", "n": {"mobile": 3}}
+    for wrapped in (
+        OrderedDict(attrs),
+        MappingProxyType(attrs),
+        {**attrs, "m": OrderedDict(attrs["m"])},
+    ):
+        assert model.vector(wrapped) == columns.vector(wrapped)
+
+
+def test_live_models_score_the_same_in_one_compiled_call_and_one_by_one(tmp_path):
+    """LiveModels scores every served model in one call; without the compiled scorer (no
+    compiler) each one is scored with numpy: the attributes must not differ."""
+    from trimtab.config import parse_config
+    from trimtab.models.live import LiveModels
+    from trimtab.models.registry import Registry
+
+    x, y = data(n=2000)
+    config = parse_config(
+        {
+            "features": {f: {"kind": "scroll_depth_max"} for f in NAMES},
+            "slots": {"s": {"default": "a", "variants": {"a": {}}}},
+            "models": {
+                "p_trees": {"target": {"event": "click:*"}, "features": NAMES},
+                "p_linear": {"target": {"event": "click:*"}, "features": NAMES},
+            },
+        }
+    )
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x, y), 100)
+    served, _ = fit_linear(x, y, "binary")
+    registry = Registry(tmp_path)
+    meta = {"columns": Columns(parse_columns(NAMES)).describe(), "target": "binary"}
+    registry.add("p_trees", "lightgbm", TreeEnsemble.from_lightgbm(booster).to_arrays(), meta,
+                 stage="live")  # fmt: skip
+    registry.add("p_linear", "logistic", served.to_arrays(), meta, stage="shadow")
+    live = LiveModels(config, tmp_path, check_every_s=3600.0)
+    assert live._bundle is not None and len(live._bundle) == 2
+    together = [live.compute(attrs_of(row)) for row in x[:200]]
+    live._bundle = None
+    one_by_one = [live.compute(attrs_of(row)) for row in x[:200]]
+    assert together == one_by_one  # each model's own compiled call
+    for scorer in (*live.live.values(), *live.shadow.values()):
+        scorer.compiled = None  # as on a server without a compiler
+    with_numpy = [live.compute(attrs_of(row)) for row in x[:200]]
+    for a, b in zip(together, with_numpy, strict=True):
+        assert abs(a["p_trees"] - b["p_trees"]) <= 1e-12
+        shadow_a = json.loads(a["_models"])["p_linear~shadow"]["score"]
+        assert abs(shadow_a - json.loads(b["_models"])["p_linear~shadow"]["score"]) <= 1e-6
 
 
 def test_the_segments_compiled_assignment_equals_numpy(tmp_path):
