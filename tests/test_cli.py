@@ -235,3 +235,20 @@ def test_unexpected_failures_are_one_line_naming_the_cause(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "ftp" in lines[0]
+
+
+def test_init_writes_a_valid_config_and_never_overwrites(tmp_path):
+    path = tmp_path / "site" / "trimtab.yaml"
+    made = runner.invoke(
+        app, ["init", str(path), "--site-id", "garden", "--origin", "https://garden.example"]
+    )
+    assert made.exit_code == 0, made.output
+    checked = runner.invoke(app, ["validate", str(path)])
+    assert checked.exit_code == 0, checked.output
+    data = yaml.safe_load(path.read_text())
+    assert data["site"]["origins"] == ["https://garden.example"]
+    assert data["site"]["public_key"].startswith("pk_") and data["site"]["id"] == "garden"
+    again = runner.invoke(app, ["init", str(path)])
+    assert again.exit_code == 2 and "exists (--force replaces it)" in again.stderr
+    bad = runner.invoke(app, ["init", str(tmp_path / "x.yaml"), "--origin", "garden.example"])
+    assert bad.exit_code == 2 and "scheme://host" in bad.stderr

@@ -32,7 +32,7 @@
 
   let on = false, pers = false, listening = false, choice = null;
   let uid = '', sid = '', lastAt = 0, pageCat = '';
-  const PV = rid();
+  let PV = rid(), at = '', idy = '';
   let q = [], unacked = [], dropped = 0, sent = 0, rejected = 0, posting = false;
   let ws = null, attempt = 0, reconnects = 0, stopWs = false, error = '';
   let flushT = 0, hideT = 0, revealed = false, io = null;
@@ -112,16 +112,28 @@
     }
   };
   const path = () => cut(location.pathname, 128);
+  // hello: this page view, its slots and first events (again after an SPA navigation)
+  const hi = (s) => {
+    const b = q.splice(0, BATCH);
+    unacked.push(b);
+    s.send(JSON.stringify({ type: 'hello', user_id: uid, session_id: sid, page: path(), page_category: pageCat,
+      page_view_id: PV, slots: pers || F ? names() : [], events: b, force: F }));
+    flush();
+  };
+  // single-page apps: a new path in the history is a new page view
+  const nav = (again) => {
+    if (!again && path() === at) return;
+    at = path();
+    PV = rid();
+    if (!on) return;
+    ev('page_view', { url: cut(location.href, 2048), title: cut(D.title, 512), slots: names() });
+    if (io) D.querySelectorAll('[data-tt-id],[data-tt-slot]').forEach((el) => io.observe(el));
+    if (ws && ws.readyState === 1) hi(ws);
+  };
   const connect = (early) => {
     if (!(on || early) || ws || stopWs || !W.WebSocket) return;
     const s = (ws = new WebSocket(BASE.replace(/^http/, 'ws') + '/v1/live' + QS));
-    s.onopen = () => ready(() => {
-      const b = q.splice(0, BATCH);
-      unacked.push(b);
-      s.send(JSON.stringify({ type: 'hello', user_id: uid, session_id: sid, page: path(), page_category: pageCat,
-        page_view_id: PV, slots: pers || F ? names() : [], events: b, force: F }));
-      flush();
-    });
+    s.onopen = () => ready(() => hi(s));
     s.onmessage = (m) => {
       let d;
       try { d = JSON.parse(m.data); } catch (e) { return; }
@@ -169,7 +181,7 @@
     on = true;
     choice = p;
     pers = !!p.personalization;
-    uid = st(LS, 'tt_uid') || rid();
+    uid = idy || st(LS, 'tt_uid') || rid();
     st(LS, 'tt_uid', uid);
     if (!was) {
       sid = st(SS, 'tt_sid');
@@ -179,6 +191,7 @@
     if (fresh) { lastAt = now(); newSession(); }
     if (explicit || fresh) ev('consent', { purposes: { analytics: true, personalization: pers } });
     if (!was) {
+      at = path();
       ev('page_view', { url: cut(location.href, 2048), title: cut(D.title, 512),
         referrer: cut(D.referrer, 2048), slots: names() });
       listen();
@@ -448,6 +461,19 @@
     on: (name, fn) => { if (subs[name]) subs[name].push(fn); },
     flush,
     push: (fn) => fn(api),
+    page: () => nav(1),
+    // a logged-in reader: an opaque id of the account (trimtab.client.reader_id), every device
+    identify: (id) => {
+      id = cut(id, 128);
+      if (!id || id === uid) return;
+      idy = id;
+      if (!on) return;
+      uid = id;
+      q.forEach((e) => (e.user_id = id)); // not sent yet: this page view is the account's
+      st(LS, 'tt_uid', uid);
+      ev('consent', { purposes: { analytics: true, personalization: pers } }); // the account's too
+      if (ws && ws.readyState === 1) hi(ws);
+    },
     state: () => ({
       consent: choice, user_id: uid, session_id: sid, page_view_id: PV,
       queued: q.length, unacked: unacked.reduce((n, b) => n + b.length, 0), sent, dropped, rejected,
@@ -455,6 +481,11 @@
       reconnects, error, revealed, variants: { ...variants },
     }),
   };
+  ['pushState', 'replaceState'].forEach((m) => {
+    const o = history[m];
+    history[m] = function (...a) { const r = o.apply(this, a); setTimeout(nav); return r; };
+  });
+  addEventListener('popstate', () => setTimeout(nav));
   const pre = W.trimtab;
   W.trimtab = api;
 

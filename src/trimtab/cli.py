@@ -241,15 +241,64 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_on(app_: Any, sock: socket.socket, limits: Any) -> None:
+def _run_on(
+    app_: Any, sock: socket.socket, limits: Any, forwarded_allow_ips: str | None = None
+) -> None:
     """Serve an ASGI app on an already bound socket (uvicorn, the options `serve` uses, with
-    the socket limits of the config: trimtab.connections)."""
+    the socket limits of the config: trimtab.connections; ``forwarded_allow_ips``: the proxies
+    whose forwarded headers are trusted, default loopback)."""
     import uvicorn
 
     from trimtab.connections import uvicorn_options
 
-    config = uvicorn.Config(app_, log_level="warning", **uvicorn_options(limits))
+    config = uvicorn.Config(
+        app_,
+        log_level="warning",
+        forwarded_allow_ips=forwarded_allow_ips,
+        **uvicorn_options(limits),
+    )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("trimtab.yaml"),
+    site_id: Annotated[str, typer.Option(help="A short id for the site.")] = "my-site",
+    name: Annotated[str, typer.Option(help="The site's name, as people say it.")] = "My site",
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An origin your pages are served from, e.g. https://news.example (repeat)."
+        ),
+    ] = None,
+    data_dir: Annotated[str, typer.Option(help="Where trimtab keeps its data.")] = "var/trimtab",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a first site config: the site, its keys, a few features and one example slot.
+
+    The file is valid as written (`trimtab serve PATH` runs it); docs/integrate.md walks from
+    it to live adjustments on your own pages.
+    """
+    from trimtab.scaffold import scaffold
+
+    for o in origin or []:
+        if o != "*" and not o.startswith(("http://", "https://")):
+            _fail("bad --origin", f"{o!r}: write scheme://host[:port], e.g. https://news.example")
+    if path.exists() and not force:
+        _fail("not overwriting", f"{path} exists (--force replaces it)")
+    text = scaffold(site_id, name, origin, data_dir, str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail("cannot write", f"{path}: {exc.strerror or exc}")
+    site = _load(path)  # what we wrote must be valid
+    console.print(f"wrote {path}: site {site.site.id}, public key {site.site.public_key}")
+    console.print(
+        f"next: set TRIMTAB_SECRET_KEY (a long random string), run trimtab serve {path}, "
+        "then follow docs/integrate.md",
+        highlight=False,
+    )
 
 
 @app.command("force-link")
@@ -318,6 +367,14 @@ def serve(
             "TRIMTAB_STATE=redis://… and TRIMTAB_BUS=redis://… or nats://…"
         ),
     ] = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxies whose X-Forwarded-For / X-Forwarded-Proto are trusted (comma-separated "
+            "addresses, '*' for any). Default: loopback (a proxy on this machine). Rate limits "
+            "and IP truncation then see the reader's address, not the proxy's."
+        ),
+    ] = None,
 ) -> None:
     """Run the collector (events, live WebSocket, decide, /t.js, /metrics) for a site config.
 
@@ -372,11 +429,12 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            forwarded_allow_ips=forwarded_allow_ips,
             log_level="warning",
             **uvicorn_options(site.limits),
         )
         return
-    _run_on(served, sock, site.limits)
+    _run_on(served, sock, site.limits, forwarded_allow_ips)
 
 
 @app.command()

@@ -55,6 +55,7 @@ from trimtab.privacy import PrivacyGate, scrub_label, truncate_ip
 from trimtab.qa import ForceError, verify_force
 from trimtab.runtime import Runtime
 from trimtab.store.sqlite import StorageError
+from trimtab.templates import render_template
 from trimtab.triggers import Watch, for_page, watched
 from trimtab.tuning import tune_for_serving
 
@@ -207,7 +208,13 @@ class Collector:
             keep_query_params=site.keep_query_params,
         )
         self.limiter = RateLimiter(site.rate_limit_per_s, site.rate_burst)
-        self.hub = LiveHub(lambda: self.runtime.engine, render, self.gate.personalization_allowed)
+        # the render hook fills each decision's payload for the page (default: variant
+        # templates, trimtab.templates)
+        self.hub = LiveHub(
+            lambda: self.runtime.engine,
+            render or render_template,
+            self.gate.personalization_allowed,
+        )
         self._watch: tuple[Any, Watch] | None = None
         self.metrics = Metrics()
         self.started = time.time()

@@ -429,13 +429,14 @@ def _report_summary(report: Any) -> dict[str, Any]:
 
 
 def _own_origin(request: Request) -> str:
-    scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
+    # the scheme is https behind a trusted TLS proxy: uvicorn applies its X-Forwarded-Proto
+    # (trimtab serve --forwarded-allow-ips); an untrusted one's header is ignored
     host = request.headers.get("host") or request.url.netloc
-    return f"{scheme}://{host}"
+    return f"{request.url.scheme}://{host}"
 
 
 def _secure(request: Request) -> bool:
-    return (request.headers.get("x-forwarded-proto") or request.url.scheme) == "https"
+    return request.url.scheme == "https"
 
 
 def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
