@@ -228,6 +228,15 @@ def test_etag_matching():
     assert etag_matches("*", '"abc"')
     assert not etag_matches('"abd"', '"abc"')
     assert not etag_matches(None, '"abc"')
+    assert etag_matches('"abc"', 'W/"abc"')
+
+
+def test_etag_is_the_features_not_the_date():
+    config = parse_config(CONFIG)
+    early, late = build_snapshot(config, now=1.0e9), build_snapshot(config, now=2.0e9)
+    assert early.body != late.body and early.etag == late.etag
+    changed = parse_config({**CONFIG, "site": {**CONFIG["site"], "holdout": 0.1}})
+    assert build_snapshot(changed).etag != early.etag
 
 
 def test_remote_eval_carries_tracking_for_experiment_decisions():

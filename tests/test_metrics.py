@@ -138,7 +138,9 @@ def spans():
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     assert trace.get_tracer_provider() is provider, "another tracer provider was set first"
-    return exporter
+    yield exporter
+    exporter.clear()
+    provider.shutdown()  # later tests record nothing more
 
 
 def test_flag_evaluation_spans_carry_the_semantic_conventions(spans):

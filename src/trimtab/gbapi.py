@@ -69,17 +69,19 @@ def build_snapshot(config: SiteConfig, now: float | None = None) -> Snapshot:
         },
     }
     body = _json.encode(payload)
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    # weak: processes that built the same features at different times differ in dateUpdated only
+    etag = 'W/"' + hashlib.sha256(_json.encode(features)).hexdigest()[:32] + '"'
     return Snapshot(config, body, etag, slots, excluded, flags)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong, or ``*``)."""
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, or ``*``)."""
     if not header:
         return False
+    mine = etag.removeprefix("W/")
     for tag in header.split(","):
         tag = tag.strip()
-        if tag == "*" or tag.removeprefix("W/") == etag:
+        if tag == "*" or tag.removeprefix("W/") == mine:
             return True
     return False
 
