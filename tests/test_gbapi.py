@@ -222,6 +222,43 @@ def test_growthbook_python_sdk_on_the_payload_matches_the_engine_in_process():
         assert len({json.dumps(v[slot]) for v in want}) == len(CONFIG["slots"][slot]["variants"])
 
 
+def test_a_rule_hashing_on_a_live_attribute_is_left_out():
+    data = json.loads(json.dumps(CONFIG))
+    data["slots"]["hero"]["rules"][2]["hashAttribute"] = "scroll"
+    assert "scroll" in export_payload(parse_config(data))["trimtab"]["excluded"]["hero"]
+
+
+def test_browsers_may_read_the_payload_and_its_headers(tmp_path):
+    from starlette.testclient import TestClient
+
+    from trimtab.collector import create_app
+    from trimtab.runtime import Runtime
+
+    data = json.loads(json.dumps(CONFIG))
+    data["site"]["origins"] = ["https://shop.example"]
+    runtime = Runtime(parse_config(data), tmp_path / "data")
+    try:
+        with TestClient(create_app(runtime)) as client:
+            url = f"/api/features/{KEY}"
+            ok = client.get(url, headers={"Origin": "https://shop.example"})
+            assert ok.headers["access-control-allow-origin"] == "https://shop.example"
+            exposed = ok.headers["access-control-expose-headers"].lower()
+            assert "x-sse-support" in exposed and "etag" in exposed
+            other = client.get(url, headers={"Origin": "https://evil.example"})
+            assert other.status_code == 403 and "allow-list" in other.json()["error"]
+            preflight = client.options(
+                f"/api/eval/{KEY}",
+                headers={
+                    "Origin": "https://shop.example",
+                    "Access-Control-Request-Method": "POST",
+                },
+            )
+            assert preflight.status_code == 204
+            assert "POST" in preflight.headers["access-control-allow-methods"]
+    finally:
+        runtime.close()
+
+
 def test_etag_matching():
     assert etag_matches('"abc"', '"abc"')
     assert etag_matches('W/"abc", "x"', '"abc"')

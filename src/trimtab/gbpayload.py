@@ -90,7 +90,7 @@ def exclusion(config: SiteConfig, name: str, live: set[str] | None = None) -> st
                 f"rule {rid} is a learning policy ({rule.policy.get('type', 'bandit')}); "
                 "GrowthBook SDKs cannot run it: use /v1/decide"
             )
-        read = sorted(_attributes_in(rule.condition) & live)
+        read = sorted((_attributes_in(rule.condition) | {rule.hash_attribute}) & live)
         if read:
             return (
                 f"rule {rid} reads live attributes only trimtab computes ({', '.join(read)}); "
