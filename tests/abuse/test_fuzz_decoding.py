@@ -135,8 +135,8 @@ def batch_property(data: bytes) -> None:
 test_batch_decoding_ends_in_events_or_a_named_rejection = settings(max_examples=400, deadline=None)(
     given(batches())(batch_property)
 )
-test_batch_decoding_long_run = pytest.mark.slow(
-    settings(max_examples=20_000, deadline=None)(given(batches())(batch_property))
+test_batch_decoding_long_run = pytest.mark.timeout(1800)(
+    pytest.mark.slow(settings(max_examples=5_000, deadline=None)(given(batches())(batch_property)))
 )
 
 
@@ -170,8 +170,8 @@ def message_property(data: bytes) -> None:
 test_websocket_message_decoding_ends_in_a_message_or_a_named_rejection = settings(
     max_examples=400, deadline=None
 )(given(messages)(message_property))
-test_websocket_message_decoding_long_run = pytest.mark.slow(
-    settings(max_examples=20_000, deadline=None)(given(messages)(message_property))
+test_websocket_message_decoding_long_run = pytest.mark.timeout(1800)(
+    pytest.mark.slow(settings(max_examples=5_000, deadline=None)(given(messages)(message_property)))
 )
 
 
