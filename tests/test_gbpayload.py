@@ -9,11 +9,14 @@ be refused with the field that holds what trimtab cannot do.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from trimtab.cli import app
@@ -251,3 +254,81 @@ def test_cli_export_names_left_out_slots(tmp_path):
     assert set(json.loads(result.stdout)["features"]) == {"ok"}
     unknown = CliRunner().invoke(app, ["export", "launchdarkly", str(path)])
     assert unknown.exit_code == 2 and "unknown target" in unknown.output
+
+
+# -- any config: the exported payload decides as trimtab's engine -----------------------------
+
+VARIANTS = ["a", "b", "c"]
+_fraction = st.sampled_from([0.0, 0.001, 0.1, 0.25, 0.3, 0.5, 0.999, 1.0]) | st.floats(0, 1)
+_condition = st.sampled_from(
+    [None, {"country": "FR"}, {"plan": {"$in": ["pro", "team"]}}, {"age": {"$gt": 30}}]
+)
+
+
+@st.composite
+def _rule(draw: Any, i: int) -> dict[str, Any]:
+    rule: dict[str, Any] = {"id": f"r{i}"}
+    condition = draw(_condition)
+    if condition:
+        rule["condition"] = condition
+    kind = draw(st.sampled_from(["force", "rollout", "range", "experiment"]))
+    rule["hashVersion"] = draw(st.sampled_from([1, 2]))
+    rule["hashAttribute"] = draw(st.sampled_from(["id", "id", "company"]))
+    if draw(st.booleans()):
+        rule["seed"] = draw(st.sampled_from(["s1", "s2"]))
+    if kind == "force":
+        return {k: v for k, v in rule.items() if k in ("id", "condition")} | {
+            "force": draw(st.sampled_from(VARIANTS))
+        }
+    if kind == "rollout":
+        return rule | {"force": draw(st.sampled_from(VARIANTS)), "coverage": draw(_fraction)}
+    if kind == "range":
+        lo, hi = sorted([draw(_fraction), draw(_fraction)])
+        return rule | {"force": draw(st.sampled_from(VARIANTS)), "range": [lo, hi]}
+    n = draw(st.integers(2, 3))
+    rule |= {"key": f"exp{i}", "variations": draw(st.permutations(VARIANTS))[:n]}
+    if draw(st.booleans()):
+        raw = [draw(st.integers(1, 9)) for _ in range(n)]
+        rule["weights"] = [w / sum(raw) for w in raw[:-1]]
+        rule["weights"].append(1.0 - sum(rule["weights"]))
+    if draw(st.booleans()):
+        rule["coverage"] = draw(_fraction)
+    if draw(st.booleans()):
+        lo, hi = sorted([draw(_fraction), draw(_fraction)])
+        rule["namespace"] = ["ns", lo, hi]
+    return rule
+
+
+@st.composite
+def _config(draw: Any) -> dict[str, Any]:
+    slots = {}
+    for s in range(draw(st.integers(1, 3))):
+        rules = [draw(_rule(i)) for i in range(draw(st.integers(0, 4)))]
+        variants: dict[str, Any] = {"a": {}, "b": {"value": True}, "c": {"value": 2.5}}
+        slots[f"slot{s}"] = {"default": "a", "variants": variants, "rules": rules}
+    holdout = draw(st.sampled_from([0.0, 0.0, 0.05, 0.5]))
+    return {"site": {"holdout": holdout}, "slots": slots}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_config())
+def test_any_exported_config_decides_as_the_engine(data):
+    from growthbook import GrowthBook
+
+    config = parse_config(data, "<generated>")
+    engine = Engine(config)
+    features = export_payload(config)["features"]
+    rnd = random.Random(len(json.dumps(data)))
+    for i in range(150):
+        attrs: dict[str, Any] = {
+            "id": f"u{i}" if i % 17 else "",
+            "country": rnd.choice(["FR", "US"]),
+            "plan": rnd.choice(["pro", "free", "team"]),
+            "age": rnd.randrange(18, 60),
+        }
+        if i % 5:
+            attrs["company"] = f"co{rnd.randrange(50)}"
+        gb = GrowthBook(features=features, attributes=dict(attrs))
+        for d in engine.decide_attrs(dict(attrs)):
+            want = variant_value(config.slots[d.slot], d.variant)
+            assert gb.eval_feature(d.slot).value == want, (d.slot, attrs, d.reason)
