@@ -87,6 +87,16 @@ def test_live_bench_smoke_pushes_adjustments_over_real_websockets():
     assert result.pushes_received > 0
     assert result.server["pushes"] >= result.pushes_received
     assert result.server["p99_us"] >= result.server["median_us"] > 0
+    # each visit's hello was decided and timed by the server
+    assert result.server["decides"] > 0
+    assert result.server["decide_p99_us"] >= result.server["decide_median_us"] > 0
+
+
+def test_live_bench_with_open_consoles_streams_to_each_of_them():
+    result = live.run(sessions=3, seconds=2.0, interval_ms=50, consoles=2)
+    assert result.pushes_received > 0
+    # both logged in and read the live stream (stats every second, decisions as made)
+    assert result.server["console_bytes"] > 2 * 200
 
 
 def test_power_sizes_an_experiment_and_inverts_to_the_same_lift():

@@ -207,19 +207,83 @@ async def _drive(sessions: int, port: int, seconds: float, interval_ms: float) -
     )
 
 
-def run(sessions: int = 200, seconds: float = 10.0, interval_ms: float = 250.0) -> LiveResult:
-    """Start a server, drive it with ``sessions`` clients, return both sides' latencies."""
+def console_cookie(port: int, name: str) -> str:
+    """Log in to /console as an operator would (the login form); the session cookie."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = f"name={name}&key={SECRET}"
+    conn.request(
+        "POST",
+        "/console/login",
+        body,
+        {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"http://127.0.0.1:{port}"},
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    cookie = response.getheader("set-cookie") or ""
+    if response.status != 303 or not cookie.startswith("tt_console="):
+        raise RuntimeError(f"console login failed: {response.status}")
+    return cookie.split(";", 1)[0]
+
+
+class OpenConsoles:
+    """``n`` consoles on the Live tab: each holds the live stream (SSE) and reads it all."""
+
+    def __init__(self, port: int, n: int) -> None:
+        import threading
+
+        self.port, self.stop, self.bytes, self.threads = port, threading.Event(), [0] * n, []
+        for i in range(n):
+            cookie = console_cookie(port, f"bench-{i}")
+            thread = threading.Thread(target=self._read, args=(i, cookie), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _read(self, i: int, cookie: str) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("GET", "/console/stream", headers={"Cookie": cookie})
+        response = conn.getresponse()
+        while not self.stop.is_set():
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            self.bytes[i] += len(chunk)
+        conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
+def run(
+    sessions: int = 200, seconds: float = 10.0, interval_ms: float = 250.0, consoles: int = 0
+) -> LiveResult:
+    """Start a server, drive it with ``sessions`` clients, return both sides' latencies.
+
+    With ``consoles`` the server also streams the console's Live tab to that many operators
+    for the whole run (the added cost of watching it)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="trimtab-bench-live-") as tmp:
         server = start_server(port, Path(tmp))
+        watching = None
         try:
             wait_healthy(port)
+            watching = OpenConsoles(port, consoles) if consoles else None
             # a short warm-up, then reset the server's samples
             asyncio.run(_drive(min(sessions, 10), port, 1.0, interval_ms))
             admin_get(port, "/v1/admin/latency?reset=1")
             result = asyncio.run(_drive(sessions, port, seconds, interval_ms))
             result.server = admin_get(port, "/v1/admin/latency")
+            if watching is not None:
+                result.server["console_bytes"] = sum(watching.bytes)
         finally:
+            if watching is not None:
+                watching.close()
             server.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(timeout=10)

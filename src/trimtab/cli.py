@@ -1079,14 +1079,21 @@ def bench_live(
     interval_ms: Annotated[
         float, typer.Option(help="Mean gap between a session's batches.")
     ] = 250.0,
+    consoles: Annotated[
+        int,
+        typer.Option(help="Operators watching the console's Live tab (SSE) during the run."),
+    ] = 0,
 ) -> None:
     """The live loop: event batch arriving → adjustment leaving, under many WebSocket sessions."""
     from trimtab.extras import bench_module
 
     live = bench_module("live")
 
-    with console.status(f"driving {sessions} live sessions for {seconds:.0f} s…"):
-        result = live.run(sessions=sessions, seconds=seconds, interval_ms=interval_ms)
+    watched = f" with {consoles} open consoles" if consoles else ""
+    with console.status(f"driving {sessions} live sessions for {seconds:.0f} s{watched}…"):
+        result = live.run(
+            sessions=sessions, seconds=seconds, interval_ms=interval_ms, consoles=consoles
+        )
     server = result.server
     rows = [
         (
@@ -1103,6 +1110,12 @@ def bench_live(
             "p99 ≤ 10 ms",
         ),
         (
+            f"server: a page's first decisions (hello → answer, n={server.get('decides', 0):,})",
+            f"{server.get('decide_median_us', 0) / 1000:.2f} ms",
+            f"{server.get('decide_p99_us', 0) / 1000:.2f} ms",
+            "-",
+        ),
+        (
             "client round trip (batch sent → push read)",
             f"{result.client_median_us / 1000:.2f} ms",
             f"{result.client_p99_us / 1000:.2f} ms",
@@ -1113,6 +1126,11 @@ def bench_live(
     console.print(
         f"throughput: {result.batches_sent / result.seconds:,.0f} batches/s, "
         f"max server latency {server.get('max_us', 0) / 1000:.2f} ms"
+        + (
+            f"; {consoles} consoles read {server.get('console_bytes', 0):,} bytes"
+            if consoles
+            else ""
+        )
     )
     size = _tracker_size()
     if size is not None:
@@ -1123,12 +1141,39 @@ def _tracker_size() -> tuple[int, int] | None:
     import gzip
 
     from trimtab.collector import TRACKER_PATHS
+    from trimtab.minify import minify_js
 
     for path in TRACKER_PATHS:
-        if path.is_file():
-            raw = path.read_bytes()
+        if path.is_file():  # as /t.js serves it: minified
+            raw = minify_js(path.read_text(encoding="utf-8")).encode()
             return len(raw), len(gzip.compress(raw, 9))
     return None
+
+
+@bench_app.command("console")
+def bench_console(
+    loads: Annotated[int, typer.Option(min=1, help="Console page loads to time.")] = 30,
+) -> None:
+    """The console's time to first render, in real Chromium against `trimtab demo`.
+
+    Logs in once, then loads /console LOADS times: navigation start → first contentful paint,
+    and → the first live figures on screen (the `tt-console-first-render` mark, set when the
+    first server-sent event is drawn).
+    """
+    from trimtab.extras import bench_module
+
+    timing = bench_module("console")
+    with console.status(f"loading the console {loads} times in Chromium…"):
+        result = timing.run(loads)
+    rows = [
+        (name, f"{q['median']:.0f} ms", f"{q['p95']:.0f} ms", f"{q['max']:.0f} ms")
+        for name, q in result.items()
+    ]
+    _print_timings(
+        f"trimtab bench console ({loads} loads, Chromium 1300×900)",
+        rows,
+        ("from navigation start to", "median", "p95", "max"),
+    )
 
 
 @bench_app.command("browser")
@@ -1260,7 +1305,7 @@ def bench_scale(
 def bench_all(ctx: typer.Context) -> None:
     """Every benchmark in turn (what `make bench` runs)."""
     ctx.invoke(bench_core, quick=False, against="")
-    ctx.invoke(bench_live, sessions=200, seconds=15.0, interval_ms=250.0)
+    ctx.invoke(bench_live, sessions=200, seconds=15.0, interval_ms=250.0, consoles=0)
     ctx.invoke(bench_browser, trials=30)
     ctx.invoke(bench_bandits, campaign=None, data_dir=None, peers=True, limit=None)
     from trimtab.experiments.cli import bench_stats

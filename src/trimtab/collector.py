@@ -849,23 +849,28 @@ def create_app(
         if denied is not None:
             return denied
         samples = sorted(collector.push_latency_s)
+        # a page's first decisions (hello or decide request), the last 10,000
+        decided = sorted(seconds for _, seconds in collector.feed.decide_s)
         if request.query_params.get("reset"):
             collector.push_latency_s.clear()
+            collector.feed.decide_s.clear()
+        answer: dict[str, Any] = {"pushes": len(samples), "decides": len(decided)}
+        if decided:
+            answer["decide_median_us"] = statistics.median(decided) * 1e6
+            answer["decide_p99_us"] = decided[min(len(decided) - 1, int(0.99 * len(decided)))] * 1e6
         if not samples:
-            return JSONResponse({"pushes": 0})
+            return JSONResponse(answer)
 
         def at(q: float) -> float:
             return samples[min(len(samples) - 1, int(q * len(samples)))] * 1e6
 
-        return JSONResponse(
-            {
-                "pushes": len(samples),
-                "median_us": statistics.median(samples) * 1e6,
-                "p90_us": at(0.90),
-                "p99_us": at(0.99),
-                "max_us": samples[-1] * 1e6,
-            }
+        answer.update(
+            median_us=statistics.median(samples) * 1e6,
+            p90_us=at(0.90),
+            p99_us=at(0.99),
+            max_us=samples[-1] * 1e6,
         )
+        return JSONResponse(answer)
 
     routes: list[Any] = [
         Route("/v1/events", events, methods=["POST"]),

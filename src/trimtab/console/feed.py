@@ -50,7 +50,7 @@ class LiveFeed:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.seq = 0
         self.buckets: deque[Bucket] = deque(maxlen=KEEP_BUCKETS)
-        self.decide_s: deque[tuple[float, float]] = deque(maxlen=20_000)
+        self.decide_s: deque[tuple[float, float]] = deque(maxlen=10_000)
         self.visitors: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
         self.sessions: dict[str, str] = {}  # visitor -> latest session id
 

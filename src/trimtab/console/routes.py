@@ -41,6 +41,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 REPORT_TTL_S = 15.0
+STREAMED = 50  # decisions per second at most in the live stream (the page keeps 100 rows)
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
@@ -68,6 +69,8 @@ class Console:
         self._stats: dict[str, Any] = {}
         self._counters: tuple[float, dict[str, float]] | None = None
         self.open_consoles = 0
+        self._chunk: tuple[int, int, bytes] | None = None
+        self._stats_chunk: tuple[Any, bytes] = (None, b"")
 
     @property
     def runtime(self) -> Any:
@@ -98,6 +101,29 @@ class Console:
         return guarded
 
     # -- live figures --------------------------------------------------------------------------
+    def decisions_since(self, after: int) -> tuple[bytes, int]:
+        """The stream's next ``decisions`` event (the newest STREAMED at most) and the sequence
+        number it reaches. Open consoles usually ask for the same range: encoded once."""
+        latest = self.feed.seq
+        if latest <= after:
+            return b"", after
+        cached = self._chunk
+        if cached is not None and cached[0] == after and cached[1] == latest:
+            return cached[2], latest
+        fresh = self.feed.since(after, STREAMED)
+        if not fresh:
+            return b"", latest
+        chunk = f"id: {latest}\nevent: decisions\ndata: ".encode() + _json.encode(fresh) + b"\n\n"
+        self._chunk = (after, latest, chunk)
+        return chunk, latest
+
+    def stats_event(self) -> bytes:
+        """The ``stats`` event, encoded once a second for every open console."""
+        stats = self.stats()
+        if self._stats_chunk[0] is not stats:
+            self._stats_chunk = (stats, b"event: stats\ndata: " + _json.encode(stats) + b"\n\n")
+        return self._stats_chunk[1]
+
     def counters(self) -> dict[str, float]:
         """The collector's Prometheus counters, summed per name and label value."""
         out: dict[str, float] = {}
@@ -513,15 +539,10 @@ def routes(collector: Any, versions: ConfigVersions) -> list[BaseRoute]:
                     if console.session_of(request) is None:
                         yield b"event: logout\ndata: {}\n\n"
                         return
-                    fresh = console.feed.since(after)
-                    if fresh:
-                        after = fresh[-1]["seq"]
-                        yield (
-                            f"id: {after}\nevent: decisions\ndata: ".encode()
-                            + _json.encode(fresh)
-                            + b"\n\n"
-                        )
-                    yield b"event: stats\ndata: " + _json.encode(console.stats()) + b"\n\n"
+                    chunk, after = console.decisions_since(after)
+                    if chunk:
+                        yield chunk
+                    yield console.stats_event()
                     await asyncio.sleep(1.0)
             finally:
                 console.open_consoles -= 1
