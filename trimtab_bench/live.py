@@ -207,6 +207,12 @@ async def _drive(sessions: int, port: int, seconds: float, interval_ms: float) -
     )
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def console_cookie(port: int, name: str) -> str:
     """Log in to /console as an operator would (the login form); the session cookie."""
     import http.client
@@ -277,8 +283,13 @@ def run(
             # a short warm-up, then reset the server's samples
             asyncio.run(_drive(min(sessions, 10), port, 1.0, interval_ms))
             admin_get(port, "/v1/admin/latency?reset=1")
+            cpu_before = process_cpu_s(server.pid)
             result = asyncio.run(_drive(sessions, port, seconds, interval_ms))
+            cpu_after = process_cpu_s(server.pid)
             result.server = admin_get(port, "/v1/admin/latency")
+            # CPU seconds the server used during the run: its cost, less sensitive than
+            # latency to other work on a shared machine
+            result.server["cpu_s"] = cpu_after - cpu_before
             if watching is not None:
                 result.server["console_bytes"] = sum(watching.bytes)
         finally:

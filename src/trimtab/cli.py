@@ -1132,6 +1132,11 @@ def bench_live(
             else ""
         )
     )
+    if "cpu_s" in server and result.batches_sent:
+        console.print(
+            f"server CPU: {server['cpu_s']:.2f} s in the run, "
+            f"{1000 * server['cpu_s'] / result.batches_sent:.2f} ms per batch"
+        )
     size = _tracker_size()
     if size is not None:
         console.print(f"tracker /t.js: {size[0]:,} bytes, {size[1]:,} bytes gzipped (budget 6,144)")
