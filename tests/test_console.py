@@ -75,13 +75,52 @@ def test_too_many_wrong_keys_from_one_address_are_refused_for_a_while():
     assert not isinstance(sessions.login(SECRET, SECRET, "x", "10.0.0.2"), str)
 
 
-def test_a_new_secret_key_ends_every_session(tmp_path, monkeypatch):
-    sessions = Sessions()
+def test_sessions_are_signed_expire_and_are_revoked(monkeypatch):
+    sessions = Sessions(idle_s=60, max_age_s=3600)
     session = sessions.login(SECRET, SECRET, "ana", "c")
     assert not isinstance(session, str)
-    assert sessions.get(session.id, SECRET) is session
-    assert sessions.get(session.id, "sk_rotated") is None
-    assert sessions.get(session.id, SECRET) is None  # gone for good
+    again = sessions.get(session.token, SECRET)
+    assert again is not None and (again.id, again.name, again.csrf) == (
+        session.id,
+        "ana",
+        session.csrf,
+    )
+    assert sessions.get(session.token, "sk_rotated") is None  # a new secret key ends it
+    body, _, signature = session.token.rpartition(".")
+    forged = body.replace(body[:4], "AAAA") + "." + signature
+    assert sessions.get(forged, SECRET) is None
+    # idle too long: refused, unless it is the open live stream asking
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert sessions.get(session.token, SECRET) is None
+    assert sessions.get(session.token, SECRET, idle=False) is not None
+    renewed = sessions.renewed(again, SECRET)  # a request renews the cookie
+    assert sessions.get(renewed, SECRET) is not None
+    sessions.logout(again)
+    assert sessions.get(renewed, SECRET) is None
+
+
+def test_a_session_works_on_every_process_of_the_site(tmp_path):
+    """Two workers (two apps, one secret key): logged in on one, accepted by the other."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, first_runtime = make(tmp_path / "a")
+    second, second_runtime = make(tmp_path / "b")
+    with TestClient(first) as a, TestClient(second) as b:
+        login(a)
+        cookie = a.cookies.get("tt_console")
+        assert cookie
+        b.cookies.set("tt_console", cookie, path="/console")
+        assert b.get("/console/api/session").json()["name"] == "ana"
+        csrf = a.get("/console/api/session").json()["csrf"]
+        checked = b.post(
+            "/console/api/config/validate",
+            content=json.dumps({"config": {"site": {}}}),
+            headers={"x-csrf-token": csrf},
+        )
+        assert checked.status_code == 422  # through the guard (the config lacks slots)
+    first_runtime.close()
+    second_runtime.close()
 
 
 def test_writes_need_the_csrf_token_and_the_feed_sees_decisions(tmp_path):

@@ -214,7 +214,8 @@ def test_wrong_key_missing_csrf_and_stale_session_are_refused(demo, browser):
 
     # a stale session (idle too long) is refused like none: the open console goes to the login
     cookie = next(c for c in context.cookies() if c["name"] == "tt_console")["value"]
-    collector.console.sessions.expire(cookie)
+    sessions = collector.console.sessions
+    sessions.revoke(sessions.get(cookie, SECRET).id)
     page.wait_for_url("**/console/login", timeout=10_000)
     assert page.evaluate("fetch('/console/api/live').then(r => r.status)") == 401
     context.close()

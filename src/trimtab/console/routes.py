@@ -80,8 +80,8 @@ class Console:
         return str(self.runtime.config.secret_key())
 
     # -- guards --------------------------------------------------------------------------------
-    def session_of(self, request: Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(COOKIE), self.secret())
+    def session_of(self, request: Request, idle: bool = True) -> Session | None:
+        return self.sessions.get(request.cookies.get(COOKIE), self.secret(), idle=idle)
 
     def guard(
         self, handler: Handler, write: bool = False
@@ -96,7 +96,10 @@ class Console:
                     return _error(403, f"origin {origin} may not change this console")
                 if not Sessions.csrf_ok(session, request.headers.get("x-csrf-token")):
                     return _error(403, "missing or wrong CSRF token (X-CSRF-Token)")
-            return await handler(request, session)
+            response = await handler(request, session)
+            if session.needs_renewal and COOKIE not in response.headers.get("set-cookie", ""):
+                _set_cookie(response, request, self.sessions.renewed(session, self.secret()))
+            return response
 
         return guarded
 
@@ -465,6 +468,18 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+def _set_cookie(response: Response, request: Request, token: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/console",
+        max_age=12 * 3600,
+    )
+
+
 def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
     text = (HERE / "static" / "login.html").read_text(encoding="utf-8")
     note = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
@@ -500,19 +515,11 @@ def routes(collector: Any, versions: ConfigVersions) -> list[BaseRoute]:
             status = 429 if result.startswith("too many") else 401
             return _login_page(result, status)
         response = RedirectResponse("/console", 303)
-        response.set_cookie(
-            COOKIE,
-            result.id,
-            httponly=True,
-            samesite="strict",
-            secure=_secure(request),
-            path="/console",
-            max_age=int(console.sessions.max_age_s),
-        )
+        _set_cookie(response, request, result.token)
         return response
 
     async def logout(request: Request, session: Session) -> Response:
-        console.sessions.logout(session.id)
+        console.sessions.logout(session)
         response = _send({"logged_out": True})
         response.delete_cookie(COOKIE, path="/console")
         return response
@@ -536,7 +543,7 @@ def routes(collector: Any, versions: ConfigVersions) -> list[BaseRoute]:
             try:
                 yield b"retry: 2000\n\n"
                 while True:
-                    if console.session_of(request) is None:
+                    if console.session_of(request, idle=False) is None:  # the stream is use
                         yield b"event: logout\ndata: {}\n\n"
                         return
                     chunk, after = console.decisions_since(after)
