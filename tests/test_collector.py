@@ -22,6 +22,9 @@ KEY = "pk_demo"
 def make_app(tmp_path, **site_overrides):
     data = yaml.safe_load(DEMO.read_text())
     data["site"].update({"secret_key": "sk_test", **site_overrides})
+    # raw ids ("reader"): these tests are about the collector's loop; signed visitor ids, the
+    # default, are tested in test_identity.py
+    data["identity"] = {"require_signed": False}
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(data))
     runtime = Runtime(load_config(path), tmp_path / "data")

@@ -238,3 +238,71 @@ def test_demo_home_page_screenshot(server, browser):
     assert path.stat().st_size > 10_000
     if os.environ.get("TRIMTAB_UPDATE_DOCS_SCREENSHOT"):
         shutil.copy(path, Path(__file__).resolve().parents[1] / "docs" / "demo.png")
+
+
+def test_the_tracker_gets_a_signed_visitor_id_and_keeps_it_across_page_loads(server, browser):
+    """Signed ids are required (the default): the first hello hands the page a visitor id, the
+    tracker keeps it in localStorage and says hello with it on the next page; a forged one is
+    replaced, and nothing is ever stored under it."""
+    from trimtab.privacy import PrivacyGate
+
+    stored_as = PrivacyGate(salt=b"sk_e2e").user_id  # the demo's salt is its secret key
+    context = browser.new_context()
+    page = context.new_page()
+    hellos: list[dict] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent",
+            lambda frame: (
+                hellos.append(msgspec.json.decode(frame)) if '"hello"' in str(frame) else None
+            ),
+        ),
+    )
+    path = _article_path(server)
+    page.goto(server.url + path)
+    page.click("[data-consent-accept]")
+    vid = _wait_for(
+        lambda: (
+            (page.evaluate("localStorage.getItem('tt_uid')") or "").startswith("vid.v1.")
+            and page.evaluate("localStorage.getItem('tt_uid')")
+        )
+    )
+    assert vid and page.evaluate("trimtab.state().user_id") == vid
+    first_placeholder = hellos[0]["user_id"]
+    assert not first_placeholder.startswith("vid.")  # the first contact had no visitor id yet
+    page.evaluate("trimtab.track('first_page', 1); trimtab.flush()")
+
+    page.goto(server.url + "/")  # the next page load: the same visitor id, no new one
+    page.wait_for_selector('[data-tt-slot="hero"][data-tt-variant]', state="attached")
+    page.evaluate("trimtab.track('second_page', 2); trimtab.flush()")
+    assert page.evaluate("localStorage.getItem('tt_uid')") == vid
+    assert _wait_for(lambda: len(hellos) >= 2)
+    assert hellos[-1]["user_id"] == vid
+
+    def names() -> set[str]:
+        return {e["name"] for e in server.events() if e["kind"] == "custom"}
+
+    assert _wait_for(lambda: {"first_page", "second_page"} <= names(), timeout=15)
+    users = {e["user_id"] for e in server.events()}
+    assert users == {stored_as(vid)}  # the first page's events too (sent before the id came)
+
+    # a forged id (someone else's visitor part, a made-up signature) is replaced, never used
+    forged = "vid.v1.somebody-else." + "A" * 22
+    page.evaluate(f"localStorage.setItem('tt_uid', '{forged}')")
+    page.reload()
+    fresh = _wait_for(
+        lambda: (
+            page.evaluate("localStorage.getItem('tt_uid')") not in (forged, vid)
+            and page.evaluate("localStorage.getItem('tt_uid')")
+        )
+    )
+    assert fresh and fresh.startswith("vid.v1.")
+    page.evaluate("trimtab.track('after_forgery', 3); trimtab.flush()")
+    assert _wait_for(lambda: "after_forgery" in names(), timeout=15), page.evaluate(
+        "JSON.stringify(trimtab.state())"
+    )
+    users = {e["user_id"] for e in server.events()}
+    assert stored_as(forged) not in users and stored_as("somebody-else") not in users
+    assert stored_as(fresh) in users
+    context.close()

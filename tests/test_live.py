@@ -25,6 +25,9 @@ ACCEPT = {"analytics": True, "personalization": True}
 def make_client(tmp_path: Path, **slot_overrides: dict[str, Any]):
     data = yaml.safe_load(DEMO.read_text())
     data["site"]["secret_key"] = "sk_test"
+    # raw ids ("reader"): these tests are about the collector's loop; signed visitor ids, the
+    # default, are tested in test_identity.py
+    data["identity"] = {"require_signed": False}
     for slot, fields in slot_overrides.items():
         data["slots"][slot].update(fields)
     path = tmp_path / "site.yaml"

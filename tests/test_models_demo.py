@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from trimtab.config import load_config
 from trimtab.demo.server import DEMO_CONFIG, build_app
 from trimtab.features import FeatureProcessor
+from trimtab.identity import sign_visitor_id
 from trimtab.models.bootstrap import ensure_segments
 from trimtab.models.live import LiveModels
 from trimtab.sim.simulator import READER_GROUPS, Simulator
@@ -46,11 +47,14 @@ def test_the_names_in_the_demo_config_fit_the_readers_they_name(demo_dir):
         assert top == name and n >= 0.7 * sum(counts.values()), (name, counts)
 
 
+READER = sign_visitor_id("sk_demo", "reader")  # as the demo site's backend would mint it
+
+
 def _event(kind: str, i: int, ts: float, **fields) -> dict:
     return {
         "kind": kind,
         "event_id": f"e{i}",
-        "user_id": "reader",
+        "user_id": READER,
         "session_id": "s1",
         "ts": ts,
         **fields,
@@ -92,7 +96,7 @@ def test_a_deep_reader_gets_the_readers_like_you_offer_on_the_next_article(demo_
         answer = client.post(
             "/v1/decide?key=pk_demo",
             content=json.dumps(
-                {"user_id": "reader", "session_id": "s1", "slots": ["cta"], **next_page}
+                {"user_id": READER, "session_id": "s1", "slots": ["cta"], **next_page}
             ),
         ).json()
         cta = answer["decisions"][0]

@@ -21,6 +21,7 @@ import pytest
 
 from support import drop_namespace, free_port
 from trimtab.events import Consent, Scroll, encode
+from trimtab.identity import sign_visitor_id, visitor_of
 from trimtab.sim.synthetic import synthetic_events
 
 pytestmark = [pytest.mark.redis, pytest.mark.nats]
@@ -103,11 +104,15 @@ def _stream() -> list:
         )
         for u in users
     ]
-    return consents + events
+    stream = consents + events
+    for e in stream:  # what a site's backend hands its pages: ids signed with the secret key
+        e.user_id = sign_visitor_id(SECRET, e.user_id)
+    return stream
 
 
 def _features(server: Serve, user: str) -> dict:
-    found = server.get(f"/v1/admin/features?user_id={user}&session_id={user}-s")
+    session = f"{visitor_of(user)}-s"
+    found = server.get(f"/v1/admin/features?user_id={user}&session_id={session}")
     for key in TIME_DEPENDENT:
         found.pop(key, None)
     found.pop("id", None)  # pseudonymous ids differ by salt only if secrets differ; they do not
@@ -116,7 +121,7 @@ def _features(server: Serve, user: str) -> dict:
 
 def _decisions(server: Serve, user: str) -> list[tuple]:
     body = json.dumps(
-        {"user_id": user, "session_id": f"{user}-s", "slots": DETERMINISTIC_SLOTS}
+        {"user_id": user, "session_id": f"{visitor_of(user)}-s", "slots": DETERMINISTIC_SLOTS}
     ).encode()
     found = server.post("/v1/decide?key=pk_demo", body)["decisions"]
     return [(d["slot"], d["variant"], d["source"], d["rule_id"], d["propensity"]) for d in found]
@@ -212,7 +217,8 @@ def test_unreachable_state_store_gives_degraded_defaults_within_the_deadline(tmp
     server = Serve(tmp_path / "d", env)
     try:
         started = time.monotonic()
-        body = json.dumps({"user_id": "u1", "session_id": "s1", "slots": ["hero", "cta"]}).encode()
+        u1 = sign_visitor_id(SECRET, "u1")
+        body = json.dumps({"user_id": u1, "session_id": "s1", "slots": ["hero", "cta"]}).encode()
         decisions = server.post("/v1/decide?key=pk_demo", body)["decisions"]
         elapsed = time.monotonic() - started
         assert [(d["slot"], d["variant"], d["source"]) for d in decisions] == [
@@ -223,9 +229,9 @@ def test_unreachable_state_store_gives_degraded_defaults_within_the_deadline(tmp
         now = time.time() * 1000
         consent = {"analytics": True, "personalization": True}
         events = [
-            Consent(event_id="c1", user_id="u1", session_id="s1", ts=now, purposes=consent),
+            Consent(event_id="c1", user_id=u1, session_id="s1", ts=now, purposes=consent),
             *(
-                Scroll(event_id=f"e{i}", user_id="u1", session_id="s1", ts=now + i, depth=i / 4)
+                Scroll(event_id=f"e{i}", user_id=u1, session_id="s1", ts=now + i, depth=i / 4)
                 for i in range(1, 4)
             ),
         ]
@@ -413,7 +419,7 @@ def test_sticky_assignments_are_shared_by_every_process(tmp_path, redis_url, nat
         return server
 
     first = serve("one")
-    users = [f"sticky-{i}" for i in range(40)]
+    users = [sign_visitor_id(SECRET, f"sticky-{i}") for i in range(40)]
     try:
         consent = [
             Consent(event_id=f"c-{u}", user_id=u, session_id="s", ts=time.time() * 1000,

@@ -165,9 +165,12 @@ def build_app(cap: Capture) -> Starlette:
         return JSONResponse({"accepted": len(result.events), "rejected": rejected})
 
     async def decide(request: Request) -> JSONResponse:
+        body = json.loads(await request.body() or b"{}")
         if request.query_params.get("key") == cap.key:
             cap.requests.append(("POST", request.url.path))
-        await request.body()
+            if body.get("events"):  # a page without a known id posts its first events here
+                with cap.lock:
+                    cap.http_batches.append(body["events"])
         return JSONResponse({"decisions": cap.initial})
 
     async def demo_article(request: Request) -> HTMLResponse:

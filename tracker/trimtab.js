@@ -31,7 +31,9 @@
   const names = () => slots().map((s) => s.dataset.ttSlot);
 
   let on = false, pers = false, listening = false, choice = null;
-  let uid = '', sid = '', lastAt = 0, pageCat = '';
+  // idOk: the server took uid (a hello or decide answered); until then posts go via decide,
+  // whose answer hands a page without a valid signed visitor id its own (docs/security.md)
+  let uid = '', sid = '', lastAt = 0, pageCat = '', idOk = false, told = false;
   let PV = rid(), at = '', idy = '';
   let q = [], unacked = [], dropped = 0, sent = 0, rejected = 0, posting = false;
   let ws = null, attempt = 0, reconnects = 0, stopWs = false, error = '';
@@ -68,6 +70,15 @@
     else if (!flushT) flushT = setTimeout(flush, FLUSH);
   };
   const url = (p) => BASE + p + QS;
+  const post = (b) => (idOk ? [url('/v1/events'), JSON.stringify(b)]
+    : [url('/v1/decide'), JSON.stringify({ user_id: uid, session_id: sid, events: b })]);
+  const who = (v) => {
+    idOk = true;
+    if (!v || v == uid) return;
+    for (const e of q.concat(...unacked)) if (e.user_id == uid) e.user_id = v;
+    st(LS, 'tt_uid', (uid = v));
+    if (!told) tell(); // a replaced id is a new profile: it needs the consent on record
+  };
   const backoff = () => {
     const d = Math.min(3e4, 500 * 2 ** attempt++);
     return d / 2 + (Math.random() * d) / 2;
@@ -83,13 +94,17 @@
         unacked.push(b);
       }
     } else if (!posting) {
-      const b = q.splice(0, 50);
+      const b = q.splice(0, 50), [u, body] = post(b);
       posting = true;
-      fetch(url('/v1/events'), { method: 'POST', body: JSON.stringify(b), keepalive: true, credentials: 'omit' })
+      fetch(u, { method: 'POST', body, keepalive: true, credentials: 'omit' })
         .then((r) => {
           if (r.status === 429 || r.status >= 500) throw 0;
           if (!r.ok) dropped += b.length;
           else sent += b.length;
+          return r.ok && r.json();
+        })
+        .then((d) => {
+          if (d) who(d.visitor_id);
           posting = false;
           if (q.length) flush();
         })
@@ -106,7 +121,7 @@
     unflush();
     while (on && q.length && N.sendBeacon) {
       const b = q.slice(0, 50);
-      if (!N.sendBeacon(url('/v1/events'), JSON.stringify(b))) break;
+      if (!N.sendBeacon(...post(b))) break;
       q.splice(0, b.length);
       sent += b.length;
     }
@@ -144,6 +159,7 @@
         rejected += (d.rejected || []).length;
       } else if (d.type === 'decisions') {
         attempt = 0;
+        who(d.visitor_id);
         if (d.triggers) { da = (tg = { ...tg, ...d.triggers }).dwell.map(() => 0); hov.forEach((h, el) => arm(el, h)); }
         decide(d.decisions);
       } else if (d.type === 'error') error = cut(d.reason, 200);
@@ -181,7 +197,7 @@
     on = true;
     choice = p;
     pers = !!p.personalization;
-    uid = idy || st(LS, 'tt_uid') || rid();
+    uid = idy || cfg.visitorId || st(LS, 'tt_uid') || uid || rid();
     st(LS, 'tt_uid', uid);
     if (!was) {
       sid = st(SS, 'tt_sid');
@@ -189,7 +205,7 @@
     }
     const fresh = !sid || now() - lastAt > SESSION;
     if (fresh) { lastAt = now(); newSession(); }
-    if (explicit || fresh) ev('consent', { purposes: { analytics: true, personalization: pers } });
+    if (explicit || fresh) tell();
     if (!was) {
       at = path();
       ev('page_view', { url: cut(location.href, 2048), title: cut(D.title, 512),
@@ -200,6 +216,7 @@
     if (pers && !wasPers && was && ws) ws.close();
     if (!pers) restore();
   };
+  const tell = () => { told = true; ev('consent', { purposes: { analytics: true, personalization: pers } }); };
   const stop = (p) => {
     on = pers = false;
     choice = p;
@@ -469,6 +486,7 @@
       idy = id;
       if (!on) return;
       uid = id;
+      idOk = false; // until the server takes it (a signed visitor id: docs/security.md)
       q.forEach((e) => (e.user_id = id)); // not sent yet: this page view is the account's
       st(LS, 'tt_uid', uid);
       ev('consent', { purposes: { analytics: true, personalization: pers } }); // the account's too

@@ -113,15 +113,17 @@ async def _session_loop(
 ) -> None:
     import websockets
 
+    from trimtab.identity import sign_visitor_id
+
     rnd = random.Random(index)
-    user = f"bench-user-{index}"
+    user = sign_visitor_id(SECRET, f"bench-user-{index}")  # as the site's backend mints it
     url = f"ws://127.0.0.1:{port}/v1/live?key=pk_demo"
     seq = 0
     async with websockets.connect(url, max_queue=None) as ws:
         visit = 0
         while time.monotonic() < stop_at:
             visit += 1
-            session = f"{user}-v{visit}"
+            session = f"bench-{index}-v{visit}"
             category = rnd.choice(["politics", "tech", "science", "sport", "culture", "travel"])
             page = f"/article/{category}-{rnd.randrange(7)}"
             context = {

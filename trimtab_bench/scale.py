@@ -26,12 +26,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from trimtab.identity import sign_visitor_id
 from trimtab_bench.live import free_port
+
+USERS = 5000
+SECRET = "sk_bench"
 
 EVENTS_LUA = r"""
 local counter = 0
 local thread_id = math.random(1, 1e9)
-local users = 5000
+local users = #ids
 request = function()
   counter = counter + 1
   local u = (counter * 7919 + thread_id) % users
@@ -40,11 +44,11 @@ request = function()
   for i = 1, 20 do
     local id = string.format('%d-%d-%d', thread_id, counter, i)
     if i == 1 then
-      parts[i] = string.format('{"kind":"consent","event_id":"%s","user_id":"u%d","session_id":"s%d","ts":%d,"purposes":{"analytics":true,"personalization":true}}', id, u, u, now)
+      parts[i] = string.format('{"kind":"consent","event_id":"%s","user_id":"%s","session_id":"s%d","ts":%d,"purposes":{"analytics":true,"personalization":true}}', id, ids[u + 1], u, now)
     elseif i % 3 == 0 then
-      parts[i] = string.format('{"kind":"hover","event_id":"%s","user_id":"u%d","session_id":"s%d","ts":%d,"element":"img-%d","element_kind":"image","category":"tech","dwell_ms":400}', id, u, u, now + i, i)
+      parts[i] = string.format('{"kind":"hover","event_id":"%s","user_id":"%s","session_id":"s%d","ts":%d,"element":"img-%d","element_kind":"image","category":"tech","dwell_ms":400}', id, ids[u + 1], u, now + i, i)
     else
-      parts[i] = string.format('{"kind":"scroll","event_id":"%s","user_id":"u%d","session_id":"s%d","ts":%d,"depth":%.2f,"velocity":600,"page_category":"tech"}', id, u, u, now + i, (i % 10) / 10)
+      parts[i] = string.format('{"kind":"scroll","event_id":"%s","user_id":"%s","session_id":"s%d","ts":%d,"depth":%.2f,"velocity":600,"page_category":"tech"}', id, ids[u + 1], u, now + i, (i % 10) / 10)
     end
   end
   return wrk.format("POST", nil, {["Content-Type"] = "text/plain"}, "[" .. table.concat(parts, ",") .. "]")
@@ -56,8 +60,8 @@ local counter = 0
 local thread_id = math.random(1, 1e9)
 request = function()
   counter = counter + 1
-  local u = (counter * 7919 + thread_id) % 5000
-  local body = string.format('{"user_id":"u%d","session_id":"s%d","slots":["hero","cta","review"],"page":"/article/x","page_category":"tech"}', u, u)
+  local u = (counter * 7919 + thread_id) % #ids
+  local body = string.format('{"user_id":"%s","session_id":"s%d","slots":["hero","cta","review"],"page":"/article/x","page_category":"tech"}', ids[u + 1], u)
   return wrk.format("POST", nil, {["Content-Type"] = "text/plain"}, body)
 end
 """
@@ -194,13 +198,19 @@ def run(
         )
         config.write_text(text)
         events_lua, decide_lua = root / "events.lua", root / "decide.lua"
-        events_lua.write_text(EVENTS_LUA)
-        decide_lua.write_text(DECIDE_LUA)
+        # signed visitor ids (required by default), as a site's backend mints them
+        ids = (
+            "local ids = {"
+            + ",".join(f'"{sign_visitor_id(SECRET, f"u{u}")}"' for u in range(USERS))
+            + "}\n"
+        )
+        events_lua.write_text(ids + EVENTS_LUA)
+        decide_lua.write_text(ids + DECIDE_LUA)
         for backend in backends:
             counts = (1,) if backend == "embedded" else processes
             for n in counts:
                 prefix = f"ttbench{uuid.uuid4().hex[:8]}"
-                env = {**os.environ, "TRIMTAB_SECRET_KEY": "sk_bench"}
+                env = {**os.environ, "TRIMTAB_SECRET_KEY": SECRET}
                 env.pop("TRIMTAB_STATE", None)
                 env.pop("TRIMTAB_BUS", None)
                 if backend != "embedded":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import hmac
 import logging
@@ -46,6 +47,7 @@ from trimtab.console.routes import routes as console_routes
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.gbapi import routes as growthbook_routes
+from trimtab.identity import VisitorIds
 from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render, SlotState
 from trimtab.minify import minify_js
@@ -94,6 +96,20 @@ class Hello(msgspec.Struct, kw_only=True):
     events: msgspec.Raw = msgspec.field(default_factory=_no_events)
     force: Annotated[str, msgspec.Meta(max_length=1024)] = ""  # a signed QA force token
     # (trimtab.qa), from ?tt_force=
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bound:
+    """Who a page (a live socket or a decide request) acts as.
+
+    ``user`` is its user id (a signed visitor id when they are required); ``claimed`` the id
+    the page said (its placeholder before it had a visitor id): its events may carry either and
+    are stored under ``user``. ``session`` is the page's session.
+    """
+
+    user: str
+    claimed: str
+    session: str
 
 
 class Envelope(msgspec.Struct, kw_only=True):
@@ -221,6 +237,9 @@ class Collector:
         self.degraded = ""
         self.push_latency_s: deque[float] = deque(maxlen=200_000)
         self._tracker: tuple[bytes, bytes] | None = None
+        self.visitor_ids = (
+            VisitorIds.from_secret(secret) if secret else VisitorIds.from_data_dir(runtime.data_dir)
+        )
         self.config_versions: Any = None  # set by create_app
         self.console: Any = None  # set by create_app
         # what the console shows live: every logged decision passes through the feed too
@@ -282,6 +301,25 @@ class Collector:
             "Vary": "Origin",
         }
 
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def require_signed(self) -> bool:
+        return self.runtime.config.identity.require_signed
+
+    def identify(self, hello: Hello | Envelope) -> tuple[Bound, str]:
+        """Who a hello (or decide request) acts as, and the visitor id to hand the page ("" when
+        it keeps the one it has).
+
+        With signed ids required, a page without a valid visitor id gets a fresh one: whatever
+        it claimed (another visitor's id, a forged signature) it acts as a new visitor.
+        Without, an empty id still gets one (never a profile shared by every id-less page).
+        """
+        claimed = hello.user_id
+        if claimed and (not self.require_signed or self.visitor_ids.problem(claimed) is None):
+            return Bound(claimed, claimed, hello.session_id), ""
+        issued = self.visitor_ids.issue()
+        return Bound(issued, claimed, hello.session_id), issued
+
     # -- the loop ---------------------------------------------------------------------------
     def slots_problem(self, hello: Hello | Envelope) -> str:
         """Why a hello's slot list is refused ("" when it is fine)."""
@@ -296,6 +334,7 @@ class Collector:
     def page_of(
         self,
         hello: Hello | Envelope,
+        bound: Bound,
         send: Callable[[bytes], Awaitable[None]] | None = None,
         gpc: bool = False,
     ) -> LiveConnection:
@@ -305,8 +344,8 @@ class Collector:
         decided, so it writes no decision row. ``gpc``: the request carried ``Sec-GPC: 1``.
         """
         if gpc:
-            self.gate.note_gpc(hello.user_id)
-        user = self.gate.user_id(hello.user_id)
+            self.gate.note_gpc(bound.user)
+        user = self.gate.user_id(bound.user)
         known = self.runtime.engine.slots
         slots = [name for name in dict.fromkeys(hello.slots) if name in known]
         conn = LiveConnection(
@@ -373,7 +412,7 @@ class Collector:
     async def open_page(
         self,
         conn: LiveConnection,
-        raw_user: str,
+        bound: Bound,
         events: msgspec.Raw,
         register: bool = False,
         gpc: bool = False,
@@ -390,7 +429,7 @@ class Collector:
         if bytes(events) not in (b"null", b"[]"):
             started = time.perf_counter()
             accepted, errors, changed = await self.accept_events(
-                bytes(events), bound=(raw_user, conn.session_id), gpc=gpc
+                bytes(events), bound=bound, gpc=gpc
             )
             await self.push(changed, started)
             ack = (accepted, errors)
@@ -437,13 +476,15 @@ class Collector:
         return len(decisions)
 
     async def accept_events(
-        self, body: bytes, bound: tuple[str, str] | None = None, gpc: bool = False
+        self, body: bytes, bound: Bound | None = None, gpc: bool = False
     ) -> tuple[int, list[EventError], set[tuple[str, str]]]:
         """Decode, gate, log and apply a batch; returns (accepted, rejected, changed sessions).
 
-        ``bound`` is the (user, session) a live socket said hello as: its events must match.
-        An event dated outside the clock-skew window (``limits.clock_skew_*``) is rejected.
-        ``gpc``: the request carried ``Sec-GPC: 1`` (no consent implied for its users).
+        ``bound`` is who a live socket or decide request acts as: its events must be theirs.
+        Without it (``POST /v1/events``), each event's ``user_id`` must be a signed visitor id
+        when those are required. An event dated outside the clock-skew window
+        (``limits.clock_skew_*``) is rejected. ``gpc``: the request carried ``Sec-GPC: 1`` (no
+        consent implied for its users).
         """
         limits = self.limits
         result = decode_batch(
@@ -451,23 +492,35 @@ class Collector:
             max_past_ms=limits.clock_skew_past_s * 1000.0,
             max_ahead_ms=limits.clock_skew_future_s * 1000.0,
         )
-        if gpc:
-            for event in result.events:
-                self.gate.note_gpc(event.user_id)
         errors = list(result.errors)
+        own: list[AnyEvent] = []
+        for index, event in enumerate(result.events):
+            if bound is not None:
+                if event.user_id not in (bound.user, bound.claimed) or (
+                    event.session_id != bound.session
+                ):
+                    errors.append(
+                        EventError(index, f"$[{index}].user_id", "does not match this connection")
+                    )
+                    continue
+                event.user_id = bound.user
+            elif self.require_signed:
+                problem = self.visitor_ids.problem(event.user_id)
+                if problem is not None:
+                    errors.append(EventError(index, f"$[{index}].user_id", problem))
+                    continue
+            if gpc:  # under the id the event is stored as (after binding)
+                self.gate.note_gpc(event.user_id)
+            own.append(event)
+        errors.sort(key=lambda e: e.index)
         kept: list[AnyEvent] = []
         # Consent given in an earlier visit lives in the user's state: have it at hand.
-        await self.prepare({self.gate.user_id(e.user_id) for e in result.events})
+        await self.prepare({self.gate.user_id(e.user_id) for e in own})
         # A consent choice applies to the whole batch that carries it, whatever its position.
-        for event in result.events:
-            if type(event) is Consent and (bound is None or event.user_id == bound[0]):
+        for event in own:
+            if type(event) is Consent:
                 self.gate.record_consent(event.user_id, event.purposes)
-        for index, event in enumerate(result.events):
-            if bound is not None and (event.user_id, event.session_id) != bound:
-                errors.append(
-                    EventError(index, f"$[{index}].user_id", "does not match this connection")
-                )
-                continue
+        for event in own:
             gated = self.gate.gate(event)
             if gated is not None:
                 kept.append(gated)
@@ -477,7 +530,7 @@ class Collector:
         m.events.labels("accepted").inc(len(kept))
         if errors:
             m.events.labels("rejected").inc(len(errors))
-        dropped = len(result.events) - len(kept) - (len(errors) - len(result.errors))
+        dropped = len(own) - len(kept)
         if dropped:
             m.events.labels("no_consent").inc(dropped)
         return len(kept), errors, changed
@@ -595,10 +648,11 @@ def create_app(
         if problem:
             return _error(400, f"bad decide request: {problem}", cors)
         sent_gpc = gpc(request)
-        page = collector.page_of(body, gpc=sent_gpc)
+        bound, issued = collector.identify(body)
+        page = collector.page_of(body, bound, gpc=sent_gpc)
         try:
             decisions, triggers, ack = await collector.open_page(
-                page, body.user_id, body.events, gpc=sent_gpc
+                page, bound, body.events, gpc=sent_gpc
             )
         except BatchError as exc:
             return _error(400, f"bad decide request: events: {exc}", cors)
@@ -608,6 +662,8 @@ def create_app(
             return _error(503, f"events not stored, try again: {exc}", retry)
         answer: dict[str, Any] = {"decisions": [decision_json(d) for d in decisions]}
         answer.update(collector.force_answer(page))
+        if issued:
+            answer["visitor_id"] = issued
         if triggers:
             answer["triggers"] = triggers
         if ack is not None:
@@ -634,7 +690,7 @@ def create_app(
             await ws.close(code=4000 + status)
             return
         conn: LiveConnection | None = None
-        raw_user = ""
+        bound: Bound | None = None
         sent_gpc = gpc(ws)
         limits = collector.limits
         network = truncate_ip(client)
@@ -708,11 +764,11 @@ def create_app(
                     if conn is not None:
                         collector.hub.close(conn)
                         conn = None
-                    raw_user = envelope.user_id
-                    page = collector.page_of(envelope, send, gpc=sent_gpc)
+                    bound, issued = collector.identify(envelope)
+                    page = collector.page_of(envelope, bound, send, gpc=sent_gpc)
                     try:
                         decisions, triggers, first = await collector.open_page(
-                            page, raw_user, envelope.events, register=True, gpc=sent_gpc
+                            page, bound, envelope.events, register=True, gpc=sent_gpc
                         )
                     except BatchError as exc:  # the hello's events are not a batch
                         collector.hub.close(page)
@@ -731,12 +787,14 @@ def create_app(
                         "decisions": [decision_json(d) for d in decisions],
                         **collector.force_answer(page),
                     }
+                    if issued:
+                        answer["visitor_id"] = issued
                     if triggers:
                         answer["triggers"] = triggers
                     await send(_json.encode(answer))
                     await send(ack(*(first or (0, []))))
                 elif envelope.type == "events":
-                    if conn is None:
+                    if conn is None or bound is None:
                         await refuse("send hello first")
                         continue
                     if not collector.limiter.allow(collector.site.public_key, network):
@@ -744,7 +802,7 @@ def create_app(
                         return
                     try:
                         accepted, errors, changed = await collector.accept_events(
-                            bytes(envelope.events), bound=(raw_user, conn.session_id), gpc=sent_gpc
+                            bytes(envelope.events), bound=bound, gpc=sent_gpc
                         )
                     except (BatchError, StorageError) as exc:
                         # not acknowledged: the tracker keeps the batch and sends it again

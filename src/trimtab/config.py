@@ -48,6 +48,13 @@ class SiteSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     holdout_seed: str = "trimtab-holdout"
 
 
+class IdentitySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Only signed visitor ids (trimtab.identity) may write to, read from or consent for a
+    # profile; unsigned or forged ids are refused (events) or replaced (hello, decide).
+    # false: any id is taken as it comes (a public key can then act as any visitor).
+    require_signed: bool = True
+
+
 class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "var/trimtab"
     state: str = "memory"  # memory (SQLite-persisted) | redis://host:port/db
@@ -151,6 +158,7 @@ class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     site: SiteSection = msgspec.field(default_factory=SiteSection)
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    identity: IdentitySection = msgspec.field(default_factory=IdentitySection)
     features: dict[str, FeatureDecl] = {}
     slots: dict[str, SlotDecl] = {}
     # Metric and experiment declarations are validated by trimtab.experiments.spec.
@@ -208,6 +216,7 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
         "site",
         "storage",
         "limits",
+        "identity",
         "features",
         "slots",
         "metrics",
@@ -224,6 +233,7 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
         site=_convert(data.get("site") or {}, SiteSection, "$.site", source),
         storage=_convert(data.get("storage") or {}, StorageSection, "$.storage", source),
         limits=_convert(data.get("limits") or {}, LimitsSection, "$.limits", source),
+        identity=_convert(data.get("identity") or {}, IdentitySection, "$.identity", source),
         features=_convert_named(data.get("features"), FeatureDecl, "$.features", source),
         slots=_convert_named(data.get("slots"), SlotDecl, "$.slots", source),
         metrics=_mapping(data.get("metrics"), "$.metrics", source),

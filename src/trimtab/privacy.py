@@ -39,6 +39,7 @@ from trimtab.events import (
     PageView,
     Visible,
 )
+from trimtab.identity import visitor_of
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PHONE = re.compile(r"\+?\(?\d[\d ()-]{7,}\d")
@@ -157,10 +158,11 @@ class PrivacyGate:
     def user_id(self, raw: str) -> str:
         """The stored form of a user id (stable per site salt)."""
         if not self.pseudonymize:
-            return raw
+            return visitor_of(raw)
         cached = self._ids.get(raw)
         if cached is None:
-            digest = hmac.new(self.salt, raw.encode(), hashlib.sha256).hexdigest()
+            # a signed visitor id and its visitor part are one profile (trimtab.identity)
+            digest = hmac.new(self.salt, visitor_of(raw).encode(), hashlib.sha256).hexdigest()
             cached = "p" + digest[:31]
             if len(self._ids) >= self._cache_size:
                 self._ids.clear()

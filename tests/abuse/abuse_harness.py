@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 import yaml
 
 from support import free_port
@@ -154,7 +155,9 @@ class Server:
             conn.close()
 
     def post_events(self, events: list, timeout: float = 10.0) -> tuple[int, dict, Any]:
-        return self.request("POST", f"/v1/events?key={KEY}", encode(events), timeout)
+        """Post events under signed visitor ids (``visitor``) of their users."""
+        signed = [msgspec.structs.replace(e, user_id=visitor(e.user_id)) for e in events]
+        return self.request("POST", f"/v1/events?key={KEY}", encode(signed), timeout)
 
     def health(self, timeout: float = 10.0) -> dict:
         return self.request("GET", "/health", timeout=timeout)[2]
@@ -165,7 +168,8 @@ class Server:
 
     def decide(self, user: str, session: str = "s") -> list:
         slots = list(yaml.safe_load(self.config.read_text())["slots"])
-        body = json.dumps({"user_id": user, "session_id": session, "slots": slots}).encode()
+        body = json.dumps({"user_id": visitor(user), "session_id": session, "slots": slots})
+        body = body.encode()
         return self.request("POST", f"/v1/decide?key={KEY}", body)[2]["decisions"]
 
     def erase(self, user: str) -> tuple[int, Any]:
@@ -338,6 +342,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float, every: float = 0.2) 
             pass
         time.sleep(every)
     return False
+
+
+def visitor(user: str) -> str:
+    """A user's signed visitor id, as the site's backend mints it with the secret key (signed
+    ids are required by default: trimtab.identity). The profile is the user's either way."""
+    from trimtab.identity import PREFIX, sign_visitor_id
+
+    return user if user.startswith(PREFIX) else sign_visitor_id(SECRET, user)
 
 
 def pseudonym(user: str) -> str:

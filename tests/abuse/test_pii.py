@@ -17,7 +17,7 @@ import time
 import uuid
 
 import yaml
-from abuse_harness import KEY, Server, grep_bytes, site_config, wait_for
+from abuse_harness import KEY, Server, grep_bytes, site_config, visitor, wait_for
 from websockets.asyncio.client import connect
 
 # Each piece of personal data, in every spelling that could reach a file.
@@ -95,7 +95,9 @@ async def _hello(port: int, user: str) -> list[dict]:
 def test_no_personal_data_reaches_any_store(tmp_path):
     data = tmp_path / "data"
     server = Server(_config(tmp_path), data).start()
-    user, refuser, ws_user = "reader-pii", "refuser-pii", "socket-pii"
+    # signed visitor ids (required by default); the socket's page starts with a placeholder id
+    # and is handed a visitor id in the hello answer
+    user, refuser, ws_user = visitor("reader-pii"), visitor("refuser-pii"), "placeholder-pii"
     try:
         batch = [
             _event("consent", user, page=f"/welcome?email={EMAIL}", **GRANT),
@@ -136,6 +138,7 @@ def test_no_personal_data_reaches_any_store(tmp_path):
 
         answers = asyncio.run(_hello(server.port, ws_user))
         assert answers[0]["type"] == "decisions" and answers[1]["type"] == "ack", answers
+        assert answers[0]["visitor_id"].startswith("vid.v1."), answers
         assert answers[2] == {"type": "ack", "accepted": 1, "rejected": []}, answers
 
         # what the rules see: the interest keys never hold the e-mail
