@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from trimtab.collector import create_app
 from trimtab.config import load_config
 from trimtab.console.auth import Sessions
+from trimtab.identity import sign_visitor_id
 from trimtab.runtime import Runtime
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
@@ -145,13 +146,14 @@ def test_writes_need_the_csrf_token_and_the_feed_sees_decisions(tmp_path):
         assert again.status_code == 400 and "confirm" in again.json()["error"]
 
         now = time.time() * 1000
+        reader = sign_visitor_id(SECRET, "reader")  # as the site's backend mints it
         batch = [
-            {"kind": "consent", "event_id": "c", "user_id": "reader", "session_id": "s", "ts": now,
+            {"kind": "consent", "event_id": "c", "user_id": reader, "session_id": "s", "ts": now,
              "purposes": {"analytics": True, "personalization": True}},
         ]  # fmt: skip
         client.post(
             "/v1/decide?key=pk_demo",
-            json={"user_id": "reader", "session_id": "s", "slots": ["cta"], "events": batch},
+            json={"user_id": reader, "session_id": "s", "slots": ["cta"], "events": batch},
         )
         live = client.get("/console/api/live").json()
         assert any(d["slot"] == "cta" for d in live["decisions"])

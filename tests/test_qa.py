@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from trimtab.cli import app as cli
 from trimtab.collector import create_app
 from trimtab.config import load_config
+from trimtab.identity import sign_visitor_id
 from trimtab.qa import ForceError, force_link, force_token, verify_force
 from trimtab.runtime import Runtime
 
@@ -60,6 +61,7 @@ def site(tmp_path: Path) -> Path:
 
 def hello(user: str, force: str = "", **extra) -> dict:
     now = time.time() * 1000
+    user = sign_visitor_id(SECRET, user)  # as the site's backend mints it
     consent = {
         "kind": "consent",
         "event_id": f"c-{user}",
@@ -130,7 +132,8 @@ def test_off_policy_evaluation_leaves_forced_decisions_out(tmp_path):
         for user, answer in (("p-1", plain), ("p-2", forced)):
             rail = next(d for d in answer["decisions"] if d["slot"] == "rail")
             exposures.append(
-                {"kind": "exposure", "event_id": f"x-{user}", "user_id": user, "session_id": "s",
+                {"kind": "exposure", "event_id": f"x-{user}", "session_id": "s",
+                 "user_id": sign_visitor_id(SECRET, user),
                  "ts": time.time() * 1000, "slot": "rail", "variant": rail["variant"],
                  "decision_id": rail["decision_id"]}
             )  # fmt: skip

@@ -200,7 +200,8 @@ def config_without_segments(into: Path) -> Path:
 
 
 def interest_readers(count: int, category: str = "sport") -> list[str]:
-    """Visitor ids (as the browser keeps them) whose rail the demo's interest rules choose.
+    """Signed visitor ids (as the browser keeps them) whose rail the demo's interest rules
+    choose.
 
     The demo gives half of its readers, by hash, to the rail's bandit (``rail-bandit``,
     ``coverage: 0.5``) and the other half to the hand-written interest rules: the category
@@ -214,6 +215,7 @@ def interest_readers(count: int, category: str = "sport") -> list[str]:
     from trimtab.config import load_config
     from trimtab.decide import Engine
     from trimtab.demo.server import DEMO_CONFIG
+    from trimtab.identity import sign_visitor_id
     from trimtab.privacy import PrivacyGate
 
     config = load_config(DEMO_CONFIG)
@@ -241,7 +243,7 @@ def interest_readers(count: int, category: str = "sport") -> list[str]:
         }
         (rail,) = engine.decide_attrs(attrs, ["rail"])
         if rail.rule_id == f"interest-{category}":
-            found.append(raw)
+            found.append(sign_visitor_id(SECRET, raw))  # signed ids are required by default
     return found
 
 
