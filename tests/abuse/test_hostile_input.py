@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from trimtab.collector import create_app
 from trimtab.config import load_config
+from trimtab.identity import sign_visitor_id
 from trimtab.runtime import Runtime
 
 DEMO = Path(__file__).resolve().parents[2] / "src" / "trimtab" / "demo" / "config.yaml"
@@ -46,11 +47,16 @@ def app(tmp_path):
     runtime.close()
 
 
+def visitor(user: str) -> str:
+    """A user's signed visitor id (required by default), as the site's backend mints it."""
+    return sign_visitor_id(SECRET, user) if user and not user.startswith("vid.") else user
+
+
 def event(kind: str, user: str = "u1", **fields: Any) -> dict[str, Any]:
     return {
         "kind": kind,
         "event_id": f"e{next(_n)}",
-        "user_id": user,
+        "user_id": visitor(user),
         "session_id": "s",
         "ts": time.time() * 1000,
         **fields,
@@ -58,7 +64,13 @@ def event(kind: str, user: str = "u1", **fields: Any) -> dict[str, Any]:
 
 
 def hello(user: str = "u1", slots: list[str] | None = None, **more: Any) -> dict[str, Any]:
-    return {"type": "hello", "user_id": user, "session_id": "s", "slots": slots or ["rail"], **more}
+    return {
+        "type": "hello",
+        "user_id": visitor(user),
+        "session_id": "s",
+        "slots": slots or ["rail"],
+        **more,
+    }
 
 
 def decision_rows(app, user: str) -> int:

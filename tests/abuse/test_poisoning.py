@@ -38,6 +38,9 @@ _n = iter(range(10**9))
 def site(tmp_path: Path, **limits: Any) -> Path:
     data = yaml.safe_load(DEMO.read_text())
     data["site"].update(secret_key="sk_test", consent="implied")
+    # any id is taken (signed visitor ids not required): the attacker here may act as anyone,
+    # a stronger attacker than the default allows
+    data["identity"] = {"require_signed": False}
     if limits:
         data["limits"] = limits
     tmp_path.mkdir(parents=True, exist_ok=True)
