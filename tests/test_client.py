@@ -53,6 +53,7 @@ def test_decisions_from_a_running_trimtab_and_refusals_as_fallbacks(tmp_path):
         client = TrimtabClient(url, "pk_demo", timeout_s=2.0)
         page = client.decide("reader", "s", ["cta", "hero"], page="/article/a", consent=CONSENT)
         assert page.ok and page["cta"].variant == "newsletter"
+        assert page.visitor_id.startswith("vid.v1.")  # "reader" is not signed: a new visitor
         assert page["cta"].source == "default" and page["cta"].decision_id
         assert "morning briefing" in page["cta"].html
         logged = runtime.decision_log

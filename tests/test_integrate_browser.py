@@ -25,9 +25,10 @@ from starlette.routing import Route
 
 from inthread import serve_app
 from support import free_port
-from trimtab.client import TrimtabClient, reader_id
+from trimtab.client import TrimtabClient, reader_id, sign_visitor_id
 from trimtab.collector import create_app
 from trimtab.config import parse_config
+from trimtab.identity import visitor_of
 from trimtab.qa import force_token
 from trimtab.runtime import Runtime
 from trimtab.scaffold import scaffold
@@ -45,8 +46,13 @@ def shop(trimtab_url: str, public_key: str) -> Starlette:
 
     def visitor(request: Request) -> tuple[str, str]:
         account = request.cookies.get("account")
-        uid = reader_id(APP_SECRET, account) if account else request.cookies.get("uid", "")
-        return uid or "anon-" + secrets.token_hex(8), request.cookies.get("sid", "s-1")
+        # signed visitor ids, minted with trimtab's secret key (docs/integrate.md, Identity)
+        if account:
+            uid = sign_visitor_id(SECRET, reader_id(APP_SECRET, account))
+        else:
+            uid = request.cookies.get("uid", "")
+        fresh = sign_visitor_id(SECRET, "anon-" + secrets.token_hex(8))
+        return uid or fresh, request.cookies.get("sid", "s-1")
 
     def page(request: Request, body: str, title: str) -> Response:
         uid, sid = visitor(request)
@@ -154,7 +160,8 @@ def test_a_site_of_its_own_renders_decides_adjusts_and_follows_spa_and_login(gar
     page.wait_for_selector('[data-tt-slot="cta"][data-tt-variant="engaged"]', state="attached")
     assert page.inner_text('[data-tt-slot="cta"]') == "You read to the end. Subscribe?"
     uid = page.evaluate("trimtab.state().user_id")
-    assert uid.startswith("anon-")  # the site's own id (identify), shared with server decide
+    # the site's own id (identify), shared with server decide, signed
+    assert visitor_of(uid).startswith("anon-") and uid.startswith("vid.v1.")
 
     # single-page navigation: a new page view, with its own id, said hello anew
     page.goto(url + "/app")
@@ -173,7 +180,7 @@ def test_a_site_of_its_own_renders_decides_adjusts_and_follows_spa_and_login(gar
 
     # logging in: the account's opaque id, the same the server-side client decides for
     page.goto(url + "/login")
-    account = reader_id(APP_SECRET, "alice")
+    account = sign_visitor_id(SECRET, reader_id(APP_SECRET, "alice"))
     assert until(lambda: page.evaluate("trimtab.state().user_id") == account)
     page.mouse.wheel(0, 400)
     page.evaluate("trimtab.flush()")

@@ -13,9 +13,13 @@ answers with an error, each slot gets its fallback (the variant you pass, else `
 >>> (page["cta"].variant, page["cta"].source)
 ('newsletter', 'fallback')
 
-Visitor ids: pass the id the tracker uses for this reader (its ``tt_uid``, e.g. from a cookie
-you set) or, for logged-in readers, :func:`reader_id` of their account, which is also what
-``trimtab.identify`` should receive in the page (an opaque id nobody can guess from the account).
+Visitor ids: trimtab requires **signed** visitor ids by default (``docs/security.md``). Pass
+the id the tracker uses for this reader (its ``tt_uid``, e.g. from a cookie you set), or mint
+one with trimtab's secret key: :func:`sign_visitor_id` (``sign_visitor_id(secret_key)`` for a
+new anonymous reader; ``sign_visitor_id(secret_key, reader_id(app_key, account))`` for a
+logged-in one, the same on every device), which is also what ``trimtab.identify`` should
+receive in the page. An unsigned or forged id is answered as a new visitor:
+:attr:`PageDecisions.visitor_id` is then the id trimtab issued.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
+
+from trimtab.identity import sign_visitor_id
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class PageDecisions:
     ok: bool = True
     error: str = ""
     elapsed_ms: float = 0.0
+    visitor_id: str = ""  # issued by trimtab when the id sent was not a valid signed one
 
     def __getitem__(self, slot: str) -> SlotDecision:
         return self.slots[slot]
@@ -151,7 +158,10 @@ class TrimtabClient:
             return self._fallback(slots, fallback, f"HTTP {exc.code}: {_reason(exc)}", started)
         except Exception as exc:  # unreachable, timeout, bad answer: the page still renders
             return self._fallback(slots, fallback, f"{type(exc).__name__}: {exc}", started)
-        out = PageDecisions(elapsed_ms=(time.perf_counter() - started) * 1000)
+        out = PageDecisions(
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            visitor_id=str(answer.get("visitor_id", "")),
+        )
         for slot in slots:
             out.slots[slot] = decided.get(slot) or SlotDecision(
                 slot, (fallback or {}).get(slot), "fallback", reason="not decided by trimtab"
@@ -190,4 +200,11 @@ def render(template: str, decision: SlotDecision, **context: Any) -> str:
     return fill(template, {**context, **(decision.payload or {})})
 
 
-__all__ = ["PageDecisions", "SlotDecision", "TrimtabClient", "reader_id", "render"]
+__all__ = [
+    "PageDecisions",
+    "SlotDecision",
+    "TrimtabClient",
+    "reader_id",
+    "render",
+    "sign_visitor_id",
+]
