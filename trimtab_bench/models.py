@@ -321,14 +321,15 @@ class Speed:
     def ours(self) -> Timing:
         return self.timings["ours"]
 
-    def ratio(self, label: str, quantile: str = "median") -> float:
-        """How many times faster ours is than ``label`` (``median`` or ``p99``)."""
+    def ratio(self, label: str, quantile: str = "median", base: str = "ours") -> float:
+        """How many times faster ``base`` is than ``label`` (``median`` or ``p99``)."""
         attr = "median_us" if quantile == "median" else "p99_us"
-        return getattr(self.timings[label], attr) / getattr(self.ours, attr)
+        return getattr(self.timings[label], attr) / getattr(self.timings[base], attr)
 
 
 SPEED_LABELS = {
     "ours": "trimtab: segment + trees + MLP, from the attributes",
+    "ours_fresh": "  the same, attributes just built (as live scoring gets them)",
     "ours_trees": "  trees alone, from the attributes",
     "ours_mlp": "  MLP alone, from the attributes",
     "ours_segment": "  segment alone, from the attributes",
@@ -341,24 +342,33 @@ SPEED_LABELS = {
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[int], object]], n: int, block: int = 500, warmup: int = 200
+    fns: dict[str, Callable[[int], object] | tuple[Callable[[int], Any], Callable[[Any], object]]],
+    n: int,
+    block: int = 500,
+    warmup: int = 200,
 ) -> dict[str, Timing]:
     """Time each ``fn(i)`` ``n`` times, in alternating blocks of ``block`` calls, so that a
     change of load on a shared machine reaches every contender alike; ratios of the results
-    are then fair within the run."""
-    for fn in fns.values():
+    are then fair within the run. A ``(prepare, fn)`` pair times ``fn(prepare(i))`` only."""
+    calls = {name: fn if isinstance(fn, tuple) else (lambda i: i, fn) for name, fn in fns.items()}
+    for prepare, fn in calls.values():
         for i in range(warmup):
-            fn(i)
+            fn(prepare(i))
     samples: dict[str, list[int]] = {name: [] for name in fns}
     clock = time.perf_counter_ns
     for lo in range(0, n, block):
-        for name, fn in fns.items():
+        for name, (prepare, fn) in calls.items():
             out = samples[name]
             for i in range(lo, min(n, lo + block)):
+                arg = prepare(i)
                 start = clock()
-                fn(i)
+                fn(arg)
                 out.append(clock() - start)
     return {name: Timing.of(name, s) for name, s in samples.items()}
+
+
+def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: _copy_attrs(v) if type(v) is dict else v for k, v in attrs.items()}
 
 
 def live_speed(n: int, say: Say) -> Speed:
@@ -398,17 +408,19 @@ def live_speed(n: int, say: Say) -> Speed:
     bundle = (segments.compiled, trees.compiled, mlp.compiled)
     if any(part is None for part in bundle):
 
-        def ours(i: int) -> None:  # numpy serves: the three one after the other
-            attrs = attrs_list[i % m]
+        def score_one(attrs: dict[str, Any]) -> None:  # numpy serves: one after the other
             segments.assign(attrs)
             trees.score(attrs)
             mlp.score(attrs)
 
     else:
-        score_all = native.load().score_all  # type: ignore[union-attr]
+        import functools
 
-        def ours(i: int) -> None:  # what LiveModels.compute does: one call for all three
-            score_all(bundle, attrs_list[i % m])
+        # as LiveModels.compute: one call for the three
+        score_one = functools.partial(native.load().score_all, bundle)  # type: ignore[union-attr]
+
+    def ours(i: int) -> None:
+        score_one(attrs_list[i % m])
 
     def ours_numpy(i: int) -> None:
         attrs = attrs_list[i % m]
@@ -431,16 +443,24 @@ def live_speed(n: int, say: Say) -> Speed:
         with torch.no_grad():
             net(z[i % k])
 
+    def fresh(i: int) -> dict[str, Any]:
+        """The attributes as live scoring gets them: just built (here: copied) by the
+        feature processor, so in the CPU's caches."""
+        return _copy_attrs(attrs_list[i % m])
+
     say(f"speed: timing one user at a time ({native.status()} scorer), interleaved")
-    gc.collect()
+    from trimtab.tuning import tune_for_serving
+
+    previous = tune_for_serving()  # the GC schedule `trimtab serve` runs with
     timings = time_interleaved(
         {
             "ours": ours,
+            "ours_fresh": (fresh, score_one),
             "ours_trees": lambda i: trees.score(attrs_list[i % m]),
             "ours_mlp": lambda i: mlp.score(attrs_list[i % m]),
             "ours_segment": lambda i: segments.assign(attrs_list[i % m]),
             "ours_numpy": ours_numpy,
-            "booster": lambda i: booster.predict(rows2d[i % k]),
+            "booster": (lambda i: rows2d[i % k], booster.predict),
             "booster_attrs": booster_attrs,
             "torch": torch_one,
         },
@@ -449,6 +469,8 @@ def live_speed(n: int, say: Say) -> Speed:
     timings["sklearn"] = time_calls(
         "predict_proba", lambda i: clf.predict_proba(rows2d[i % k]), max(n // 10, 500)
     )
+    gc.set_threshold(*previous)
+    gc.unfreeze()
     stack = np.array(vectors)
     served_trees = np.array([trees.score(a) for a in attrs_list[:k]])
     served_mlp = np.array([mlp.score(a) for a in attrs_list[:k]])

@@ -465,6 +465,30 @@ static int forest_raw(Model *m, const double *x, double *raw) {
     return 0;
 }
 
+#define BLOCK 8
+/* o = h W (W row-major, n_in x n_out): each output sums its inputs in order (i = 0, 1, …)
+   from 0, the same IEEE operations whichever loop computes it; BLOCK outputs at a time stay
+   in registers. */
+static void matvec(const double *h, Py_ssize_t n_in, const double *w, Py_ssize_t n_out,
+                   double *o) {
+    Py_ssize_t j0 = 0;
+    for (; j0 + BLOCK <= n_out; j0 += BLOCK) {
+        double acc[BLOCK] = {0.0};
+        for (Py_ssize_t i = 0; i < n_in; i++) {
+            double hi = h[i];
+            const double *row = w + i * n_out + j0;
+            for (int jj = 0; jj < BLOCK; jj++) acc[jj] += hi * row[jj];
+        }
+        for (int jj = 0; jj < BLOCK; jj++) o[j0 + jj] = acc[jj];
+    }
+    for (Py_ssize_t j = j0; j < n_out; j++) o[j] = 0.0;
+    for (Py_ssize_t i = 0; i < n_in && j0 < n_out; i++) { /* the outputs left over */
+        double hi = h[i];
+        const double *row = w + i * n_out;
+        for (Py_ssize_t j = j0; j < n_out; j++) o[j] += hi * row[j];
+    }
+}
+
 static void dense_raw(Model *m, const double *x, double *raw) {
     const double *h = x;
     for (int l = 0; l < m->n_layers; l++) {
@@ -472,12 +496,7 @@ static void dense_raw(Model *m, const double *x, double *raw) {
         int last = l == m->n_layers - 1;
         double *o = last ? raw : (l % 2 == 0 ? m->h1 : m->h2);
         const double *w = m->w[l], *b = m->b[l];
-        for (Py_ssize_t j = 0; j < n_out; j++) o[j] = 0.0;
-        for (Py_ssize_t i = 0; i < n_in; i++) {
-            double hi = h[i];
-            const double *row = w + i * n_out;
-            for (Py_ssize_t j = 0; j < n_out; j++) o[j] += hi * row[j];
-        }
+        matvec(h, n_in, w, n_out, o);
         for (Py_ssize_t j = 0; j < n_out; j++) {
             o[j] += b[j];
             if (!last && o[j] < 0.0) o[j] = 0.0; /* NaN stays NaN, as np.maximum */
@@ -489,12 +508,8 @@ static void dense_raw(Model *m, const double *x, double *raw) {
 static PyObject *mixture_assign(Model *m, const double *x) {
     Py_ssize_t kd = m->k * m->d, best = 0;
     double *y = m->h1, top = -INFINITY, total = 0.0;
-    for (Py_ssize_t j = 0; j < kd; j++) y[j] = -m->c[j];
-    for (Py_ssize_t i = 0; i < m->d; i++) {
-        double xi = x[i];
-        const double *row = m->a + i * kd;
-        for (Py_ssize_t j = 0; j < kd; j++) y[j] += xi * row[j];
-    }
+    matvec(x, m->d, m->a, kd, y); /* y = x A − c, as numpy computes it */
+    for (Py_ssize_t j = 0; j < kd; j++) y[j] -= m->c[j];
     for (Py_ssize_t q = 0; q < m->k; q++) {
         double s = 0.0;
         for (Py_ssize_t l = 0; l < m->d; l++) s += y[q * m->d + l] * y[q * m->d + l];
