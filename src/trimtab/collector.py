@@ -930,7 +930,20 @@ def create_app(
         )
         return JSONResponse(answer)
 
+    openapi_doc: list[bytes] = []
+
+    async def openapi(request: Request) -> Response:
+        """The OpenAPI 3.1 document of every HTTP route (trimtab.openapi)."""
+        if not openapi_doc:
+            from trimtab import __version__
+            from trimtab.openapi import document
+
+            built = document(routes, collector.site.public_key, __version__)
+            openapi_doc.append(_json.encode(built))
+        return Response(openapi_doc[0], media_type="application/json")
+
     routes: list[Any] = [
+        Route("/openapi.json", openapi),
         Route("/v1/events", events, methods=["POST"]),
         Route("/v1/events", preflight, methods=["OPTIONS"]),
         Route("/v1/decide", decide, methods=["POST"]),

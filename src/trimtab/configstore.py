@@ -194,6 +194,8 @@ class ConfigStore:
         return int(row[0] or 0)
 
     def get(self, version: int) -> ConfigVersion | None:
+        if not 0 <= version < 2**63:  # beyond SQLite's integers: no such version (not a 500)
+            return None
         return self._one("SELECT * FROM config_versions WHERE version = ?", (version,))
 
     def last_of(self, origin: Origin) -> ConfigVersion | None:

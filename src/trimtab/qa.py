@@ -70,7 +70,7 @@ def verify_force(secret: str, token: str, now: float | None = None) -> dict[str,
     pairs, sep2, expiry = payload.rpartition("~")
     if not sep or not sep2 or not expiry.isdigit():
         raise ForceError("tt_force: not a force token (slot:variant~expiry~signature)")
-    if not hmac.compare_digest(signature, _signature(secret, payload)):
+    if not hmac.compare_digest(signature.encode(), _signature(secret, payload).encode()):
         raise ForceError("tt_force: bad signature")
     if int(expiry) < (time.time() if now is None else now):
         raise ForceError("tt_force: expired")
