@@ -417,6 +417,7 @@ def serve(
     console.print(
         f"trimtab serving {site.site.name or site.site.id} ({kind}) on http://{host}:{port}"
         + (f" with {workers} workers" if workers > 1 else "")
+        + f"; the console at http://{host}:{port}/console"
     )
     if workers > 1:
         sock.close()  # uvicorn's workers bind it themselves; it was free a moment ago

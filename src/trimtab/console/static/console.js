@@ -87,7 +87,7 @@
     state.title = s.degraded.join('; ');
     state.className = s.degraded.length ? 'error' : '';
     for (const [k, v] of [['events', s.events_per_s], ['decisions', s.decisions_per_s], ['pushes', s.pushes_per_s], ['errors', s.errors_per_s]]) live[k].push(v);
-    live.t.push(s.ts);
+    live.t.push(Math.round(s.ts));
     if (live.t.length > 300) Object.values(live).forEach((a) => a.shift());
     if (current === 'live') {
       chart('live', $('#live-chart'), 'per second', ['events', 'decisions', 'pushes', 'errors'], live.t,
