@@ -22,7 +22,6 @@ from trimtab.bus.nats import NatsJetStreamBus
 from trimtab.bus.redis import RedisStreamBus, partition_of
 from trimtab.bus.spool import Spool
 from trimtab.events import AnyEvent, Scroll, decode_one
-from trimtab.processor import subscribe
 from trimtab.sim.synthetic import synthetic_events
 
 GROUP = "features"
@@ -142,7 +141,7 @@ async def test_contract_publish_subscribe_ack(open_bus: OpenBus) -> None:
     bus = await open_bus()
     first = events_for(5, 10)
     assert await bus.publish(first) == len(first)
-    async with contextlib.aclosing(subscribe(bus, GROUP, 20, "c1")) as batches:
+    async with contextlib.aclosing(bus.subscribe(GROUP, batch=20, consumer="c1")) as batches:
         got = await collect(batches, len(first), bus)
     assert sorted(m.event.event_id for m in got) == sorted(e.event_id for e in first)
     assert all(isinstance(m.event, Scroll) for m in got)
@@ -151,7 +150,7 @@ async def test_contract_publish_subscribe_ack(open_bus: OpenBus) -> None:
     # Acknowledged events are not delivered again; only the new ones are.
     later = events_for(5, 3, start=10)
     assert await bus.publish(later) == len(later)
-    async with contextlib.aclosing(subscribe(bus, GROUP, 100, "c1")) as batches:
+    async with contextlib.aclosing(bus.subscribe(GROUP, batch=100, consumer="c1")) as batches:
         got = await collect(batches, len(later), bus)
     assert await remaining(bus, GROUP) == 0
     assert sorted(m.event.event_id for m in got) == sorted(e.event_id for e in later)
@@ -164,7 +163,7 @@ async def test_contract_publish_retry_is_not_delivered_twice(open_bus: OpenBus) 
     # A retry of the whole batch (lost reply) plus the rest: only the rest is new.
     assert await bus.publish(events) == len(events) - 60
     assert await bus.publish(events[10:20]) == 0
-    async with contextlib.aclosing(subscribe(bus, GROUP, 30, "c1")) as batches:
+    async with contextlib.aclosing(bus.subscribe(GROUP, batch=30, consumer="c1")) as batches:
         got = await collect(batches, len(events), bus)
     ids = [m.event.event_id for m in got]
     assert len(ids) == len(set(ids)) == len(events)
@@ -176,14 +175,14 @@ async def test_contract_unacked_messages_reach_another_consumer(open_bus: OpenBu
     events = events_for(4, 25)
     first = await open_bus()
     await first.publish(events)
-    dead = subscribe(first, GROUP, 40, "a")
+    dead = first.subscribe(GROUP, batch=40, consumer="a")
     taken = await anext(dead)
     assert taken, "the first consumer received a batch"
     await dead.aclose()
     await first.close()  # the consumer dies without acknowledging
 
     second = await open_bus()
-    async with contextlib.aclosing(subscribe(second, GROUP, 40, "b")) as batches:
+    async with contextlib.aclosing(second.subscribe(GROUP, batch=40, consumer="b")) as batches:
         got: list[BusMessage] = []
         wanted = {e.event_id for e in events}
 
@@ -203,7 +202,7 @@ async def test_contract_per_user_order(open_bus: OpenBus) -> None:
     events = events_for(7, 60)
     for start in range(0, len(events), 37):
         await bus.publish(events[start : start + 37])
-    async with contextlib.aclosing(subscribe(bus, GROUP, 50, "c1")) as batches:
+    async with contextlib.aclosing(bus.subscribe(GROUP, batch=50, consumer="c1")) as batches:
         got = await collect(batches, len(events), bus)
     by_user: dict[str, list[str]] = {}
     for m in got:
@@ -220,7 +219,7 @@ async def test_contract_many_events_in_batches(open_bus: OpenBus) -> None:
     for start in range(0, len(events), 1000):
         new += await bus.publish(events[start : start + 1000])
     assert new == len(events)
-    async with contextlib.aclosing(subscribe(bus, GROUP, 1000, "c1")) as batches:
+    async with contextlib.aclosing(bus.subscribe(GROUP, batch=1000, consumer="c1")) as batches:
         got = await collect(batches, len(events), bus, timeout=120)
     assert len(got) == len({m.event.event_id for m in got}) == len(events)
     assert await remaining(bus, GROUP) == 0

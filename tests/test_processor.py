@@ -23,7 +23,7 @@ from trimtab.bus.redis import RedisStreamBus
 from trimtab.config import parse_config
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, decode_state
-from trimtab.processor import Processor
+from trimtab.processor import BusConsumer
 from trimtab.sim.synthetic import synthetic_events
 from trimtab.store.redis import RedisStateStore
 from trimtab_bench.core import bench_rules
@@ -81,7 +81,7 @@ async def test_processor_matches_an_in_memory_run(
             await bus.publish(events[start : start + 500])
         await bus.publish(events[1000:1500])  # a retried batch
         await bus.ensure_group("features")  # so "pending" counts from the first event
-        processor = Processor(bus, store, FeatureProcessor(SPECS), batch=400, consumer="p")
+        processor = BusConsumer(bus, store, FeatureProcessor(SPECS), batch=400, consumer="p")
         task = asyncio.create_task(processor.run())
         deadline = time.monotonic() + 60
         while await bus.pending("features") and time.monotonic() < deadline:
@@ -103,8 +103,8 @@ async def test_stale_cached_state_is_not_written_over_newer(store: RedisStateSto
     events = synthetic_events(400, users=1, seed=3)
     first, second, third = events[:100], events[100:250], events[250:]
     log = SqliteEventLog(":memory:")
-    a = Processor(log, store, FeatureProcessor(SPECS))
-    b = Processor(log, store, FeatureProcessor(SPECS))
+    a = BusConsumer(log, store, FeatureProcessor(SPECS))
+    b = BusConsumer(log, store, FeatureProcessor(SPECS))
 
     def batch(evs: list[AnyEvent]) -> list[BusMessage]:
         return [BusMessage(str(i + 1), e) for i, e in enumerate(evs)]

@@ -260,7 +260,7 @@ def bus_throughput(n_events: int = 200_000, users: int = 5_000) -> list[BusRow]:
     from trimtab.config import load_config
     from trimtab.demo.server import DEMO_CONFIG
     from trimtab.features import FeatureProcessor
-    from trimtab.processor import Processor
+    from trimtab.processor import BusConsumer
     from trimtab_bench.core import synthetic_events
 
     events = synthetic_events(n_events, users=users, seed=9, t0=time.time() * 1000)
@@ -280,7 +280,7 @@ def bus_throughput(n_events: int = 200_000, users: int = 5_000) -> list[BusRow]:
             for i in range(0, len(events), 1000):
                 await bus.publish(events[i : i + 1000])
             publish_s = time.perf_counter() - started
-            processor = Processor(bus, store, FeatureProcessor(specs), batch=1000)
+            processor = BusConsumer(bus, store, FeatureProcessor(specs), batch=1000)
             stop = asyncio.Event()
             started = time.perf_counter()
             task = asyncio.create_task(processor.run(stop))

@@ -386,12 +386,13 @@ def serve(
 
     from trimtab.collector import create_app
     from trimtab.connections import uvicorn_options
-    from trimtab.scaled import ScaledRuntime, runtime_for
+    from trimtab.pipeline import open_pipeline
+    from trimtab.scaled import ScaledRuntime
     from trimtab.store.sqlite import StorageError
 
     site = _load(config)
     try:
-        runtime = runtime_for(site, data_dir)
+        runtime = open_pipeline(site, data_dir)
     except (ValueError, StorageError) as exc:
         err.print(f"[bold red]cannot serve[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -53,9 +53,9 @@ from trimtab.live import LiveConnection, LiveHub, Render, SlotState
 from trimtab.minify import minify_js
 from trimtab.models.admin import routes as model_routes
 from trimtab.ofrep import routes as ofrep_routes
+from trimtab.pipeline import Pipeline
 from trimtab.privacy import PrivacyGate, scrub_label, truncate_ip
 from trimtab.qa import ForceError, verify_force
-from trimtab.runtime import Runtime
 from trimtab.store.sqlite import StorageError
 from trimtab.templates import render_template
 from trimtab.triggers import Watch, for_page, watched
@@ -213,7 +213,7 @@ class Metrics:
 class Collector:
     """The collector's state: runtime, privacy gate, limits, live hub and metrics."""
 
-    def __init__(self, runtime: Runtime, render: Render | None = None, salt: bytes | None = None):
+    def __init__(self, runtime: Pipeline, render: Render | None = None, salt: bytes | None = None):
         self.runtime = runtime
         site = runtime.config.site
         secret = runtime.config.secret_key()
@@ -563,12 +563,12 @@ class Collector:
 
 
 def create_app(
-    runtime: Runtime,
+    runtime: Pipeline,
     render: Render | None = None,
     extra_routes: list[Any] | None = None,
     flush_interval_s: float | None = None,
 ) -> Starlette:
-    """The collector as a Starlette app over a :class:`Runtime`."""
+    """The collector as a Starlette app over a :class:`~trimtab.pipeline.Pipeline`."""
     collector = Collector(runtime, render)
     versions = ConfigVersions(runtime)  # config as data: versions in config.sqlite
     collector.config_versions = versions
@@ -1007,8 +1007,8 @@ def app_from_env() -> Starlette:
 
     from trimtab.config import load_config
     from trimtab.connections import configure
-    from trimtab.scaled import runtime_for
+    from trimtab.pipeline import open_pipeline
 
     config = load_config(os.environ["TRIMTAB_CONFIG"])
     configure(config.limits)  # this worker's sockets get the config's limits
-    return create_app(runtime_for(config, os.environ.get("TRIMTAB_DATA_DIR") or None))
+    return create_app(open_pipeline(config, os.environ.get("TRIMTAB_DATA_DIR") or None))

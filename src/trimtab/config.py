@@ -22,6 +22,7 @@ import msgspec
 import yaml
 
 from trimtab.features import FeatureSpec, check_features
+from trimtab.store.cache import DEFAULT_MAX_USERS
 from trimtab.targeting import ConditionError, compile_condition
 from trimtab.validation import ConfigError
 from trimtab.validation import convert as _convert
@@ -62,7 +63,7 @@ class StorageSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flush_ms: float = 200.0
     # user states kept in memory per process; beyond it the least recently loaded states that
     # are safely stored are evicted (and loaded again when their user comes back)
-    max_users_in_memory: Annotated[int, msgspec.Meta(ge=1)] = 50_000
+    max_users_in_memory: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_USERS
     # scaled: events acknowledged into the local spool while the bus is away; beyond it 503
     max_spooled_events: Annotated[int, msgspec.Meta(ge=1)] = 5_000_000
     # embedded: fsync the event log on every commit, so an acknowledged event survives a crash

@@ -1,19 +1,20 @@
-"""The scaled feature processor: event bus → features → state store, then acknowledge.
+"""The bus consumer: event bus → features → state store, then acknowledge.
 
-For each batch from the bus, the processor loads the state of the users it has not cached
+For each batch from the bus, the :class:`BusConsumer` loads the state of the users it has not cached
 (``get_many``), applies the events with :class:`~trimtab.features.FeatureProcessor`, writes the
 changed states back (``put_many``) and only then acknowledges the batch. A crash anywhere
 before the ack means redelivery; the per-user event-id window in the state turns events already
 applied into no-ops, so nothing is lost and nothing is counted twice.
 
 With a versioned store (:class:`~trimtab.store.redis.RedisStateStore`) writes are
-compare-and-set: when another processor changed a user meanwhile, that user is reloaded and the
-batch's events re-applied to the fresh state, so cached state never overwrites newer state.
+compare-and-set (:func:`~trimtab.store.cache.put_versioned`): when another writer changed a
+user meanwhile, that user is reloaded and the batch's events re-applied to the fresh state,
+so cached state never overwrites newer state.
 
 Erased users stay erased: loading a batch's users also reads their tombstones; events of an
 erased user (published by a process that had not heard of the erasure yet) are deleted from
 the log instead of applied, and the store refuses to write a tombstoned user in any case. The
-cache of states is bounded (``max_cached_users``): only written states are evicted.
+cache of states is bounded (``storage.max_users_in_memory``): only written states are evicted.
 
 Run it as a process::
 
@@ -26,42 +27,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from trimtab.bus import BusMessage, EventBus
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, decode_state, encode_state
-from trimtab.store import StateStore
-from trimtab.store.cache import evict
+from trimtab.store import StateStore, VersionedStateStore
+from trimtab.store.cache import DEFAULT_MAX_USERS, evict, put_versioned
 
 log = logging.getLogger("trimtab.processor")
-MAX_CAS_ROUNDS = 20
 
 
 @dataclass
-class ProcessorStats:
+class ConsumerStats:
     events: int = 0
     batches: int = 0
     conflicts: int = 0
 
 
-def subscribe(
-    bus: EventBus, group: str, batch: int, consumer: str | None
-) -> AsyncIterator[list[BusMessage]]:
-    """``bus.subscribe`` with the consumer name, for the buses that take one."""
-    if consumer and "consumer" in inspect.signature(bus.subscribe).parameters:
-        return bus.subscribe(group, batch=batch, consumer=consumer)  # type: ignore[call-arg]
-    return bus.subscribe(group, batch=batch)
+class BusConsumer:
+    """Consumes one group of a bus into a state store. See the module docstring.
 
-
-class Processor:
-    """Consumes one group of a bus into a state store. See the module docstring."""
+    (Not to be confused with :class:`~trimtab.features.FeatureProcessor`, which it drives:
+    that one applies events to states in memory; this one feeds it from the bus and stores
+    what it computed.)
+    """
 
     def __init__(
         self,
@@ -71,7 +66,7 @@ class Processor:
         group: str = "features",
         consumer: str | None = None,
         batch: int = 1000,
-        max_cached_users: int = 100_000,
+        max_users: int = DEFAULT_MAX_USERS,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -79,18 +74,21 @@ class Processor:
         self.group = group
         self.consumer = consumer
         self.batch = batch
-        self.max_cached_users = max_cached_users
+        self.max_users = max_users
         self.versions: dict[str, int] = {}
-        self.versioned = hasattr(store, "put_many_versioned")
+        # A shared (versioned) store is written with compare-and-set; an embedded one has a
+        # single writer, this consumer.
+        self.shared: VersionedStateStore | None = (
+            store if isinstance(store, VersionedStateStore) else None
+        )
         self.erased: set[str] = set()  # tombstoned users met so far
-        self.stats = ProcessorStats()
+        self.stats = ConsumerStats()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Process batches until ``stop`` is set (checked between batches) or cancelled."""
-        async with contextlib.aclosing(
-            subscribe(self.bus, self.group, self.batch, self.consumer)
-        ) as batches:
-            async for messages in batches:
+        batches = self.bus.subscribe(self.group, batch=self.batch, consumer=self.consumer)
+        async with contextlib.aclosing(batches) as stream:
+            async for messages in stream:
                 await self.process(messages)
                 if stop is not None and stop.is_set():
                     return
@@ -100,8 +98,8 @@ class Processor:
         await self._load({m.event.user_id for m in messages} - self.features.states.keys())
         if self.erased:
             doomed = [m.id for m in messages if m.event.user_id in self.erased]
-            if doomed and hasattr(self.bus, "delete"):
-                await self.bus.delete(doomed)  # type: ignore[attr-defined]
+            if doomed:
+                await self.bus.delete(doomed)
             messages_kept = [m for m in messages if m.event.user_id not in self.erased]
         else:
             messages_kept = messages
@@ -119,10 +117,8 @@ class Processor:
         if not user_ids:
             return
         states = self.features.states
-        if self.versioned:
-            rows = await self.store.get_many_versioned(  # type: ignore[attr-defined]
-                user_ids, erased=self.erased
-            )
+        if self.shared is not None:
+            rows = await self.shared.get_many_versioned(user_ids, erased=self.erased)
             for user_id, (blob, version) in rows.items():
                 states[user_id] = decode_state(blob)
                 self.versions[user_id] = version
@@ -135,23 +131,12 @@ class Processor:
 
     async def _store(self, events: list[AnyEvent]) -> None:
         dirty = self.features.take_dirty()
-        if not self.versioned:
-            await self.store.put_many({u: encode_state(s) for u, s in dirty.items()})
+        blobs = {u: encode_state(s) for u, s in dirty.items()}
+        if self.shared is None:
+            await self.store.put_many(blobs)
             return
-        for _ in range(MAX_CAS_ROUNDS):
-            blobs = {u: encode_state(s) for u, s in dirty.items()}
-            expected = {u: self.versions.get(u, 0) for u in blobs}
-            refused: set[str] = set()
-            written, conflicts = await self.store.put_many_versioned(  # type: ignore[attr-defined]
-                blobs, expected, erased=refused
-            )
-            self.versions.update(written)
-            for user_id in refused:  # erased meanwhile: never written back
-                self.erased.add(user_id)
-                self.features.forget(user_id)
-                self.versions.pop(user_id, None)
-            if not conflicts:
-                return
+
+        async def redo(conflicts: set[str]) -> dict[str, bytes]:
             # Another writer got there first: start these users again from the stored state.
             self.stats.conflicts += len(conflicts)
             for user_id in conflicts:
@@ -161,12 +146,21 @@ class Processor:
             self.features.apply(
                 e for e in events if e.user_id in conflicts and e.user_id not in self.erased
             )
-            dirty = self.features.take_dirty()
-        raise RuntimeError(f"state of {len(dirty)} users kept changing under this processor")
+            return {u: encode_state(s) for u, s in self.features.take_dirty().items()}
+
+        _, left = await put_versioned(self.shared, blobs, self.versions, redo, self._refused)
+        if left:
+            raise RuntimeError(f"state of {len(left)} users kept changing under this consumer")
+
+    def _refused(self, user_id: str) -> None:
+        """Erased meanwhile: never written back."""
+        self.erased.add(user_id)
+        self.features.forget(user_id)
+        self.versions.pop(user_id, None)
 
     def _evict(self) -> None:
         """Keep the cache bounded (every state in it is written by now)."""
-        evict(self.features.states, self.max_cached_users, self.features.dirty, self.versions)
+        evict(self.features.states, self.max_users, self.features.dirty, self.versions)
 
 
 # -- command line --------------------------------------------------------------------------
@@ -185,7 +179,7 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
     return parser.parse_args(list(argv) if argv is not None else None)
 
 
-async def _main(args: argparse.Namespace) -> ProcessorStats:
+async def _main(args: argparse.Namespace) -> ConsumerStats:
     from trimtab.backends import open_event_bus, open_state_store
     from trimtab.config import load_config
 
@@ -193,13 +187,14 @@ async def _main(args: argparse.Namespace) -> ProcessorStats:
     data_dir = Path(args.data_dir or config.storage.data_dir)
     bus = open_event_bus(args.bus, data_dir)
     store = open_state_store(args.state, data_dir)
-    processor = Processor(
+    processor = BusConsumer(
         bus,
         store,
         FeatureProcessor(config.feature_specs()),
         group=args.group,
         consumer=args.consumer,
         batch=args.batch,
+        max_users=config.storage.max_users_in_memory,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -214,8 +209,9 @@ async def _main(args: argparse.Namespace) -> ProcessorStats:
             task.cancel()
             # Unacknowledged work is redelivered; don't let a stuck client read block exit.
             await asyncio.wait({task}, timeout=2.0)
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        if failure is not None:
+            raise failure
     finally:
         stopped.cancel()
         await bus.close()
@@ -238,4 +234,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["Processor", "ProcessorStats", "main", "subscribe"]
+__all__ = ["BusConsumer", "ConsumerStats", "main"]

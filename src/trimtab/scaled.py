@@ -13,7 +13,7 @@ shared lives in the backends (see ``docs/deployment.md``):
   Redis, applies the events, and writes back with compare-and-set on a per-user version; a
   conflict (the same user's events arriving at two processes at once) reloads and re-applies.
 - **A bus consumer is the safety net.** Each process also runs a
-  :class:`~trimtab.processor.Processor` in the shared consumer group: every logged event is
+  :class:`~trimtab.processor.BusConsumer` in the shared consumer group: every logged event is
   applied to the shared state even if the process that accepted it died first. Events the
   edge already applied are no-ops (the per-user event-id window), so nothing counts twice.
 - **Deciding needs fresh state**: :meth:`prepare` reloads the users before a decision; when
@@ -48,24 +48,24 @@ from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, serve_policies
 from trimtab.blocking import finish_in_thread
 from trimtab.bus.spool import Spool
 from trimtab.config import SiteConfig, load_config
-from trimtab.decide import STICKY_ATTRIBUTE, Engine
+from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
 from trimtab.decisionlog import SqliteDecisionLog, erase_from_files
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
 from trimtab.models.live import attach as attach_models
 from trimtab.privacy import erasure_token
-from trimtab.processor import Processor
+from trimtab.processor import BusConsumer
 from trimtab.reload import ConfigWatcher
-from trimtab.store.cache import evict
+from trimtab.store import VersionedStateStore
+from trimtab.store.cache import evict, put_versioned
 from trimtab.store.sqlite import StorageError
 
 log = logging.getLogger("trimtab.scaled")
-MAX_CAS_ROUNDS = 10
 SAFETY_NET_GRACE_S = 3.0
 ERASURE_COMPACTION_DELAY_S = 1.0
 
 
-class SafetyNet(Processor):
+class SafetyNet(BusConsumer):
     """The bus consumer behind the edge: it applies a batch only once it is ``grace_s`` old.
 
     Edges apply what they accept within milliseconds; the consumer exists for events whose
@@ -103,7 +103,10 @@ class ScaledRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state_url = state_url or os.environ.get("TRIMTAB_STATE") or config.storage.state
         self.bus_url = bus_url or os.environ.get("TRIMTAB_BUS") or config.storage.bus
-        self.store = open_state_store(self.state_url, self.data_dir)
+        store = open_state_store(self.state_url, self.data_dir)
+        if not isinstance(store, VersionedStateStore):
+            raise ValueError("scaled out, the state store must be shared: TRIMTAB_STATE=redis://…")
+        self.store = store
         self.bus = open_event_bus(self.bus_url, self.data_dir)
         self.erased: set[str] = set()  # tombstoned users met so far (shared, see below)
         self._erased_here: set[str] = set()  # tokens this process erased itself
@@ -166,7 +169,7 @@ class ScaledRuntime:
                 FeatureProcessor(self.config.feature_specs()),
                 group=self.group,
                 consumer=self.consumer,
-                max_cached_users=self.max_users,
+                max_users=self.max_users,
             )
             self._tasks.append(asyncio.create_task(self._run_safety_net()))
         self._tasks.append(asyncio.create_task(self._flush_forever(flush_interval_s)))
@@ -285,22 +288,10 @@ class ScaledRuntime:
         # for that user, who is then reloaded and re-applied.
         await self._load({e.user_id for e in events} - self.processor.states.keys())
         changed = self.processor.apply(e for e in events if e.user_id not in self.erased)
-        for round_ in range(MAX_CAS_ROUNDS):
-            dirty = self.processor.take_dirty()
-            if not dirty:
-                break
-            blobs = {u: encode_state(s) for u, s in dirty.items()}
-            expected = {u: self.versions.get(u, 0) for u in blobs}
-            refused: set[str] = set()
-            written, conflicts = await self.store.put_many_versioned(blobs, expected, refused)
-            self.versions.update(written)
-            for user in refused:  # erased by another process meanwhile
-                self._forget(user)
-            if not conflicts:
-                break
-            if round_ == MAX_CAS_ROUNDS - 1:
-                log.warning("%d users kept changing; left to the bus consumer", len(conflicts))
+
+        async def redo(conflicts: set[str]) -> dict[str, bytes]:
             # another process wrote these users meanwhile: start again from what it wrote
+            nonlocal changed
             for user in conflicts:
                 self.processor.forget(user)
                 self.versions.pop(user, None)
@@ -308,6 +299,13 @@ class ScaledRuntime:
             changed |= self.processor.apply(
                 e for e in events if e.user_id in conflicts and e.user_id not in self.erased
             )
+            return {u: encode_state(s) for u, s in self.processor.take_dirty().items()}
+
+        blobs = {u: encode_state(s) for u, s in self.processor.take_dirty().items()}
+        # a user erased by another process meanwhile is refused, and forgotten here
+        _, left = await put_versioned(self.store, blobs, self.versions, redo, self._forget)
+        if left:
+            log.warning("%d users kept changing; left to the bus consumer", len(left))
         self.state_error = ""
         return changed
 
@@ -347,6 +345,11 @@ class ScaledRuntime:
     def features_of(self, user_id: str, session_id: str, page_view_id: str = "") -> dict[str, Any]:
         return self.processor.features_of(user_id, session_id, page_view_id)
 
+    def decide(
+        self, user_id: str, session_id: str, slots: Iterable[str] | None = None
+    ) -> list[Decision]:
+        return self.engine.decide(user_id, session_id, slots)
+
     def state_of(self, user_id: str) -> UserState | None:
         return self.processor.states.get(user_id)
 
@@ -365,29 +368,31 @@ class ScaledRuntime:
         shutdown (or a Redis outage) is simply done again.
         """
         pending = {user: dict(values) for user, values in self._sticky.items()}
-        for _ in range(MAX_CAS_ROUNDS):
-            if not pending:
-                return
-            rows = await self.store.get_many_versioned(pending)
-            blobs, expected = {}, {}
-            for user, assignments in pending.items():
+        if not pending:
+            return
+        stored: dict[str, int] = {}  # the versions the merged states were read at
+
+        async def merged(users: set[str]) -> dict[str, bytes]:
+            """The users' stored states with their pending assignments added."""
+            rows = await self.store.get_many_versioned(users)
+            blobs = {}
+            for user in users:
                 blob, version = rows.get(user, (None, 0))
                 state = decode_state(blob) if blob is not None else UserState(user_id=user)
-                state.values.setdefault(STICKY_ATTRIBUTE, {}).update(assignments)
-                blobs[user], expected[user] = encode_state(state), version
-            refused: set[str] = set()
-            written, conflicts = await self.store.put_many_versioned(blobs, expected, refused)
-            self.versions.update(written)
-            for user in refused:
-                self._forget(user)
-            for user in written:
-                left = self._sticky.get(user, {})
-                for key, value in pending[user].items():
-                    if left.get(key) == value:
-                        del left[key]
-                if not left:
-                    self._sticky.pop(user, None)
-            pending = {user: pending[user] for user in conflicts}
+                state.values.setdefault(STICKY_ATTRIBUTE, {}).update(pending[user])
+                blobs[user], stored[user] = encode_state(state), version
+            return blobs
+
+        blobs = await merged(set(pending))
+        written, _ = await put_versioned(self.store, blobs, stored, merged, self._forget)
+        self.versions.update(written)
+        for user in written:
+            left = self._sticky.get(user, {})
+            for key, value in pending[user].items():
+                if left.get(key) == value:
+                    del left[key]
+            if not left:
+                self._sticky.pop(user, None)
 
     def reload(self, config: SiteConfig | None = None) -> SiteConfig:
         config = config or load_config(self.config.source)
@@ -485,16 +490,3 @@ class ScaledRuntime:
     async def wait_published(self, timeout: float = 10.0) -> None:
         """Wait until every accepted event is in the bus (tests, orderly shutdown)."""
         await self.publisher.flush(timeout)
-
-
-def runtime_for(config: SiteConfig, data_dir: str | Path | None = None):
-    """The embedded Runtime, or a ScaledRuntime when the config or environment names backends."""
-    state = os.environ.get("TRIMTAB_STATE") or config.storage.state
-    bus = os.environ.get("TRIMTAB_BUS") or config.storage.bus
-    if state.startswith("redis") or bus.startswith(("redis", "nats")):
-        if not state.startswith("redis"):
-            raise ValueError("a shared bus needs a shared state store: set TRIMTAB_STATE=redis://…")
-        return ScaledRuntime(config, data_dir)
-    from trimtab.runtime import Runtime
-
-    return Runtime(config, data_dir)

@@ -46,15 +46,27 @@ def message_id(event: AnyEvent) -> str:
 
 @runtime_checkable
 class EventBus(Protocol):
+    """What every event log offers its writers and consumers (SQLite, Redis, NATS)."""
+
     async def publish(self, events: list[AnyEvent]) -> int:
         """Append events durably; returns how many were new (not already logged)."""
         ...
 
-    def subscribe(self, group: str, batch: int = 500) -> AsyncIterator[list[BusMessage]]:
-        """Batches of not-yet-acknowledged events for a consumer group, in log order."""
+    def subscribe(
+        self, group: str, batch: int = 500, consumer: str | None = None
+    ) -> AsyncIterator[list[BusMessage]]:
+        """Batches of not-yet-acknowledged events for a consumer group, in log order.
+
+        ``consumer`` names this member of the group where members share the work (Redis);
+        a log with one reader per group ignores it.
+        """
         ...
 
     async def ack(self, group: str, ids: list[str]) -> None: ...
+
+    async def delete(self, ids: list[str]) -> int:
+        """Delete delivered messages (events of erased users a consumer met)."""
+        ...
 
     async def close(self) -> None: ...
 

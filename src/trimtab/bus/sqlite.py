@@ -198,7 +198,10 @@ class SqliteEventLog:
     async def publish(self, events: list[AnyEvent]) -> int:
         return await asyncio.to_thread(self.append_sync, events)
 
-    async def subscribe(self, group: str, batch: int = 500) -> AsyncIterator[list[BusMessage]]:
+    async def subscribe(
+        self, group: str, batch: int = 500, consumer: str | None = None
+    ) -> AsyncIterator[list[BusMessage]]:
+        """Batches for ``group``, which has one reader here (``consumer`` is not needed)."""
         seq = self.cursor(group)
         while True:
             rows = await asyncio.to_thread(self.read_sync, seq, batch)

@@ -8,7 +8,7 @@ a restart (or, scaled out, in another process). The embedded default is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 
@@ -39,6 +39,29 @@ class StateStore(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class VersionedStateStore(StateStore, Protocol):
+    """A store shared by several writers: every write is compare-and-set on a per-user
+    version (Redis), so a writer never overwrites a state it has not seen."""
+
+    async def get_many_versioned(
+        self, user_ids: Iterable[str], erased: set[str] | None = None
+    ) -> dict[str, tuple[bytes, int]]:
+        """Blob and version of each stored user; tombstoned users are added to ``erased``."""
+        ...
+
+    async def put_many_versioned(
+        self,
+        blobs: Mapping[str, bytes],
+        expected: Mapping[str, int] | None = None,
+        erased: set[str] | None = None,
+    ) -> tuple[dict[str, int], set[str]]:
+        """Write the blobs whose stored version is the expected one: (the new versions
+        written, the users whose version differed). Tombstoned users are refused and added
+        to ``erased``."""
+        ...
+
+
 from trimtab.store.sqlite import (  # noqa: E402
     SqliteStateStore,
     StorageError,
@@ -52,6 +75,7 @@ __all__ = [
     "SqliteStateStore",
     "StateStore",
     "StorageError",
+    "VersionedStateStore",
     "checkpoint",
     "connect_sqlite",
     "probe_writable",
