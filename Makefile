@@ -34,6 +34,7 @@ services:
 lint: install
 	$(BIN)/ruff check src tests trimtab_bench
 	$(BIN)/ruff format --check src tests trimtab_bench
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format src tests trimtab_bench

@@ -64,7 +64,7 @@ _NATS_OPTIONS = {
 }
 
 
-def _split_options(url: str, known: dict[str, type]) -> tuple[str, dict[str, Any]]:
+def _split_options(url: str, known: Mapping[str, type]) -> tuple[str, dict[str, Any]]:
     """Take our options out of the URL's query; return the remaining URL and the options."""
     parts = urlsplit(url)
     options: dict[str, Any] = {}

@@ -24,7 +24,7 @@ import yaml
 from trimtab.features import FeatureSpec, check_features
 from trimtab.store.cache import DEFAULT_MAX_USERS
 from trimtab.targeting import ConditionError, compile_condition
-from trimtab.validation import ConfigError
+from trimtab.validation import ConfigError as ConfigError  # re-exported: callers import it here
 from trimtab.validation import convert as _convert
 
 

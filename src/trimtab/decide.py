@@ -346,14 +346,14 @@ class Engine:
         self,
         config: SiteConfig,
         features_of: Callable[..., dict[str, Any]] | None = None,
-        log: Callable[[list[Decision], dict[str, Any]], None] | None = None,
+        log: Callable[[list[Decision], Mapping[str, Any]], None] | None = None,
         policies: Mapping[str, PolicyChooser] | None = None,
         assign: AssignCallback | None = None,
     ) -> None:
         self.features_of = features_of or (lambda user, session, page_view_id="": {"id": user})
         self.log = log
         self.assign = assign
-        self.policies: dict[str, PolicyChooser] = dict(policies or {})
+        self.policies: Mapping[str, PolicyChooser] = dict(policies or {})
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:06x}-"
         self.reload(config)
@@ -414,7 +414,7 @@ class Engine:
                 decision.decision_id = self._new_id()
             decisions.append(decision)
         if self.log is not None and decisions:
-            self.log(decisions, attrs)  # type: ignore[arg-type]
+            self.log(decisions, attrs)
         return decisions
 
     def defaults(

@@ -67,7 +67,9 @@ class SqliteDecisionLog:
         self._conn = connect_sqlite(path)
         self._lock = threading.Lock()
         self._buffer: list[tuple[list[Decision], Mapping[str, Any], float]] = []
-        self._unwritten: list[tuple] = []  # rows of a failed write, written by the next flush
+        self._unwritten: list[
+            tuple[Any, ...]
+        ] = []  # rows of a failed write, written by the next flush
         self.max_buffer = max_buffer
         self.erased = erased if erased is not None else set()
         self.dropped = 0
@@ -86,7 +88,7 @@ class SqliteDecisionLog:
     def pending(self) -> int:
         return len(self._buffer) + len(self._unwritten)
 
-    def take_rows(self) -> list[tuple]:
+    def take_rows(self) -> list[tuple[Any, ...]]:
         """Swap the buffer out and serialise it (cheap, done on the event loop), after the
         rows of a failed write."""
         buffer, self._buffer = self._buffer, []
@@ -116,11 +118,11 @@ class SqliteDecisionLog:
                 )
         return rows
 
-    def restore(self, rows: list[tuple]) -> None:
+    def restore(self, rows: list[tuple[Any, ...]]) -> None:
         """Put back the rows of a failed write (ahead of anything recorded since)."""
         self._unwritten = rows + self._unwritten
 
-    def write_rows(self, rows: list[tuple]) -> int:
+    def write_rows(self, rows: list[tuple[Any, ...]]) -> int:
         """Write rows in one transaction, leaving out erased users (checked under the lock
         that erasure takes, so a row taken before an erasure is not written after it)."""
         if not rows:
@@ -223,7 +225,7 @@ def erase_from_files(
     return erased
 
 
-def _record(row: tuple) -> DecisionRecord:
+def _record(row: tuple[Any, ...]) -> DecisionRecord:
     return DecisionRecord(
         decision_id=row[0],
         ts=row[1],

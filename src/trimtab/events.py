@@ -146,7 +146,7 @@ class Exposure(Event, tag="exposure", kw_only=True):
 # of metrics) is derived from this union, so a new kind is added here and nowhere else.
 AnyEvent = PageView | Scroll | Hover | Visible | Click | Custom | Consent | Context | Exposure
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
-KINDS: tuple[str, ...] = tuple(t.__struct_config__.tag for t in EVENT_TYPES)
+KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in EVENT_TYPES)
 BY_KIND: dict[str, type[Event]] = dict(zip(KINDS, EVENT_TYPES, strict=True))
 # Bookkeeping the tracker sends about the visit, not behaviour on the page: the kinds a
 # ``*`` step of a sequence does not match. Every other kind is behaviour.
@@ -180,7 +180,7 @@ class BatchError(ValueError):
 
 _batch_decoder = msgspec.json.Decoder(list[AnyEvent])
 _raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-_one_decoder = msgspec.json.Decoder(AnyEvent)
+_one_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 _encoder = msgspec.json.Encoder()
 
 
@@ -355,5 +355,5 @@ def _clamped(data: bytes | str) -> AnyEvent:
 
 def to_dict(event: AnyEvent) -> dict[str, Any]:
     """A plain dict of the event including its ``kind``."""
-    out = msgspec.to_builtins(event)
+    out: dict[str, Any] = msgspec.to_builtins(event)
     return out

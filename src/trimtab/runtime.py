@@ -35,7 +35,7 @@ from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, policy_specs, serv
 from trimtab.blocking import finish_in_thread
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import SiteConfig, load_config
-from trimtab.decide import STICKY_ATTRIBUTE, Engine
+from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
@@ -140,7 +140,9 @@ class Runtime:
         self._ensure_loaded((user_id,))
         return self.processor.features_of(user_id, session_id, page_view_id)
 
-    def decide(self, user_id: str, session_id: str, slots: Iterable[str] | None = None):
+    def decide(
+        self, user_id: str, session_id: str, slots: Iterable[str] | None = None
+    ) -> list[Decision]:
         return self.engine.decide(user_id, session_id, slots)
 
     def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
@@ -188,7 +190,7 @@ class Runtime:
             raise
         self._written()
 
-    def _snapshot(self) -> tuple[dict[str, bytes], int, list[tuple]]:
+    def _snapshot(self) -> tuple[dict[str, bytes], int, list[tuple[Any, ...]]]:
         """What a flush writes, taken on the event loop: the log position first, so every
         event up to it is in the states taken next (the crash-recovery invariant). States a
         failed flush could not store come first, overridden by newer ones."""
@@ -200,7 +202,9 @@ class Runtime:
         blobs.update(self._policy_blobs())
         return blobs, position, self.decision_log.take_rows()
 
-    def _failed(self, snapshot: tuple[dict[str, bytes], int, list[tuple]], exc: Exception) -> None:
+    def _failed(
+        self, snapshot: tuple[dict[str, bytes], int, list[tuple[Any, ...]]], exc: Exception
+    ) -> None:
         """Keep what a failed flush could not write; the next flush writes it first."""
         blobs, _, rows = snapshot
         blobs.update(self._unwritten)  # anything newer wins
@@ -240,7 +244,7 @@ class Runtime:
             except Exception as exc:  # keep flushing; the next round retries it all
                 log.warning("flush failed, will retry: %s", exc)
 
-    def _write(self, blobs: dict[str, bytes], position: int, rows: list[tuple]) -> None:
+    def _write(self, blobs: dict[str, bytes], position: int, rows: list[tuple[Any, ...]]) -> None:
         """States before the log position, so a crash between them only replays events."""
         self.state_store.put_many_sync(blobs)
         self.event_log.set_cursor(FEATURES_GROUP, position)
@@ -374,7 +378,7 @@ class Runtime:
             with self._erasure_lock:
                 counts = {
                     "state": int(self.state_store.erase_sync(user_id)),
-                    "events": self.event_log.erase_user(user_id),
+                    "events": self.event_log.erase_user_sync(user_id),
                     "decisions": self.decision_log.erase_user(user_id),
                 }
                 self._compact_after = time.monotonic() + ERASURE_COMPACTION_DELAY_S

@@ -46,6 +46,7 @@ from trimtab import logschema
 from trimtab.backends import DurablePublisher, open_event_bus, open_state_store
 from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, serve_policies
 from trimtab.blocking import finish_in_thread
+from trimtab.bus import BusMessage
 from trimtab.bus.spool import Spool
 from trimtab.config import SiteConfig, load_config
 from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
@@ -77,7 +78,7 @@ class SafetyNet(BusConsumer):
         super().__init__(*args, **kwargs)
         self.grace_s = grace_s
 
-    async def process(self, messages: list) -> None:
+    async def process(self, messages: list[BusMessage]) -> None:
         if messages:
             newest = max(m.event.received for m in messages) / 1000.0
             wait = newest + self.grace_s - time.time()
@@ -138,7 +139,7 @@ class ScaledRuntime:
         self.state_error = ""
         self.config_error = ""
         self.bus_durability = ""
-        self._sticky: dict[str, dict[str, list]] = {}  # assignments not yet in Redis
+        self._sticky: dict[str, dict[str, list[float]]] = {}  # assignments not yet in Redis
         self._tasks: list[asyncio.Task[None]] = []
         self._safety_net: SafetyNet | None = None
         self._journal_cursor = self.data_dir / "erasures.cursor"
@@ -357,7 +358,7 @@ class ScaledRuntime:
         """Keep a sticky assignment in the user's state; the flush loop writes it to Redis."""
         if user_id in self.erased:
             return
-        value = [variation, propensity]
+        value: list[float] = [variation, propensity]
         self.processor.set_user_value(user_id, STICKY_ATTRIBUTE, key, value)
         self._sticky.setdefault(user_id, {})[key] = value
 

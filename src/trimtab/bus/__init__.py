@@ -15,7 +15,7 @@ import hashlib
 import os
 import socket
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -54,7 +54,7 @@ class EventBus(Protocol):
 
     def subscribe(
         self, group: str, batch: int = 500, consumer: str | None = None
-    ) -> AsyncIterator[list[BusMessage]]:
+    ) -> AsyncGenerator[list[BusMessage], None]:
         """Batches of not-yet-acknowledged events for a consumer group, in log order.
 
         ``consumer`` names this member of the group where members share the work (Redis);
@@ -66,6 +66,10 @@ class EventBus(Protocol):
 
     async def delete(self, ids: list[str]) -> int:
         """Delete delivered messages (events of erased users a consumer met)."""
+        ...
+
+    async def erase_user(self, user_id: str) -> int:
+        """Delete every logged event of a user (erasure); how many."""
         ...
 
     async def close(self) -> None: ...

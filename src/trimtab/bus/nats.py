@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
@@ -178,7 +178,7 @@ class NatsJetStreamBus:
 
     async def subscribe(
         self, group: str, batch: int = 500, consumer: str | None = None
-    ) -> AsyncIterator[list[BusMessage]]:
+    ) -> AsyncGenerator[list[BusMessage], None]:
         """Batches for a member of ``group`` (the durable consumer named after the group).
 
         ``consumer`` only names this member in logs: JetStream tracks deliveries per group.

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
 import msgspec
@@ -135,7 +135,7 @@ class RedisStreamBus:
 
     async def subscribe(
         self, group: str, batch: int = 500, consumer: str | None = None
-    ) -> AsyncIterator[list[BusMessage]]:
+    ) -> AsyncGenerator[list[BusMessage], None]:
         """Batches for ``consumer`` of ``group``: its own pending entries first, then new ones.
 
         Batches hold at most ``batch`` messages each, in stream order per partition.

@@ -15,7 +15,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -112,7 +112,7 @@ class SqliteEventLog:
 
     def count(self) -> int:
         with self._lock:
-            return self._conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
     def cursor(self, group: str) -> int:
         with self._lock:
@@ -127,7 +127,11 @@ class SqliteEventLog:
                 (group, seq),
             )
 
-    def erase_user(self, user_id: str) -> int:
+    async def erase_user(self, user_id: str) -> int:
+        """Delete every logged event of a user (in a worker thread); how many."""
+        return await asyncio.to_thread(self.erase_user_sync, user_id)
+
+    def erase_user_sync(self, user_id: str) -> int:
         """Delete every event of a user; the bytes are zeroed (``secure_delete``)."""
         with self._lock:
             return self._conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
@@ -200,7 +204,7 @@ class SqliteEventLog:
 
     async def subscribe(
         self, group: str, batch: int = 500, consumer: str | None = None
-    ) -> AsyncIterator[list[BusMessage]]:
+    ) -> AsyncGenerator[list[BusMessage], None]:
         """Batches for ``group``, which has one reader here (``consumer`` is not needed)."""
         seq = self.cursor(group)
         while True:

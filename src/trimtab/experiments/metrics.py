@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 from trimtab import logschema
 from trimtab import patterns as patterns_module
 from trimtab.attribution import Events, Reward, Rounds, attribute, locate
-from trimtab.events import AnyEvent
+from trimtab.events import BY_KIND, AnyEvent
 from trimtab.experiments.spec import ExperimentSpec, MetricSpec
 from trimtab.experiments.stats import (
     CupedRatioStat,
@@ -58,7 +58,7 @@ DAY_MS = 24 * HOUR_MS
 # (step, rows done, rows in total or None)
 Progress = Callable[[str, int, int | None], None]
 
-_EVENT_TYPES: dict[str, type] = {t.__struct_config__.tag: t for t in AnyEvent.__args__}  # type: ignore[attr-defined]
+_EVENT_TYPES: dict[str, type] = dict(BY_KIND)
 # Placeholders for required fields when building one representative event per shape.
 _FILLER: dict[str, Any] = {
     "event_id": "x",

@@ -28,6 +28,7 @@ exposure by the same function the policy learns with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -36,14 +37,17 @@ from trimtab.events import BY_KIND, KINDS
 from trimtab.validation import ConfigError
 from trimtab.validation import convert as _convert
 
+Fail = Callable[[str, str], ConfigError]  # (path, problem) -> the error to raise
+
 MetricType = Literal["binomial", "count", "mean", "ratio", "reward"]
 
 
 # Numeric fields of each event kind that a ``mean`` metric may read.
-def _numeric_fields(event_type: type) -> tuple[str, ...]:
+def _numeric_fields(event_type: type[msgspec.Struct]) -> tuple[str, ...]:
     info = msgspec.inspect.type_info(event_type)
+    assert isinstance(info, msgspec.inspect.StructType)  # an event type is a Struct
     numeric = (msgspec.inspect.FloatType, msgspec.inspect.IntType)
-    names = [f.name for f in info.fields if isinstance(f.type, numeric)]  # type: ignore[attr-defined]
+    names = [f.name for f in info.fields if isinstance(f.type, numeric)]
     if event_type.__struct_config__.tag == "custom":
         names.append("value")  # a custom event's value, when it is a number
     return tuple(n for n in names if n not in ("ts", "received"))
@@ -160,12 +164,12 @@ def experiments_of(config: Any) -> ExperimentsConfig:
     return check(config, config.source or "<config>")
 
 
-def _check_pattern(pattern: str, where: str, fail) -> None:
+def _check_pattern(pattern: str, where: str, fail: Fail) -> None:
     if not pattern.partition(":")[0]:
         raise fail(where, f"event pattern {pattern!r} needs a kind (kind:detail, e.g. click:cta)")
 
 
-def _check_metric(name: str, m: MetricSpec, metrics: dict[str, MetricSpec], fail) -> None:
+def _check_metric(name: str, m: MetricSpec, metrics: dict[str, MetricSpec], fail: Fail) -> None:
     where = f"$.metrics.{name}"
     if m.window_s is not None and m.window_s <= 0:
         raise fail(f"{where}.window_s", "must be a positive number of seconds")
@@ -220,7 +224,12 @@ def _rules_with_key(slot: Any, slot_name: str, key: str) -> list[Any]:
 
 
 def _check_experiment(
-    name: str, spec: ExperimentSpec, config: Any, metrics: dict[str, MetricSpec], where: str, fail
+    name: str,
+    spec: ExperimentSpec,
+    config: Any,
+    metrics: dict[str, MetricSpec],
+    where: str,
+    fail: Fail,
 ) -> ExperimentSpec:
     key = spec.key or name
     slots = list(spec.slots)

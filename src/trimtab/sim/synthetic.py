@@ -14,6 +14,7 @@ True
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from trimtab.events import AnyEvent, Click, Hover, PageView, Scroll, Visible
 
@@ -32,7 +33,12 @@ def synthetic_events(n: int, users: int, seed: int = 7, t0: float = 1.75e12) -> 
     views: dict[str, int] = {}
     for i in range(n):
         u = f"u{rnd.randrange(users)}"
-        common = {"event_id": f"e{i}", "user_id": u, "session_id": f"{u}-s", "ts": t0 + i * 5.0}
+        common: dict[str, Any] = {
+            "event_id": f"e{i}",
+            "user_id": u,
+            "session_id": f"{u}-s",
+            "ts": t0 + i * 5.0,
+        }
         cat = rnd.choice(CATEGORIES)
         r = rnd.random()
         if r >= 0.95:

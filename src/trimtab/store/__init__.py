@@ -20,8 +20,8 @@ class StateStore(Protocol):
         """The stored blobs of these users (absent users are missing from the result)."""
         ...
 
-    async def put_many(self, blobs: dict[str, bytes]) -> None:
-        """Store these blobs atomically per user."""
+    async def put_many(self, blobs: Mapping[str, bytes]) -> object:
+        """Store these blobs atomically per user (what it returns is the store's own)."""
         ...
 
     async def erase(self, user_id: str) -> bool:
@@ -59,6 +59,18 @@ class VersionedStateStore(StateStore, Protocol):
         """Write the blobs whose stored version is the expected one: (the new versions
         written, the users whose version differed). Tombstoned users are refused and added
         to ``erased``."""
+        ...
+
+    async def announce_erasure(self, user_id: str) -> str:
+        """Tell every process sharing the store about an erasure (by token)."""
+        ...
+
+    async def erasures_after(self, last: str) -> list[tuple[str, str]]:
+        """Announced erasures after entry ``last`` ("0" for all): (entry id, token) pairs."""
+        ...
+
+    async def compact(self, done: set[str] | None = None) -> bool:
+        """After erasures: have the server rewrite its files; False while it is busy."""
         ...
 
 

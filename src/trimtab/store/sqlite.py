@@ -22,7 +22,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -86,7 +86,7 @@ def checkpoint(conn: sqlite3.Connection) -> bool:
     written before an erasure may still sit in the ``-wal`` file.
     """
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    return busy == 0
+    return bool(busy == 0)
 
 
 def vacuum(conn: sqlite3.Connection) -> None:
@@ -145,7 +145,7 @@ class SqliteStateStore:
             return {r[0] for r in self._reader.execute("SELECT token FROM tombstones")}
 
     # -- writes (worker threads) -----------------------------------------------------------
-    def put_many_sync(self, blobs: dict[str, bytes]) -> None:
+    def put_many_sync(self, blobs: Mapping[str, bytes]) -> None:
         """Upsert states in one transaction, skipping tombstoned users."""
         if not blobs:
             return
@@ -200,7 +200,7 @@ class SqliteStateStore:
     async def get_many(self, user_ids: Iterable[str]) -> dict[str, bytes]:
         return await asyncio.to_thread(self.get_many_sync, list(user_ids))
 
-    async def put_many(self, blobs: dict[str, bytes]) -> None:
+    async def put_many(self, blobs: Mapping[str, bytes]) -> None:
         await asyncio.to_thread(self.put_many_sync, blobs)
 
     async def erase(self, user_id: str) -> bool:
