@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 from trimtab import logschema
 from trimtab import patterns as patterns_module
 from trimtab.attribution import Events, Reward, Rounds, attribute, locate
-from trimtab.events import BY_KIND, AnyEvent
+from trimtab.events import BY_KIND
 from trimtab.experiments.spec import ExperimentSpec, MetricSpec
 from trimtab.experiments.stats import (
     CupedRatioStat,

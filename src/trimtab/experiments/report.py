@@ -268,7 +268,7 @@ def _analyze_loaded(
             stats = [build_stat(kind, c, spec.cuped) for c in cumulative]
             effects: list[tuple[float, float, float] | None] = [None] * k
             if all(s.n >= 2 for s in stats):
-                c = compare_variants(stats, inverse=metric.inverse, **options)  # type: ignore[arg-type]
+                c = compare_variants(stats, inverse=metric.inverse, **options)  # type: ignore[arg-type]  # loose **options
                 for v in c.variants:
                     if not v.is_baseline:
                         effects[v.index] = _interval(
@@ -282,7 +282,7 @@ def _analyze_loaded(
                 )
             )
         final = [build_stat(kind, c, spec.cuped) for c in cumulative]
-        comparison = compare_variants(final, inverse=metric.inverse, **options)  # type: ignore[arg-type]
+        comparison = compare_variants(final, inverse=metric.inverse, **options)  # type: ignore[arg-type]  # loose **options
         reports.append(
             MetricReport(
                 name=name,

@@ -115,6 +115,15 @@ class ProportionStat(msgspec.Struct, frozen=True):
 Moment: TypeAlias = MeanStat | ProportionStat
 
 
+def _paired_moments(
+    first: Sequence[float] | np.ndarray, second: Sequence[float] | np.ndarray
+) -> tuple[int, MeanStat, MeanStat, float]:
+    """Units, the moments of two paired value columns and ``Σ a·b`` (ratio and CUPED)."""
+    a = np.asarray(first, dtype=float)
+    b = np.asarray(second, dtype=float)
+    return int(a.size), MeanStat.from_values(a), MeanStat.from_values(b), float(a @ b)
+
+
 def covariance(n: int, x: Moment, y: Moment, sum_products: float) -> float:
     """Unit covariance of two metrics from ``Σxy``: unbiased, or plug-in when both are 0/1."""
     if n <= 1:
@@ -143,14 +152,8 @@ class RatioStat(msgspec.Struct, frozen=True):
     def from_values(
         cls, numerator: Sequence[float] | np.ndarray, denominator: Sequence[float] | np.ndarray
     ) -> RatioStat:
-        m = np.asarray(numerator, dtype=float)
-        d = np.asarray(denominator, dtype=float)
-        return cls(
-            n=int(m.size),
-            numerator=MeanStat.from_values(m),
-            denominator=MeanStat.from_values(d),
-            sum_products=float(m @ d),
-        )
+        n, m, d, products = _paired_moments(numerator, denominator)
+        return cls(n=n, numerator=m, denominator=d, sum_products=products)
 
     @property
     def mean(self) -> float:
@@ -185,8 +188,8 @@ class RatioStat(msgspec.Struct, frozen=True):
     def __add__(self, other: RatioStat) -> RatioStat:
         return RatioStat(
             n=self.n + other.n,
-            numerator=self.numerator + other.numerator,  # type: ignore[operator]
-            denominator=self.denominator + other.denominator,  # type: ignore[operator]
+            numerator=self.numerator + other.numerator,  # type: ignore[operator]  # one Moment kind
+            denominator=self.denominator + other.denominator,  # type: ignore[operator]  # one Moment kind
             sum_products=self.sum_products + other.sum_products,
         )
 
@@ -212,14 +215,8 @@ class CupedStat(msgspec.Struct, frozen=True):
     def from_values(
         cls, post: Sequence[float] | np.ndarray, pre: Sequence[float] | np.ndarray
     ) -> CupedStat:
-        y = np.asarray(post, dtype=float)
-        x = np.asarray(pre, dtype=float)
-        return cls(
-            n=int(y.size),
-            post=MeanStat.from_values(y),
-            pre=MeanStat.from_values(x),
-            sum_products=float(y @ x),
-        )
+        n, y, x, products = _paired_moments(post, pre)
+        return cls(n=n, post=y, pre=x, sum_products=products)
 
     @property
     def covariance(self) -> float:
@@ -251,8 +248,8 @@ class CupedStat(msgspec.Struct, frozen=True):
     def __add__(self, other: CupedStat) -> CupedStat:
         return CupedStat(
             n=self.n + other.n,
-            post=self.post + other.post,  # type: ignore[operator]
-            pre=self.pre + other.pre,  # type: ignore[operator]
+            post=self.post + other.post,  # type: ignore[operator]  # one Moment kind
+            pre=self.pre + other.pre,  # type: ignore[operator]  # one Moment kind
             sum_products=self.sum_products + other.sum_products,
         )
 
@@ -368,10 +365,10 @@ class CupedRatioStat(msgspec.Struct, frozen=True, kw_only=True):
     def __add__(self, other: CupedRatioStat) -> CupedRatioStat:
         return CupedRatioStat(
             n=self.n + other.n,
-            m_post=self.m_post + other.m_post,  # type: ignore[operator]
-            d_post=self.d_post + other.d_post,  # type: ignore[operator]
-            m_pre=self.m_pre + other.m_pre,  # type: ignore[operator]
-            d_pre=self.d_pre + other.d_pre,  # type: ignore[operator]
+            m_post=self.m_post + other.m_post,  # type: ignore[operator]  # one Moment kind
+            d_post=self.d_post + other.d_post,  # type: ignore[operator]  # one Moment kind
+            m_pre=self.m_pre + other.m_pre,  # type: ignore[operator]  # one Moment kind
+            d_pre=self.d_pre + other.d_pre,  # type: ignore[operator]  # one Moment kind
             m_post_m_pre=self.m_post_m_pre + other.m_post_m_pre,
             d_post_d_pre=self.d_post_d_pre + other.d_post_d_pre,
             m_pre_d_pre=self.m_pre_d_pre + other.m_pre_d_pre,
@@ -431,5 +428,5 @@ def combine(stats: Sequence[Stat]) -> Stat:
     for s in stats[1:]:
         if isinstance(total, QuantileStat) or isinstance(s, QuantileStat):
             raise TypeError("quantile statistics cannot be added; compute them over all units")
-        total = total + s  # type: ignore[operator]
+        total = total + s  # type: ignore[operator]  # one kind per metric
     return total
