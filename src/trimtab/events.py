@@ -340,17 +340,18 @@ _loose = msgspec.json.Decoder(dict[str, Any])
 def _clamped(data: bytes | str) -> AnyEvent:
     fields = _loose.decode(data)
     for name, (low, high) in _CLAMPED.items():
-        value = fields.get(name)
-        if type(value) in (int, float) and not low <= value <= high:
-            fields[name] = min(max(float(value), low), high)
+        number = fields.get(name)
+        if isinstance(number, int | float) and not low <= number <= high:
+            fields[name] = min(max(float(number), low), high)
     value = fields.get("value")
-    if type(value) in (int, float) and not -MAX_AMOUNT <= value <= MAX_AMOUNT:
+    if isinstance(value, int | float) and not -MAX_AMOUNT <= value <= MAX_AMOUNT:
         fields["value"] = min(max(float(value), -MAX_AMOUNT), MAX_AMOUNT)
     elif type(value) is str:
         fields["value"] = value[:1024]
     if isinstance(fields.get("slots"), list):
         fields["slots"] = fields["slots"][:64]
-    return msgspec.convert(fields, AnyEvent)  # anything else still wrong raises
+    event: AnyEvent = msgspec.convert(fields, AnyEvent)  # anything else still wrong raises
+    return event
 
 
 def to_dict(event: AnyEvent) -> dict[str, Any]:
