@@ -112,9 +112,9 @@ def _refusals(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": why[c], "content": _json("ErrorAnswer")} for c in codes}
 
 
-PUBLIC = [{"publicKey": []}]
-SECRET = [{"secretKey": []}]
-CONSOLE = [{"consoleSession": []}]
+PUBLIC: list[dict[str, list[str]]] = [{"publicKey": []}]
+SECRET: list[dict[str, list[str]]] = [{"secretKey": []}]
+CONSOLE: list[dict[str, list[str]]] = [{"consoleSession": []}]
 ANY_JSON = {"application/json": {"schema": {"type": "object"}}}
 OK_JSON = {"200": {"description": "OK", "content": ANY_JSON}}
 
