@@ -153,6 +153,7 @@ class Console:
         if now - self._stats_at < 0.9 and self._stats:
             return self._stats
         counts = self.counters()
+        counts["logged_decisions"] = float(self.feed.seq)  # every decision logged, pushes too
         previous = self._counters
         self._counters = (now, counts)
         span = now - previous[0] if previous else 0.0
@@ -173,11 +174,11 @@ class Console:
         self._stats = {
             "ts": time.time(),
             "events_per_s": rate("trimtab_events:accepted"),
-            "decisions_per_s": rate("trimtab_decisions:"),
+            "decisions_per_s": rate("logged_decisions"),
             "pushes_per_s": rate("pushes"),
             "errors_per_s": rate("trimtab_requests_rejected:") + rate("trimtab_events:rejected"),
             "events": total("trimtab_events:accepted"),
-            "decisions": total("trimtab_decisions:"),
+            "decisions": counts["logged_decisions"],
             "pushes": counts.get("pushes", 0.0),
             "errors": total("trimtab_requests_rejected:") + total("trimtab_events:rejected"),
             "rejected_by_code": {
