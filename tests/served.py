@@ -6,44 +6,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import yaml
 
+from inthread import serve_app
 from support import free_port
 
 
-@contextlib.contextmanager
-def served(app: Any, wait_s: float = 30.0) -> Iterator[str]:
-    """Serve ``app`` (lifespan included) on a free loopback port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + wait_s
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+def served(app: Any, wait_s: float = 30.0) -> contextlib.AbstractContextManager[str]:
+    """Serve ``app`` (lifespan included) on a free loopback port; yields its base URL (the
+    in-thread server of :mod:`inthread`)."""
+    return serve_app(app, wait_s=wait_s)
 
 
 WAIT_S = 30.0  # upper bound for "eventually"; never a performance assertion
