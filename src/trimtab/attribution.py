@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -104,9 +104,9 @@ def reward_amount(reward: Reward, slot: str) -> Callable[[Any], float | None]:
         if not field_name:
             return natural_amount(event)
         value = getattr(event, field_name, None)
-        if type(value) not in (int, float) or not math.isfinite(value):
+        if type(value) not in (int, float) or not math.isfinite(cast(float, value)):
             return math.nan
-        return float(value)
+        return float(cast(float, value))
 
     return amount
 

@@ -196,4 +196,5 @@ def expected_reward(action_probabilities: np.ndarray, reward_hat: np.ndarray) ->
     q = np.asarray(reward_hat, dtype=np.float64)
     if pi.shape != q.shape or pi.ndim != 2:
         raise ValueError("action_probabilities and reward_hat must both be (n, arms)")
-    return np.einsum("na,na->n", pi, q)
+    expected: np.ndarray = np.einsum("na,na->n", pi, q)
+    return expected

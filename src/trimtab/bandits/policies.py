@@ -147,7 +147,8 @@ class _LinearPolicy:
         """Shared model: the ``(len(idx), D)`` matrix of ``[x, z_a]`` rows (or, with per-arm
         contexts, the context's own rows)."""
         if self.shared:
-            return x[idx]
+            picked: np.ndarray = x[idx]
+            return picked
         assert self.arm_features is not None
         z = self.arm_features[idx]
         return np.concatenate([np.broadcast_to(x, (len(idx), x.shape[0])), z], axis=1)
@@ -225,7 +226,8 @@ class _LinearPolicy:
     def _greedy_probabilities(self, scores: np.ndarray, eps: float) -> np.ndarray:
         k = len(scores)
         best = scores == scores.max()
-        return eps / k + (1.0 - eps) * best / best.sum()
+        shares: np.ndarray = eps / k + (1.0 - eps) * best / best.sum()
+        return shares
 
     # -- persistence ------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -319,7 +321,8 @@ class LinUCB(_LinearPolicy):
 
     def _ucb(self, context: np.ndarray, idx: np.ndarray) -> np.ndarray:
         mean, var = self._mean_var(context, idx)
-        return mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
+        bound: np.ndarray = mean + self.alpha * np.sqrt(np.maximum(var, 0.0))
+        return bound
 
     def choose(self, context: np.ndarray, arms: Arms = None) -> tuple[int, float]:
         idx = self._eligible(arms)
@@ -369,7 +372,8 @@ class _Thompson(_LinearPolicy):
             z = self.rng.standard_normal((phi.shape[1], self.n_draws))
             thetas = self.theta[0][:, None] + self.scale * (chol @ z)  # (D, n_draws)
             draws = (phi @ thetas).T
-        return draws.argmax(axis=1)
+        winners: np.ndarray = draws.argmax(axis=1)
+        return winners
 
     def choose(self, context: np.ndarray, arms: Arms = None) -> tuple[int, float]:
         idx = self._eligible(arms)
@@ -434,7 +438,8 @@ class LogisticThompson(_Thompson):
     def predict_proba(self, context: np.ndarray, arms: Arms = None) -> np.ndarray:
         """Posterior-mean click probability ``σ(m_aᵀx)`` of each eligible arm."""
         mean, _ = self._mean_var(context, self._eligible(arms))
-        return 1.0 / (1.0 + np.exp(-mean))
+        proba: np.ndarray = 1.0 / (1.0 + np.exp(-mean))
+        return proba
 
 
 # The one registry of policy types: a config's ``policy.type`` names one of these (validated

@@ -239,7 +239,7 @@ class NatsJetStreamBus:
         """How many events the stream holds."""
         await self.ensure_stream()
         info = await self.js.stream_info(self.stream)
-        return info.state.messages
+        return int(info.state.messages)
 
     async def iter_all(self, batch: int = 5000) -> AsyncIterator[AnyEvent]:
         """Every logged event in stream order (an unacknowledged throwaway consumer)."""

@@ -79,7 +79,7 @@ class Spool:
 
     def count_sync(self) -> int:
         with self._lock:
-            return self._conn.execute("SELECT count(*) FROM spool").fetchone()[0]
+            return int(self._conn.execute("SELECT count(*) FROM spool").fetchone()[0])
 
     def erase_user(self, user_id: str) -> int:
         """Delete a user's spooled events (erasure); :meth:`compact_sync` then rewrites the file."""
