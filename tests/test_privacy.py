@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trimtab.events import Consent, Custom, Hover, PageView, Scroll
+from trimtab.config import parse_config
+from trimtab.decide import Engine
+from trimtab.events import DECISION_ID, Consent, Custom, Exposure, Hover, PageView, Scroll
 from trimtab.privacy import PrivacyGate, scrub_label, scrub_text, scrub_url, truncate_ip
 
 _n = iter(range(10**6))
@@ -140,3 +142,18 @@ def test_a_refused_consent_is_kept_without_its_page_a_granted_one_scrubbed():
     assert (refused.page, refused.page_category, refused.page_view_id) == ("", "", "")
     granted = gate.gate(ev(Consent, purposes={"analytics": True}, page="/p?e=a@b.co#x"))
     assert granted.page == "/p"
+
+
+def test_an_exposure_keeps_an_engine_decision_id_that_looks_like_a_phone_number():
+    """Ids are checked against the engine's grammar, not scrubbed as text (digits can look
+    like a phone number)."""
+    gate = PrivacyGate(b"s", consent="implied")
+    config = parse_config({"slots": {"hero": {"default": "a", "variants": {"a": {}}}}})
+    made = Engine(config)._new_id()
+    assert DECISION_ID.fullmatch(made)
+    for kept in ("4a3b123456-12", made):
+        exposure = gate.gate(ev(Exposure, slot="hero", variant="a", decision_id=kept))
+        assert exposure.decision_id == kept
+    for foreign in ("ann@b.co", "+44 20 7946 0958", "x" * 40):
+        exposure = gate.gate(ev(Exposure, slot="hero", variant="a", decision_id=foreign))
+        assert exposure.decision_id == ""

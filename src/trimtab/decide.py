@@ -479,7 +479,7 @@ class Engine:
         return out
 
     def _new_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"
+        return f"{self._id_prefix}{next(self._ids):x}"  # events.DECISION_ID's grammar
 
     def _in_holdout(self, attrs: Mapping[str, Any]) -> bool:
         user = attrs.get("id")

@@ -17,6 +17,7 @@ event 1: Expected `float` <= 1.0 - at `$[1].depth`
 from __future__ import annotations
 
 import math
+import re
 import time
 import typing
 from typing import Annotated, Any, Literal
@@ -39,6 +40,10 @@ Duration = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION_MS)]
 EpochMs = Annotated[float, msgspec.Meta(ge=1.0, le=1e14)]
 Amount = Annotated[float, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
+# What decide.Engine._new_id makes: process id and start time in hex, a dash, a hex counter.
+# An exposure's id is checked against this grammar rather than scrubbed as free text (a run of
+# digits in it can look like a phone number, and an emptied id orphans the exposure).
+DECISION_ID = re.compile(r"[0-9a-f]{1,24}-[0-9a-f]{1,16}")
 
 
 class Event(msgspec.Struct, tag_field="kind", kw_only=True, omit_defaults=True):

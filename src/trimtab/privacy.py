@@ -29,6 +29,7 @@ from typing import Literal
 from urllib.parse import unquote
 
 from trimtab.events import (
+    DECISION_ID,
     AnyEvent,
     Click,
     Consent,
@@ -244,7 +245,8 @@ class PrivacyGate:
         elif kind is Exposure:
             event.slot = scrub_text(event.slot)
             event.variant = scrub_text(event.variant)
-            event.decision_id = scrub_label(event.decision_id)
+            if not DECISION_ID.fullmatch(event.decision_id):
+                event.decision_id = ""  # not one of ours: it can point at no logged decision
         if event.page:
             event.page = scrub_url(event.page, self.keep_query_params)
         if event.page_category:
