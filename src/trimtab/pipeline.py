@@ -9,16 +9,19 @@ collector types against :class:`Pipeline` only, so a pipeline is a drop-in for t
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from trimtab.config import SiteConfig, load_config
+from trimtab.decide import Decision, Engine
+
 if TYPE_CHECKING:
-    from trimtab.config import SiteConfig
-    from trimtab.decide import Decision, Engine
+    from trimtab.bandits.serving import ServedPolicy
     from trimtab.decisionlog import SqliteDecisionLog
     from trimtab.events import AnyEvent
-    from trimtab.features import UserState
+    from trimtab.features import FeatureProcessor, UserState
     from trimtab.models.live import LiveModels
 
 
@@ -67,6 +70,57 @@ class Pipeline(Protocol):
     async def start(self, flush_interval_s: float) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class PipelineBase(ABC):
+    """What both pipelines share: an engine over their own features, and a config swap that
+    keeps every user's state and what each policy has learned. A pipeline says how it serves
+    the config's policies (:meth:`_serve_policies`) and how it keeps a sticky assignment
+    (:meth:`_remember`)."""
+
+    config: SiteConfig
+    engine: Engine
+    processor: FeatureProcessor
+    models: LiveModels
+    policies: dict[str, ServedPolicy]
+    decision_log: SqliteDecisionLog
+
+    def _new_engine(self) -> Engine:
+        return Engine(
+            self.config,
+            self.features_of,
+            log=self.decision_log.record,
+            policies=self.policies,
+            assign=self._remember,
+        )
+
+    def reload(self, config: SiteConfig | None = None) -> SiteConfig:
+        """Re-read the config file (or take ``config``) and swap it in without a restart.
+
+        An invalid config raises :class:`~trimtab.config.ConfigError` and the running one stays.
+        """
+        if config is None:
+            config = load_config(self.config.source)
+        self.processor.configure(config.feature_specs())
+        self.models.configure(config)
+        self.policies = self._serve_policies(config)
+        self.engine.policies = self.policies
+        self.engine.reload(config)
+        self.config = config
+        return config
+
+    @abstractmethod
+    def _serve_policies(self, config: SiteConfig) -> dict[str, ServedPolicy]:
+        """The config's policy rules served, keeping what each policy has learned."""
+
+    @abstractmethod
+    def _remember(self, user_id: str, key: str, variation: int, propensity: float) -> None:
+        """Keep a sticky experiment assignment in the user's state."""
+
+    @abstractmethod
+    def features_of(
+        self, user_id: str, session_id: str, page_view_id: str = ""
+    ) -> dict[str, Any]: ...
 
 
 def open_pipeline(config: SiteConfig, data_dir: str | Path | None = None) -> Pipeline:

@@ -34,13 +34,14 @@ from typing import Any
 from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, policy_specs, serve_policies
 from trimtab.blocking import finish_in_thread
 from trimtab.bus.sqlite import SqliteEventLog
-from trimtab.config import SiteConfig, load_config
-from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
+from trimtab.config import SiteConfig
+from trimtab.decide import STICKY_ATTRIBUTE, Decision
 from trimtab.decisionlog import SqliteDecisionLog
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
 from trimtab.logschema import DECISIONS_FILE, EVENTS_FILE
 from trimtab.models.live import attach as attach_models
+from trimtab.pipeline import PipelineBase
 from trimtab.privacy import erasure_token
 from trimtab.reload import ConfigWatcher
 from trimtab.store.cache import evict
@@ -51,7 +52,7 @@ FEATURES_GROUP = "features"
 ERASURE_COMPACTION_DELAY_S = 1.0
 
 
-class Runtime:
+class Runtime(PipelineBase):
     """One process's pipeline over the embedded stores in ``data_dir``."""
 
     def __init__(self, config: SiteConfig, data_dir: str | Path | None = None) -> None:
@@ -77,40 +78,19 @@ class Runtime:
         self.compaction_error = ""
         self.policies: dict[str, ServedPolicy] = {}
         self._saved_updates: dict[str, int] = {}
-        self._build_policies(config)
-        self.engine = Engine(
-            config,
-            self.features_of,
-            log=self.decision_log.record,
-            policies=self.policies,
-            assign=self._remember,
-        )
+        self.policies = self._serve_policies(config)
+        self.engine = self._new_engine()
         self.events_ingested = 0
         self.config_error = ""
         self.replayed = self._recover()
 
     # -- configuration -------------------------------------------------------------------
-    def reload(self, config: SiteConfig | None = None) -> SiteConfig:
-        """Re-read the config file (or take ``config``) and swap it in without a restart.
-
-        An invalid config raises :class:`~trimtab.config.ConfigError` and the running one stays.
-        """
-        if config is None:
-            config = load_config(self.config.source)
-        self.processor.configure(config.feature_specs())
-        self.models.configure(config)
-        self._build_policies(config)
-        self.engine.policies = self.policies
-        self.engine.reload(config)
-        self.config = config
-        return config
-
-    def _build_policies(self, config: SiteConfig) -> None:
+    def _serve_policies(self, config: SiteConfig) -> dict[str, ServedPolicy]:
         """Serve the config's policy rules, keeping what each policy has already learned."""
         stored = self.state_store.get_many_sync(
             POLICY_KEY + spec.name for _, _, spec in policy_specs(config.slots)
         )
-        self.policies = serve_policies(config.slots, self.policies, stored)
+        return serve_policies(config.slots, self.policies, stored)
 
     # -- the hot path --------------------------------------------------------------------
     def ingest(self, events: list[AnyEvent]) -> set[tuple[str, str]]:

@@ -48,12 +48,13 @@ from trimtab.bandits.serving import POLICY_KEY, ServedPolicy, serve_policies
 from trimtab.blocking import finish_in_thread
 from trimtab.bus import BusMessage
 from trimtab.bus.spool import Spool
-from trimtab.config import SiteConfig, load_config
-from trimtab.decide import STICKY_ATTRIBUTE, Decision, Engine
+from trimtab.config import SiteConfig
+from trimtab.decide import STICKY_ATTRIBUTE, Decision
 from trimtab.decisionlog import SqliteDecisionLog, erase_from_files
 from trimtab.events import AnyEvent
 from trimtab.features import FeatureProcessor, UserState, decode_state, encode_state
 from trimtab.models.live import attach as attach_models
+from trimtab.pipeline import PipelineBase
 from trimtab.privacy import erasure_token
 from trimtab.processor import BusConsumer
 from trimtab.reload import ConfigWatcher
@@ -87,7 +88,7 @@ class SafetyNet(BusConsumer):
         await super().process(messages)
 
 
-class ScaledRuntime:
+class ScaledRuntime(PipelineBase):
     """The collector-facing pipeline over shared backends (same interface as ``Runtime``)."""
 
     def __init__(
@@ -128,13 +129,7 @@ class ScaledRuntime:
             self.data_dir / f"decisions-{self.consumer}.sqlite", erased=self.erased
         )
         self.policies: dict[str, ServedPolicy] = serve_policies(config.slots, {})
-        self.engine = Engine(
-            config,
-            self.features_of,
-            log=self.decision_log.record,
-            policies=self.policies,
-            assign=self._remember,
-        )
+        self.engine = self._new_engine()
         self.events_ingested = 0
         self.state_error = ""
         self.config_error = ""
@@ -395,15 +390,10 @@ class ScaledRuntime:
             if not left:
                 self._sticky.pop(user, None)
 
-    def reload(self, config: SiteConfig | None = None) -> SiteConfig:
-        config = config or load_config(self.config.source)
-        self.processor.configure(config.feature_specs())
-        self.models.configure(config)
-        self.policies = serve_policies(config.slots, self.policies)
-        self.engine.policies = self.policies
-        self.engine.reload(config)
-        self.config = config
-        return config
+    def _serve_policies(self, config: SiteConfig) -> dict[str, ServedPolicy]:
+        """The config's policies, keeping what the running ones learned (the stored states
+        are read at start)."""
+        return serve_policies(config.slots, self.policies)
 
     def health(self) -> dict[str, Any]:
         degraded = []
