@@ -183,7 +183,7 @@ def bench_stats(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    figures = result.as_dict()
+    figures: dict[str, Any] = result.as_dict()
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return figures

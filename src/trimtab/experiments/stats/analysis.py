@@ -14,7 +14,7 @@ the treatments, and one sample-ratio-mismatch verdict for the experiment.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -87,9 +87,9 @@ def compare_variants(
         raise ValueError("one name per variant, please")
     relative = difference == "relative"
     base = stats[baseline]
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for i, stat in enumerate(stats):
-        row: dict = {
+        row: dict[str, Any] = {
             "index": i,
             "name": labels[i],
             "n": stat.n,

@@ -36,7 +36,9 @@ from .statistics import (
 _RATIO_THETA_FLOOR = 1e-8
 
 
-def _pooled(a: MeanStat | ProportionStat, b: MeanStat | ProportionStat, n: int):
+def _pooled(
+    a: MeanStat | ProportionStat, b: MeanStat | ProportionStat, n: int
+) -> MeanStat | ProportionStat:
     if isinstance(a, ProportionStat) and isinstance(b, ProportionStat):
         return ProportionStat(n=n, sum=a.sum + b.sum)
     if isinstance(a, ProportionStat | MeanStat) and isinstance(b, ProportionStat | MeanStat):
@@ -53,7 +55,7 @@ def pooled_theta(a: CupedStat, b: CupedStat) -> float:
     pre = _pooled(a.pre, b.pre, n)
     if pre.variance == 0 or post.variance == 0:
         return 0.0
-    return covariance(n, post, pre, a.sum_products + b.sum_products) / pre.variance
+    return float(covariance(n, post, pre, a.sum_products + b.sum_products) / pre.variance)
 
 
 def _ratio_parts(s: CupedRatioStat) -> tuple[float, float]:

@@ -22,6 +22,7 @@ round up.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from scipy.optimize import brentq
 from scipy.special import nctdtr, ndtr, ndtri, stdtrit
@@ -76,7 +77,7 @@ def cohens_h(p_control: float, p_treatment: float) -> float:
     return 2.0 * math.asin(math.sqrt(p_treatment)) - 2.0 * math.asin(math.sqrt(p_control))
 
 
-def _solve_n(power_at, target: float, n_min: float) -> float:
+def _solve_n(power_at: Callable[[float], float], target: float, n_min: float) -> float:
     if not 0.0 < target < 1.0:
         raise ValueError("power must lie in (0, 1)")
     if power_at(n_min) >= target:
