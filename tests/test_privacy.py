@@ -157,3 +157,15 @@ def test_an_exposure_keeps_an_engine_decision_id_that_looks_like_a_phone_number(
     for foreign in ("ann@b.co", "+44 20 7946 0958", "x" * 40):
         exposure = gate.gate(ev(Exposure, slot="hero", variant="a", decision_id=foreign))
         assert exposure.decision_id == ""
+
+
+def test_server_made_ids_pass_untouched():
+    """A decision id (hex and digits joined by a hyphen) is not a phone number: an exposure
+    keeps it, or it would point at no logged decision."""
+    gate = PrivacyGate(b"s", consent="implied")
+    exposure = gate.gate(
+        ev(Exposure, slot="cta", variant="subscribe_offer", decision_id="587f104635-40f6")
+    )
+    assert exposure.decision_id == "587f104635-40f6"
+    hover = gate.gate(ev(Hover, element="img-2024-01-15", category="news", dwell_ms=5.0))
+    assert (hover.element, hover.category) == ("img-2024-01-15", "news")

@@ -44,20 +44,26 @@ from trimtab.identity import visitor_of
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PHONE = re.compile(r"\+?\(?\d[\d ()-]{7,}\d")
+# In ids and labels, digits joined by hyphens are ids and dates (``img-2024-01-15``, a decision
+# id): a phone number there is one written as people write them — with a leading +, an area
+# code in parentheses, or digit groups separated by spaces.
+_PHONE_IN_ID = re.compile(
+    r"\+\d[\d ()-]{7,}\d|\(\d{2,5}\) ?\d[\d -]{5,}\d|(?<![\w-])\d{2,5}(?: \d{2,5}){2,}(?![\w-])"
+)
 _PURPOSE_ANALYTICS = "analytics"
 _PURPOSE_PERSONALIZATION = "personalization"
 
 
-def _scrub_plain(text: str) -> str:
+def _scrub_plain(text: str, phone: re.Pattern[str] = _PHONE) -> str:
     if "@" in text:
         text = _EMAIL.sub("[email]", text)
-    return _PHONE.sub("[phone]", text)
+    return phone.sub("[phone]", text)
 
 
-def scrub_text(text: str) -> str:
+def scrub_text(text: str, phone: re.Pattern[str] = _PHONE) -> str:
     """Remove e-mail addresses and phone numbers from free text, percent-encoded ones too
     (``ann%40example.com``, ``%2B44%2020…``, encoded twice or three times)."""
-    clean = _scrub_plain(text)
+    clean = _scrub_plain(text, phone)
     if "%" not in text:
         return clean
     decoded = text
@@ -66,15 +72,25 @@ def scrub_text(text: str) -> str:
         if step == decoded:
             break
         decoded = step
-    if decoded != text and _scrub_plain(decoded) != decoded:
-        return _scrub_plain(decoded)
+    if decoded != text and _scrub_plain(decoded, phone) != decoded:
+        return _scrub_plain(decoded, phone)
     return clean
+
+
+def scrub_id(text: str) -> str:
+    """An element id or event name without e-mails and phone numbers (written as phone
+    numbers are: ``img-2024-01-15`` and ``card-1234567890`` stay as they are).
+
+    >>> scrub_id("card ann@example.com"), scrub_id("img-2024-01-15")
+    ('card [email]', 'img-2024-01-15')
+    """
+    return scrub_text(text, _PHONE_IN_ID)
 
 
 def scrub_label(text: str) -> str:
     """A short label (a category, an element kind, a slot name) kept only when it holds no
     personal data: a category holding an e-mail must never become an interest key."""
-    return text if not text or scrub_text(text) == text else ""
+    return text if not text or scrub_id(text) == text else ""
 
 
 def scrub_url(url: str, keep_params: Collection[str] = ()) -> str:
@@ -226,12 +242,12 @@ class PrivacyGate:
             self.dropped_without_consent += 1
             return None
         if kind is Hover or kind is Visible or kind is Click:
-            event.element = scrub_text(event.element)
+            event.element = scrub_id(event.element)
             event.element_kind = scrub_label(event.element_kind)
             event.category = scrub_label(event.category)
             event.slot = scrub_label(event.slot)
         elif kind is Custom:
-            event.name = scrub_text(event.name)
+            event.name = scrub_id(event.name)
             if isinstance(event.value, str):
                 event.value = scrub_text(event.value)
         elif kind is PageView:
