@@ -61,6 +61,7 @@ SESSION_TIMEOUT_MS = 30 * 60 * 1000
 MAX_SESSIONS_PER_USER = 8
 MAX_PAGES_PER_SESSION = 4  # page views whose state a session keeps (tabs, late events)
 MAX_SUM = 1e15  # where a summed feature stops growing (bounded inputs never reach it in years)
+FROZEN_ANCHOR_MS = 2 * 86_400_000.0  # an interest anchor this far ahead of an event is poison
 
 
 class FeatureSpec(msgspec.Struct, frozen=True):
@@ -254,6 +255,8 @@ def _interest(spec: FeatureSpec) -> Updater:
     name = spec.name
     rate = math.log(2.0) / (spec.half_life_s * 1000.0)
     exp = math.exp
+    # events come at most a day late (the clock-skew window): an anchor further ahead is bad
+    frozen = -rate * FROZEN_ANCHOR_MS
 
     def update(owner: Owner, e: Any) -> None:
         kind = type(e)
@@ -276,7 +279,9 @@ def _interest(spec: FeatureSpec) -> Updater:
             st = owner.aux[name] = [e.ts, e.ts, {}, 0]
         x = rate * (e.ts - st[0])
         growth = st[2]
-        if x != x:  # a state poisoned before timestamps were bounded: start it afresh
+        if not x >= frozen:
+            # NaN, or an anchor days ahead of this event: a state poisoned before timestamps
+            # were bounded (an event dated in the year 5100 froze it), started afresh
             growth.clear()
             st[0] = st[1] = e.ts
             x = 0.0

@@ -164,14 +164,30 @@ def test_feature_sums_stop_at_a_finite_cap_even_for_unchecked_values():
     assert values["hover_total"] == MAX_SUM and values["hover_by"] == {"tech": MAX_SUM}
 
 
-def test_an_interest_state_poisoned_before_the_fix_is_started_afresh():
+@pytest.mark.parametrize("anchor", [math.nan, YEAR_5100_MS])
+def test_an_interest_state_poisoned_before_the_fix_is_started_afresh(anchor):
+    """A NaN anchor, or one in the year 5100 (which froze the profile: every later signal
+    weighed exp(−huge) = 0), is replaced by the next event's time."""
     fp = FeatureProcessor([FeatureSpec("interest", "interest")])
     view = PageView(event_id="p1", user_id="u", session_id="s", ts=1.7e12, page_category="tech")
     fp.apply([view])
-    fp.states["u"].aux["interest"][0] = math.nan  # what a NaN anchor persisted looks like
-    fp.apply([msgspec.structs.replace(view, event_id="p2", page_category="sport")])
+    st = fp.states["u"].aux["interest"]
+    st[0] = st[1] = anchor  # what a poisoned state persisted looks like
+    fp.apply([msgspec.structs.replace(view, event_id="p2", ts=1.7e12 + 1, page_category="sport")])
     attrs = fp.features_of("u", "s")
     assert all_finite(attrs) and attrs["interest_share"] == {"sport": 1.0}
+    fp.apply([msgspec.structs.replace(view, event_id="p3", ts=1.7e12 + 2, page_category="tech")])
+    assert fp.features_of("u", "s")["interest_share"]["tech"] > 0.4  # it learns again
+
+
+def test_an_interest_state_a_day_behind_is_kept():
+    """An event up to a day late (within the clock-skew window) is ordinary, not poison."""
+    fp = FeatureProcessor([FeatureSpec("interest", "interest")])
+    now = 1.7e12
+    view = PageView(event_id="p1", user_id="u", session_id="s", ts=now, page_category="tech")
+    late = msgspec.structs.replace(view, event_id="p2", ts=now - 86_000_000, page_category="sport")
+    fp.apply([view, late])
+    assert set(fp.features_of("u", "s")["interest_share"]) == {"tech", "sport"}
 
 
 # -- learners: nothing non-finite is learned, saved or loaded ------------------------------
