@@ -173,3 +173,24 @@ def test_writes_need_the_csrf_token_and_the_feed_sees_decisions(tmp_path):
         assert all(d["user"] != stored for d in live["decisions"])
         assert stored not in app.state.collector.feed.visitors
     runtime.close()
+
+
+def test_the_experiments_tab_speaks_sentences_and_shows_the_reports_integrity_checks(tmp_path):
+    """No raw statistics codes (`ZERO_NEGATIVE_VARIANCE`); the report's integrity checks."""
+    app, runtime = make(tmp_path)
+    with TestClient(app) as client:
+        login(client)
+        experiments = client.get("/console/api/experiments").json()["experiments"]
+        report = next(x for x in experiments if x["name"] == "hero-copy-test")["report"]
+        assert report is not None, "a running experiment with no traffic still has a report"
+        errors = [a["error"] for m in report["metrics"] for a in m["arms"] if a["error"]]
+        assert errors, "nobody exposed yet: the effects cannot be computed"
+        assert all(e == e.lower() and " " in e for e in errors), errors  # sentences, not codes
+        names = [c["name"] for c in report["integrity"]]
+        assert names and len(names) == len(set(names))
+        assert all(
+            c["status"] in ("ok", "warn", "error") and c["message"] for c in report["integrity"]
+        )
+        assert any("sample ratio" in name.lower() for name in names), names
+        assert any("orphan" in name.lower() for name in names), names
+    runtime.close()

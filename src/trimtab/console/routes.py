@@ -416,6 +416,8 @@ def _report_summary(report: Any) -> dict[str, Any]:
     """What the console shows of a report: arms, SRM, each metric's effects with intervals and
     their history (the sequential boundary over time when the test is sequential)."""
     metrics = []
+    from trimtab.experiments.report import explain_error, integrity_checks
+
     for m in report.metrics:
         arms = []
         for v in m.comparison.variants:
@@ -429,7 +431,8 @@ def _report_summary(report: Any) -> dict[str, Any]:
                     "effect": None if effect is None else effect.expected,
                     "ci": None if effect is None else list(effect.ci),
                     "p_value": None if effect is None else effect.p_value,
-                    "error": None if effect is None else effect.error,
+                    # the report's sentence for a statistics code, not the raw code
+                    "error": explain_error(effect.error) if effect and effect.error else None,
                 }
             )
         metrics.append(
@@ -451,9 +454,14 @@ def _report_summary(report: Any) -> dict[str, Any]:
         "srm": {
             "ok": report.srm.ok,
             "p_value": report.srm.p_value,
-            "message": getattr(report.srm, "message", ""),
+            "message": report.srm.message,
+            "threshold": report.srm.threshold,
         },
         "sequential": report.sequential,
+        "integrity": [
+            {"name": c.name, "status": c.status, "message": c.message}
+            for c in integrity_checks(report)
+        ],
         "metrics": metrics,
     }
 

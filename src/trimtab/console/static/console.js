@@ -184,7 +184,9 @@
       const rep = x.report;
       if (!rep) card.append(h('p', { class: 'muted' }, x.report_problem));
       else {
-        card.append(h('p', { class: rep.srm.ok ? '' : 'error' }, `sample ratio: ${rep.srm.ok ? 'ok' : 'MISMATCH'} (p = ${fmt(rep.srm.p_value, 4)}) ${rep.srm.message || ''}`));
+        // the report's integrity checks (sample ratio with its alarm threshold, orphans, …)
+        for (const c of rep.integrity) card.append(h('p', { class: c.status === 'error' ? 'error' : '' },
+          `${c.status === 'ok' ? '✓' : c.status === 'warn' ? '⚠' : '✗'} ${c.name}: ${c.message}`));
         card.append(table(['arm', 'exposed users', 'weight'], rep.arms.map((a) => [a.name, a.users, fmt(a.weight, 2)])));
         for (const m of rep.metrics) {
           card.append(h('h4', {}, m.name + (m.guardrail ? ' (guardrail)' : '')));
