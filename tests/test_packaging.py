@@ -6,6 +6,7 @@ package (``trimtab/static/trimtab.js``), along with the demo site and ``py.typed
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -37,9 +38,17 @@ with TestClient(create_app(Runtime(config, sys.argv[2]))) as client:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a clean copy: setuptools builds in the source tree, and a build/ folder left
+    # there by an earlier build (of other code) would leak stale files into this wheel.
+    source = tmp_path_factory.mktemp("source") / "trimtab"
+    junk = shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "var", "*.egg-info", "node_modules", "__pycache__",
+        ".pytest_cache", ".ruff_cache", ".mypy_cache", "artifacts",
+    )  # fmt: skip
+    shutil.copytree(ROOT, source, symlinks=True, ignore=junk)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-         "-w", str(out), str(ROOT)],
+         "-w", str(out), str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
     (built,) = out.glob("trimtab-*.whl")
