@@ -113,11 +113,14 @@ def simulate(
     users: int = 3000,
     slots: Sequence[str] | None = None,
     session_gap_ms: float = 60_000.0,
+    start_ms: float | None = None,
 ) -> SimulationResult:
     """Run ``sessions`` simulated visits of ``users`` visitors; snapshot every ``every``.
 
     ``slots`` limits the page's slots to decide and show (default: all of the config's);
-    ``session_gap_ms`` is the mean time between two sessions starting.
+    ``session_gap_ms`` is the mean time between two sessions starting. ``start_ms`` is when
+    the simulated traffic starts (default: now). The outcome depends on it — the hour of day
+    decides which time-of-day rules fire — so a run is reproducible only with it fixed.
     """
     policy_name = next((name for name, p in runtime.policies.items() if p.slot == slot), "")
     served = runtime.policies.get(policy_name)
@@ -129,7 +132,7 @@ def simulate(
         seed=seed,
         categories=categories,
         n_users=users,
-        start_ms=time.time() * 1000,
+        start_ms=time.time() * 1000 if start_ms is None else start_ms,
         session_gap_ms=session_gap_ms,
     )
     result = SimulationResult(slot=slot, policy=policy_name, sessions=sessions, seed=seed)
