@@ -207,6 +207,16 @@ def test_tracker_reconnects_after_the_server_restarts_and_loses_nothing(server, 
     page.goto(server.url + _article_path(server))
     page.click("[data-consent-accept]")
     assert _wait_for(lambda: page.evaluate("trimtab.state().ws") == "open", timeout=10)
+    # The page holds the signed id the server issued and its first events are acknowledged.
+    # (A kill between storing a first hello's events and its answer reaching the page makes the
+    # next server issue another fresh id for the same events: they are then stored twice, under
+    # two visitors. Known, in the stop-17 note; this test is about reconnecting, not that.)
+    assert _wait_for(
+        lambda: page.evaluate(
+            "(s => s.user_id.startsWith('vid.') && s.unacked === 0)(trimtab.state())"
+        ),
+        timeout=10,
+    )
 
     server.kill()
     page.mouse.move(5, 300)
