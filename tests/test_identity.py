@@ -177,6 +177,61 @@ def test_a_socket_hello_without_a_valid_id_gets_one_and_its_events_are_its_own(c
     assert features(client, VICTIM)["scroll_depth_max"] == 0.9  # untouched
 
 
+def _first_hello(client, placeholder: str, session: str, events: list[dict]) -> str:
+    with client.websocket_connect(f"/v1/live?key={KEY}") as ws:
+        hello = {"type": "hello", "user_id": placeholder, "session_id": session,
+                 "slots": ["cta"], "events": events}  # fmt: skip
+        ws.send_text(json.dumps(hello))
+        issued = ws.receive_json()["visitor_id"]
+        while (message := ws.receive_json())["type"] != "ack":
+            pass
+        assert message["accepted"] == len(events), message
+    return issued
+
+
+def test_a_first_hello_sent_again_after_a_restart_stores_its_events_once(tmp_path):
+    # The server stores a page's first events, then dies before its answer (the new id)
+    # reaches the page; the page says the same hello to the next server.
+    placeholder, session = "1x2c3v4b5n6m7a8s9d0f1g2h3j", "k4l5z6x7c8v9b0n1m2q3w4e5r6"
+    first = [
+        event("consent", placeholder, session, **GRANT),
+        event("page_view", placeholder, session),
+        event("scroll", placeholder, session, depth=0.5),
+    ]
+    issued = []
+    for _ in range(2):
+        client, runtime = make_client(tmp_path)
+        with client:
+            issued.append(_first_hello(client, placeholder, session, first))
+        runtime.close()
+    assert issued[0] == issued[1] and VisitorIds.from_secret(SECRET).problem(issued[0]) is None
+    client, runtime = make_client(tmp_path)
+    with client:
+        # another tab of the same page (its own session) is another visitor until it hears back
+        other_tab = _first_hello(client, placeholder, "z" * 26, [])
+        assert other_tab not in issued
+        erased = client.delete(
+            f"/v1/users/{visitor_of(issued[0])}", headers={"authorization": f"Bearer {SECRET}"}
+        )
+        assert erased.status_code == 200 and erased.json()["events"] == len(first)
+    runtime.close()
+
+
+def test_only_the_trackers_own_placeholder_gets_the_same_id_again(client):
+    # a guessable claim (a raw account id) must not lead anyone to the same visitor twice
+    session = "k4l5z6x7c8v9b0n1m2q3w4e5r6"
+    assert _first_hello(client, "victim", session, []) != _first_hello(
+        client, "victim", session, []
+    )
+    placeholder = "1x2c3v4b5n6m7a8s9d0f1g2h3j"
+    assert _first_hello(client, placeholder, "s1", []) != _first_hello(
+        client, placeholder, "s1", []
+    )
+    assert decide(client, placeholder, session)["visitor_id"] == _first_hello(
+        client, placeholder, session, []
+    )
+
+
 def test_erasure_by_the_visitor_part_erases_the_signed_profile(client):
     headers = {"authorization": f"Bearer {SECRET}"}
     r = client.delete("/v1/users/victim", headers=headers)

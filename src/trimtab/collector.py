@@ -310,14 +310,17 @@ class Collector:
         """Who a hello (or decide request) acts as, and the visitor id to hand the page ("" when
         it keeps the one it has).
 
-        With signed ids required, a page without a valid visitor id gets a fresh one: whatever
-        it claimed (another visitor's id, a forged signature) it acts as a new visitor.
+        With signed ids required, a page without a valid visitor id gets a new one: whatever
+        it claimed (another visitor's id, a forged signature) it acts as a new visitor. The
+        tracker's own first-contact placeholder gets the same new id each time it asks
+        (``VisitorIds.first_contact``), so a hello repeated after a lost answer stores nothing
+        twice.
         Without, an empty id still gets one (never a profile shared by every id-less page).
         """
         claimed = hello.user_id
         if claimed and (not self.require_signed or self.visitor_ids.problem(claimed) is None):
             return Bound(claimed, claimed, hello.session_id), ""
-        issued = self.visitor_ids.issue()
+        issued = self.visitor_ids.first_contact(claimed, hello.session_id)
         return Bound(issued, claimed, hello.session_id), issued
 
     # -- the loop ---------------------------------------------------------------------------

@@ -38,6 +38,9 @@ MAC_CHARS = 22  # 16 bytes of HMAC-SHA256, base64url without padding
 # enough that a visitor id fits the 128 characters of an event's user_id
 VISITOR = re.compile(r"[^\x00-\x1f\x7f]{1,96}")
 _KEY_INFO = b"trimtab visitor id v1"
+# the tracker's random ids (t.js `rid`): four random 32-bit numbers written in base 36 (up to 28
+# characters; shorter than 20 only when several happen to be small, which is rare)
+PLACEHOLDER = re.compile(r"[0-9a-z]{20,28}")
 
 __all__ = ["PREFIX", "VisitorIds", "sign_visitor_id", "visitor_of"]
 
@@ -115,6 +118,32 @@ class VisitorIds:
     def issue(self) -> str:
         """A fresh random visitor id."""
         return self.sign(None)
+
+    def first_contact(self, placeholder: str, session_id: str) -> str:
+        """The visitor id for a page's first contact that claims ``placeholder``.
+
+        The same for the same tracker placeholder and session, so a hello sent again because
+        the answer was lost (the server died after storing the page's first events) is given
+        the same id, and the log keeps those events once (it is unique by user and event id).
+        Only the tracker's own 128-bit random placeholders, in a session id of the same form,
+        are derived: both are secret to the page, so nobody else can reach the same id. Any
+        other claim (a site's unsigned account id, a stolen raw id, a forged signature) is a
+        guess away from a derived id and gets a fresh random one, as before.
+
+        >>> ids = VisitorIds.from_secret("sk_site")
+        >>> page, tab = "3f9k2l1m0q8w7e6r5t4y3u2i1o", "9a8s7d6f5g4h3j2k1l0z9x8c7v"
+        >>> ids.first_contact(page, tab) == ids.first_contact(page, tab)
+        True
+        >>> ids.first_contact(page, tab) == ids.first_contact(page, tab[::-1])
+        False
+        >>> ids.first_contact("reader-42", tab) == ids.first_contact("reader-42", tab)
+        False
+        """
+        if not (PLACEHOLDER.fullmatch(placeholder) and PLACEHOLDER.fullmatch(session_id)):
+            return self.issue()
+        message = b"first contact\0" + placeholder.encode() + b"\0" + session_id.encode()
+        digest = hmac.digest(self._key, message, "sha256")
+        return self.sign("f" + base64.urlsafe_b64encode(digest[:16]).decode().rstrip("="))
 
     def problem(self, user_id: str) -> str | None:
         """None when ``user_id`` is a visitor id signed with this key, else why it is not.
