@@ -112,7 +112,7 @@ class TrimtabClient:
         choice first, as the tracker would; without it, the choice stored from an earlier
         visit applies (and without any, the site's consent mode decides)."""
         started = time.perf_counter()
-        body = {
+        body: dict[str, object] = {
             "user_id": user_id,
             "session_id": session_id,
             "slots": slots,

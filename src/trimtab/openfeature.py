@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from trimtab.config import SiteConfig, load_config
 from trimtab.extras import missing
@@ -59,7 +59,17 @@ _ERRORS = {
 }
 
 
-def _source(source: Any) -> Callable[[], SiteConfig]:
+class _Reloading(Protocol):
+    """What the provider reads from a runtime: its current config, which a reload replaces."""
+
+    @property
+    def config(self) -> SiteConfig: ...
+
+
+ConfigSource = SiteConfig | str | Path | Callable[[], SiteConfig] | _Reloading
+
+
+def _source(source: ConfigSource) -> Callable[[], SiteConfig]:
     if isinstance(source, SiteConfig):
         return lambda: source
     if isinstance(source, str | Path):
@@ -75,7 +85,7 @@ def _source(source: Any) -> Callable[[], SiteConfig]:
 class TrimtabProvider(AbstractProvider):
     """trimtab's slots as OpenFeature flags (see the module docstring)."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: ConfigSource) -> None:
         self._flags = LiveFlags(_source(source))
 
     def get_metadata(self) -> Metadata:

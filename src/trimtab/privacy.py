@@ -231,8 +231,7 @@ class PrivacyGate:
         dropped when they hold personal data. A refused consent is kept without its page.
         """
         event.user_id = self.user_id(event.user_id)
-        kind = type(event)
-        if kind is Consent:
+        if type(event) is Consent:
             self._remember_consent(event.user_id, dict(event.purposes))
             if not event.purposes.get(_PURPOSE_ANALYTICS, False):
                 # the choice is on record; where it was made is not needed
@@ -241,24 +240,24 @@ class PrivacyGate:
         elif not self.allows(event.user_id):
             self.dropped_without_consent += 1
             return None
-        if kind is Hover or kind is Visible or kind is Click:
+        if type(event) is Hover or type(event) is Visible or type(event) is Click:
             event.element = scrub_id(event.element)
             event.element_kind = scrub_label(event.element_kind)
             event.category = scrub_label(event.category)
             event.slot = scrub_label(event.slot)
-        elif kind is Custom:
+        elif type(event) is Custom:
             event.name = scrub_id(event.name)
             if isinstance(event.value, str):
                 event.value = scrub_text(event.value)
-        elif kind is PageView:
+        elif type(event) is PageView:
             event.url = scrub_url(event.url, self.keep_query_params)
             event.referrer = scrub_url(event.referrer)
             event.title = scrub_text(event.title)
             event.slots = [scrub_label(slot) for slot in event.slots]
-        elif kind is Context:
+        elif type(event) is Context:
             event.ua_family = scrub_label(event.ua_family)
             event.language = scrub_label(event.language)
-        elif kind is Exposure:
+        elif type(event) is Exposure:
             event.slot = scrub_text(event.slot)
             event.variant = scrub_text(event.variant)
             if not DECISION_ID.fullmatch(event.decision_id):

@@ -15,7 +15,10 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trimtab.decide import Decision
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -28,7 +31,7 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
     return _PLACEHOLDER.sub(one, template)
 
 
-def render_template(decision: Any, page: Mapping[str, Any]) -> dict[str, Any] | None:
+def render_template(decision: Decision, page: Mapping[str, Any]) -> dict[str, Any] | None:
     """The collector's default render hook: expand a payload's ``template`` into ``html``."""
     payload = decision.payload
     if not payload or not isinstance(payload.get("template"), str):

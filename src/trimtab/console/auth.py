@@ -142,7 +142,9 @@ class Sessions:
 
     @staticmethod
     def csrf_ok(session: Session, supplied: str | None) -> bool:
-        return bool(supplied) and hmac.compare_digest(session.csrf.encode(), supplied.encode())
+        if not supplied:
+            return False
+        return hmac.compare_digest(session.csrf.encode(), supplied.encode())
 
 
 __all__ = ["COOKIE", "Session", "Sessions"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 RECENT = 500
@@ -197,7 +197,7 @@ def _merge(groups: Iterable[Mapping[str, int]]) -> dict[str, int]:
     return out
 
 
-def _shares(counts: list[Mapping[str, int]], names: list[str]) -> dict[str, list[float | None]]:
+def _shares(counts: Sequence[Mapping[str, int]], names: list[str]) -> dict[str, list[float | None]]:
     totals = [sum(c.values()) for c in counts]
     return {a: [_share(c.get(a, 0), n) for c, n in zip(counts, totals, strict=True)] for a in names}
 

@@ -13,7 +13,7 @@ import contextlib
 import copy
 import html
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -546,7 +546,7 @@ def routes(collector: Any, versions: ConfigVersions) -> list[BaseRoute]:
         raw = request.headers.get("last-event-id") or request.query_params.get("after", "0")
         after = int(raw) if raw.isdigit() else console.feed.seq
 
-        async def events():
+        async def events() -> AsyncIterator[bytes]:
             nonlocal after
             console.open_consoles += 1
             try:
@@ -657,7 +657,12 @@ def routes(collector: Any, versions: ConfigVersions) -> list[BaseRoute]:
             return _error(404, str(exc.args[0]))
         return _error(404, f"unknown action {action!r}")
 
-    g, w = console.guard, (lambda h: console.guard(h, write=True))
+    def g(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        return console.guard(handler)
+
+    def w(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        return console.guard(handler, write=True)
+
     return [
         Route("/console", page),
         Route("/console/", page),
