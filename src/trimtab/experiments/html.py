@@ -15,6 +15,9 @@ import datetime as dt
 import html
 import io
 
+import numpy as np
+import numpy.typing as npt
+
 from trimtab.extras import missing
 
 try:
@@ -58,11 +61,16 @@ def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(fig.get_label())}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(str(fig.get_label()))}" src="data:image/png;base64,{data}">'
 
 
 def _times(ms: list[float]) -> list[dt.datetime]:
     return [dt.datetime.fromtimestamp(t / 1000.0, tz=dt.UTC) for t in ms]
+
+
+def _axis_times(ms: list[float]) -> npt.NDArray[np.datetime64]:
+    """Epoch milliseconds as a plot's time axis (UTC, matplotlib's default time zone)."""
+    return np.asarray(ms, dtype=np.float64).astype("datetime64[ms]")
 
 
 def effect_plot(report: Report, metric: MetricReport) -> str:
@@ -72,11 +80,11 @@ def effect_plot(report: Report, metric: MetricReport) -> str:
     ax = fig.subplots()
     ax.axhline(0.0, color="#888", linewidth=1)
     for arm in report.arms:
-        points = [(p.start_ms, p.effects[arm.index]) for p in metric.over_time if p.effects]
-        points = [(t, e) for t, e in points if e is not None]
+        known = [(p.start_ms, p.effects[arm.index]) for p in metric.over_time if p.effects]
+        points = [(t, e) for t, e in known if e is not None]
         if not points:
             continue
-        when = _times([t for t, _ in points])
+        when = _axis_times([t for t, _ in points])
         est = [100 * e[0] for _, e in points]
         lo = [100 * e[1] for _, e in points]
         hi = [100 * e[2] for _, e in points]
@@ -104,7 +112,7 @@ def exposures_plot(report: Report) -> str:
     fig = Figure(figsize=(8.5, 2.8))
     fig.set_label("cumulative exposures")
     ax = fig.subplots()
-    when = _times([p.start_ms for p in report.exposures_over_time])
+    when = _axis_times([p.start_ms for p in report.exposures_over_time])
     for arm in report.arms:
         counts = [p.users[arm.index] for p in report.exposures_over_time]
         ax.plot(when, counts, color=_COLORS[arm.index % len(_COLORS)], label=arm.name)

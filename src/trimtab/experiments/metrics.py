@@ -24,6 +24,7 @@ distinct event shape (kind, element, element kind, custom name and value), not o
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 from trimtab import logschema
 from trimtab import patterns as patterns_module
 from trimtab.attribution import Events, Reward, Rounds, attribute, locate
-from trimtab.events import BY_KIND
+from trimtab.events import BY_KIND, Event
 from trimtab.experiments.spec import ExperimentSpec, MetricSpec
 from trimtab.experiments.stats import (
     CupedRatioStat,
@@ -58,7 +59,7 @@ DAY_MS = 24 * HOUR_MS
 # (step, rows done, rows in total or None)
 Progress = Callable[[str, int, int | None], None]
 
-_EVENT_TYPES: dict[str, type] = dict(BY_KIND)
+_EVENT_TYPES: dict[str, type[Event]] = dict(BY_KIND)
 # Placeholders for required fields when building one representative event per shape.
 _FILLER: dict[str, Any] = {
     "event_id": "x",
@@ -74,19 +75,25 @@ _FILLER: dict[str, Any] = {
 }
 
 
-def _lean_type(numeric: Sequence[str]) -> type:
-    """A struct with only the body fields the report reads (unknown fields are skipped)."""
-    fields: list[Any] = [
-        ("element", str, ""),
-        ("element_kind", str, ""),
-        ("name", str, ""),
-        ("value", str | float | bool | None, None),
-        ("slot", str, ""),
-        ("variant", str, ""),
-        ("decision_id", str, ""),
-    ]
-    fields += [(f, float | None, None) for f in numeric if f != "value"]
-    return msgspec.defstruct("LeanEvent", fields)
+class _LeanEvent(msgspec.Struct):
+    """The body fields every report reads; :func:`_lean_list` adds the numeric ones it needs."""
+
+    element: str = ""
+    element_kind: str = ""
+    name: str = ""
+    value: str | float | bool | None = None
+    slot: str = ""
+    variant: str = ""
+    decision_id: str = ""
+
+
+def _lean_list(numeric: Sequence[str]) -> types.GenericAlias:
+    """``list[LeanEvent]``: a struct with only the body fields the report reads (unknown fields
+    are skipped), built at run time for the metrics' numeric fields, so no static type names it.
+    """
+    fields = [(f, float | None, None) for f in numeric if f != "value"]
+    lean = msgspec.defstruct("LeanEvent", fields, bases=(_LeanEvent,))
+    return types.GenericAlias(list, (lean,))
 
 
 # Sources a decision log uses for decisions made without live personalisation.
@@ -139,9 +146,11 @@ def kinds_for(patterns: Iterable[str]) -> set[str]:
     return {"exposure", *patterns_module.kinds_for(patterns)}
 
 
-def _columns(rows: list[tuple], lean: type, numeric: Sequence[str]) -> dict[str, np.ndarray]:
+def _columns(
+    rows: list[tuple[Any, ...]], lean_list: types.GenericAlias, numeric: Sequence[str]
+) -> dict[str, np.ndarray]:
     seqs, users, kinds, received, ts, bodies = zip(*rows, strict=True)
-    decoded = msgspec.json.decode(b"[" + b",".join(bodies) + b"]", type=list[lean])
+    decoded: list[_LeanEvent] = msgspec.json.decode(b"[" + b",".join(bodies) + b"]", type=lean_list)
     obj = np.array
     received_ms = np.asarray(received, dtype=np.float64)
     cols: dict[str, np.ndarray] = {
@@ -271,10 +280,10 @@ def load(
         kinds = sorted(kinds_for(patterns))
         total_rows = logschema.count_events(src, kinds)
         cur = logschema.event_rows(src, kinds)
-        lean = _lean_type(numeric)
+        lean_list = _lean_list(numeric)
         done = 0
         while rows := cur.fetchmany(CHUNK_ROWS):
-            _insert(con, "events", _columns(rows, lean, numeric))
+            _insert(con, "events", _columns(rows, lean_list, numeric))
             done += len(rows)
             report("events", done, total_rows)
         data.counts["events"] = done
@@ -362,7 +371,9 @@ def _find_units(data: LoadedData, slots: Sequence[str]) -> None:
         """,
         {"arms": data.arms},
     )
-    data.multi_arm_users = con.execute("SELECT count(*) FROM per_user WHERE arms > 1").fetchone()[0]
+    ((data.multi_arm_users,),) = con.execute(
+        "SELECT count(*) FROM per_user WHERE arms > 1"
+    ).fetchall()
     causes = con.execute(
         """
         SELECT CASE WHEN by_variant THEN 'by_variant'
@@ -388,7 +399,8 @@ def _find_units(data: LoadedData, slots: Sequence[str]) -> None:
         FROM exposures
         """
     ).fetchall()
-    unmatched -= con.execute("SELECT count(*) FROM exposed WHERE by_variant").fetchone()[0]
+    ((by_variant,),) = con.execute("SELECT count(*) FROM exposed WHERE by_variant").fetchall()
+    unmatched -= by_variant
     ((degraded_decided, pre_consent_decided),) = con.execute(
         f"SELECT count(*) FILTER (WHERE source IN ({degraded})), "
         f"count(*) FILTER (WHERE source IN ({pre_consent})) FROM decisions WHERE arm < 0"

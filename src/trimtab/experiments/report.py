@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -35,6 +35,9 @@ from trimtab.experiments.spec import ExperimentSpec, MetricSpec, experiments_of,
 from trimtab.experiments.stats import Comparison, SrmResult, compare_variants, srm_check
 from trimtab.experiments.stats.frequentist import FrequentistResult
 from trimtab.experiments.stats.sequential import DEFAULT_TUNING
+
+if TYPE_CHECKING:
+    from trimtab.config import SiteConfig
 
 # Data spanning more than this is plotted by day, otherwise by hour.
 HOURLY_SPAN_MS = 3 * DAY_MS
@@ -108,7 +111,7 @@ class Report(msgspec.Struct, frozen=True):
         return sum(a.users for a in self.arms)
 
 
-def arm_layout(config, spec: ExperimentSpec) -> tuple[list[str], list[float]]:
+def arm_layout(config: SiteConfig, spec: ExperimentSpec) -> tuple[list[str], list[float]]:
     """Arm names and configured weights of an experiment, read from its slots' rules.
 
     A bundle over several slots names each arm by the variant it shows in every slot.
@@ -174,7 +177,7 @@ def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 def analyze(
-    config,
+    config: SiteConfig,
     experiment: str,
     data_dir: str | Path | None = None,
     *,
@@ -220,7 +223,7 @@ def _analyze_loaded(
 ) -> Report:
     con = data.con
     k = len(names)
-    lo, hi = con.execute("SELECT min(t0), max(t0) FROM units").fetchone()
+    ((lo, hi),) = con.execute("SELECT min(t0), max(t0) FROM units").fetchall()
     lo = lo if lo is not None else 0.0
     hi = hi if hi is not None else lo
     period_ms = HOUR_MS if hi - lo <= HOURLY_SPAN_MS else DAY_MS

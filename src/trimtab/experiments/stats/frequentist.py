@@ -24,10 +24,11 @@ from typing import Literal
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from scipy.special import stdtr, stdtrit
 
 from .cuped import with_theta
-from .moments import EffectMoments, effect_moments
+from .moments import EffectMoments, Num, effect_moments
 from .statistics import Stat
 
 Alternative = Literal["two-sided", "greater", "less"]
@@ -77,7 +78,7 @@ def neutral_result(
     )
 
 
-def welch_dof(var_a, n_a, var_b, n_b):
+def welch_dof(var_a: Num, n_a: Num, var_b: Num, n_b: Num) -> Num:
     """Welch–Satterthwaite degrees of freedom (scalars or arrays)."""
     va = var_a / n_a
     vb = var_b / n_b
@@ -135,6 +136,9 @@ def ttest(
     )
 
 
-def two_sided_p_values(estimate, stddev, dof) -> np.ndarray:
+def two_sided_p_values(
+    estimate: npt.NDArray[np.float64], stddev: npt.NDArray[np.float64], dof: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
     """Vectorised two-sided Welch p-values."""
-    return 2.0 * stdtr(dof, -np.abs(estimate / stddev))
+    p: npt.NDArray[np.float64] = 2.0 * stdtr(dof, -np.abs(estimate / stddev))  # scipy: untyped
+    return p

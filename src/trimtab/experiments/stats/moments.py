@@ -17,15 +17,20 @@ Array inputs broadcast, which the A/A simulation uses to test thousands of paths
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from .statistics import CupedRatioStat, CupedStat, Stat
 
 ZERO_NEGATIVE_VARIANCE = "ZERO_NEGATIVE_VARIANCE"
 BASELINE_ZERO = "ZERO_NEGATIVE_BASELINE_VARIATION"
 MIXED_STATISTICS = "MIXED_STATISTICS"
+
+# the moment formulas take one statistic's numbers or, broadcast, thousands of paths' at once
+Num = TypeVar("Num", float, npt.NDArray[np.float64])
 
 
 class EffectMoments(msgspec.Struct, frozen=True):
@@ -37,12 +42,12 @@ class EffectMoments(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-def absolute_variance(var_a, n_a, var_b, n_b):
+def absolute_variance(var_a: Num, n_a: Num, var_b: Num, n_b: Num) -> Num:
     """``σ_b²/n_b + σ_a²/n_a`` (scalars or arrays)."""
     return var_b / n_b + var_a / n_a
 
 
-def relative_variance(mean_a, var_a, n_a, mean_b, var_b, n_b):
+def relative_variance(mean_a: Num, var_a: Num, n_a: Num, mean_b: Num, var_b: Num, n_b: Num) -> Num:
     """Delta-method variance of ``μ_b/μ_a - 1`` for independent arms (scalars or arrays)."""
     return var_b / n_b / mean_a**2 + var_a / n_a * mean_b**2 / mean_a**4
 

@@ -33,6 +33,7 @@ import msgspec
 import numpy as np
 
 from .frequentist import Alternative, FrequentistResult, neutral_result, prepare
+from .moments import Num
 from .statistics import Stat
 
 DEFAULT_TUNING = 5000
@@ -46,22 +47,25 @@ def sequential_rho(alpha: float, tuning: float, two_sided: bool = True) -> float
     return math.sqrt((-2.0 * math.log(a) + math.log(-2.0 * math.log(a) + 1.0)) / tuning)
 
 
-def halfwidth_two_sided(stddev, n, rho: float, alpha: float):
+def halfwidth_two_sided(stddev: Num, n: Num, rho: float, alpha: float) -> Num:
     """Half-width of the two-sided confidence sequence (scalars or arrays)."""
     k = n * rho * rho
-    return stddev * np.sqrt(2.0 * (k + 1.0) / k * np.log(np.sqrt(k + 1.0) / alpha))
+    half: Num = stddev * np.sqrt(2.0 * (k + 1.0) / k * np.log(np.sqrt(k + 1.0) / alpha))
+    return half
 
 
-def halfwidth_one_sided(stddev, n, rho: float, alpha: float):
+def halfwidth_one_sided(stddev: Num, n: Num, rho: float, alpha: float) -> Num:
     """Half-width of the one-sided confidence sequence (scalars or arrays)."""
     k = n * rho * rho
-    return stddev * np.sqrt(2.0 * (k + 1.0) / k * np.log1p(np.sqrt(k + 1.0) / (2.0 * alpha)))
+    half: Num = stddev * np.sqrt(2.0 * (k + 1.0) / k * np.log1p(np.sqrt(k + 1.0) / (2.0 * alpha)))
+    return half
 
 
-def p_value_two_sided(z, n, rho: float):
+def p_value_two_sided(z: Num, n: Num, rho: float) -> Num:
     """``min(1, 1/e)`` for the mixture e-value at ``z = Δ̂/se`` (scalars or arrays)."""
     k = n * rho * rho
-    return np.minimum(1.0, np.sqrt(k + 1.0) * np.exp(-k * z * z / (2.0 * (k + 1.0))))
+    p: Num = np.minimum(1.0, np.sqrt(k + 1.0) * np.exp(-k * z * z / (2.0 * (k + 1.0))))
+    return p
 
 
 def p_value_one_sided(z: float, n: int, rho: float, greater: bool) -> float:
@@ -156,6 +160,8 @@ def sequential_ttest(
     r = rho if rho is not None else sequential_rho(alpha, tuning, two_sided)
     n = a.n + b.n
     z = m.estimate / m.stddev
+    p: float | None
+    p_error: str | None
     if two_sided:
         half = float(halfwidth_two_sided(m.stddev, n, r, alpha))
         ci = (m.estimate - half, m.estimate + half)
