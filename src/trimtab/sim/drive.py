@@ -26,9 +26,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
+from trimtab.bandits.serving import ServedPolicy
+from trimtab.decide import Decision
 from trimtab.events import AnyEvent, Click, Exposure, PageView
 from trimtab.runtime import Runtime
 from trimtab.sim.simulator import DEFAULT_CATEGORIES, Simulator, Visitor
@@ -81,7 +84,9 @@ class SimulationResult:
         return 1000.0 * sum(s.clicked for s in self.shown) / max(self.sessions, 1)
 
 
-def _profiles(categories: tuple[str, ...], served) -> dict[str, dict[str, object]]:
+def _profiles(
+    categories: tuple[str, ...], served: ServedPolicy | None
+) -> dict[str, dict[str, object]]:
     """Reference readers to watch: one mostly attentive to each of two categories, on a page of
     it, described with whatever per-category attributes the policy reads."""
     first, second = categories[1], categories[3]
@@ -168,8 +173,8 @@ def simulate(
             )
             sim.clock_ms += 500.0
             reaction: list[AnyEvent] = [
-                _event(
-                    sim, view, Exposure, slot=d.slot, variant=d.variant, decision_id=d.decision_id
+                Exposure(
+                    **_on_page(sim, view), slot=d.slot, variant=d.variant, decision_id=d.decision_id
                 )
                 for d in decisions
             ]
@@ -184,10 +189,8 @@ def simulate(
                     sim.clock_ms += float(rng.gamma(2.0, 900.0))
                     kind = "cta" if d.slot == "cta" else "card"
                     reaction.append(
-                        _event(
-                            sim,
-                            view,
-                            Click,
+                        Click(
+                            **_on_page(sim, view),
                             element=f"{d.slot}-{kind}",
                             element_kind=kind,
                             slot=d.slot,
@@ -229,7 +232,14 @@ def simulate(
     return result
 
 
-def _group(decision, policy_name: str, order: list[str], split: int, served, view) -> str:
+def _group(
+    decision: Decision,
+    policy_name: str,
+    order: list[str],
+    split: int,
+    served: ServedPolicy | None,
+    view: PageView,
+) -> str:
     """Which side of the comparison a decision of the watched slot is on (module doc)."""
     if policy_name and decision.rule_id == policy_name:
         if served is not None and decision.source == "policy":
@@ -259,9 +269,23 @@ def _split_pages(events: list[AnyEvent]) -> list[list[AnyEvent]]:
 _counter = iter(range(10**12))
 
 
-def _event(sim: Simulator, view: PageView, kind: type, **fields) -> AnyEvent:
+class _OnPage(TypedDict):
+    """The fields of an event a simulated reader makes on a page, stamped on arrival."""
+
+    event_id: str
+    user_id: str
+    session_id: str
+    ts: float
+    received: float
+    page: str
+    page_category: str
+    page_view_id: str
+
+
+def _on_page(sim: Simulator, view: PageView) -> _OnPage:
+    """A new event's common fields, on ``view``'s page, one simulated millisecond later."""
     sim.clock_ms += 1.0
-    return kind(
+    return _OnPage(
         event_id=f"sim-{next(_counter)}-{int(sim.clock_ms)}",
         user_id=view.user_id,
         session_id=view.session_id,
@@ -270,7 +294,6 @@ def _event(sim: Simulator, view: PageView, kind: type, **fields) -> AnyEvent:
         page=view.page,
         page_category=view.page_category,
         page_view_id=view.page_view_id,
-        **fields,
     )
 
 
@@ -280,7 +303,7 @@ CTA_CLICK = {"newsletter": 0.015, "subscribe_offer": 0.05}
 
 
 def _slot_click_probability(
-    sim: Simulator, visitor, slot: str, variant: str, categories: tuple[str, ...]
+    sim: Simulator, visitor: Visitor, slot: str, variant: str, categories: tuple[str, ...]
 ) -> float:
     if slot == "rail":
         return _click_probability(sim, visitor, variant, categories)
@@ -291,7 +314,9 @@ def _slot_click_probability(
     return 0.0
 
 
-def _click_probability(sim: Simulator, visitor, variant: str, categories: tuple[str, ...]) -> float:
+def _click_probability(
+    sim: Simulator, visitor: Visitor, variant: str, categories: tuple[str, ...]
+) -> float:
     """A category rail is clicked by its fans; generic rails get the visitor's average."""
     if variant in categories:
         return sim.click_probability(visitor, categories.index(variant))

@@ -56,7 +56,10 @@ class SlotEnv(gym.Env[np.ndarray, np.int64]):
         self._population_seed = seed
         self.simulator = Simulator(seed=seed, categories=self.categories, n_users=n_users)
         k = len(self.categories)
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(3 * k + 2,), dtype=np.float64)
+        self._observation_size = 3 * k + 2
+        self.observation_space = spaces.Box(
+            0.0, 1.0, shape=(self._observation_size,), dtype=np.float64
+        )
         self.action_space = spaces.Discrete(len(self.variant_categories))
         self._visitor: Visitor | None = None
         self._session_id = ""
@@ -89,12 +92,12 @@ class SlotEnv(gym.Env[np.ndarray, np.int64]):
         probabilities = [
             self.simulator.click_probability(visitor, c) for c in self.variant_categories
         ]
-        info = {
+        info: dict[str, Any] = {
             "click_probability": probabilities[int(action)],
             "best_click_probability": max(probabilities),
             "mean_click_probability": float(np.mean(probabilities)),
             "events": events,
         }
         self._visitor = None
-        obs = np.zeros(self.observation_space.shape, dtype=np.float64)
+        obs = np.zeros(self._observation_size, dtype=np.float64)
         return obs, float(clicked), True, False, info

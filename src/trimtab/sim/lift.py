@@ -61,7 +61,8 @@ HOUR_S = 3600.0
 
 
 def _raw(site: SiteConfig) -> dict[str, Any]:
-    return msgspec.to_builtins(site, builtin_types=(), str_keys=True)
+    raw: dict[str, Any] = msgspec.to_builtins(site, builtin_types=(), str_keys=True)
+    return raw
 
 
 def strategy_configs(site: SiteConfig, slot: str) -> dict[str, SiteConfig]:
@@ -184,7 +185,7 @@ def run_seed(
         )  # fmt: skip
     finally:
         runtime.close()
-    per_session = len(logged.shown) / logged.sessions  # decisions of the slot per session
+    decisions_per_session = len(logged.shown) / logged.sessions  # of the slot
     spec = next(s for name, _, s in policy_specs(site.slots) if name == slot)
     rounds = logeval.load_rounds(log_dir, slot, spec.reward)
     default = site.slots[slot].default
@@ -194,16 +195,18 @@ def run_seed(
     }
     for name, target in targets.items():
         dr = logeval.evaluate(rounds, arms, target)["DR"]
-        out.estimate[name] = 1000.0 * per_session * dr.value
-        out.estimate_se[name] = 1000.0 * per_session * dr.std_err
+        out.estimate[name] = 1000.0 * decisions_per_session * dr.value
+        out.estimate_se[name] = 1000.0 * decisions_per_session * dr.std_err
         out.rounds[name] = len(rounds)
     for name in ("in-session", "hourly batch"):
         (bandit,) = [s for n, d, s in policy_specs(configs[name].slots) if n == slot]
         served = ServedPolicy(bandit, default, slot, seed=seed)
         counted = np.asarray(replay(served, rounds, arms))
         rate = float(counted.mean()) if len(counted) else math.nan
-        out.estimate[name] = 1000.0 * per_session * rate
-        out.estimate_se[name] = 1000.0 * per_session * math.sqrt(rate * (1 - rate) / len(counted))
+        out.estimate[name] = 1000.0 * decisions_per_session * rate
+        out.estimate_se[name] = (
+            1000.0 * decisions_per_session * math.sqrt(rate * (1 - rate) / len(counted))
+        )
         out.rounds[name] = len(counted)
     return out
 

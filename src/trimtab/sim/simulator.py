@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -42,8 +42,37 @@ from trimtab.events import (
 
 DEFAULT_CATEGORIES = ("politics", "tech", "science", "sport", "culture", "travel")
 SLOTS = ("hero", "rail", "cta", "review")  # the slots of the demo's article pages
-DEVICES = ("mobile", "desktop", "tablet")
-_VIEWPORTS = {"mobile": (390, 844), "desktop": (1440, 900), "tablet": (820, 1180)}
+Device = Literal["mobile", "desktop", "tablet"]
+DEVICES: tuple[Device, Device, Device] = ("mobile", "desktop", "tablet")
+_VIEWPORTS: dict[Device, tuple[int, int]] = {
+    "mobile": (390, 844),
+    "desktop": (1440, 900),
+    "tablet": (820, 1180),
+}
+
+
+class _Common(TypedDict):
+    """The fields every simulated event carries (see :meth:`Simulator._base`)."""
+
+    event_id: str
+    user_id: str
+    session_id: str
+    ts: float
+
+
+class _Where(TypedDict):
+    page: str
+    page_category: str
+    page_view_id: str
+
+
+class _Element(TypedDict):
+    element: str
+    element_kind: str
+
+
+class _Tile(_Element):
+    category: str
 
 
 @dataclass(frozen=True)
@@ -52,7 +81,7 @@ class Visitor:
 
     user_id: str
     interests: np.ndarray  # θ_u, sums to 1 over categories
-    device: str
+    device: Device
     reading_speed: float  # multiplies dwell and visible times (< 1: skims)
     click_propensity: float  # c_u, click probability on a variant of their top category
     group: str = ""  # the latent reader group, when the population has groups
@@ -226,7 +255,7 @@ class Simulator:
         events: list[AnyEvent] = [
             Context(
                 **base(),
-                device=visitor.device,  # type: ignore[arg-type]
+                device=visitor.device,
                 viewport_w=width,
                 viewport_h=height,
                 language="en",
@@ -249,11 +278,11 @@ class Simulator:
         minutes = round((wanted - utc_hour) * 60.0) % 1440
         return minutes - 1440 if minutes > 840 else minutes
 
-    def _base(self, visitor: Visitor, session_id: str) -> Callable[[], dict[str, Any]]:
+    def _base(self, visitor: Visitor, session_id: str) -> Callable[[], _Common]:
         """A factory of the common event fields: unique ids, advancing clock."""
         counter = iter(range(1_000_000))
 
-        def fields() -> dict[str, Any]:
+        def fields() -> _Common:
             self.clock_ms += 1.0
             return {
                 "event_id": f"{session_id}-{next(counter)}-{int(self.clock_ms)}",
@@ -264,9 +293,7 @@ class Simulator:
 
         return fields
 
-    def _page(
-        self, visitor: Visitor, base: Callable[[], dict[str, Any]], number: int
-    ) -> list[AnyEvent]:
+    def _page(self, visitor: Visitor, base: Callable[[], _Common], number: int) -> list[AnyEvent]:
         rng = self.rng
         cats = self.categories
         k = len(cats)
@@ -275,7 +302,7 @@ class Simulator:
         like = theta[page_cat] / theta.max()  # 0..1, how much this page suits the visitor
         page = f"/{cats[page_cat]}/{int(rng.integers(1, 500))}"
         view_id = f"{self._session_counter}-{number}"
-        where = {"page": page, "page_category": cats[page_cat], "page_view_id": view_id}
+        where = _Where(page=page, page_category=cats[page_cat], page_view_id=view_id)
         events: list[AnyEvent] = [
             PageView(**base(), **where, url=f"https://example.test{page}", slots=list(SLOTS))
         ]
@@ -292,7 +319,7 @@ class Simulator:
         if rng.random() < 0.3 + 0.4 * like:
             dwell = float(rng.gamma(2.0, 700.0 * visitor.reading_speed * (0.4 + like)))
             self.clock_ms += dwell
-            image = {"element": f"img-{number}", "element_kind": "image"}
+            image = _Element(element=f"img-{number}", element_kind="image")
             events.append(
                 Hover(**base(), **where, **image, category=cats[page_cat], dwell_ms=round(dwell, 1))
             )
@@ -301,7 +328,7 @@ class Simulator:
             tile_cat = page_cat if rng.random() < 0.5 else int(rng.integers(k))
             interest = theta[tile_cat] / theta.max()
             element = f"tile-{number}-{j}"
-            tile = {"element": element, "element_kind": "card", "category": cats[tile_cat]}
+            tile = _Tile(element=element, element_kind="card", category=cats[tile_cat])
             visible_ms = float(rng.gamma(2.0, 600.0 * visitor.reading_speed * (0.5 + interest)))
             events.append(Visible(**base(), **where, **tile, visible_ms=round(visible_ms, 1)))
             if rng.random() < 0.15 + 0.6 * interest:
