@@ -36,7 +36,7 @@ from trimtab.attribution import (
 )
 from trimtab.bandits import ope
 from trimtab.decide import NOT_CHOSEN_SOURCES
-from trimtab.events import decode_one
+from trimtab.events import Exposure, decode_one
 from trimtab.patterns import kinds_for
 
 Target = Callable[[Mapping[str, Any], Sequence[str]], dict[str, float]]
@@ -107,11 +107,11 @@ def load_rounds(data_dir: str | Path, slot: str, reward: Reward | None = None) -
     users: dict[str, int] = {}
     x_user, x_id, x_time, x_seq = [], [], [], []
     e_user, e_time, e_seq, e_value = [], [], [], []
-    for seq, user, kind, received, ts, body in rows:
+    for seq, user, _kind, received, ts, body in rows:
         event = decode_one(body)
         when = receive_time(received, ts)
         code = users.setdefault(user, len(users))
-        if kind == "exposure":
+        if type(event) is Exposure:
             if event.slot == slot:
                 x_user.append(code)
                 x_id.append(event.decision_id)
@@ -134,9 +134,11 @@ def load_rounds(data_dir: str | Path, slot: str, reward: Reward | None = None) -
     )
     rewards = credited.rewards(reward.min_value)
     names = {code: user for user, code in users.items()}
+    # None would mean every exposure starts a round (exposure_rounds always marks them)
+    starts = rounds.starts if rounds.starts is not None else np.ones(len(rounds), dtype=bool)
     out: list[Round] = []
     for i, index in enumerate(kept):
-        decision = decisions.get(x_id[index]) if rounds.starts[i] else None
+        decision = decisions.get(x_id[index]) if starts[i] else None
         if decision is not None:
             d_id, variant, propensity, attrs = decision
             user = names[x_user[index]]

@@ -183,6 +183,16 @@ class _LinearPolicy:
             phi = self._phi(context, np.array([arm]))[0]
             self._rank_one(0, phi, 1.0, float(reward))
 
+    # -- choosing (each policy's own) ---------------------------------------------------------
+    def choose(self, context: np.ndarray, arms: Arms = None) -> tuple[int, float]:
+        """Pick one of ``arms`` (default: all) and return it with its exact probability."""
+        raise NotImplementedError
+
+    def probabilities(self, context: np.ndarray, arms: Arms = None) -> np.ndarray:
+        """The action distribution over the eligible arms (exact, or Monte-Carlo for the
+        samplers)."""
+        raise NotImplementedError
+
     def expected(self, context: np.ndarray, arms: Arms = None) -> np.ndarray:
         """The posterior-mean score of each eligible arm: what the policy believes now,
         without exploration (the arm it would exploit is the argmax)."""

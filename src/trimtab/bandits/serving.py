@@ -120,7 +120,7 @@ class _Timeline:
     last_shown: str = ""  # the decision id the user was shown last in the slot
 
 
-def _feature_reader(path: str):
+def _feature_reader(path: str) -> Callable[[Mapping[str, Any]], float]:
     name, eq, wanted = path.partition("=")
     parts = name.split(".")
 
@@ -160,7 +160,8 @@ class ServedPolicy:
         self._eye = np.eye(k)
         width = 1 + len(spec.features)  # intercept + per-arm features
         self.dim = k * width + len(spec.arm_features) if self.shared else width
-        params = {key: float(v) for key, v in spec.params.items()}
+        # numbers from the config by name; the policy's constructor rejects a name it does not take
+        params: dict[str, Any] = {key: float(v) for key, v in spec.params.items()}
         prior_rate = params.pop("prior_rate", None)
         if "n_draws" in params:
             params["n_draws"] = int(params["n_draws"])
@@ -175,7 +176,7 @@ class ServedPolicy:
         self.timelines: dict[str, _Timeline] = {}
         self._seq = 0
         # The server clock in ms (a simulation substitutes its own).
-        self.clock = lambda: time.time() * 1000.0
+        self.clock: Callable[[], float] = lambda: time.time() * 1000.0
         # exposures and rewards of policy-chosen vs default-share decisions (the guardrail)
         self.counts = {"policy": [0, 0.0], "control": [0, 0.0]}
         self.tripped = ""
@@ -213,7 +214,7 @@ class ServedPolicy:
     def encode(self, attrs: Mapping[str, Any]) -> np.ndarray:
         """The context: a vector (one model per arm) or one row per arm (shared model)."""
         clip = self.spec.clip
-        x = np.empty(len(self._readers) + 1)
+        x: np.ndarray = np.empty(len(self._readers) + 1)
         x[0] = 1.0
         for i, read in enumerate(self._readers, 1):
             x[i] = read(attrs)
@@ -411,8 +412,14 @@ class ServedPolicy:
 
     def _close(self, users: list[str], now: float) -> None:
         """Attribute the closing users' rounds in one call and learn from each of ours."""
-        r_user, r_time, r_seq, r_id = [], [], [], []
-        e_user, e_time, e_seq, e_value = [], [], [], []
+        r_user: list[int] = []
+        r_time: list[float] = []
+        r_seq: list[int] = []
+        r_id: list[str] = []
+        e_user: list[int] = []
+        e_time: list[float] = []
+        e_seq: list[int] = []
+        e_value: list[float] = []
         per_user: list[range] = []  # each user's rounds, by position
         for code, user in enumerate(users):
             line = self.timelines[user]
