@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -45,6 +45,11 @@ except ModuleNotFoundError as exc:
 
 from trimtab.bus import BusMessage, default_consumer, message_id, partition_of
 from trimtab.events import AnyEvent, decode_one
+from trimtab.redisreply import live_entries, settings
+from trimtab.store.redis import rewrite_aof
+
+if TYPE_CHECKING:
+    from redis.typing import KeyT, StreamIdT
 
 _encoder = msgspec.json.Encoder()
 
@@ -66,6 +71,15 @@ for i = 2, #KEYS do
 end
 return added
 """
+
+
+def _by_partition(ids: list[str]) -> dict[int, list[str]]:
+    """Delivered message ids (``<partition>:<entry id>``) grouped by partition."""
+    by_partition: dict[int, list[str]] = {}
+    for delivered in ids:
+        p, _, entry = delivered.partition(":")
+        by_partition.setdefault(int(p), []).append(entry)
+    return by_partition
 
 
 class RedisStreamBus:
@@ -143,7 +157,7 @@ class RedisStreamBus:
         consumer = consumer or default_consumer()
         await self.ensure_group(group)
         # 1. What this consumer read before a crash and never acknowledged.
-        cursors = dict.fromkeys(self.streams, "0")
+        cursors: dict[KeyT, StreamIdT] = dict.fromkeys(self.streams, "0")
         while cursors:
             reply = await self.client.xreadgroup(group, consumer, cursors, count=batch)
             messages, done = self._messages(reply, cursors)
@@ -152,7 +166,7 @@ class RedisStreamBus:
             for start in range(0, len(messages), batch):
                 yield messages[start : start + batch]
         # 2. New entries, plus entries other (dead) consumers left pending too long.
-        fresh = dict.fromkeys(self.streams, ">")
+        fresh: dict[KeyT, StreamIdT] = dict.fromkeys(self.streams, ">")
         next_claim = time.monotonic() + self.claim_idle_ms / 2000.0
         while True:
             if time.monotonic() >= next_claim:
@@ -182,7 +196,7 @@ class RedisStreamBus:
                     break
 
     def _messages(
-        self, reply: Any, cursors: dict[str, str] | None
+        self, reply: Any, cursors: dict[KeyT, StreamIdT] | None
     ) -> tuple[list[BusMessage], list[str]]:
         """Decode an XREADGROUP reply; with ``cursors``, advance them and list finished streams."""
         messages: list[BusMessage] = []
@@ -199,7 +213,7 @@ class RedisStreamBus:
                 else:
                     done.append(stream)
         if cursors is not None:
-            done.extend(s for s in cursors if s not in seen)
+            done.extend(s for s in self.streams if s in cursors and s not in seen)
         return messages, done
 
     def _decode(self, p: int, entries: Iterable[Any]) -> list[BusMessage]:
@@ -214,23 +228,15 @@ class RedisStreamBus:
         """Acknowledge delivered messages (ids as in :class:`~trimtab.bus.BusMessage`)."""
         if not ids:
             return
-        by_stream: dict[int, list[str]] = {}
-        for delivered in ids:
-            p, _, entry = delivered.partition(":")
-            by_stream.setdefault(int(p), []).append(entry)
         pipe = self.client.pipeline(transaction=False)
-        for p, entries in by_stream.items():
+        for p, entries in _by_partition(ids).items():
             pipe.xack(self.streams[p], group, *entries)
         await pipe.execute()
 
     async def delete(self, ids: list[str]) -> int:
         """Delete delivered messages from the log (events of erased users a consumer met)."""
-        by_stream: dict[int, list[str]] = {}
-        for delivered in ids:
-            p, _, entry = delivered.partition(":")
-            by_stream.setdefault(int(p), []).append(entry)
         deleted = 0
-        for p, entries in by_stream.items():
+        for p, entries in _by_partition(ids).items():
             deleted += await self.client.xdel(self.streams[p], *entries)
         return deleted
 
@@ -242,8 +248,6 @@ class RedisStreamBus:
         trimmed. A rewrite without the RDB preamble (``aof-use-rdb-preamble no``) writes live
         entries only. See ``docs/reliability.md``.
         """
-        from trimtab.store.redis import rewrite_aof
-
         return await rewrite_aof(self.client, done)
 
     async def durability(self) -> str:
@@ -252,10 +256,7 @@ class RedisStreamBus:
             config = await self.client.config_get("append*")
         except Exception:  # CONFIG may be disabled (managed Redis): say so
             return "unknown (CONFIG GET not allowed)"
-        get = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in config.items()
-        }
+        get = settings(config)
         if get.get("appendonly") != "yes":
             return "memory only: Redis runs without AOF (appendonly no)"
         if get.get("appendfsync") == "always":
@@ -275,7 +276,7 @@ class RedisStreamBus:
         for stream in self.streams:
             start = "-"
             while True:
-                entries = await self.client.xrange(stream, start, "+", count=batch)
+                entries = live_entries(await self.client.xrange(stream, start, "+", count=batch))
                 for _, fields in entries:
                     yield decode_one(fields[b"e"])
                 if len(entries) < batch:
@@ -290,7 +291,9 @@ class RedisStreamBus:
         stream = self.streams[partition_of(user_id, self.partitions)]
         deleted, start = 0, "-"
         while True:
-            entries = await self.client.xrange(stream, min=start, max="+", count=batch)
+            entries = live_entries(
+                await self.client.xrange(stream, min=start, max="+", count=batch)
+            )
             if not entries:
                 return deleted
             doomed = [
@@ -325,7 +328,7 @@ class RedisStreamBus:
         start = last.decode() if isinstance(last, bytes) else last
         count = 0
         while True:
-            entries = await self.client.xrange(stream, f"({start}", "+", count=10_000)
+            entries = live_entries(await self.client.xrange(stream, f"({start}", "+", count=10_000))
             count += len(entries)
             if len(entries) < 10_000:
                 return count

@@ -30,6 +30,7 @@ except ModuleNotFoundError as exc:
     raise missing(exc, "scale", "the Redis backends") from None
 
 from trimtab.privacy import erasure_token
+from trimtab.redisreply import live_entries, settings, text
 
 # KEYS[1] = state key, KEYS[2] = tombstone; ARGV[1] = expected version ("" = unconditional),
 # ARGV[2] = blob, ARGV[3] = user id. Returns the new version, -1 - current version when the
@@ -70,7 +71,7 @@ async def rewrite_aof(client: aioredis.Redis, done: set[str] | None = None) -> b
         return True
     if done is not None and run_id in done:
         return True
-    if config.get("appendonly", config.get(b"appendonly")) not in ("yes", b"yes"):
+    if settings(config).get("appendonly") != "yes":
         return True
     try:
         await client.bgrewriteaof()
@@ -213,12 +214,12 @@ class RedisStateStore:
             maxlen=max_entries,
             approximate=True,
         )
-        return entry.decode()
+        return text(entry)
 
     async def erasures_after(self, last: str, count: int = 1000) -> list[tuple[str, str]]:
         """Announced erasures after entry ``last`` ("0" for all): (entry id, token) pairs."""
         start = "-" if last in ("", "0") else f"({last}"
-        entries = await self.client.xrange(self.journal_key, start, "+", count=count)
+        entries = live_entries(await self.client.xrange(self.journal_key, start, "+", count=count))
         return [(entry.decode(), fields[b"t"].decode()) for entry, fields in entries]
 
     async def compact(self, done: set[str] | None = None) -> bool:
@@ -234,7 +235,7 @@ class RedisStateStore:
         async for key in self.client.scan_iter(match=f"{self.prefix}:{{*}}:state", count=1000):
             user = await self.client.hget(key, "u")
             if user is not None:
-                yield user.decode()
+                yield text(user)
 
     async def close(self) -> None:
         await self.client.aclose()
