@@ -47,6 +47,7 @@ from trimtab.console.routes import routes as console_routes
 from trimtab.decide import Decision, decision_json
 from trimtab.events import AnyEvent, BatchError, Consent, EventError, decode_batch
 from trimtab.gbapi import routes as growthbook_routes
+from trimtab.gql import routes as graphql_routes
 from trimtab.identity import VisitorIds
 from trimtab.limits import RateLimiter
 from trimtab.live import LiveConnection, LiveHub, Render, SlotState
@@ -965,6 +966,7 @@ def create_app(
         *growthbook_routes(collector),
         *ofrep_routes(collector),
         *console_routes(collector, versions),
+        *graphql_routes(collector),
         *(extra_routes or []),
     ]
 

@@ -7,7 +7,8 @@ The core install serves, decides and learns; heavier parts come with an extra:
 * ``trimtab[sim]`` — the simulator as a Gymnasium environment (``gymnasium``);
 * ``trimtab[models]`` — training models and segments;
 * ``trimtab[openfeature]`` — the in-process OpenFeature provider (``openfeature-sdk``);
-* ``trimtab[otel]`` — OpenTelemetry spans of flag evaluations (optional: without it, none).
+* ``trimtab[otel]`` — OpenTelemetry spans of flag evaluations (optional: without it, none);
+* ``trimtab[graphql]`` — the GraphQL API at ``/graphql`` (``strawberry-graphql``).
 
 Using a part whose extra is missing raises :class:`MissingExtra`, which names the extra.
 
@@ -59,6 +60,7 @@ _EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "models": ("sklearn", "lightgbm", "torch"),
     "openfeature": ("openfeature",),
     "otel": ("opentelemetry",),
+    "graphql": ("strawberry",),
 }
 
 

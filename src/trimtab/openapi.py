@@ -188,6 +188,34 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         ],
         "responses": {**OK_JSON, **_refusals(400, 401, 403, 503)},
     },
+    ("post", "/graphql"): {
+        "summary": "GraphQL: slots, rules, experiments, visitors, decisions",
+        "description": "A GraphQL request (the schema by introspection; docs/ecosystem.md). "
+        "Depth, tokens, aliases and cost are limited: a query over them is refused with the "
+        "limit in `errors`. The subscription `decisions` runs over the WebSocket `/graphql` "
+        "(protocol graphql-transport-ws).",
+        "security": SECRET,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["query"],
+                        "properties": {
+                            "query": {"type": "string"},
+                            "variables": {"type": ["object", "null"]},
+                            "operationName": {"type": ["string", "null"]},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {"description": "`data` and/or `errors`", "content": ANY_JSON},
+            **_refusals(400, 401, 403, 413),
+        },
+    },
     ("get", "/v1/admin/latency"): {
         "summary": "Arrival-to-push latency of the live loop",
         "security": SECRET,
@@ -224,7 +252,9 @@ _SUMMARIES = {
 DESCRIPTION = """trimtab's HTTP API. Browsers use the public key (`?key=pk_…`); the admin
 routes take the secret key (`Authorization: Bearer sk_…`); the console its session cookie.
 Besides these routes the tracker speaks WebSocket at `GET /v1/live?key=pk_…` (hello, events,
-acks, pushed decisions: docs/protocol.md). The threat model is docs/security.md."""
+acks, pushed decisions: docs/protocol.md), and GraphQL subscriptions at `GET /graphql`
+(graphql-transport-ws, the secret key: docs/ecosystem.md). The threat model is
+docs/security.md."""
 
 
 def _template(path: str) -> tuple[str, list[dict[str, Any]]]:
