@@ -291,6 +291,11 @@ async def test_websocket_needs_the_key_and_bounds_operations(server):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await receive(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    # a page on another origin cannot open it (cross-site WebSocket hijacking)
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(ws_url(server), subprotocols=[PROTOCOL], origin="https://evil.example"):
+            pass
+    assert refused.value.response.status_code == 403
     # subscribing before connection_init: 4401
     async with connect(ws_url(server), subprotocols=[PROTOCOL]) as ws:
         await subscribe(ws, "1", "subscription { decisions { slot } }")
@@ -339,3 +344,47 @@ runtime.close()
     first, health = result.stdout.strip().splitlines()
     assert first.startswith("501 ") and "pip install 'trimtab[graphql]'" in first, first
     assert health == "200"
+
+
+@pytest.mark.redis
+def test_scaled_any_process_answers_a_visitors_features(
+    tmp_path, redis_url, namespace, monkeypatch
+):
+    """Two `trimtab serve` processes on the shared Redis state and bus: the visitor's events go
+    to one, GraphQL on the other sees their features; each streams its own decisions."""
+    from served import Served
+    from support import drop_namespace
+
+    bus = f"{redis_url}?prefix={namespace}"
+    monkeypatch.setenv("TRIMTAB_STATE", bus)
+    monkeypatch.setenv("TRIMTAB_BUS", bus)
+    config = yaml.safe_load(DEMO.read_text())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Served(tmp_path / "a", config, SECRET)
+    second = None
+    try:
+        second = Served(tmp_path / "b", config, SECRET)
+        health = httpx.get(f"{second.url}/health").json()
+        assert health["state"].startswith("redis://") and health["bus"].startswith("redis://")
+        reader = sign_visitor_id(SECRET, "scaled-reader")
+        decide(first.url, reader, "s1", ["cta"], page_events(reader, "s1", 0.85))
+        query = "query ($id: String!) { visitor(id: $id) { known features { name value } } }"
+        deadline = time.monotonic() + WAIT_S
+        while True:  # the first process writes the state to Redis within its flush interval
+            visitor = data_of(gql(second.url, query, {"id": reader}))["visitor"]
+            if visitor["known"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        features = {f["name"]: f["value"] for f in visitor["features"]}
+        assert visitor["known"] and features["scroll_depth_max"] == pytest.approx(0.85)
+        assert features["consent"] == {"analytics": True, "personalization": True}
+        # the decision was made (and is streamed) by the first process, not the second
+        recent = "{ recentDecisions { slot userId } }"
+        assert [d["slot"] for d in data_of(gql(first.url, recent))["recentDecisions"]] == ["cta"]
+        assert data_of(gql(second.url, recent))["recentDecisions"] == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        drop_namespace(bus, namespace, tmp_path)
