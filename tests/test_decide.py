@@ -376,3 +376,75 @@ def test_global_holdout_sees_defaults_and_propensities_stay_exact():
     assert by_source["experiment:b"] == {0.45}
     seen_a = (counts[("holdout", "a")] + counts[("experiment", "a")]) / n
     assert abs(seen_a - 0.55) < 4 * (0.55 * 0.45 / n) ** 0.5
+
+
+def test_a_rollout_to_zero_percent_includes_nobody_as_in_growthbook():
+    from growthbook import GrowthBook
+
+    from trimtab.targeting import hash as gb_hash
+
+    # users whose bucket is exactly 0: `n <= coverage` would include them
+    zero = [f"z{i}" for i in range(40_000) if gb_hash("hero", f"z{i}", 1) == 0.0][:5]
+    assert zero
+    engine = engine_for([{"id": "none", "force": "b", "coverage": 0.0}])
+    features = {"hero": {"defaultValue": "a", "rules": [{"force": "b", "coverage": 0}]}}
+    for user in zero:
+        assert decide(engine, id=user).variant == "a"
+        assert (
+            GrowthBook(features=features, attributes={"id": user}).eval_feature("hero").value == "a"
+        )
+
+
+def test_a_random_prerequisite_gives_exact_propensities():
+    """Parent: a 50/50 experiment off/on. Child: `b` when the parent is on (a gate on the
+    parent not being off... first), else a 40 % rollout of `c`, else `a`."""
+    data = {
+        "slots": {
+            "parent": {
+                "default": "off",
+                "variants": {"off": {}, "on": {}},
+                "rules": [{"key": "p", "variations": ["off", "on"], "hashVersion": 2}],
+            },
+            "hero": {
+                "default": "a",
+                "variants": {"a": {}, "b": {}, "c": {}},
+                "rules": [
+                    {
+                        "parentConditions": [{"id": "parent", "condition": {"value": "on"}}],
+                        "force": "b",
+                    },
+                    {"force": "c", "coverage": 0.4, "hashVersion": 2},
+                ],
+            },
+        }
+    }
+    engine = Engine(parse_config(data, "<test>"))
+    n = 20_000
+    seen, propensities = _frequencies(engine, n)
+    expected = {"b": 0.5, "c": 0.5 * 0.4, "a": 0.5 * 0.6}
+    for variant, p in expected.items():
+        assert propensities[variant] == {round(p, 9)}
+        se = (p * (1 - p) / n) ** 0.5
+        assert abs(seen[variant] / n - p) < 4 * se, (variant, seen[variant] / n, p)
+
+
+def test_prerequisite_config_errors_name_the_field():
+    from trimtab.config import ConfigError
+
+    def slots(parent_id: str, extra: dict | None = None) -> dict:
+        return {
+            "slots": {
+                "a": {
+                    "default": "x",
+                    "variants": {"x": {}},
+                    "rules": [{"parentConditions": [{"id": parent_id}], "force": "x"}],
+                },
+                "b": {"default": "x", "variants": {"x": {}}, **(extra or {})},
+            }
+        }
+
+    with pytest.raises(ConfigError, match=r"rules\[0\]\.parentConditions\[0\]\.id: no slot"):
+        parse_config(slots("nope"))
+    cyclic = slots("b", {"rules": [{"parentConditions": [{"id": "a"}], "force": "x"}]})
+    with pytest.raises(ConfigError, match="prerequisites form a cycle"):
+        parse_config(cyclic)

@@ -294,6 +294,33 @@ def test_remote_eval_carries_tracking_for_experiment_decisions():
     assert tracked > 100
 
 
+def test_remote_eval_honours_forced_variations_and_the_url():
+    config = parse_config(
+        {
+            "slots": {
+                "t": {
+                    "default": "a",
+                    "variants": {"a": {}, "b": {"value": 2}, "c": {}},
+                    "rules": [{"key": "exp", "variations": ["a", "b", "c"]}],
+                }
+            }
+        }
+    )
+    snap = build_snapshot(config)
+    slot = config.slots["t"]
+    for attrs in users(40, seed=5):
+        hashed = remote_eval(snap, attrs)["features"]["t"]
+        assert len(hashed["rules"][0]["tracks"]) == 1  # a hashed assignment is tracked
+        for index, variant in enumerate(["a", "b", "c"]):
+            for answer in (
+                remote_eval(snap, attrs, forced={"exp": index}),
+                remote_eval(snap, attrs, url=f"https://x.test/p?exp={index}"),
+            ):
+                assert answer["features"]["t"] == {"defaultValue": variant_value(slot, variant)}
+        # an index naming no variation enrols nobody: the default shows
+        assert remote_eval(snap, attrs, forced={"exp": 7})["features"]["t"] == {"defaultValue": "a"}
+
+
 # -- against a running trimtab ----------------------------------------------------------------
 
 

@@ -31,9 +31,8 @@ CASES = json.loads(
 CONTEXT_ONLY = {"forcedVariations", "savedGroups", "contextualBandits"}
 PAYLOAD_CASES = [c for c in CASES if not set(c[1]) & CONTEXT_ONLY]
 REFUSED_FIELDS = {
-    "parentConditions",
-    "filters",
-    "ranges",
+    "parentConditions",  # only a cycle of prerequisites
+    "minBucketVersion",
     "contextualVariations",
     "hashVersion",
     "$inGroup",
@@ -94,18 +93,26 @@ def test_unsupported_case_is_refused_naming_the_field(case):
     ("payload", "field"),
     [
         (
-            {"features": {"f": {"defaultValue": 1, "rules": [{"force": 2, "filters": [{}]}]}}},
-            "filters",
-        ),
-        (
             {
                 "features": {
-                    "f": {"defaultValue": 1, "rules": [{"force": 2, "fallbackAttribute": "d"}]}
+                    "f": {
+                        "defaultValue": 1,
+                        "rules": [
+                            {"variations": [1, 2], "bucketVersion": 2, "minBucketVersion": 1}
+                        ],
+                    }
                 }
             },
-            "fallbackAttribute",
+            "minBucketVersion",
         ),
-        ({"features": {"f": {"defaultValue": 1}}, "savedGroups": {"g": ["a"]}}, "savedGroups"),
+        (
+            {"features": {"f": {"defaultValue": 1, "rules": [{"force": 2, "tracks": [{}]}]}}},
+            "tracks",
+        ),
+        (
+            {"features": {"f": {"defaultValue": 1}}, "contextualBandits": {"b": {}}},
+            "contextualBandits",
+        ),
         ({"encryptedFeatures": "abc"}, "encryptedFeatures"),
         ({"features": {"f": {"defaultValue": 1, "project": "x"}}}, "project"),
         ({"features": {"f": {"defaultValue": 1, "rules": [{"force": 2, "colour": 1}]}}}, "colour"),
@@ -114,13 +121,11 @@ def test_unsupported_case_is_refused_naming_the_field(case):
                 "features": {
                     "f": {
                         "defaultValue": 0,
-                        "rules": [
-                            {"variations": [0, 1], "meta": [{"key": "a"}, {"passthrough": True}]}
-                        ],
+                        "rules": [{"variations": [0, 1], "meta": [{"key": "a"}, {"colour": 1}]}],
                     }
                 }
             },
-            "meta[1].passthrough",
+            "meta[1].colour",
         ),
     ],
 )
@@ -128,6 +133,63 @@ def test_unsupported_fields_are_named(payload, field):
     with pytest.raises(PayloadError) as refused:
         import_payload(payload)
     assert refused.value.path.endswith(field)
+
+
+GB_ONLY_PAYLOAD: dict[str, Any] = {
+    "savedGroups": {"staff": ["u3", "u7", "u11"]},
+    "features": {
+        "parent": {
+            "defaultValue": "off",
+            "rules": [{"key": "p", "variations": ["off", "on"], "hashVersion": 2}],
+        },
+        "child": {
+            "defaultValue": 0,
+            "rules": [
+                {
+                    "parentConditions": [
+                        {"id": "parent", "condition": {"value": "on"}, "gate": True}
+                    ]
+                },
+                {"condition": {"id": {"$inGroup": "staff"}}, "force": 9},
+                {
+                    "key": "c",
+                    "variations": [1, 2, 3],
+                    "filters": [
+                        {"attribute": "id", "seed": "ns", "hashVersion": 2, "ranges": [[0, 0.7]]}
+                    ],
+                    "meta": [{"key": "a"}, {"key": "b", "passthrough": True}, {"key": "c"}],
+                    "hashAttribute": "device",
+                    "fallbackAttribute": "id",
+                },
+                {"force": 5, "coverage": 0.5, "fallbackAttribute": "id", "hashAttribute": "device"},
+                {"key": "r", "variations": [6, 7], "ranges": [[0, 0.2], [0.2, 0.9]]},
+            ],
+        },
+    },
+}
+
+
+def test_prerequisites_filters_saved_groups_meta_and_fallbacks_import_and_decide_as_growthbook():
+    from growthbook import GrowthBook
+
+    config = parse_config(import_payload(GB_ONLY_PAYLOAD), "<gb>")
+    assert config.saved_groups == {"staff": ["u3", "u7", "u11"]}
+    engine = Engine(config)
+    payload = export_payload(config)
+    seen = set()
+    for i in range(400):
+        attrs = {"id": f"u{i}"} if i % 2 else {"id": f"u{i}", "device": f"d{i % 7}"}
+        for features in (GB_ONLY_PAYLOAD, payload):
+            gb = GrowthBook(
+                features=features["features"], attributes=attrs, savedGroups=features["savedGroups"]
+            )
+            for key in ("parent", "child"):
+                (d,) = engine.decide_attrs(dict(attrs), [key])
+                value = variant_value(config.slots[key], d.variant)
+                assert value == gb.eval_feature(key).value, (key, attrs, d.reason)
+                seen.add((key, json.dumps(value)))
+    # every rule decided someone: the gate (null), the group, the experiment, the rollout...
+    assert {("child", v) for v in ("null", "9", "1", "3", "5", "6", "7", "0")} <= seen
 
 
 def test_empty_prerequisites_and_filters_are_taken():
@@ -227,11 +289,11 @@ def test_cli_import_then_export_round_trip(tmp_path):
 def test_cli_import_refusal_is_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(
-        json.dumps({"features": {"f": {"rules": [{"force": 1, "filters": [{"x": 1}]}]}}})
+        json.dumps({"features": {"f": {"rules": [{"force": 1, "contextualBanditRef": "b"}]}}})
     )
     result = CliRunner().invoke(app, ["import", "growthbook", str(bad)])
     assert result.exit_code == 2
-    assert "$.features.f.rules[0].filters" in result.output
+    assert "$.features.f.rules[0].contextualBanditRef" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

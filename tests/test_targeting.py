@@ -20,17 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trimtab import targeting
+from trimtab import gbeval, targeting
+from trimtab.gbeval import Context, InMemoryStickyBucketService, eval_feature, run_experiment
 from trimtab.targeting import (
     ConditionError,
-    Context,
-    InMemoryStickyBucketService,
     choose_variation,
     compile_condition,
     conditions,
     eval_condition,
-    eval_feature,
-    evaluate,
     fnv1a32,
     get_bucket_ranges,
     get_equal_weights,
@@ -38,7 +35,6 @@ from trimtab.targeting import (
     hashing,
     in_namespace,
     jsvalues,
-    run_experiment,
     versions,
 )
 from trimtab.targeting import hash as gb_hash
@@ -216,7 +212,7 @@ def test_dotted_paths_follow_nested_objects_and_arrays() -> None:
 
 
 def test_module_doctests() -> None:
-    for module in (conditions, evaluate, hashing, jsvalues, versions):
+    for module in (conditions, gbeval, hashing, jsvalues, versions):
         failures, tried = doctest.testmod(module)
         assert tried > 0 and failures == 0, module.__name__
 
@@ -441,7 +437,5 @@ def test_public_api_is_reexported() -> None:
         "choose_variation",
         "in_namespace",
         "get_equal_weights",
-        "run_experiment",
-        "eval_feature",
     ):
         assert name in targeting.__all__ and hasattr(targeting, name)

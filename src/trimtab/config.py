@@ -6,9 +6,12 @@ message naming the file, the path inside it and the problem::
     config.yaml: $.slots.hero.rules[1].force: variant 'bold' is not declared
     (declared: standard, urgent)
 
-Rules use GrowthBook's feature-rule fields (``condition``, ``force``, ``coverage``,
-``hashAttribute``, ``variations``, ``weights``, ``key``, ``seed``, ``hashVersion``,
-``namespace``, ``range``), so a GrowthBook feature payload can be pasted in.
+Rules use GrowthBook's feature-rule fields (``condition``, ``parentConditions``, ``filters``,
+``force``, ``coverage``, ``range``, ``hashAttribute``, ``fallbackAttribute``, ``variations``,
+``weights``, ``ranges``, ``meta``, ``key``, ``seed``, ``hashVersion``, ``namespace``,
+``bucketVersion``), and ``saved_groups`` holds the payload's saved groups, so a GrowthBook
+feature payload can be pasted in (``trimtab import growthbook`` does it; docs/ecosystem.md lists
+the few fields that are refused, each with a message naming it).
 """
 
 from __future__ import annotations
@@ -115,6 +118,33 @@ class FeatureDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
 
 
+class PrerequisiteDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A GrowthBook prerequisite: slot ``id``'s value must pass ``condition`` (on ``value``);
+    a failed ``gate`` shows the slot's default instead of skipping the rule."""
+
+    id: str
+    condition: dict[str, Any] = {}
+    gate: bool = False
+
+
+class HashFilterDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A GrowthBook hash filter: the user's hash of ``attribute`` must fall in one range."""
+
+    attribute: str = "id"
+    seed: str = ""
+    hash_version: int = msgspec.field(default=2, name="hashVersion")
+    ranges: list[tuple[float, float]] = []
+
+
+class MetaDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What GrowthBook knows of one variation: its key (sticky buckets, tracking), its name,
+    and whether it passes the user on to the next rule."""
+
+    key: str = ""
+    name: str = ""
+    passthrough: bool = False
+
+
 class RuleDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One GrowthBook-style feature rule (or a trimtab ``policy`` rule)."""
 
@@ -125,14 +155,22 @@ class RuleDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     why: str = ""
     enabled: bool = True
     condition: dict[str, Any] | None = None
+    parent_conditions: list[PrerequisiteDecl] | None = msgspec.field(
+        default=None, name="parentConditions"
+    )
+    filters: list[HashFilterDecl] | None = None
     force: str | None = None
     coverage: float | None = None
     hash_attribute: str = msgspec.field(default="id", name="hashAttribute")
     hash_version: int = msgspec.field(default=1, name="hashVersion")
+    # hashes by this attribute when the user has no hashAttribute (rollouts; sticky experiments)
+    fallback_attribute: str | None = msgspec.field(default=None, name="fallbackAttribute")
     seed: str | None = None
     key: str | None = None
     variations: list[str] | None = None
     weights: list[float] | None = None
+    ranges: list[tuple[float, float]] | None = None  # explicit bucket ranges (over weights)
+    meta: list[MetaDecl] | None = None
     namespace: tuple[str, float, float] | None = None
     range: tuple[float, float] | None = None
     name: str = ""
@@ -148,6 +186,9 @@ class SlotDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     variants: dict[str, dict[str, Any]]
     rules: list[RuleDecl] = []
     description: str = ""
+    # What a failed prerequisite gate shows ("": the default; GrowthBook shows null, which an
+    # import declares as a variant with value null)
+    blocked: str = ""
     # Stability on an open page (docs/concepts.md, "Stable slots"): after its first render a
     # slot changes only when a rule ranked above the one shown starts to apply, at most this
     # many times per page view, and not sooner than this after its previous change.
@@ -168,6 +209,8 @@ class SiteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Predictive models and micro-segments are validated by trimtab.models.spec.
     models: dict[str, Any] = {}
     segments: dict[str, Any] = {}
+    # GrowthBook saved groups: ``{"$inGroup": "name"}`` in a condition tests membership
+    saved_groups: dict[str, list[Any]] = {}
     source: str = ""  # the file it came from (set by the loader)
 
     def feature_specs(self) -> list[FeatureSpec]:
@@ -224,6 +267,7 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
         "experiments",
         "models",
         "segments",
+        "saved_groups",
     }
     for key in data:
         if key not in known:
@@ -241,6 +285,9 @@ def parse_config(data: Any, source: str = "<config>") -> SiteConfig:
         experiments=_mapping(data.get("experiments"), "$.experiments", source),
         models=_mapping(data.get("models"), "$.models", source),
         segments=_mapping(data.get("segments"), "$.segments", source),
+        saved_groups=_convert(
+            data.get("saved_groups") or {}, dict[str, list[Any]], "$.saved_groups", source
+        ),
     )
     config.source = source
     _check(config, source)
@@ -292,7 +339,8 @@ def _check(config: SiteConfig, source: str) -> None:
     if not 0.0 <= config.site.holdout < 1.0:
         raise ConfigError(source, "$.site.holdout", "must be at least 0 and below 1")
     for slot_name, slot in config.slots.items():
-        _check_slot(source, f"$.slots.{slot_name}", slot)
+        _check_slot(source, f"$.slots.{slot_name}", slot, config.saved_groups)
+    _check_prerequisites(config, source)
     if any(rule.policy is not None for slot in config.slots.values() for rule in slot.rules):
         from trimtab.bandits import serving
 
@@ -312,7 +360,50 @@ def _check(config: SiteConfig, source: str) -> None:
         models_spec.check(config, source)
 
 
-def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
+def _check_prerequisites(config: SiteConfig, source: str) -> None:
+    """Prerequisites name declared slots, never one decided by a policy, and form no cycle."""
+    needs: dict[str, set[str]] = {}
+    where: dict[str, str] = {}
+    for slot_name, slot in config.slots.items():
+        for i, rule in enumerate(slot.rules):
+            for j, parent in enumerate(rule.parent_conditions or ()):
+                at = f"$.slots.{slot_name}.rules[{i}].parentConditions[{j}]"
+                target = config.slots.get(parent.id)
+                if target is None:
+                    raise ConfigError(source, f"{at}.id", f"no slot named {parent.id!r}")
+                if any(r.policy is not None for r in target.rules):
+                    raise ConfigError(
+                        source,
+                        f"{at}.id",
+                        f"slot {parent.id!r} is decided by a learning policy: a prerequisite "
+                        "needs a value rules decide",
+                    )
+                try:
+                    compile_condition(parent.condition, config.saved_groups, strict=True)
+                except ConditionError as exc:
+                    inner = f".{exc.path}" if exc.path and not exc.path.startswith("[") else ""
+                    raise ConfigError(source, f"{at}.condition{inner}", exc.reason) from None
+                needs.setdefault(slot_name, set()).add(parent.id)
+                where.setdefault(slot_name, f"$.slots.{slot_name}.rules[{i}].parentConditions")
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            cycle = " -> ".join((*path[path.index(name) :], name))
+            raise ConfigError(source, where[name], f"prerequisites form a cycle ({cycle})")
+        if name in done:
+            return
+        for parent in sorted(needs.get(name, ())):
+            visit(parent, (*path, name))
+        done.add(name)
+
+    for name in sorted(needs):
+        visit(name, ())
+
+
+def _check_slot(
+    source: str, where: str, slot: SlotDecl, saved_groups: dict[str, list[Any]] | None = None
+) -> None:
     declared = ", ".join(slot.variants) or "none"
     if slot.max_changes_per_view < 0:
         raise ConfigError(source, f"{where}.max_changes_per_view", "must be 0 or more")
@@ -326,6 +417,12 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
             f"{where}.default",
             f"variant {slot.default!r} is not declared (declared: {declared})",
         )
+    if slot.blocked and slot.blocked not in slot.variants:
+        raise ConfigError(
+            source,
+            f"{where}.blocked",
+            f"variant {slot.blocked!r} is not declared (declared: {declared})",
+        )
     seen_ids: set[str] = set()
     for i, rule in enumerate(slot.rules):
         at = f"{where}.rules[{i}]"
@@ -334,11 +431,11 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
                 raise ConfigError(source, f"{at}.id", f"rule id {rule.id!r} is used twice")
             seen_ids.add(rule.id)
         kinds = [k for k in ("force", "variations", "policy") if getattr(rule, k) is not None]
-        if len(kinds) != 1:
+        if len(kinds) > 1 or (not kinds and not rule.parent_conditions):
             raise ConfigError(source, at, "a rule needs exactly one of force, variations or policy")
         if rule.condition is not None:
             try:
-                compile_condition(rule.condition, strict=True)
+                compile_condition(rule.condition, saved_groups or {}, strict=True)
             except ConditionError as exc:
                 inner = f".{exc.path}" if exc.path and not exc.path.startswith("[") else exc.path
                 raise ConfigError(source, f"{at}.condition{inner}", exc.reason) from None
@@ -352,6 +449,15 @@ def _check_slot(source: str, where: str, slot: SlotDecl) -> None:
             raise ConfigError(source, f"{at}.coverage", "must be between 0 and 1")
         if rule.hash_version not in (1, 2):
             raise ConfigError(source, f"{at}.hashVersion", "must be 1 or 2")
+        for j, hash_filter in enumerate(rule.filters or ()):
+            if hash_filter.hash_version not in (1, 2):
+                raise ConfigError(source, f"{at}.filters[{j}].hashVersion", "must be 1 or 2")
+            if not hash_filter.ranges:
+                raise ConfigError(source, f"{at}.filters[{j}].ranges", "give at least one range")
+        if rule.policy is not None and rule.parent_conditions:
+            raise ConfigError(
+                source, f"{at}.parentConditions", "a policy rule cannot have prerequisites"
+            )
         if rule.variations is not None:
             _check_experiment(source, at, rule, slot, declared)
         elif rule.sticky:
@@ -378,6 +484,19 @@ def _check_experiment(source: str, at: str, rule: RuleDecl, slot: SlotDecl, decl
             )
         if any(w < 0 for w in rule.weights) or abs(sum(rule.weights) - 1.0) > 1e-6:
             raise ConfigError(source, f"{at}.weights", "weights must be ≥ 0 and sum to 1")
+    if rule.meta is not None and len(rule.meta) != len(variations):
+        raise ConfigError(
+            source, f"{at}.meta", f"{len(rule.meta)} meta entries for {len(variations)} variations"
+        )
+    if rule.ranges is not None:
+        if len(rule.ranges) != len(variations):
+            raise ConfigError(
+                source,
+                f"{at}.ranges",
+                f"{len(rule.ranges)} ranges for {len(variations)} variations",
+            )
+        if any(not 0.0 <= lo <= hi <= 1.0 for lo, hi in rule.ranges):
+            raise ConfigError(source, f"{at}.ranges", "each range must satisfy 0 ≤ start ≤ end ≤ 1")
     if rule.namespace is not None:
         _, start, end = rule.namespace
         if not 0.0 <= start <= end <= 1.0:

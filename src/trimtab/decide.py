@@ -1,18 +1,20 @@
 """The decision: which variant each slot shows, with its source, propensity and reason.
 
-For each slot the engine walks the slot's ordered rules, GrowthBook-style: a rule whose
-condition fails is skipped; a force rule picks its variant (a rollout only for users whose hash
-falls within its coverage); an experiment rule buckets the user by hash; a policy rule asks a
-bandit policy. When no rule picks, the slot's default shows.
+Each slot is a GrowthBook feature compiled once (:mod:`trimtab.gbrules`), and the engine walks
+its ordered rules exactly as GrowthBook's SDKs do: prerequisites (``parentConditions``), the
+targeting condition and hash ``filters`` decide whether a rule applies; a force rule picks its
+variant (a rollout only for users whose hash falls within its coverage or range); an experiment
+rule buckets the user by hash (namespaces, explicit ranges, contextual-bandit leaves, sticky
+buckets with a fallback attribute, passthrough variations from ``meta``); a policy rule, trimtab's
+addition, asks a bandit policy. When no rule picks, the slot's default shows. The same walk
+answers GrowthBook's conformance suite (:mod:`trimtab.gbeval`), so what is checked is what serves.
 
 **Propensity** is the probability that this user gets this variant when the hash of every
 rule is treated as random: the conditions are fixed by the user's attributes, the buckets are
 not. A force rule has propensity 1; a 50/50 experiment 0.5; a user outside a 20 % rollout whose
-default shows has propensity 0.8. This is what makes logged decisions usable for off-policy
-evaluation.
-
-Conditions are compiled once (:func:`trimtab.targeting.compile_condition`) so that deciding a
-page of three slots over twenty rules takes a few microseconds.
+default shows has propensity 0.8. A prerequisite on a randomised feature passes with the
+probability of that feature's passing values. This is what makes logged decisions usable for
+off-policy evaluation.
 """
 
 from __future__ import annotations
@@ -28,18 +30,41 @@ from typing import Any, Literal, NamedTuple, Protocol
 import msgspec
 
 from trimtab.config import RuleDecl, SiteConfig, SlotDecl
+from trimtab.gbrules import (
+    EXPERIMENT,
+    FORCE,
+    PASS_ON,
+    POLICY,
+    ROLLOUT,
+    CompiledRule,
+    CompiledSlot,
+    compile_feature,
+    describe_condition,
+)
 from trimtab.targeting import (
     choose_variation,
-    compile_condition,
     get_bucket_ranges,
     get_path,
-    in_namespace,
+    get_query_string_override,
     walk_path,
 )
 from trimtab.targeting import hash as bucket_hash
+from trimtab.targeting.jsvalues import is_number, js_number_to_string
 
-FORCE, ROLLOUT, EXPERIMENT, POLICY = 0, 1, 2, 3
-
+__all__ = [
+    "EXPERIMENT",
+    "FORCE",
+    "POLICY",
+    "ROLLOUT",
+    "CompiledRule",
+    "CompiledSlot",
+    "Decision",
+    "Engine",
+    "Options",
+    "Rules",
+    "compile_slot",
+    "describe_condition",
+]
 
 # Defaults shown without personalising (no consent, state unreachable): chosen by no rule or
 # policy, so no experiment or learner counts them.
@@ -103,111 +128,6 @@ class PolicyChooser(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class CompiledRule:
-    index: int
-    rule_id: str
-    kind: int
-    condition: Callable[[Mapping[str, Any]], bool] | None
-    condition_text: str
-    condition_attrs: tuple[str, ...]
-    force: str = ""
-    coverage: float = 1.0
-    hash_attribute: str = "id"
-    hash_version: int = 1
-    seed: str = ""
-    key: str = ""
-    variations: tuple[str, ...] = ()
-    ranges: tuple[tuple[float, float], ...] = ()
-    namespace: tuple[str, float, float] | None = None
-    bucket_range: tuple[float, float] | None = None
-    policy_name: str = ""
-    arms: tuple[str, ...] = ()
-    # For random rules: the probability of each variant, and of any pick at all.
-    shares: dict[str, float] = field(default_factory=dict)
-    taken: float = 0.0
-    sticky_key: str = ""  # set for sticky experiment rules: "<key>__<bucketVersion>"
-    shown_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()  # attributes a reason shows
-    why: str = ""  # the reader-facing explanation, ``{attribute}`` placeholders included
-
-
-@dataclass(slots=True)
-class CompiledSlot:
-    name: str
-    default: str
-    variants: dict[str, dict[str, Any]]
-    rules: list[CompiledRule] = field(default_factory=list)
-    # (condition, kind, sticky key, rule) per rule: what the hot loop reads, unpacked once
-    walk: tuple[tuple[Any, int, str, CompiledRule], ...] = ()
-    rank: dict[str, int] = field(default_factory=dict)  # rule id -> precedence (0 = first)
-    max_changes: int = 2  # per page view, after the first render (trimtab.live)
-    min_gap_s: float = 1.5  # between two changes on one page view
-
-
-def describe_condition(condition: Mapping[str, Any] | None) -> str:
-    """A short human-readable rendering of a GrowthBook condition."""
-    if not condition:
-        return "everyone"
-    ops = {"$gt": ">", "$gte": "≥", "$lt": "<", "$lte": "≤", "$eq": "=", "$ne": "≠"}
-    parts = []
-    for key, value in condition.items():
-        if key in ("$and", "$or", "$nor"):
-            joiner = {"$and": " and ", "$or": " or ", "$nor": " nor "}[key]
-            parts.append("(" + joiner.join(describe_condition(c) for c in value) + ")")
-        elif key == "$not":
-            parts.append(f"not ({describe_condition(value)})")
-        elif isinstance(value, dict) and value and all(k.startswith("$") for k in value):
-            for op, operand in value.items():
-                symbol = ops.get(op, op.lstrip("$") + " ")
-                parts.append(f"{key} {symbol}{'' if symbol.endswith(' ') else ' '}{operand!r}")
-        else:
-            parts.append(f"{key} = {value!r}")
-    return " and ".join(parts)
-
-
-def _attributes_in(condition: Mapping[str, Any] | None) -> tuple[str, ...]:
-    if not condition:
-        return ()
-    found: list[str] = []
-    for key, value in condition.items():
-        if key in ("$and", "$or", "$nor"):
-            for sub in value:
-                found.extend(_attributes_in(sub))
-        elif key == "$not":
-            found.extend(_attributes_in(value))
-        elif not key.startswith("$"):
-            found.append(key)
-    return tuple(dict.fromkeys(found))
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    return repr(value)
-
-
-def _bucketable(rule: CompiledRule, attrs: Mapping[str, Any]) -> str | None:
-    """The user's hash value for a random rule, or None when the rule cannot bucket them.
-
-    A missing hash attribute or an experiment namespace the user is outside of rules the
-    user out deterministically, like a condition does.
-    """
-    value = attrs.get(rule.hash_attribute)
-    if value is None or value == "":
-        return None
-    value = str(value)
-    namespace = rule.namespace
-    if rule.kind == EXPERIMENT and namespace is not None and not in_namespace(value, namespace):
-        return None
-    return value
-
-
-def _bucket(rule: CompiledRule, attrs: Mapping[str, Any]) -> float | None:
-    """The user's bucket in ``[0, 1)`` for a random rule, or None when they cannot be bucketed."""
-    value = _bucketable(rule, attrs)
-    return None if value is None else bucket_hash(rule.seed, value, rule.hash_version)
-
-
 def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
     """A decision as the API returns it (``docs/protocol.md``)."""
     out: dict[str, Any] = {
@@ -229,22 +149,6 @@ def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
         out["experiment"] = d.experiment
         out["variation"] = d.variation
     return out
-
-
-def compile_slot(name: str, slot: SlotDecl) -> CompiledSlot:
-    compiled = CompiledSlot(
-        name=name,
-        default=slot.default,
-        variants=slot.variants,
-        max_changes=slot.max_changes_per_view,
-        min_gap_s=slot.min_ms_between_changes / 1000.0,
-    )
-    for i, rule in enumerate(slot.rules):
-        if rule.enabled:
-            compiled.rules.append(_compile_rule(name, i, rule))
-    compiled.walk = tuple((r.condition, r.kind, r.sticky_key, r) for r in compiled.rules)
-    compiled.rank = {r.rule_id: pos for pos, r in enumerate(compiled.rules)}
-    return compiled
 
 
 _PLACEHOLDER = re.compile(r"\{([\w.]+)\}")
@@ -271,70 +175,722 @@ def explain(template: str, attrs: Mapping[str, Any]) -> str:
     return _PLACEHOLDER.sub(value, template)
 
 
-def _compile_rule(slot: str, index: int, rule: RuleDecl) -> CompiledRule:
-    rule_id = rule.id or f"{slot}#{index}"
-    shown = _attributes_in(rule.condition)[:3]
-    common: dict[str, Any] = {
-        "shown_paths": tuple((a, tuple(a.split("."))) for a in shown),
-        "index": index,
-        "rule_id": rule_id,
-        "condition": compile_condition(rule.condition) if rule.condition else None,
-        "condition_text": rule.description or describe_condition(rule.condition),
-        "condition_attrs": _attributes_in(rule.condition),
-        "why": rule.why,
-        "hash_attribute": rule.hash_attribute,
-        "hash_version": rule.hash_version,
-    }
-    if rule.policy is not None:
-        name = str(rule.policy.get("name", rule_id))
-        arms = tuple(rule.policy.get("arms", ()))
-        coverage = 1.0 if rule.coverage is None else rule.coverage
-        return CompiledRule(
-            kind=POLICY,
-            policy_name=name,
-            arms=arms,
-            coverage=coverage,
-            seed=rule.seed or rule_id,
-            **common,
-        )
-    if rule.force is not None:
-        if rule.coverage is None and rule.range is None:
-            return CompiledRule(kind=FORCE, force=rule.force, **common)
-        coverage = 1.0 if rule.coverage is None else rule.coverage
-        taken = rule.range[1] - rule.range[0] if rule.range is not None else coverage
-        return CompiledRule(
-            kind=ROLLOUT,
-            force=rule.force,
-            coverage=coverage,
-            seed=rule.seed or slot,
-            bucket_range=rule.range,
-            shares={rule.force: taken},
-            taken=taken,
-            **common,
-        )
-    variations = tuple(rule.variations or ())
-    key = rule.key or slot
-    coverage = 1.0 if rule.coverage is None else rule.coverage
-    ranges = tuple(get_bucket_ranges(len(variations), coverage, rule.weights))
-    shares: dict[str, float] = {}
-    for name, (lo, hi) in zip(variations, ranges, strict=True):
-        shares[name] = shares.get(name, 0.0) + (hi - lo)
-    return CompiledRule(
-        shares=shares,
-        taken=sum(shares.values()),
-        sticky_key=f"{key}__{rule.bucket_version}" if rule.sticky else "",
-        kind=EXPERIMENT,
-        seed=rule.seed or key,
-        key=key,
-        variations=variations,
-        ranges=ranges,
-        coverage=coverage,
-        namespace=rule.namespace,
-        **common,
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return repr(value)
+
+
+def hash_string(value: Any) -> str | None:
+    """A user's hash value as GrowthBook writes it (JS ``String()``), or None when ``value``
+    cannot identify a user (missing, empty, zero, not finite, not a string or number)."""
+    if value.__class__ is str:
+        return value or None
+    if is_number(value) and value != 0:
+        text = js_number_to_string(value)
+        return None if text in ("NaN", "Infinity", "-Infinity") else text
+    return None
+
+
+def compile_slot(
+    name: str, slot: SlotDecl, saved_groups: Mapping[str, Any] | None = None
+) -> CompiledSlot:
+    """A config slot compiled: written as a GrowthBook feature whose values are the variant
+    names (with trimtab's additions), then through the one compile step."""
+    rules = [rule_source(rule) for rule in slot.rules]
+    values = {n: (p or {}).get("value", n) for n, p in slot.variants.items()}
+    compiled = compile_feature(
+        name,
+        {"defaultValue": slot.default, "rules": rules},
+        variants=slot.variants,
+        values=values,
+        saved_groups=saved_groups,
     )
+    compiled.blocked = slot.blocked or slot.default
+    compiled.max_changes = slot.max_changes_per_view
+    compiled.min_gap_s = slot.min_ms_between_changes / 1000.0
+    return compiled
 
 
-class Engine:
+def rule_source(rule: RuleDecl) -> dict[str, Any]:
+    """A config rule as a GrowthBook rule (trimtab's fields kept alongside)."""
+    out: dict[str, Any] = msgspec.to_builtins(rule)
+    return {k: v for k, v in out.items() if v is not None and v != "" and v != []}
+
+
+@dataclass(slots=True)
+class Options:
+    """What a GrowthBook SDK context adds to the attributes: forced variations, a URL for
+    query-string overrides, QA mode, a disabled SDK, sticky-bucket docs; ``trace`` receives
+    how an experiment decision was bucketed (for GrowthBook-shaped results)."""
+
+    forced: Mapping[str, Any] = field(default_factory=dict)
+    url: str = ""
+    qa_mode: bool = False
+    enabled: bool = True
+    sticky: StickyDocs | None = None
+    trace: tuple[Any, ...] | None = None
+
+
+class StickyService(Protocol):
+    def save_assignments(self, doc: dict[str, Any]) -> None: ...
+
+
+@dataclass(slots=True)
+class StickyDocs:
+    """GrowthBook sticky-bucket docs (``"<attribute>||<value>"`` -> doc) and where to save
+    them: an assignment, once made, is kept until the rule's bucketVersion is raised."""
+
+    docs: dict[str, dict[str, Any]]
+    service: StickyService
+
+    def assignments(self, rule: CompiledRule, attrs: Mapping[str, Any]) -> dict[str, str]:
+        """The user's stored assignments: the hash attribute's doc wins over the fallback's."""
+        value = hash_string(attrs.get(rule.hash_attribute)) or ""
+        doc = self.docs.get(f"{rule.hash_attribute}||{value}") or {}
+        merged = dict(doc.get("assignments") or {})
+        if rule.fallback_attribute:
+            value = hash_string(attrs.get(rule.fallback_attribute)) or ""
+            doc = self.docs.get(f"{rule.fallback_attribute}||{value}") or {}
+            for key, variation_key in (doc.get("assignments") or {}).items():
+                merged.setdefault(key, variation_key)
+        return merged
+
+    def variation(self, rule: CompiledRule, attrs: Mapping[str, Any]) -> tuple[int, bool]:
+        """``(stored variation or -1, whether an assignment of a blocked version exists)``."""
+        assignments = self.assignments(rule, attrs)
+        if any(f"{rule.key}__{v}" in assignments for v in range(rule.min_bucket_version)):
+            return -1, True
+        wanted = assignments.get(f"{rule.key}__{rule.bucket_version}")
+        if wanted and wanted in rule.variation_keys:
+            # only variations that declare a meta key can be found again
+            metas = rule.source.get("meta") or []
+            for index, meta in enumerate(metas):
+                if isinstance(meta, Mapping) and meta.get("key") == wanted:
+                    return index, False
+        return -1, False
+
+    def save(self, rule: CompiledRule, attribute: str, value: str, variation_key: str) -> None:
+        doc_id = f"{attribute}||{value}"
+        existing = (self.docs.get(doc_id) or {}).get("assignments") or {}
+        merged = {**existing, f"{rule.key}__{rule.bucket_version}": variation_key}
+        if merged == existing:
+            return
+        doc = {"attributeName": attribute, "attributeValue": value, "assignments": merged}
+        self.docs[doc_id] = doc
+        self.service.save_assignments(doc)
+
+
+PASS, FAIL, GATE, CYCLIC = 0, 1, 2, 3
+NO_VALUE_SOURCES = frozenset({"prerequisite", "cyclicPrerequisite", "unknownFeature"})
+
+
+class Rules:
+    """The walk over compiled slots: one decision per slot, with its exact propensity.
+
+    :class:`Engine` serves with it; :mod:`trimtab.gbeval` answers GrowthBook's conformance
+    suite with it. ``policies`` maps policy names to choosers for ``policy`` rules;
+    ``assign`` is told of every new sticky (trimtab) assignment.
+    """
+
+    def __init__(
+        self,
+        slots: Mapping[str, CompiledSlot],
+        policies: Mapping[str, PolicyChooser] | None = None,
+        assign: AssignCallback | None = None,
+    ) -> None:
+        self.slots: dict[str, CompiledSlot] = dict(slots)
+        self.policies: Mapping[str, PolicyChooser] = dict(policies or {})
+        self.assign = assign
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:06x}-"
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"  # events.DECISION_ID's grammar
+
+    def evaluate(
+        self, name: str, attrs: Mapping[str, Any], opts: Options | None = None
+    ) -> Decision | None:
+        """Slot ``name`` decided for ``attrs`` (None for an unknown slot): not logged, no
+        decision id, no holdout; ``opts`` carries a GrowthBook SDK context's extras."""
+        slot = self.slots.get(name)
+        return None if slot is None else self._decide_slot(slot, attrs, opts)
+
+    # ------------------------------------------------------------------ hash values
+
+    @staticmethod
+    def _hash_value(rule: CompiledRule, attrs: Mapping[str, Any], fallback: bool) -> str | None:
+        value = hash_string(attrs.get(rule.hash_attribute))
+        if value is None and fallback and rule.fallback_attribute:
+            value = hash_string(attrs.get(rule.fallback_attribute))
+        return value
+
+    @staticmethod
+    def _filtered(rule: CompiledRule, attrs: Mapping[str, Any]) -> bool:
+        for f in rule.filters:
+            value = hash_string(attrs.get(f.attribute))
+            if value is None:
+                return True
+            n = bucket_hash(f.seed, value, f.version)
+            if n is None or not any(lo <= n < hi for lo, hi in f.ranges):
+                return True
+        return False
+
+    def _experiment_hash(
+        self, rule: CompiledRule, attrs: Mapping[str, Any], sticky: bool
+    ) -> str | None:
+        """The user's hash value for an experiment rule, or None when it cannot enrol them
+        (no hash value, outside its namespace)."""
+        value = self._hash_value(rule, attrs, sticky)
+        if value is None:
+            return None
+        namespace = rule.namespace
+        if namespace is not None and not rule.filters:
+            n = bucket_hash(f"__{namespace[0]}", value, 1)
+            if n is None or not namespace[1] <= n < namespace[2]:
+                return None
+        return value
+
+    @staticmethod
+    def leaf(
+        rule: CompiledRule, attrs: Mapping[str, Any]
+    ) -> tuple[tuple[tuple[float, float], ...], dict[str, float], float, Any]:
+        """A contextual bandit's ranges, shares and leaf for this user (leaf -1: marginal)."""
+        assert rule.bandit is not None
+        for leaf in rule.bandit:
+            if leaf.test(attrs):
+                if leaf.weights is not None and leaf.leaf_id is not None:
+                    ranges = tuple(
+                        get_bucket_ranges(len(rule.variations), rule.coverage, leaf.weights)
+                    )
+                    shares: dict[str, float] = {}
+                    for name, (lo, hi), skip in zip(
+                        rule.variations, ranges, rule.passthrough, strict=True
+                    ):
+                        if not skip and hi > lo:
+                            shares[name] = shares.get(name, 0.0) + (hi - lo)
+                    return ranges, shares, sum(shares.values()), leaf
+                break
+        return rule.ranges, rule.shares, rule.taken, None
+
+    # ------------------------------------------------------------------ prerequisites
+
+    def _parent_value(
+        self, key: str, attrs: Mapping[str, Any], opts: Options | None, stack: tuple[str, ...]
+    ) -> tuple[Any, str]:
+        """The parent feature's value for this user, and its decision's source."""
+        parent = self.slots.get(key)
+        if parent is None:
+            return None, "unknownFeature"
+        if key in stack:
+            return None, "cyclicPrerequisite"
+        d = self._decide_slot(parent, attrs, opts, stack)
+        return parent.values.get(d.variant), d.source
+
+    def _prerequisites(
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        opts: Options | None,
+        stack: tuple[str, ...],
+    ) -> int:
+        """PASS, FAIL (skip the rule), GATE (block the feature) or CYCLIC."""
+        inner = (*stack, slot.name)
+        for parent in rule.parents:
+            value, source = self._parent_value(parent.key, attrs, opts, inner)
+            if source == "cyclicPrerequisite":
+                return CYCLIC
+            if not parent.test({"value": value}):
+                return GATE if parent.gate else FAIL
+        return PASS
+
+    def _pass_chances(
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        stack: tuple[str, ...],
+    ) -> tuple[float, float]:
+        """``(P(every gate passes), P(every prerequisite passes))`` with the parents'
+        hashes treated as random (parents decided by conditions alone give 0 or 1)."""
+        inner = (*stack, slot.name)
+        gates = all_pass = 1.0
+        for parent in rule.parents:
+            parent_slot = self.slots.get(parent.key)
+            if parent_slot is None or parent.key in inner:
+                chance = float(parent.test({"value": None}))
+            elif not parent_slot.random:
+                value, _ = self._parent_value(parent.key, attrs, None, inner)
+                chance = float(parent.test({"value": value}))
+            else:
+                chance = 0.0
+                for name, value in (*parent_slot.values.items(), ("", None)):
+                    if parent.test({"value": value}):
+                        chance += self._rest(parent_slot, 0, name, 1.0, attrs, inner)
+            all_pass *= chance
+            if parent.gate:
+                gates *= chance
+        return gates, all_pass
+
+    # ------------------------------------------------------------------ the walk
+
+    def _decide_slot(
+        self,
+        slot: CompiledSlot,
+        attrs: Mapping[str, Any],
+        opts: Options | None = None,
+        stack: tuple[str, ...] = (),
+    ) -> Decision:
+        """Walk the rules once; the propensity is accumulated along the way (module doc).
+
+        ``mass`` is the probability of reaching the current rule; ``passed`` holds what
+        earlier random rules that did not pick this user would have given each variant.
+        """
+        mass = 1.0
+        passed: dict[str, float] | None = None
+        for pos, rule in enumerate(slot.rules):
+            if rule.sticky_key and opts is None:
+                kept = self._sticky(slot, rule, attrs)
+                if kept is not None:
+                    return kept
+            if rule.standalone and opts is not None:
+                if not rule.enrolls or not opts.enabled:
+                    return self._none(slot, "experiment")
+                forced = self._forced(slot, rule, opts)
+                if forced is not None:
+                    return forced if forced.source else self._none(slot, "experiment")
+            m = mass  # the mass with which this rule acts (less when prerequisites are random)
+            if rule.parents:
+                state = self._prerequisites(slot, rule, attrs, opts, stack)
+                if state == CYCLIC:
+                    return self._none(slot, "cyclicPrerequisite")
+                gates, chance = self._pass_chances(slot, rule, attrs, stack)
+                if state == GATE:
+                    p = mass * (1.0 - gates) + (passed.get(slot.blocked, 0.0) if passed else 0.0)
+                    return self._none(slot, "prerequisite", p, rule)
+                blocked = mass * (1.0 - gates)
+                m = mass * chance
+                if state == FAIL:
+                    if blocked > 0.0:
+                        passed = passed or {}
+                        passed[slot.blocked] = passed.get(slot.blocked, 0.0) + blocked
+                    mass -= blocked
+                    if m > 0.0:
+                        passed, mass = self._pass_by(slot, rule, attrs, m, mass, passed)
+                    continue
+                # the branch where a random gate had failed shows the blocked value
+                if blocked > 0.0:
+                    passed = passed or {}
+                    passed[slot.blocked] = passed.get(slot.blocked, 0.0) + blocked
+                mass -= blocked
+            condition = rule.condition
+            if condition is not None and not condition(attrs):
+                continue
+            if rule.filters and self._filtered(rule, attrs):
+                continue
+            kind = rule.kind
+            if kind == PASS_ON:
+                continue
+            if kind == FORCE:
+                p = m + (passed.get(rule.force, 0.0) if passed else 0.0)
+                if m < mass:
+                    p += self._rest(slot, pos + 1, rule.force, mass - m, attrs, stack)
+                return self._made(slot, rule, rule.force, "force", p, attrs, -1, 0.0)
+            if kind == POLICY:
+                if rule.policy_name not in self.policies:
+                    continue
+                if rule.coverage < 1.0:
+                    value = self._hash_value(rule, attrs, True)
+                    if value is None:
+                        continue
+                    n = bucket_hash(rule.seed, value, rule.hash_version)
+                    if n is None:
+                        continue
+                    if n >= rule.coverage:
+                        # Outside the policy's share of traffic: the rules below decide. Had
+                        # the hash fallen inside, the policy would have picked.
+                        passed = self._pass_policy(rule, attrs, m, passed)
+                        mass -= m * rule.coverage
+                        continue
+                return self._by_policy(slot, rule, pos, attrs, m, mass, passed, stack)
+            if kind == ROLLOUT:
+                value = self._hash_value(rule, attrs, True)
+                if value is None:
+                    continue
+                n = bucket_hash(rule.seed, value, rule.hash_version)
+                if n is None:
+                    continue
+                bounds = rule.bucket_range
+                if bounds is None:
+                    inside = n <= rule.coverage and rule.coverage != 0.0
+                else:
+                    inside = bounds[0] <= n < bounds[1]
+                if inside:
+                    p = m * rule.taken + (passed.get(rule.force, 0.0) if passed else 0.0)
+                    p += self._rest(slot, pos + 1, rule.force, mass - m * rule.taken, attrs, stack)
+                    return self._made(slot, rule, rule.force, "force", p, attrs, -1, n)
+                if rule.taken > 0.0:
+                    passed = passed or {}
+                    passed[rule.force] = passed.get(rule.force, 0.0) + m * rule.taken
+                    mass -= m * rule.taken
+                continue
+            # an experiment
+            if not rule.enrolls or (opts is not None and not opts.enabled):
+                continue
+            if opts is not None:
+                if not rule.standalone:
+                    forced = self._forced(slot, rule, opts)
+                    if forced is not None:
+                        if forced.source:
+                            return forced
+                        continue
+                if rule.inactive:
+                    continue
+            sticky_docs = opts.sticky if opts is not None and not rule.disable_sticky else None
+            sticky = sticky_docs is not None or (opts is None and bool(rule.sticky_key))
+            assigned, blocked_version = (
+                sticky_docs.variation(rule, attrs) if sticky_docs is not None else (-1, False)
+            )
+            if assigned >= 0:
+                value = self._hash_value(rule, attrs, True)
+            else:
+                value = self._experiment_hash(rule, attrs, sticky)
+            if value is None:
+                continue
+            n = bucket_hash(rule.seed, value, rule.hash_version)
+            if n is None:
+                continue
+            ranges, shares, taken, leaf = (
+                self.leaf(rule, attrs)
+                if rule.bandit is not None
+                else (rule.ranges, rule.shares, rule.taken, None)
+            )
+            found = assigned >= 0
+            if not found:
+                assigned = choose_variation(n, ranges)
+            if blocked_version:
+                continue
+            if assigned < 0 or (
+                opts is not None
+                and rule.experiment_force is None
+                and (opts.qa_mode or rule.stopped)
+            ):
+                if assigned < 0 and taken > 0.0:
+                    passed = passed or {}
+                    for name, share in shares.items():
+                        passed[name] = passed.get(name, 0.0) + m * share
+                    mass -= m * taken
+                continue
+            if opts is not None and rule.experiment_force is not None:
+                opts.trace = (rule, rule.experiment_force, None, False, False, None)
+                index = rule.experiment_force
+                if not 0 <= index < len(rule.variations):
+                    return self._none(slot, "experiment")
+                return self._made(
+                    slot, rule, rule.variations[index], "experiment", 1.0, attrs, index, n
+                )
+            if sticky_docs is not None:
+                attribute = rule.hash_attribute
+                if hash_string(attrs.get(attribute)) is None and rule.fallback_attribute:
+                    attribute = rule.fallback_attribute
+                sticky_docs.save(rule, attribute, value, rule.variation_keys[assigned])
+            if opts is not None:
+                opts.trace = (rule, assigned, n, True, found, leaf)
+            if rule.passthrough[assigned]:
+                if taken > 0.0:
+                    passed = passed or {}
+                    for name, share in shares.items():
+                        passed[name] = passed.get(name, 0.0) + m * share
+                    mass -= m * taken
+                continue
+            variant = rule.variations[assigned]
+            p = m * shares.get(variant, 0.0) + (passed.get(variant, 0.0) if passed else 0.0)
+            p += self._rest(slot, pos + 1, variant, mass - m * taken, attrs, stack)
+            if rule.sticky_key and self.assign is not None and opts is None:
+                user = attrs.get("id")
+                if user:
+                    self.assign(str(user), rule.sticky_key, assigned, p)
+            return self._made(slot, rule, variant, "experiment", p, attrs, assigned, n)
+        p = mass + (passed.get(slot.default, 0.0) if passed else 0.0)
+        return Decision(
+            slot=slot.name,
+            variant=slot.default,
+            source="default",
+            propensity=p,
+            reason="no rule matched: default content",
+            payload=slot.variants.get(slot.default),
+        )
+
+    def _forced(self, slot: CompiledSlot, rule: CompiledRule, opts: Options) -> Decision | None:
+        """A variation forced by the URL or the context's forced variations: the decision
+        (an empty ``source`` when the forced index names no variation), else None."""
+        index = get_query_string_override(rule.key, opts.url, len(rule.variations))
+        if index is None:
+            forced = opts.forced.get(rule.key)
+            if forced is None:
+                return None
+            index = forced if isinstance(forced, int) and not isinstance(forced, bool) else -1
+        opts.trace = (rule, index, None, False, False, None)
+        if not 0 <= index < len(rule.variations) or not rule.enrolls:
+            return Decision(slot="", variant="", source="")
+        if rule.passthrough[index]:
+            return Decision(slot="", variant="", source="")
+        variant = rule.variations[index]
+        return Decision(
+            slot=slot.name,
+            variant=variant,
+            source="experiment",
+            rule_id=rule.rule_id,
+            reason=f"experiment {rule.key}: variation {index} forced",
+            experiment=rule.key,
+            variation=index,
+            payload=slot.variants.get(variant),
+        )
+
+    def _none(
+        self,
+        slot: CompiledSlot,
+        source: str,
+        propensity: float = 1.0,
+        rule: CompiledRule | None = None,
+    ) -> Decision:
+        """No value from the rules: a failed prerequisite gate (``prerequisite``), a cycle of
+        prerequisites, a run() that enrolled nobody. A trimtab slot shows its default."""
+        variant = slot.blocked
+        return Decision(
+            slot=slot.name,
+            variant=variant,
+            source=source,
+            rule_id=rule.rule_id if rule is not None else "",
+            propensity=propensity,
+            reason=f"rule {rule.rule_id}: a prerequisite gate failed" if rule else source,
+            payload=slot.variants.get(variant),
+        )
+
+    def _pass_by(
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        m: float,
+        mass: float,
+        passed: dict[str, float] | None,
+    ) -> tuple[dict[str, float] | None, float]:
+        """A rule whose random prerequisites failed: what it would have given each variant
+        (with mass ``m``) had they passed."""
+        if rule.condition is not None and not rule.condition(attrs):
+            return passed, mass
+        if rule.filters and self._filtered(rule, attrs):
+            return passed, mass
+        shares, taken = self._shares(slot, rule, attrs)
+        if taken > 0.0:
+            passed = passed or {}
+            for name, share in shares.items():
+                passed[name] = passed.get(name, 0.0) + m * share
+            mass -= m * taken
+        return passed, mass
+
+    def _shares(
+        self, slot: CompiledSlot, rule: CompiledRule, attrs: Mapping[str, Any]
+    ) -> tuple[dict[str, float], float]:
+        """What a rule that applies gives each variant, and the chance it picks at all."""
+        kind = rule.kind
+        if kind == PASS_ON:
+            return {}, 0.0
+        if kind == FORCE:
+            return {rule.force: 1.0}, 1.0
+        if kind == POLICY:
+            policy = self.policies.get(rule.policy_name)
+            if policy is None:
+                return {}, 0.0
+            if rule.coverage < 1.0 and self._hash_value(rule, attrs, True) is None:
+                return {}, 0.0
+            try:
+                shares = policy.shares(attrs, list(rule.arms))
+            except Exception:  # a tripped or broken policy shows the default
+                shares = {slot.default: 1.0}
+            return {k: v * rule.coverage for k, v in shares.items()}, rule.coverage
+        if kind == ROLLOUT:
+            if self._hash_value(rule, attrs, True) is None:
+                return {}, 0.0
+            return rule.shares, rule.taken
+        if not rule.enrolls or self._experiment_hash(rule, attrs, bool(rule.sticky_key)) is None:
+            return {}, 0.0
+        if rule.bandit is not None:
+            _, shares, taken, _ = self.leaf(rule, attrs)
+            return shares, taken
+        return rule.shares, rule.taken
+
+    def _rest(
+        self,
+        slot: CompiledSlot,
+        start: int,
+        variant: str,
+        mass: float,
+        attrs: Mapping[str, Any],
+        stack: tuple[str, ...] = (),
+    ) -> float:
+        """What the rules from ``start`` on would give ``variant`` with probability ``mass``
+        of reaching them (had a random pick before them missed)."""
+        p = 0.0
+        rules = slot.rules
+        for pos in range(start, len(rules)):
+            if mass <= 0.0:
+                return p
+            rule = rules[pos]
+            m = mass
+            if rule.parents:
+                gates, chance = self._pass_chances(slot, rule, attrs, stack)
+                blocked = mass * (1.0 - gates)
+                if variant == slot.blocked:
+                    p += blocked
+                m = mass * chance
+                mass -= blocked
+            if rule.condition is not None and not rule.condition(attrs):
+                continue
+            if rule.filters and self._filtered(rule, attrs):
+                continue
+            shares, taken = self._shares(slot, rule, attrs)
+            p += m * shares.get(variant, 0.0)
+            mass -= m * taken
+        return p + (mass if variant == slot.default and mass > 0.0 else 0.0)
+
+    # ------------------------------------------------------------------ decisions
+
+    def _sticky(
+        self, slot: CompiledSlot, rule: CompiledRule, attrs: Mapping[str, Any]
+    ) -> Decision | None:
+        """The stored assignment of a sticky experiment, if this user has one."""
+        stored = attrs.get(STICKY_ATTRIBUTE)
+        if not stored:
+            return None
+        hit = stored.get(rule.sticky_key)
+        if hit is None or not 0 <= hit[0] < len(rule.variations):
+            return None
+        index, propensity = int(hit[0]), float(hit[1])
+        variant = rule.variations[index]
+        return Decision(
+            slot=slot.name,
+            variant=variant,
+            source="experiment",
+            rule_id=rule.rule_id,
+            propensity=propensity,
+            reason=f"experiment {rule.key}: variation {index} of {len(rule.variations)} "
+            "(sticky assignment)",
+            experiment=rule.key,
+            variation=index,
+            payload=slot.variants[variant],
+            why=explain(rule.why, attrs) or WHY_EXPERIMENT.format(n=len(rule.variations)),
+        )
+
+    def _pass_policy(
+        self,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        m: float,
+        passed: dict[str, float] | None,
+    ) -> dict[str, float]:
+        """Add what a policy rule the user's hash passed by would have given each arm."""
+        out = {} if passed is None else passed
+        policy = self.policies[rule.policy_name]
+        try:
+            shares = policy.shares(attrs, list(rule.arms))
+        except Exception:  # a tripped or broken policy would have shown the default
+            return out
+        for arm, share in shares.items():
+            out[arm] = out.get(arm, 0.0) + m * rule.coverage * share
+        return out
+
+    def _by_policy(
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        pos: int,
+        attrs: Mapping[str, Any],
+        m: float,
+        mass: float,
+        passed: dict[str, float] | None,
+        stack: tuple[str, ...],
+    ) -> Decision:
+        policy = self.policies[rule.policy_name]
+        arms = list(rule.arms or slot.variants)
+        decision_id = self._new_id()
+        try:
+            choice = policy.choose_for(attrs, arms, decision_id)
+        except Exception as exc:  # a broken policy must never break the page
+            return Decision(
+                slot=slot.name,
+                variant=slot.default,
+                source="default",
+                rule_id=rule.rule_id,
+                propensity=1.0,
+                reason=f"policy {rule.policy_name} fell back to the default: "
+                f"{exc or type(exc).__name__}",
+                payload=slot.variants[slot.default],
+            )
+        arm = choice.arm
+        propensity = m * rule.coverage * choice.propensity
+        propensity += passed.get(arm, 0.0) if passed else 0.0
+        if m * rule.coverage < mass:  # had the hash fallen outside, the rules below decide
+            propensity += self._rest(slot, pos + 1, arm, mass - m * rule.coverage, attrs, stack)
+        return Decision(
+            slot=slot.name,
+            variant=arm,
+            source="policy",
+            rule_id=rule.rule_id,
+            propensity=propensity,
+            reason=choice.reason,
+            detail=f"{choice.detail}; rule {rule.rule_id}: {rule.condition_text}",
+            decision_id=decision_id,
+            payload=slot.variants[arm],
+            # the policy's own words say whether it explores or exploits
+            why=explain(rule.why, attrs) or choice.reason or WHY_POLICY,
+        )
+
+    def _made(
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        variant: str,
+        source: str,
+        propensity: float,
+        attrs: Mapping[str, Any],
+        variation: int,
+        bucket: float,
+    ) -> Decision:
+        seen = ", ".join(f"{a}={_fmt(walk_path(attrs, parts))}" for a, parts in rule.shown_paths)
+        if rule.kind == EXPERIMENT:
+            reason = (
+                f"experiment {rule.key}: variation {variation} of {len(rule.variations)} "
+                f"(bucket {bucket:.4f}) for {rule.condition_text}"
+            )
+        elif rule.kind == ROLLOUT:
+            share = rule.taken if rule.bucket_range is not None else rule.coverage
+            reason = f"rule {rule.rule_id}: {rule.condition_text}, in {share:.0%} rollout"
+        else:
+            reason = f"rule {rule.rule_id}: {rule.condition_text}"
+        if seen:
+            reason += f" (saw {seen})"
+        if rule.why:
+            why = explain(rule.why, attrs)
+        else:
+            why = WHY_EXPERIMENT.format(n=len(rule.variations)) if variation >= 0 else WHY_FORCE
+        return Decision(
+            slot=slot.name,
+            variant=variant,
+            source=source,
+            rule_id=rule.rule_id,
+            propensity=propensity,
+            reason=reason,
+            experiment=rule.key,
+            variation=variation,
+            payload=slot.variants.get(variant),
+            why=why,
+        )
+
+
+class Engine(Rules):
     """Decides slots for users from their live features.
 
     ``features_of(user, session, page_view_id)`` supplies the attributes (normally
@@ -350,18 +906,16 @@ class Engine:
         policies: Mapping[str, PolicyChooser] | None = None,
         assign: AssignCallback | None = None,
     ) -> None:
+        super().__init__({}, policies, assign)
         self.features_of = features_of or (lambda user, session, page_view_id="": {"id": user})
         self.log = log
-        self.assign = assign
-        self.policies: Mapping[str, PolicyChooser] = dict(policies or {})
-        self._ids = itertools.count(1)
-        self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:06x}-"
         self.reload(config)
 
     def reload(self, config: SiteConfig) -> None:
         """Swap in a new config atomically (already validated by the loader)."""
         self.config = config
-        self.slots = {name: compile_slot(name, decl) for name, decl in config.slots.items()}
+        groups = config.saved_groups
+        self.slots = {name: compile_slot(name, decl, groups) for name, decl in config.slots.items()}
         self.holdout = config.site.holdout
         self.holdout_seed = config.site.holdout_seed
 
@@ -390,9 +944,13 @@ class Engine:
         return self.decide_attrs(attrs, slots)
 
     def decide_attrs(
-        self, attrs: Mapping[str, Any], slots: Iterable[str] | None = None
+        self,
+        attrs: Mapping[str, Any],
+        slots: Iterable[str] | None = None,
+        opts: Options | None = None,
     ) -> list[Decision]:
-        """Decide from attributes directly (the CLI, tests and benchmarks use this)."""
+        """Decide from attributes directly (the CLI, tests and benchmarks use this);
+        ``opts`` adds a GrowthBook context's forced variations (remote evaluation)."""
         names = self.slots.keys() if slots is None else slots
         decisions = []
         held_out = self.holdout > 0.0 and self._in_holdout(attrs)
@@ -403,7 +961,7 @@ class Engine:
             if held_out:
                 decision = self._held_out(slot, attrs)
             else:
-                decision = self._decide_slot(slot, attrs)
+                decision = self._decide_slot(slot, attrs, opts)
                 if self.holdout > 0.0:
                     # the holdout shows the default:
                     # P(v) = (1-h)·P(v | not held out) + h·[v = default]
@@ -478,9 +1036,6 @@ class Engine:
             self.log(out, {"id": user, "session_id": session})
         return out
 
-    def _new_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"  # events.DECISION_ID's grammar
-
     def _in_holdout(self, attrs: Mapping[str, Any]) -> bool:
         user = attrs.get("id")
         if user is None or user == "":
@@ -498,236 +1053,3 @@ class Engine:
             reason=f"in the {self.holdout:.0%} global holdout: every slot shows its default",
             payload=slot.variants[slot.default],
         )
-
-    def _sticky(
-        self, slot: CompiledSlot, rule: CompiledRule, attrs: Mapping[str, Any]
-    ) -> Decision | None:
-        """The stored assignment of a sticky experiment, if this user has one."""
-        stored = attrs.get(STICKY_ATTRIBUTE)
-        if not stored:
-            return None
-        hit = stored.get(rule.sticky_key)
-        if hit is None or not 0 <= hit[0] < len(rule.variations):
-            return None
-        index, propensity = int(hit[0]), float(hit[1])
-        variant = rule.variations[index]
-        return Decision(
-            slot=slot.name,
-            variant=variant,
-            source="experiment",
-            rule_id=rule.rule_id,
-            propensity=propensity,
-            reason=f"experiment {rule.key}: variation {index} of {len(rule.variations)} "
-            "(sticky assignment)",
-            experiment=rule.key,
-            variation=index,
-            payload=slot.variants[variant],
-            why=explain(rule.why, attrs) or WHY_EXPERIMENT.format(n=len(rule.variations)),
-        )
-
-    def _decide_slot(self, slot: CompiledSlot, attrs: Mapping[str, Any]) -> Decision:
-        """Walk the rules once; the propensity is accumulated along the way (module doc).
-
-        ``mass`` is the probability of reaching the current rule; ``passed`` holds what
-        earlier random rules that did not pick this user would have given each variant.
-        """
-        mass = 1.0
-        passed: dict[str, float] | None = None
-        for pos, (condition, kind, sticky, rule) in enumerate(slot.walk):
-            if sticky:
-                kept = self._sticky(slot, rule, attrs)
-                if kept is not None:
-                    return kept
-            if condition is not None and not condition(attrs):
-                continue
-            if kind == FORCE:
-                p = mass + (passed.get(rule.force, 0.0) if passed else 0.0)
-                return self._made(slot, rule, rule.force, "force", p, attrs, -1, 0.0)
-            if kind == POLICY:
-                if rule.policy_name not in self.policies:
-                    continue
-                if rule.coverage < 1.0:
-                    n = _bucket(rule, attrs)
-                    if n is None:
-                        continue
-                    if n >= rule.coverage:
-                        # Outside the policy's share of traffic: the rules below decide. Had
-                        # the hash fallen inside, the policy would have picked.
-                        passed = self._pass_policy(rule, attrs, mass, passed)
-                        mass *= 1.0 - rule.coverage
-                        continue
-                return self._by_policy(slot, rule, pos, attrs, mass, passed)
-            hash_value = _bucketable(rule, attrs)
-            if hash_value is None:
-                continue
-            n = bucket_hash(rule.seed, hash_value, rule.hash_version)
-            if n is None:
-                continue
-            if kind == ROLLOUT:
-                lo, hi = rule.bucket_range or (0.0, rule.coverage)
-                inside = lo <= n < hi if rule.bucket_range is not None else n <= rule.coverage
-                if inside:
-                    p = mass * rule.taken + (passed.get(rule.force, 0.0) if passed else 0.0)
-                    p += self._rest(slot, pos + 1, rule.force, mass * (1.0 - rule.taken), attrs)
-                    return self._made(slot, rule, rule.force, "force", p, attrs, -1, n)
-            else:
-                index = choose_variation(n, rule.ranges)
-                if index >= 0:
-                    variant = rule.variations[index]
-                    p = mass * rule.shares[variant] + (passed.get(variant, 0.0) if passed else 0.0)
-                    p += self._rest(slot, pos + 1, variant, mass * (1.0 - rule.taken), attrs)
-                    if rule.sticky_key and self.assign is not None:
-                        user = attrs.get("id")
-                        if user:
-                            self.assign(str(user), rule.sticky_key, index, p)
-                    return self._made(slot, rule, variant, "experiment", p, attrs, index, n)
-            if passed is None:
-                passed = {}
-            for name, share in rule.shares.items():
-                passed[name] = passed.get(name, 0.0) + mass * share
-            mass *= 1.0 - rule.taken
-        p = mass + (passed.get(slot.default, 0.0) if passed else 0.0)
-        return Decision(
-            slot=slot.name,
-            variant=slot.default,
-            source="default",
-            propensity=p,
-            reason="no rule matched: default content",
-            payload=slot.variants[slot.default],
-        )
-
-    def _pass_policy(
-        self,
-        rule: CompiledRule,
-        attrs: Mapping[str, Any],
-        mass: float,
-        passed: dict[str, float] | None,
-    ) -> dict[str, float]:
-        """Add what a policy rule the user's hash passed by would have given each arm."""
-        out = {} if passed is None else passed
-        policy = self.policies[rule.policy_name]
-        try:
-            shares = policy.shares(attrs, list(rule.arms))
-        except Exception:  # a tripped or broken policy would have shown the default
-            return out
-        for arm, share in shares.items():
-            out[arm] = out.get(arm, 0.0) + mass * rule.coverage * share
-        return out
-
-    def _by_policy(
-        self,
-        slot: CompiledSlot,
-        rule: CompiledRule,
-        pos: int,
-        attrs: Mapping[str, Any],
-        mass: float = 1.0,
-        passed: dict[str, float] | None = None,
-    ) -> Decision:
-        policy = self.policies[rule.policy_name]
-        arms = list(rule.arms or slot.variants)
-        decision_id = self._new_id()
-        try:
-            choice = policy.choose_for(attrs, arms, decision_id)
-        except Exception as exc:  # a broken policy must never break the page
-            return Decision(
-                slot=slot.name,
-                variant=slot.default,
-                source="default",
-                rule_id=rule.rule_id,
-                propensity=1.0,
-                reason=f"policy {rule.policy_name} fell back to the default: "
-                f"{exc or type(exc).__name__}",
-                payload=slot.variants[slot.default],
-            )
-        arm = choice.arm
-        propensity = mass * rule.coverage * choice.propensity
-        propensity += passed.get(arm, 0.0) if passed else 0.0
-        if rule.coverage < 1.0:  # had the hash fallen outside, the rules below would decide
-            propensity += self._rest(slot, pos + 1, arm, mass * (1.0 - rule.coverage), attrs)
-        return Decision(
-            slot=slot.name,
-            variant=arm,
-            source="policy",
-            rule_id=rule.rule_id,
-            propensity=propensity,
-            reason=choice.reason,
-            detail=f"{choice.detail}; rule {rule.rule_id}: {rule.condition_text}",
-            decision_id=decision_id,
-            payload=slot.variants[arm],
-            # the policy's own words say whether it explores or exploits
-            why=explain(rule.why, attrs) or choice.reason or WHY_POLICY,
-        )
-
-    def _made(
-        self,
-        slot: CompiledSlot,
-        rule: CompiledRule,
-        variant: str,
-        source: str,
-        propensity: float,
-        attrs: Mapping[str, Any],
-        variation: int,
-        bucket: float,
-    ) -> Decision:
-        seen = ", ".join(f"{a}={_fmt(walk_path(attrs, parts))}" for a, parts in rule.shown_paths)
-        if rule.kind == EXPERIMENT:
-            reason = (
-                f"experiment {rule.key}: variation {variation} of {len(rule.variations)} "
-                f"(bucket {bucket:.4f}) for {rule.condition_text}"
-            )
-        elif rule.kind == ROLLOUT:
-            reason = f"rule {rule.rule_id}: {rule.condition_text}, in {rule.coverage:.0%} rollout"
-        else:
-            reason = f"rule {rule.rule_id}: {rule.condition_text}"
-        if seen:
-            reason += f" (saw {seen})"
-        if rule.why:
-            why = explain(rule.why, attrs)
-        else:
-            why = WHY_EXPERIMENT.format(n=len(rule.variations)) if variation >= 0 else WHY_FORCE
-        return Decision(
-            slot=slot.name,
-            variant=variant,
-            source=source,
-            rule_id=rule.rule_id,
-            propensity=propensity,
-            reason=reason,
-            experiment=rule.key,
-            variation=variation,
-            payload=slot.variants[variant],
-            why=why,
-        )
-
-    def _rest(
-        self, slot: CompiledSlot, start: int, variant: str, mass: float, attrs: Mapping[str, Any]
-    ) -> float:
-        """What the rules after a random pick would give ``variant`` had the pick missed."""
-        p = 0.0
-        rules = slot.rules
-        for pos in range(start, len(rules)):
-            if mass <= 0.0:
-                return p
-            rule = rules[pos]
-            if rule.condition is not None and not rule.condition(attrs):
-                continue
-            kind = rule.kind
-            if kind == FORCE:
-                return p + (mass if rule.force == variant else 0.0)
-            if kind == POLICY:
-                policy = self.policies.get(rule.policy_name)
-                if policy is None:
-                    continue
-                share = rule.coverage
-                if share < 1.0 and _bucket(rule, attrs) is None:
-                    continue
-                try:
-                    p += mass * share * policy.shares(attrs, list(rule.arms)).get(variant, 0.0)
-                except Exception:  # a tripped or broken policy shows the default
-                    p += mass * share * float(variant == slot.default)
-                mass *= 1.0 - share
-                continue
-            if _bucketable(rule, attrs) is None:
-                continue
-            p += mass * rule.shares.get(variant, 0.0)
-            mass *= 1.0 - rule.taken
-        return p + (mass if variant == slot.default else 0.0)

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from trimtab.config import SiteConfig
-from trimtab.decide import EXPERIMENT, FORCE, ROLLOUT, Decision, Engine
+from trimtab.decide import EXPERIMENT, FORCE, ROLLOUT, Decision, Engine, Options
 from trimtab.gbpayload import exclusions, variant_value
 from trimtab.otel import evaluation
 
@@ -90,20 +90,36 @@ class FlagSet:
             for r in self.engine.slots[name].rules
         )
 
-    def evaluate(self, key: str, attrs: dict[str, Any], require_key: bool = True) -> FlagResult:
+    def evaluate(
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        require_key: bool = True,
+        forced: Mapping[str, Any] | None = None,
+        url: str = "",
+    ) -> FlagResult:
         """One flag for these attributes (a ``feature_flag.evaluation`` span, see
         :mod:`trimtab.otel`); raises :class:`FlagError`. Without ``require_key`` a user with
-        no id is decided as GrowthBook does: the rules that bucket by id pass them by."""
+        no id is decided as GrowthBook does: the rules that bucket by id pass them by.
+        ``forced`` (experiment key -> variation) and ``url`` (``?key=index``) force experiment
+        variations, as a GrowthBook SDK's ``forcedVariations`` and URL do."""
         with evaluation(key, self.set_id, self.version) as span:
             try:
-                result = self._evaluate(key, attrs, require_key)
+                result = self._evaluate(key, attrs, require_key, forced, url)
             except FlagError as exc:
                 span.error(exc.code, exc.details)
                 raise
             span.result(result.variant, result.reason)
             return result
 
-    def _evaluate(self, key: str, attrs: dict[str, Any], require_key: bool) -> FlagResult:
+    def _evaluate(
+        self,
+        key: str,
+        attrs: dict[str, Any],
+        require_key: bool,
+        forced: Mapping[str, Any] | None = None,
+        url: str = "",
+    ) -> FlagResult:
         if key in self.excluded:
             raise FlagError(key, GENERAL, f"slot {key!r} is not a flag: {self.excluded[key]}")
         if key not in self.config.slots:
@@ -112,6 +128,13 @@ class FlagSet:
             raise FlagError(
                 key, TARGETING_KEY_MISSING, f"{key!r} buckets users: give a targetingKey"
             )
+        if forced or url:
+            opts = Options(forced=forced or {}, url=url)
+            (decision,) = self.engine.decide_attrs(dict(attrs), [key], opts)
+            result = self._result(decision)
+            if opts.trace is not None and decision.source == "experiment" and not opts.trace[3]:
+                result.metadata["forced"] = True  # no hash used: nothing for the SDK to track
+            return result
         (decision,) = self.engine.decide_attrs(dict(attrs), [key])
         return self._result(decision)
 

@@ -128,17 +128,24 @@ class Snapshots:
                 changed.set()
 
 
-def remote_eval(snapshot: Snapshot, attrs: dict[str, Any], counter: Any = None) -> dict[str, Any]:
+def remote_eval(
+    snapshot: Snapshot,
+    attrs: dict[str, Any],
+    counter: Any = None,
+    forced: dict[str, Any] | None = None,
+    url: str = "",
+) -> dict[str, Any]:
     """Every GrowthBook-expressible slot decided by trimtab's engine for ``attrs`` (counted in
-    ``counter``, a Prometheus counter by interface and reason, when given)."""
+    ``counter``, a Prometheus counter by interface and reason, when given), with the SDK's
+    ``forcedVariations`` and ``url`` forcing variations as the SDK itself would."""
     flags = snapshot.flags
     features: dict[str, Any] = {}
     for key in flags.keys:
-        r = flags.evaluate(key, attrs, require_key=False)
+        r = flags.evaluate(key, attrs, require_key=False, forced=forced, url=url)
         if counter is not None:
             counter.labels("growthbook", r.reason.lower()).inc()
         feature: dict[str, Any] = {"defaultValue": r.value}
-        if "experiment" in r.metadata:
+        if "experiment" in r.metadata and not r.metadata.get("forced"):
             slot = flags.config.slots[key]
             rule = next(
                 x for x in flags.engine.slots[key].rules if x.rule_id == r.metadata["ruleId"]
@@ -252,7 +259,29 @@ def routes(collector: Any) -> list[Route]:
                 status_code=400,
                 headers=cors,
             )
-        answer = remote_eval(snapshots.current(), dict(attrs), collector.metrics.flag_evaluations)
+        forced = body.get("forcedVariations") or {}
+        if not isinstance(forced, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in forced.values()
+        ):
+            return JSONResponse(
+                {"error": "forcedVariations: expected an object of experiment key -> index"},
+                status_code=400,
+                headers=cors,
+            )
+        url = body.get("url") or ""
+        if not isinstance(url, str) or len(url) > 4096:
+            return JSONResponse(
+                {"error": "url: expected a string of at most 4096 characters"},
+                status_code=400,
+                headers=cors,
+            )
+        answer = remote_eval(
+            snapshots.current(),
+            dict(attrs),
+            collector.metrics.flag_evaluations,
+            forced={str(k): v for k, v in forced.items()},
+            url=url,
+        )
         return Response(_json.encode(answer), media_type="application/json", headers=cors)
 
     async def preflight(request: Request) -> Response:

@@ -3,7 +3,11 @@
 A slot is a GrowthBook feature whose value is the shown variant's **value**: the ``value``
 field of the variant's payload when it declares one (any JSON: a boolean, a number, an object),
 else the variant's name. Rules translate one to one (force, rollout, experiment, namespace,
-range, seed, hash version); the site's global holdout becomes a first rule of every feature.
+filters, prerequisites, explicit ranges, meta, fallback attribute, seed, hash version), and
+saved groups travel with the payload; the site's global holdout becomes a first rule of every
+feature. One difference is written out: a failed prerequisite *gate* blocks a GrowthBook
+feature (its value is null) but shows a trimtab slot's default, so a gate travels as a
+non-gate rule forcing that value when the prerequisite fails.
 
 Two kinds of slot have no GrowthBook form, and :func:`export_payload` leaves them out, naming
 each with its reason under ``trimtab.excluded``:
@@ -85,12 +89,19 @@ def exclusion(config: SiteConfig, name: str, live: set[str] | None = None) -> st
         if not rule.enabled:
             continue
         rid = rule.id or f"rules[{i}]"
+        for parent in rule.parent_conditions or ():
+            if parent.id != name and parent.id in config.slots:
+                why = exclusion(config, parent.id, live)
+                if why:
+                    return f"rule {rid} needs slot {parent.id}, which has no GrowthBook form"
         if rule.policy is not None:
             return (
                 f"rule {rid} is a learning policy ({rule.policy.get('type', 'bandit')}); "
                 "GrowthBook SDKs cannot run it: use /v1/decide"
             )
-        read = sorted((_attributes_in(rule.condition) | {rule.hash_attribute}) & live)
+        hashed = {rule.hash_attribute, rule.fallback_attribute or rule.hash_attribute}
+        hashed |= {f.attribute for f in rule.filters or ()}
+        read = sorted((_attributes_in(rule.condition) | hashed) & live)
         if read:
             return (
                 f"rule {rid} reads live attributes only trimtab computes ({', '.join(read)}); "
@@ -114,7 +125,11 @@ def export_payload(config: SiteConfig) -> dict[str, Any]:
     """The GrowthBook SDK payload (``features``) of every slot that has a GrowthBook form."""
     excluded = exclusions(config)
     features = {name: export_feature(config, name) for name in config.slots if name not in excluded}
-    return {"features": features, "trimtab": {"excluded": excluded}}
+    payload: dict[str, Any] = {"features": features}
+    if config.saved_groups:
+        payload["savedGroups"] = {k: list(v) for k, v in config.saved_groups.items()}
+    payload["trimtab"] = {"excluded": excluded}
+    return payload
 
 
 def export_feature(config: SiteConfig, name: str) -> dict[str, Any]:
@@ -135,7 +150,7 @@ def export_feature(config: SiteConfig, name: str) -> dict[str, Any]:
         )
     for rule in slot.rules:
         if rule.enabled:
-            rules.append(_export_rule(name, slot, rule))
+            rules.extend(_export_rules(name, slot, rule))
     feature: dict[str, Any] = {"defaultValue": variant_value(slot, slot.default)}
     if rules:
         feature["rules"] = rules
@@ -156,20 +171,65 @@ def inclusive_bound(coverage: float, hash_version: int) -> float:
     return (math.floor(round(coverage * steps, 6)) + 1) / steps
 
 
+def _export_rules(name: str, slot: SlotDecl, rule: RuleDecl) -> list[dict[str, Any]]:
+    """A config rule as GrowthBook rules: its gates first (each a rule forcing the default
+    when the prerequisite fails, as trimtab shows it), then the rule itself."""
+    out: list[dict[str, Any]] = []
+    parents = rule.parent_conditions or []
+    if variant_value(slot, slot.blocked or slot.default) is None:
+        return [_export_rule(name, slot, rule)]  # GrowthBook's own gates show null too
+    for parent in parents:
+        if parent.gate:
+            out.append(
+                {
+                    "parentConditions": [
+                        {"id": parent.id, "condition": {"$not": parent.condition}}
+                    ],
+                    "force": variant_value(slot, slot.default),
+                }
+            )
+    if rule.force is not None or rule.variations is not None or rule.policy is not None:
+        out.append(_export_rule(name, slot, rule))
+    return out
+
+
 def _export_rule(name: str, slot: SlotDecl, rule: RuleDecl) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if rule.id:
         out["id"] = rule.id
     if rule.condition:
         out["condition"] = rule.condition
+    keep_gates = variant_value(slot, slot.blocked or slot.default) is None
+    parents = [p for p in rule.parent_conditions or () if keep_gates or not p.gate]
+    if parents:
+        out["parentConditions"] = [
+            {"id": p.id, "condition": p.condition, **({"gate": True} if p.gate else {})}
+            for p in parents
+        ]
+    if rule.filters:
+        out["filters"] = [
+            {
+                "attribute": f.attribute,
+                "seed": f.seed,
+                "hashVersion": f.hash_version,
+                "ranges": [list(r) for r in f.ranges],
+            }
+            for f in rule.filters
+        ]
+    if rule.fallback_attribute:
+        out["fallbackAttribute"] = rule.fallback_attribute
+    if rule.force is None and rule.variations is None:
+        return out  # only prerequisites: a gate
     if rule.force is not None:
         out["force"] = variant_value(slot, rule.force)
         if rule.coverage is None and rule.range is None:
             return out
         if rule.range is not None:
             out["range"] = list(rule.range)
+        elif not rule.coverage:
+            out["range"] = [0.0, 0.0]  # a rollout to 0 % includes nobody, not even bucket 0
         else:
-            out["range"] = [0.0, inclusive_bound(rule.coverage or 0.0, rule.hash_version)]
+            out["range"] = [0.0, inclusive_bound(rule.coverage, rule.hash_version)]
         out["hashAttribute"] = rule.hash_attribute
         out["hashVersion"] = rule.hash_version
         out["seed"] = rule.seed or name
@@ -185,11 +245,22 @@ def _export_rule(name: str, slot: SlotDecl, rule: RuleDecl) -> dict[str, Any]:
         out["weights"] = list(rule.weights)
     if rule.coverage is not None:
         out["coverage"] = rule.coverage
+    if rule.ranges is not None:
+        out["ranges"] = [list(r) for r in rule.ranges]
     if rule.namespace is not None:
         out["namespace"] = list(rule.namespace)
     if rule.name:
         out["name"] = rule.name
-    out["meta"] = [{"key": v} for v in variations]  # the variant names come back on import
+    metas = []
+    for j, v in enumerate(variations):  # the variant names come back on import
+        meta = rule.meta[j] if rule.meta is not None else None
+        entry: dict[str, Any] = {"key": (meta.key if meta and meta.key else v)}
+        if meta is not None and meta.name:
+            entry["name"] = meta.name
+        if meta is not None and meta.passthrough:
+            entry["passthrough"] = True
+        metas.append(entry)
+    out["meta"] = metas
     if rule.sticky:
         out["bucketVersion"] = rule.bucket_version
     else:
@@ -199,10 +270,21 @@ def _export_rule(name: str, slot: SlotDecl, rule: RuleDecl) -> dict[str, Any]:
 
 # -- import -----------------------------------------------------------------------------------
 
-_TOP_LEVEL = {"features", "dateUpdated", "status", "trimtab"}
-_EMPTY_OK = {"experiments", "savedGroups", "contextualBandits"}
+_TOP_LEVEL = {"features", "dateUpdated", "status", "trimtab", "savedGroups"}
+_EMPTY_OK = {"experiments", "contextualBandits"}
 _FEATURE_FIELDS = {"defaultValue", "rules"}
-_COMMON = {"id", "condition", "hashAttribute", "hashVersion", "seed", "name"}
+_COMMON = {
+    "id",
+    "condition",
+    "hashAttribute",
+    "hashVersion",
+    "seed",
+    "name",
+    "parentConditions",
+    "filters",
+    "fallbackAttribute",
+    "description",
+}
 _FORCE_FIELDS = _COMMON | {"force", "coverage", "range"}
 _EXPERIMENT_FIELDS = _COMMON | {
     "key",
@@ -211,6 +293,7 @@ _EXPERIMENT_FIELDS = _COMMON | {
     "coverage",
     "namespace",
     "meta",
+    "ranges",
     "bucketVersion",
     "disableStickyBucketing",
     "phase",
@@ -218,11 +301,8 @@ _EXPERIMENT_FIELDS = _COMMON | {
     "banditVersion",
 }
 _WHY_NOT = {
-    "parentConditions": "prerequisite features are not supported by trimtab's engine yet",
-    "filters": "namespace filters are not supported by trimtab's engine yet (use namespace)",
-    "fallbackAttribute": "fallback hash attributes are not supported by trimtab's engine yet",
-    "ranges": "explicit bucket ranges are not supported (use weights and coverage)",
-    "minBucketVersion": "sticky bucket blocking is not supported",
+    "minBucketVersion": "sticky bucket blocking (minBucketVersion) is not supported by "
+    "trimtab's server-side sticky assignments: raise bucketVersion instead",
     "tracks": "remote-evaluation tracking data is not a rule to import",
     "contextualBanditRef": "contextual bandits are declared as trimtab policy rules instead",
     "contextualVariations": "contextual bandits are declared as trimtab policy rules instead",
@@ -230,7 +310,6 @@ _WHY_NOT = {
     "encryptedExperiments": "encrypted payloads are not supported: export without encryption",
     "encryptedSavedGroups": "encrypted payloads are not supported: export without encryption",
     "experiments": "visual and URL-redirect experiments are not supported",
-    "savedGroups": "saved groups ($inGroup) are not supported: inline the ids in conditions",
     "contextualBandits": "contextual bandits are declared as trimtab policy rules instead",
 }
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
@@ -287,7 +366,13 @@ def import_payload(data: Any) -> dict[str, Any]:
     slots = {}
     for key, feature in features.items():
         slots[str(key)] = _import_feature(str(key), feature, f"$.features.{key}")
-    return {"slots": slots}
+    out: dict[str, Any] = {"slots": slots}
+    groups = data.get("savedGroups")
+    if groups:
+        if not isinstance(groups, dict):
+            raise PayloadError("$.savedGroups", "expected an object of saved groups")
+        out["saved_groups"] = groups
+    return out
 
 
 def _import_feature(key: str, feature: Any, path: str) -> dict[str, Any]:
@@ -303,7 +388,8 @@ def _import_feature(key: str, feature: Any, path: str) -> dict[str, Any]:
     # experiment variations first, so their meta names the variants
     for rule in rules_in:
         if isinstance(rule, dict) and isinstance(rule.get("variations"), list):
-            meta = rule.get("meta") if isinstance(rule.get("meta"), list) else []
+            raw_meta = rule.get("meta")
+            meta: list[Any] = raw_meta if isinstance(raw_meta, list) else []
             for j, value in enumerate(rule["variations"]):
                 hint = meta[j].get("key", "") if j < len(meta) and isinstance(meta[j], dict) else ""
                 namer.name(value, hint if isinstance(hint, str) and not hint.isdigit() else "")
@@ -313,25 +399,39 @@ def _import_feature(key: str, feature: Any, path: str) -> dict[str, Any]:
         for i, rule in enumerate(rules_in)
         if not _inert(rule)
     ]
-    return {"default": default, "variants": namer.variants, "rules": rules}
+    slot: dict[str, Any] = {"default": default, "variants": namer.variants, "rules": rules}
+    if any(p.get("gate") for r in rules for p in r.get("parentConditions") or ()):
+        slot["blocked"] = namer.name(None)  # what GrowthBook shows when a gate fails: null
+    return slot
 
 
 def _inert(rule: Any) -> bool:
-    """A rule GrowthBook skips whatever the user: no force, no variations, nothing else that
-    could act (a prerequisite gate has ``parentConditions`` and is refused, not skipped)."""
-    return (
-        isinstance(rule, dict)
-        and "force" not in rule
-        and "variations" not in rule
-        and set(rule) <= {"id", "condition", "name", "description"}
+    """A rule GrowthBook skips whatever the user: no force, no variations, no gate."""
+    if not isinstance(rule, dict) or "force" in rule or "variations" in rule:
+        return False
+    parents = rule.get("parentConditions")
+    gated = isinstance(parents, list) and any(
+        isinstance(p, dict) and p.get("gate") for p in parents
     )
+    return not gated and set(rule) <= {
+        "id",
+        "condition",
+        "name",
+        "description",
+        "parentConditions",
+        "filters",
+    }
 
 
 def _import_rule(rule: Any, namer: _Namer, path: str) -> dict[str, Any]:
     if not isinstance(rule, dict):
         raise PayloadError(path, "a rule is an object")
     # empty prerequisite or filter lists change nothing: GrowthBook exports them so
-    rule = {k: v for k, v in rule.items() if not (k in _WHY_NOT and v in ([], None, ""))}
+    rule = {
+        k: v
+        for k, v in rule.items()
+        if not ((k in _WHY_NOT or k in ("parentConditions", "filters")) and v in ([], None, ""))
+    }
     for field in rule:
         if field in _WHY_NOT:
             raise _refuse(path, field)
@@ -340,12 +440,32 @@ def _import_rule(rule: Any, namer: _Namer, path: str) -> dict[str, Any]:
     for field in rule:
         if field not in allowed:
             raise _refuse(path, field)
-    if is_experiment == ("force" in rule):
+    gate_only = not is_experiment and "force" not in rule
+    if is_experiment and "force" in rule:
         raise PayloadError(path, "a rule needs exactly one of force or variations")
     out: dict[str, Any] = {}
-    for field in ("id", "name", "condition", "hashAttribute", "hashVersion", "seed", "coverage"):
+    for field in (
+        "id",
+        "name",
+        "description",
+        "condition",
+        "filters",
+        "hashAttribute",
+        "fallbackAttribute",
+        "hashVersion",
+        "seed",
+        "coverage",
+    ):
         if field in rule and rule[field] is not None:
             out[field] = rule[field]
+    parents = rule.get("parentConditions") or []
+    for j, parent in enumerate(parents):
+        if not isinstance(parent, dict):
+            raise PayloadError(f"{path}.parentConditions[{j}]", "a prerequisite is an object")
+    if parents:
+        out["parentConditions"] = parents
+    if gate_only:
+        return out
     if not is_experiment:
         out["force"] = namer.name(rule["force"])
         if "range" in rule:
@@ -356,14 +476,22 @@ def _import_rule(rule: Any, namer: _Namer, path: str) -> dict[str, Any]:
     variations = rule["variations"]
     if not isinstance(variations, list):
         raise PayloadError(f"{path}.variations", "expected a list of values")
-    for j, meta in enumerate(rule.get("meta") or []):
-        if isinstance(meta, dict) and meta.get("passthrough"):
-            raise PayloadError(f"{path}.meta[{j}].passthrough", "passthrough is not supported")
+    metas = rule.get("meta") or []
+    for j, meta in enumerate(metas):
         if isinstance(meta, dict):
             for field in meta:
                 if field not in ("key", "name", "passthrough"):
                     raise _refuse(f"{path}.meta[{j}]", field)
     out["variations"] = [namer.name(v) for v in variations]
+    if metas:
+        out["meta"] = [
+            {k: v for k, v in m.items() if k in ("key", "name", "passthrough") and v}
+            if isinstance(m, dict)
+            else {}
+            for m in metas
+        ]
+    if rule.get("ranges"):
+        out["ranges"] = rule["ranges"]
     if rule.get("type", "standard") not in ("standard", "multi-armed-bandit"):
         raise PayloadError(f"{path}.type", f"experiment type {rule['type']!r} is not supported")
     for field in ("key", "weights", "namespace"):

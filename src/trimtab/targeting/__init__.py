@@ -1,8 +1,8 @@
 """GrowthBook-compatible targeting: conditions, hashing, bucketing and evaluation.
 
-Pure functions with no I/O. The decision engine's hot path uses :func:`compile_condition` and
-the hashing functions; :func:`eval_feature` and :func:`run_experiment` evaluate imported
-GrowthBook payloads exactly as GrowthBook's SDKs do (its conformance suite runs in the tests).
+Pure functions with no I/O: the decision engine (:mod:`trimtab.decide`) compiles conditions
+and buckets with them. Whole features are evaluated by that engine alone;
+:mod:`trimtab.gbeval` shapes its answers as GrowthBook's SDKs do for the conformance suite.
 """
 
 from trimtab.targeting.conditions import (
@@ -11,13 +11,6 @@ from trimtab.targeting.conditions import (
     eval_condition,
     get_path,
     walk_path,
-)
-from trimtab.targeting.evaluate import (
-    Context,
-    InMemoryStickyBucketService,
-    StickyBucketService,
-    eval_feature,
-    run_experiment,
 )
 from trimtab.targeting.hashing import (
     choose_variation,
@@ -31,13 +24,9 @@ from trimtab.targeting.hashing import (
 
 __all__ = [
     "ConditionError",
-    "Context",
-    "InMemoryStickyBucketService",
-    "StickyBucketService",
     "choose_variation",
     "compile_condition",
     "eval_condition",
-    "eval_feature",
     "fnv1a32",
     "get_bucket_ranges",
     "get_equal_weights",
@@ -45,6 +34,5 @@ __all__ = [
     "get_query_string_override",
     "hash",
     "in_namespace",
-    "run_experiment",
     "walk_path",
 ]

@@ -142,8 +142,10 @@ def _group_values(groups: SavedGroups, group_id: str) -> Sequence[Any]:
     entry = groups.get(group_id)
     if isinstance(entry, _ARRAY):
         return entry
-    if isinstance(entry, Mapping) and isinstance(entry.get("values"), _ARRAY):
-        return entry["values"]
+    if isinstance(entry, Mapping):
+        values = entry.get("values")
+        if isinstance(values, _ARRAY):
+            return values
     return ()
 
 
@@ -342,7 +344,7 @@ def _apply(op: str, actual: Any, operand: Any, groups: SavedGroups) -> bool:
     if op == "$exists":
         return (actual is not None) if js_truthy(operand) else (actual is None)
     if op == "$type":
-        return json_type(actual) == operand
+        return bool(json_type(actual) == operand)
     if op == "$not":
         return not _test(operand, actual, groups)
     if op == "$size":
@@ -489,7 +491,7 @@ def _equals(expected: Any) -> ValueTest:
         def equals_number(v: Any) -> bool:
             kind = type(v)
             if kind is int or kind is float:
-                return v == expected
+                return bool(v == expected)
             return strict_equal(v, expected)
 
         return equals_number

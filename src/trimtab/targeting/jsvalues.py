@@ -169,7 +169,7 @@ def js_compare(a: Any, b: Any) -> int | None:
     if is_number(a) and is_number(b):
         if a != a or b != b:
             return None
-        return (a > b) - (a < b)
+        return int(a > b) - int(a < b)
     if isinstance(a, (list, tuple, Mapping)):
         a = js_to_string(a)
     if isinstance(b, (list, tuple, Mapping)):
