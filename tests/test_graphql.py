@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -203,7 +204,7 @@ def test_the_secret_key_guards_http(server):
     assert data_of(gql(server, query))["slots"]
 
 
-def test_too_deep_too_costly_and_too_many_aliases_are_refused_before_running(server):
+def test_too_deep_too_costly_and_too_many_aliases_are_refused_before_running(server, caplog):
     deep = '{ visitor(id: "x") ' + "{ decisions { visitor " * 5 + "{ id }" + " } }" * 5 + " }"
     messages = errors_of(gql(server, deep))
     assert any(f"exceeds maximum operation depth of {MAX_DEPTH}" in m for m in messages), messages
@@ -225,6 +226,8 @@ def test_too_deep_too_costly_and_too_many_aliases_are_refused_before_running(ser
     tokens = "{ slots { " + "name " * 3000 + "} }"
     messages = errors_of(gql(server, tokens))
     assert any("token" in m.lower() for m in messages), messages
+    # the client's mistakes are answered, not logged as the server's errors
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def ws_url(url: str) -> str:
@@ -254,7 +257,8 @@ async def test_a_subscription_streams_the_decision_a_real_decide_makes(server):
         assert (await receive(ws))["type"] == "connection_ack"
         subscription = """subscription ($user: String!) {
             decisions(slot: "cta", userId: $user) {
-              seq slot variant source ruleId userId propensity visitor { id known } } }"""
+              seq decisionId slot variant source ruleId userId propensity
+              visitor { id known } } }"""
         await subscribe(ws, "1", subscription, {"user": reader})
         await asyncio.sleep(0.3)  # the subscription is running before the decision is made
         answer = await asyncio.to_thread(
@@ -265,6 +269,7 @@ async def test_a_subscription_streams_the_decision_a_real_decide_makes(server):
         assert message["type"] == "next" and message["id"] == "1", message
         got = message["payload"]["data"]["decisions"]
         assert got["slot"] == "cta" and got["variant"] == sent["variant"]
+        assert got["decisionId"] == sent["decision_id"]
         assert got["source"] == sent["source"] and got["ruleId"] == sent["rule_id"]
         assert got["propensity"] == pytest.approx(sent["propensity"])
         assert got["visitor"]["known"] is True and got["visitor"]["id"] == got["userId"]
@@ -319,6 +324,21 @@ async def test_websocket_needs_the_key_and_bounds_operations(server):
         answer = await receive(ws)
         assert answer["id"] == "q" and answer["type"] == "error", answer
         assert "maximum operation depth" in answer["payload"][0]["message"]
+
+
+async def test_a_new_secret_key_ends_open_subscriptions(server, tmp_path):
+    async with connect(ws_url(server), subprotocols=[PROTOCOL], additional_headers=AUTH) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert (await receive(ws))["type"] == "connection_ack"
+        await subscribe(ws, "1", "subscription { decisions { slot } }")
+        path = tmp_path / "site.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["site"]["secret_key"] = "sk_rotated"
+        path.write_text(yaml.safe_dump(data))  # the server notices the file and reloads it
+        assert await receive(ws) == {"id": "1", "type": "complete"}
+    assert gql(server, "{ slots { name } }").status_code == 401
+    rotated = {"Authorization": "Bearer sk_rotated"}
+    assert data_of(gql(server, "{ slots { name } }", headers=rotated))["slots"]
 
 
 def test_without_the_extra_the_route_names_it(tmp_path):

@@ -67,6 +67,7 @@ class LiveFeed:
                 {
                     "seq": self.seq,
                     "ts": now,
+                    "id": d.decision_id,  # joins an exposure, a reward, the decision log
                     "user": user,
                     "slot": d.slot,
                     "variant": d.variant,

@@ -15,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar, cast
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.add_validation_rules import AddValidationRules
 from strawberry.scalars import JSON
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
 from trimtab.gql.cost import cost_rule
 
+log = logging.getLogger("trimtab.gql")
 MAX_DEPTH = 8  # nesting of selections (introspection fields excepted)
 MAX_TOKENS = 2_000  # lexical tokens of one document
 MAX_ALIASES = 20
@@ -60,7 +63,7 @@ def _collector(info: Info[Any, Any]) -> Any:
 
 def _limit(name: str, value: int, most: int) -> int:
     if not 1 <= value <= most:
-        raise ValueError(f"argument {name!r} must be between 1 and {most}, got {value}")
+        raise GraphQLError(f"argument {name!r} must be between 1 and {most}, got {value}")
     return value
 
 
@@ -309,6 +312,7 @@ class LoggedDecision:
 @strawberry.type(description="A decision as it was made, from the live feed.")
 class LiveDecision:
     seq: int = strawberry.field(description="the feed's sequence number (grows by one)")
+    decision_id: str = strawberry.field(description="as logged, shown to the page, exposed")
     ts: float = strawberry.field(description="unix seconds")
     user_id: str = strawberry.field(description="the visitor as stored (pseudonymous)")
     slot: str
@@ -326,6 +330,7 @@ class LiveDecision:
 def _live(d: dict[str, Any]) -> LiveDecision:
     return LiveDecision(
         seq=d["seq"],
+        decision_id=d.get("id", ""),
         ts=d["ts"],
         user_id=d["user"],
         slot=d["slot"],
@@ -385,7 +390,7 @@ class Visitor:
 async def _visitor(collector: Any, raw: str, stored: bool, session: str | None) -> Visitor:
     user = raw if stored else collector.gate.user_id(raw)
     if not await collector.prepare({user}):
-        raise RuntimeError(f"state unavailable: {collector.degraded}")
+        raise GraphQLError(f"state unavailable: {collector.degraded}")
     runtime = collector.runtime
     state = runtime.state_of(user)
     if session is None:
@@ -439,7 +444,7 @@ class Query:
         session_id: str | None = None,
     ) -> Visitor:
         if not id or len(id) > 256:
-            raise ValueError("argument 'id' must be 1 to 256 characters")
+            raise GraphQLError("argument 'id' must be 1 to 256 characters")
         return await _visitor(_collector(info), id, stored, session_id)
 
     @_resolver("The latest decisions this process made, oldest first.")
@@ -486,9 +491,28 @@ class Subscription:
             await asyncio.sleep(POLL_S)
 
 
-def build_schema() -> strawberry.Schema:
+class Schema(strawberry.Schema):
+    """strawberry's schema, logging what clients get wrong at debug level.
+
+    strawberry logs every error with a traceback; a query refused by a limit, a syntax error
+    or a bad argument is the client's and is answered in ``errors``: logging each at ERROR
+    would let any key holder fill the server's log. An exception a resolver did not mean
+    (a bug) is still logged in full.
+    """
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        unexpected = [e for e in errors if e.original_error is not None]
+        for error in errors:
+            if error.original_error is None:
+                log.debug("GraphQL request refused: %s", error.message)
+        super().process_errors(unexpected, execution_context)
+
+
+def build_schema() -> Schema:
     """The schema with its limits: depth, tokens, aliases and cost."""
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         subscription=Subscription,
         extensions=[
