@@ -97,7 +97,8 @@ def test_slots_rules_and_experiments_with_their_results(server):
             server,
             """{
               slots { name default variants { name payload } rules {
-                id kind enabled condition force key variations weights hashAttribute policy } }
+                id kind enabled condition force key variations weights hashAttribute policy sticky
+                declaration } }
               slot(name: "cta") { name default rules { id why } }
               missing: slot(name: "nope") { name }
               experiments { name key slots status variations reportProblem
@@ -119,6 +120,7 @@ def test_slots_rules_and_experiments_with_their_results(server):
     assert fast["condition"] == {"scroll_velocity": {"$gt": 2500}}
     assert test["kind"] == "experiment" and test["variations"] == ["top_story", "for_you"]
     assert test["weights"] == [0.5, 0.5] and test["key"] == "hero-copy-test"
+    assert test["declaration"]["hashVersion"] == 2 and test["sticky"] is False
     bandit = next(r for r in slots["rail"]["rules"] if r["id"] == "rail-bandit")
     assert bandit["kind"] == "policy" and bandit["policy"]["type"] == "logistic_thompson"
     assert answer["slot"]["rules"][0]["why"] == "Because you read to the end of this article"

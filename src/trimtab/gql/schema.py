@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar, cast
 
+import msgspec
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
@@ -92,7 +93,11 @@ class Rule:
     variations: list[str] | None
     weights: list[float] | None
     hash_attribute: str
+    sticky: bool
     policy: JSON | None = strawberry.field(description="the bandit policy (policy rules)")
+    declaration: JSON = strawberry.field(
+        description="the rule as declared, every field (prerequisites, filters, namespace, …)"
+    )
 
 
 @strawberry.type(description="A place on the page that trimtab decides, with its rules.")
@@ -121,7 +126,9 @@ def _rule(r: Any) -> Rule:
         variations=list(r.variations) if r.variations is not None else None,
         weights=list(r.weights) if r.weights is not None else None,
         hash_attribute=r.hash_attribute,
+        sticky=bool(getattr(r, "sticky", False)),
         policy=_json(r.policy),
+        declaration=_json(msgspec.to_builtins(r)),
     )
 
 
