@@ -200,9 +200,22 @@ def test_the_secret_key_guards_http(server):
         f"{server}/graphql", content=b"{" + b" " * 300_000 + b"}", headers=AUTH, timeout=WAIT_S
     )
     assert huge.status_code == 413 and "max_body_bytes" in huge.json()["error"]
-    for body, field in ((b"null", '"query"'), (b'{"query": 3}', "$.query"), (b"{", "JSON")):
-        bad = httpx.post(f"{server}/graphql", content=body, headers=AUTH, timeout=WAIT_S)
+    deep = b"[" * 5000 + b"]" * 5000
+    as_json = {**AUTH, "Content-Type": "application/json"}
+    for body, field in (
+        (b"null", '"query"'),
+        (b'{"query": 3}', "$.query"),
+        (b'{"query": "{ slots { name } }", "variables": []}', "$.variables"),
+        (b"{", "not JSON"),
+        (deep, "nested too deeply"),
+        (b"\xff\xfe", "not JSON"),
+    ):
+        bad = httpx.post(f"{server}/graphql", content=body, headers=as_json, timeout=WAIT_S)
         assert bad.status_code == 400 and field in bad.json()["error"], bad.text
+    text = httpx.post(f"{server}/graphql", content=b"{ slots { name } }", headers=AUTH)
+    assert text.status_code == 400 and "application/json" in text.json()["error"]
+    nested = "{" + " slots {" * 400 + " name" + " }" * 400 + " }"  # graphql-core stops early
+    assert any("nested too deeply" in m for m in errors_of(gql(server, nested)))
     assert data_of(gql(server, query))["slots"]
 
 

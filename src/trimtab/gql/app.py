@@ -64,9 +64,9 @@ def request_problem(body: bytes) -> str:
         return 'the body must be a JSON object with a "query"'
     if not isinstance(data["query"], str):
         return "`$.query` must be a string"
-    if not isinstance(data.get("variables") or {}, dict):
+    if not isinstance(data.get("variables", {}), dict | None):
         return "`$.variables` must be an object"
-    if not isinstance(data.get("operationName") or "", str):
+    if not isinstance(data.get("operationName", ""), str | None):
         return "`$.operationName` must be a string"
     return ""
 
@@ -144,7 +144,9 @@ class GraphQLApp:
         except ClientDisconnect:
             return
         body = b"".join(chunks)
-        problem = request_problem(body)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        problem = "Content-Type must be application/json" if media != "application/json" else ""
+        problem = problem or request_problem(body)
         if problem:
             self.collector.metrics.rejected.labels("400").inc()
             await JSONResponse({"error": f"bad GraphQL request: {problem}"}, 400)(
