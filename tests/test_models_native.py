@@ -5,6 +5,7 @@ back to numpy, with the same results, when it cannot be built."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -229,7 +230,7 @@ def test_live_models_score_the_same_in_one_compiled_call_and_one_by_one(tmp_path
                  stage="live")  # fmt: skip
     registry.add("p_linear", "logistic", served.to_arrays(), meta, stage="shadow")
     live = LiveModels(config, tmp_path, check_every_s=3600.0)
-    assert live._bundle is not None and len(live._bundle) == 2
+    assert live._bundle is not None  # one compiled object for both models
     together = [live.compute(attrs_of(row)) for row in x[:200]]
     live._bundle = None
     one_by_one = [live.compute(attrs_of(row)) for row in x[:200]]
@@ -241,6 +242,132 @@ def test_live_models_score_the_same_in_one_compiled_call_and_one_by_one(tmp_path
         assert abs(a["p_trees"] - b["p_trees"]) <= 1e-12
         shadow_a = json.loads(a["_models"])["p_linear~shadow"]["score"]
         assert abs(shadow_a - json.loads(b["_models"])["p_linear~shadow"]["score"]) <= 1e-6
+
+
+def test_the_compiled_bundle_writes_what_python_writes(tmp_path):
+    """The bundle (union reader, every model, attributes and the log record written in C)
+    against the reference model by model with numpy: segments named and under min_p, a
+    multiclass model, a shadow model, inputs that are not finite, too few events."""
+    from trimtab.config import parse_config
+    from trimtab.models.live import LiveModels
+    from trimtab.models.registry import Registry
+    from trimtab.models.segments import SegmentModel
+
+    x, y = data(n=2000)
+    _, classes = data(n=2000, classes=3)
+    seg_cols = ["f1", "f0", "d=mobile"]  # overlaps the models' columns, in another order
+    features = [*NAMES, "d=*"]
+    config = parse_config(
+        {
+            "features": {f: {"kind": "scroll_depth_max"} for f in NAMES},
+            "slots": {"s": {"default": "a", "variants": {"a": {}}}},
+            "models": {
+                "p_trees": {"target": {"event": "click:*"}, "features": features},
+                "next_cat": {
+                    "target": {"event": "click:*", "type": "category", "by": "category"},
+                    "features": features,
+                },
+                "p_mlp": {"target": {"event": "click:*"}, "features": features},
+            },
+            "segments": {
+                "features": seg_cols,
+                "names": {"s1": "déjà lus"},  # non-ASCII: the record is still valid JSON
+                "min_p": 0.6,
+                "min_events": 3,
+            },
+        }
+    )
+    levels = {"d=*": ["desktop", "mobile"]}
+    cols = Columns(parse_columns(features), levels)
+    xd = np.hstack([x, np.eye(2)[np.arange(len(x)) % 2]])
+    registry = Registry(tmp_path)
+    meta = {"columns": cols.describe(), "target": "binary"}
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(xd, y), 100)
+    registry.add("p_trees", "lightgbm", TreeEnsemble.from_lightgbm(booster).to_arrays(), meta,
+                 stage="live")  # fmt: skip
+    multi = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1}, lgb.Dataset(xd, classes), 40
+    )
+    registry.add("next_cat", "lightgbm", TreeEnsemble.from_lightgbm(multi).to_arrays(),
+                 {**meta, "target": "category", "classes": ["tech", "sport", "x\"y"]},
+                 stage="live")  # fmt: skip
+    mlp, _ = train_mlp(xd, y, "binary", hidden=(8,), epochs=2)
+    registry.add("p_mlp", "mlp", mlp.to_arrays(), meta, stage="shadow")
+    rng = np.random.default_rng(0)
+    k, d = 3, len(seg_cols)
+    segments = SegmentModel(
+        Columns(parse_columns(seg_cols)),
+        ["s1", "s2", "s3"],
+        np.full(d, 0.5),
+        np.full(d, 0.3),
+        rng.normal(size=(k, d)),
+        np.stack([np.eye(d) for _ in range(k)]),
+        np.ones(k),
+        version=2,
+    )
+    registry.add("segments", "segments", segments.to_arrays(),
+                 {"columns": segments.columns.describe()}, stage="live")  # fmt: skip
+    live = LiveModels(config, tmp_path, check_every_s=3600.0)
+    assert live._bundle is not None and not live.errors, live.errors
+    seen = {"segment": set(), "skipped": 0, "unscored": 0}
+    for j, row in enumerate(xd[:600]):
+        attrs = {**attrs_of(row[:D]), "d": ("mobile", "desktop", "tablet")[j % 3]}
+        if j % 17 == 0:
+            attrs[NAMES[j % D]] = (float("nan"), float("inf"))[j % 2]
+        events = (None, 2, 50)[j % 3]
+        got, want = live.compute(attrs, events), live.compute_reference(attrs, events)
+        record, expected = json.loads(got.pop("_models")), json.loads(want.pop("_models"))
+        assert record == expected, (attrs, record, expected)
+        assert got.keys() == want.keys()
+        for key, value in got.items():
+            if key == "p_trees" or key == "next_cat_p":
+                assert abs(value - want[key]) <= 1e-9
+            elif key == "next_cat_p_by_class":
+                assert value.keys() == want[key].keys()
+                assert all(abs(value[c] - want[key][c]) <= 1e-9 for c in value)
+            elif key == "segment_p":
+                assert abs(value - want[key]) <= 1e-9
+            else:
+                assert value == want[key], key
+        seen["segment"].add(got.get("segment"))
+        seen["skipped"] += "skipped" in record.get("segments", {})
+        seen["unscored"] += "skipped" in record.get("p_trees", {})
+    assert {"déjà lus", ""} <= seen["segment"] and seen["skipped"] and seen["unscored"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 0.5, 1.0, -2.25, 0.1234565, 0.0000005, 0.0000015, 2.5e-7, -4e-7, 1.0000005,
+     0.00004, 3.0e-12, 123456.7890125, 9.99e8, 1.5e9, 7.0e15, 1e300, 0.3, 2.0 / 3.0,
+     1.2345675, 0.9999996, 0.9999995],
+)  # fmt: skip
+def test_the_log_record_rounds_scores_as_python_rounds_them(tmp_path, value):
+    """The record written in C keeps round(score, 6) (JSON value, not necessarily the text)."""
+    from trimtab.config import parse_config
+    from trimtab.models.linear import Linear
+    from trimtab.models.live import LiveModels
+    from trimtab.models.registry import Registry
+
+    config = parse_config(
+        {
+            "features": {"a": {"kind": "scroll_depth_max"}},
+            "slots": {"s": {"default": "a", "variants": {"a": {}}}},
+            "models": {"v": {"target": {"event": "click:*", "type": "count"}, "features": ["a"]}},
+        }
+    )
+    meta = {"columns": Columns(parse_columns(["a"])).describe(), "target": "count"}
+    identity = Linear(np.array([1.0]), 0.0, "identity")
+    Registry(tmp_path).add("v", "logistic", identity.to_arrays(), meta, stage="live")
+    live = LiveModels(config, tmp_path, check_every_s=3600.0)
+    assert live._bundle is not None, live.errors
+    got = live.compute({"a": value})
+    assert got["v"] == value
+    logged = json.loads(got["_models"])["v"]["score"]
+    want = round(got["v"], 6)
+    assert logged == want and math.copysign(1.0, logged) == math.copysign(1.0, want)
+    rng = np.random.default_rng(7)
+    for v in np.concatenate([rng.normal(size=300), rng.normal(size=300) * 1e-5]):
+        assert json.loads(live.compute({"a": float(v)})["_models"])["v"]["score"] == round(v, 6)
 
 
 def test_the_segments_compiled_assignment_equals_numpy(tmp_path):

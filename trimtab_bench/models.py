@@ -10,8 +10,9 @@
    the real engine twice, with the rules and with the plain default, on the same random
    numbers: rail clicks per 1,000 page views with 95 % intervals, and the paired difference.
 3. **Live scoring speed** — one user's segment, a LightGBM model (≥ 100 trees) and the MLP,
-   scored from the attributes with numpy, next to LightGBM's own single-row predictions in the
-   same run (``Booster.predict`` on a ready numpy row, and the scikit-learn API's
+   served from a registry by ``LiveModels.compute``: from the attributes to the attributes
+   rules read and the decision log's record; next to LightGBM's own single-row predictions
+   in the same run (``Booster.predict`` on a ready numpy row, and the scikit-learn API's
    ``predict_proba``); median and p99.
 4. **Decide with a model-score rule** — the core benchmark's rules plus a rule on a live score,
    attributes read through the feature processor (scores cached per feature update), next to
@@ -328,12 +329,12 @@ class Speed:
 
 
 SPEED_LABELS = {
-    "ours": "trimtab: segment + trees + MLP, from the attributes",
+    "ours": "trimtab: attributes → segment + trees + MLP → attributes and log record",
     "ours_fresh": "  the same, attributes just built (as live scoring gets them)",
     "ours_trees": "  trees alone, from the attributes",
     "ours_mlp": "  MLP alone, from the attributes",
     "ours_segment": "  segment alone, from the attributes",
-    "ours_numpy": "trimtab without the compiled scorer (numpy), the same three",
+    "ours_numpy": "trimtab without the compiled scorer (numpy), the same",
     "booster": "LightGBM Booster.predict, one ready numpy row",
     "booster_attrs": "LightGBM Booster.predict, from the attributes (vector + predict)",
     "sklearn": "LightGBM LGBMClassifier.predict_proba, one row",
@@ -372,61 +373,66 @@ def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def live_speed(n: int, say: Say) -> Speed:
+    """One user's live scoring end to end — the attributes read, the segment, the trees, the
+    MLP, and the attributes rules read plus the decision log's record written — through
+    :meth:`LiveModels.compute` on models served from a registry, timed interleaved with
+    LightGBM's own single-row ``predict`` on a ready row."""
     import lightgbm as lgb
     import torch
 
-    from trimtab.models import native
+    from trimtab.models import dataset, native
+    from trimtab.models.columns import Columns, parse_columns
+    from trimtab.models.live import LiveModels
     from trimtab.models.mlp import torch_predict, train_mlp
-    from trimtab.models.scorer import Scorer
-    from trimtab.models.segments import fit
+    from trimtab.models.registry import Registry
+    from trimtab.models.segments import fit, register
+    from trimtab.models.spec import models_of
     from trimtab.models.train import LIGHTGBM_DEFAULTS
     from trimtab.models.trees import TreeEnsemble
 
+    config = parse_config(
+        {
+            "site": {"id": "bench-models"},
+            "features": FEATURES,
+            "slots": {"rail": RAIL},
+            "models": {"p_click": CLICK_MODEL, "p_click_mlp": CLICK_MODEL},
+            "segments": {"features": SEGMENT_FEATURES, "k": [2, 8], "conversion": "click:*"},
+        },
+        "<bench models>",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         write_simulated_log(Path(tmp), 5, 2500)
-        config = site_config()
         say("speed: building rows and fitting the models")
-        from trimtab.models import dataset
-        from trimtab.models.columns import Columns, parse_columns
-        from trimtab.models.spec import models_of
-
         decl = models_of(config).models["p_click"]
         rows = dataset.build(tmp, config, at="page_view", target=decl.target, after_s=5.0).rows
-        segments = fit(config, tmp, algorithm="gmm", k_range=(4, 4)).model
-    cols = Columns.learn(parse_columns(decl.features), (r.attrs for r in rows))
-    x = cols.matrix([r.attrs for r in rows])
-    y = np.array([r.label for r in rows])
-    params = {**LIGHTGBM_DEFAULTS, "n_estimators": 100, "n_jobs": 1}
-    clf = lgb.LGBMClassifier(**params).fit(x, y)
-    booster = clf.booster_
-    trees = Scorer("p_click", 1, "lightgbm", cols, TreeEnsemble.from_lightgbm(booster))
-    mlp_model, net = train_mlp(x, y, "binary", hidden=(32, 16), epochs=5)
-    mlp = Scorer("p_click_mlp", 1, "mlp", cols, mlp_model)
+        segmentation = fit(config, tmp, algorithm="gmm", k_range=(4, 4))
+        cols = Columns.learn(parse_columns(decl.features), (r.attrs for r in rows))
+        x = cols.matrix([r.attrs for r in rows])
+        y = np.array([r.label for r in rows])
+        params = {**LIGHTGBM_DEFAULTS, "n_estimators": 100, "n_jobs": 1}
+        clf = lgb.LGBMClassifier(**params).fit(x, y)
+        booster = clf.booster_
+        mlp_model, net = train_mlp(x, y, "binary", hidden=(32, 16), epochs=5)
+        models = Path(tmp) / "models"
+        register(segmentation, config, models, stage="live")
+        meta = {"columns": cols.describe(), "target": "binary"}
+        registry = Registry(models)
+        forest = TreeEnsemble.from_lightgbm(booster).to_arrays()
+        registry.add("p_click", "lightgbm", forest, meta, stage="live")
+        registry.add("p_click_mlp", "mlp", mlp_model.to_arrays(), meta, stage="live")
+        live = LiveModels(config, models, check_every_s=3600.0)
+    if set(live.live) != {"p_click", "p_click_mlp"} or live.segments is None:
+        raise RuntimeError(f"speed: the models were not served: {live.status()['refused']}")
+    trees, mlp, segments = live.live["p_click"], live.live["p_click_mlp"], live.segments
     attrs_list = [r.attrs for r in rows[:5000]]
     m = len(attrs_list)
-
-    bundle = (segments.compiled, trees.compiled, mlp.compiled)
-    if any(part is None for part in bundle):
-
-        def score_one(attrs: dict[str, Any]) -> None:  # numpy serves: one after the other
-            segments.assign(attrs)
-            trees.score(attrs)
-            mlp.score(attrs)
-
-    else:
-        import functools
-
-        # as LiveModels.compute: one call for the three
-        score_one = functools.partial(native.load().score_all, bundle)  # type: ignore[union-attr]
+    compute = live.compute
 
     def ours(i: int) -> None:
-        score_one(attrs_list[i % m])
+        compute(attrs_list[i % m], 100)
 
     def ours_numpy(i: int) -> None:
-        attrs = attrs_list[i % m]
-        segments.assign_numpy(attrs)
-        trees.score_numpy(attrs)
-        mlp.score_numpy(attrs)
+        live.compute_reference(attrs_list[i % m], 100)
 
     def booster_attrs(i: int) -> None:
         booster.predict(np.array([cols.vector(attrs_list[i % m])]))
@@ -455,7 +461,7 @@ def live_speed(n: int, say: Say) -> Speed:
     timings = time_interleaved(
         {
             "ours": ours,
-            "ours_fresh": (fresh, score_one),
+            "ours_fresh": (fresh, lambda a: compute(a, 100)),
             "ours_trees": lambda i: trees.score(attrs_list[i % m]),
             "ours_mlp": lambda i: mlp.score(attrs_list[i % m]),
             "ours_segment": lambda i: segments.assign(attrs_list[i % m]),
@@ -472,8 +478,9 @@ def live_speed(n: int, say: Say) -> Speed:
     gc.set_threshold(*previous)
     gc.unfreeze()
     stack = np.array(vectors)
-    served_trees = np.array([trees.score(a) for a in attrs_list[:k]])
-    served_mlp = np.array([mlp.score(a) for a in attrs_list[:k]])
+    served = [compute(a) for a in attrs_list[:k]]  # the bundle's outputs, as rules read them
+    served_trees = np.array([s["p_click"] for s in served])
+    served_mlp = np.array([s["p_click_mlp"] for s in served])
     return Speed(
         trees=trees.model.n_trees,
         mlp_layers=[w.shape[1] for w in mlp_model.weights],

@@ -292,7 +292,7 @@ static int read_sequence(PyObject *seq, double *x, Py_ssize_t n) {
     return 0;
 }
 
-static PyObject *outputs(double *raw, Py_ssize_t n, int link, double scale) {
+static void apply_link(double *raw, Py_ssize_t n, int link, double scale) {
     if (link == LINK_SOFTMAX) {
         double top = raw[0], total = 0.0;
         for (Py_ssize_t j = 1; j < n; j++)
@@ -308,6 +308,10 @@ static PyObject *outputs(double *raw, Py_ssize_t n, int link, double scale) {
             else if (link == LINK_EXP) raw[j] = exp(raw[j] < EXP_CAP ? raw[j] : EXP_CAP);
         }
     }
+}
+
+static PyObject *outputs(double *raw, Py_ssize_t n, int link, double scale) {
+    apply_link(raw, n, link, scale);
     if (n == 1) return PyFloat_FromDouble(raw[0]);
     PyObject *t = PyTuple_New(n);
     if (!t) return NULL;
@@ -505,7 +509,8 @@ static void dense_raw(Model *m, const double *x, double *raw) {
     }
 }
 
-static PyObject *mixture_assign(Model *m, const double *x) {
+/* The most likely component and its posterior. */
+static void mixture_best(Model *m, const double *x, Py_ssize_t *best_out, double *p_out) {
     Py_ssize_t kd = m->k * m->d, best = 0;
     double *y = m->h1, top = -INFINITY, total = 0.0;
     matvec(x, m->d, m->a, kd, y); /* y = x A − c, as numpy computes it */
@@ -520,7 +525,15 @@ static PyObject *mixture_assign(Model *m, const double *x) {
         }
     }
     for (Py_ssize_t q = 0; q < m->k; q++) total += exp(m->raw[q] - top);
-    return Py_BuildValue("(nd)", best, 1.0 / total);
+    *best_out = best;
+    *p_out = 1.0 / total;
+}
+
+static PyObject *mixture_assign(Model *m, const double *x) {
+    Py_ssize_t best;
+    double p;
+    mixture_best(m, x, &best, &p);
+    return Py_BuildValue("(nd)", best, p);
 }
 
 static PyObject *model_evaluate(Model *m, const double *x) {
@@ -786,11 +799,383 @@ static PyObject *score_all(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ---------------------------------------------------------------------------- Live bundle */
+
+/* Every model LiveModels serves, fed by one reader over the union of their columns: each
+   attribute is read once per user, each model gathers its inputs from that vector, and the
+   attributes rules read (segment, segment_p, scores) and the decision log's record (compact
+   JSON) are written straight into a dict. */
+
+enum { ROLE_SEGMENT = 0, ROLE_LIVE = 1, ROLE_SHADOW = 2 };
+
+typedef struct {
+    Model *model;
+    const int32_t *idx;     /* the model's input j is the union's idx[j] */
+    int role;
+    const char *head;       /* '"p_click":{"v":3,' — the record's entry up to its values */
+    Py_ssize_t head_len;
+    PyObject *name, *name_p, *name_by; /* attribute names (segment: segment, segment_p) */
+    PyObject *labels;       /* segment: label per component; multiclass: class names */
+    PyObject *json_items;   /* the same as JSON text (bytes): ids, or class names */
+    double min_p;
+    Py_ssize_t min_events;
+} Part;
+
+typedef struct {
+    PyObject_HEAD
+    Reader reader;
+    double *u;
+    Py_ssize_t n_parts, n_live;
+    Part *parts;
+    char *buf;
+    size_t cap;
+    int ascii; /* every head and JSON item is ASCII: the record is too */
+    PyObject *keep;
+    PyObject *empty, *models_key;
+} Bundle;
+
+static void bundle_dealloc(Bundle *b) {
+    reader_free(&b->reader);
+    PyMem_Free(b->u);
+    PyMem_Free(b->parts);
+    PyMem_Free(b->buf);
+    Py_XDECREF(b->keep);
+    Py_XDECREF(b->empty);
+    Py_XDECREF(b->models_key);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+/* Python's repr(round(x, digits)) for the usual range, fast: the decimal integer nearest to
+   x·10^digits, unless x·10^digits lies too near a half for the product's rounding error to
+   be ruled out; then (and out of range) printf's correctly rounded "%.*f". Trailing zeros
+   dropped as repr drops them; non-finite values as JSON null. */
+static size_t format_rounded(char *out, double x, int digits) {
+    if (!isfinite(x)) {
+        memcpy(out, "null", 4);
+        return 4;
+    }
+    if (x == 0.0) {
+        if (signbit(x)) {
+            memcpy(out, "-0.0", 4);
+            return 4;
+        }
+        memcpy(out, "0.0", 3);
+        return 3;
+    }
+    double ax = fabs(x), scale = digits == 4 ? 1e4 : 1e6;
+    double y = ax * scale, fl = floor(y), frac = y - fl;
+    if (ax < 1e9 && fabs(frac - 0.5) > y * 4e-16 + 1e-300) {
+        /* the digits of r = round(|x|·10^digits), a point before the last `digits` of them */
+        unsigned long long r = (unsigned long long)fl + (frac > 0.5);
+        char digits_rev[32];
+        int n = 0, len = 0;
+        while (n < digits || r) {
+            digits_rev[n++] = (char)('0' + r % 10);
+            r /= 10;
+        }
+        if (n == digits) digits_rev[n++] = '0'; /* 0.xxxx */
+        int keep = 0; /* fractional digits kept: trailing zeros dropped, at least one */
+        while (keep < digits - 1 && digits_rev[keep] == '0') keep++;
+        if (x < 0) out[len++] = '-';
+        for (int j = n - 1; j >= digits; j--) out[len++] = digits_rev[j];
+        out[len++] = '.';
+        for (int j = digits - 1; j >= keep; j--) out[len++] = digits_rev[j];
+        return (size_t)len;
+    }
+    char tmp[400];
+    int n = snprintf(tmp, sizeof tmp, "%.*f", digits, x);
+    if (n < 0 || n >= (int)sizeof tmp) {
+        memcpy(out, "null", 4);
+        return 4;
+    }
+    while (n > 2 && tmp[n - 1] == '0' && tmp[n - 2] != '.') n--;
+    memcpy(out, tmp, (size_t)n);
+    return (size_t)n;
+}
+
+static size_t format_count(char *out, Py_ssize_t v) {
+    char rev[24];
+    int n = 0;
+    size_t len = 0;
+    unsigned long long u = v < 0 ? (unsigned long long)(-(v + 1)) + 1 : (unsigned long long)v;
+    do {
+        rev[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) out[len++] = '-';
+    while (n) out[len++] = rev[--n];
+    return len;
+}
+
+static int is_ascii(PyObject *bytes) {
+    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(bytes); i++)
+        if (c[i] > 127) return 0;
+    return 1;
+}
+
+static int set_float(PyObject *out, PyObject *key, double v) {
+    PyObject *f = PyFloat_FromDouble(v);
+    if (!f) return -1;
+    int r = PyDict_SetItem(out, key, f);
+    Py_DECREF(f);
+    return r;
+}
+
+#define PUT(text, len)                                                                      \
+    do {                                                                                    \
+        memcpy(b->buf + at, (text), (size_t)(len));                                         \
+        at += (size_t)(len);                                                                \
+    } while (0)
+
+/* score(attrs, events, out) -> how many live models were not scored (an input not finite).
+   events: how many events of the user trimtab has seen (-1: unknown). */
+static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "score(attrs, events, out: dict)");
+        return NULL;
+    }
+    PyObject *attrs = args[0], *out = args[2];
+    Py_ssize_t events = PyLong_AsSsize_t(args[1]);
+    if (events == -1 && PyErr_Occurred()) return NULL;
+    if (reader_fill(&b->reader, attrs, b->u) < 0) return NULL;
+    size_t at = 0;
+    long unscored = 0;
+    b->buf[at++] = '{';
+    for (Py_ssize_t i = 0; i < b->n_parts; i++) {
+        Part *p = &b->parts[i];
+        Model *m = p->model;
+        double *x = m->x;
+        int finite = 1;
+        for (Py_ssize_t j = 0; j < m->n_in; j++) {
+            double v = b->u[p->idx[j]];
+            x[j] = v;
+            finite &= isfinite(v) != 0;
+        }
+        size_t mark = at;
+        if (at > 1) b->buf[at++] = ',';
+        PUT(p->head, p->head_len);
+        if (p->role == ROLE_SEGMENT) {
+            if (events >= 0 && events < p->min_events) {
+                if (PyDict_SetItem(out, p->name, b->empty) < 0) return NULL;
+                PUT("\"skipped\":\"", 11);
+                at += format_count(b->buf + at, events);
+                PUT(" events so far\"}", 16);
+                continue;
+            }
+            if (!finite) {
+                at = mark; /* no segment, nothing recorded */
+                continue;
+            }
+            Py_ssize_t q;
+            double prob;
+            mixture_best(m, x, &q, &prob);
+            PyObject *label = prob >= p->min_p ? PyTuple_GET_ITEM(p->labels, q) : b->empty;
+            if (PyDict_SetItem(out, p->name, label) < 0 || set_float(out, p->name_p, prob) < 0)
+                return NULL;
+            PyObject *id = PyTuple_GET_ITEM(p->json_items, q);
+            PUT("\"id\":", 5);
+            PUT(PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id));
+            PUT(",\"p\":", 5);
+            at += format_rounded(b->buf + at, prob, 4);
+            b->buf[at++] = '}';
+            continue;
+        }
+        if (!finite) {
+            if (p->role == ROLE_LIVE) {
+                unscored++;
+                PUT("\"skipped\":\"non-finite input\"}", 29);
+            } else {
+                PUT("\"skipped\":\"non-finite\"}", 23);
+            }
+            continue;
+        }
+        double *raw = m->raw;
+        if (m->kind == KIND_FOREST) {
+            if (forest_raw(m, x, raw) < 0) {
+                PyErr_SetString(PyExc_ValueError, "inconsistent tree masks: no exit leaf");
+                return NULL;
+            }
+        } else {
+            dense_raw(m, x, raw);
+        }
+        apply_link(raw, m->n_out, m->link, m->scale);
+        if (m->n_out == 1) {
+            if (p->role == ROLE_LIVE && set_float(out, p->name, raw[0]) < 0) return NULL;
+            PUT("\"score\":", 8);
+            at += format_rounded(b->buf + at, raw[0], 6);
+            b->buf[at++] = '}';
+            continue;
+        }
+        Py_ssize_t best = 0;
+        for (Py_ssize_t j = 1; j < m->n_out; j++)
+            if (raw[j] > raw[best]) best = j;
+        if (p->role == ROLE_LIVE) {
+            PyObject *by = PyDict_New();
+            if (!by) return NULL;
+            for (Py_ssize_t j = 0; j < m->n_out; j++) {
+                PyObject *f = PyFloat_FromDouble(raw[j]);
+                if (!f || PyDict_SetItem(by, PyTuple_GET_ITEM(p->labels, j), f) < 0) {
+                    Py_XDECREF(f);
+                    Py_DECREF(by);
+                    return NULL;
+                }
+                Py_DECREF(f);
+            }
+            int bad = PyDict_SetItem(out, p->name, PyTuple_GET_ITEM(p->labels, best)) < 0 ||
+                      set_float(out, p->name_p, raw[best]) < 0 ||
+                      PyDict_SetItem(out, p->name_by, by) < 0;
+            Py_DECREF(by);
+            if (bad) return NULL;
+        }
+        PyObject *cls = PyTuple_GET_ITEM(p->json_items, best);
+        PUT("\"class\":", 8);
+        PUT(PyBytes_AS_STRING(cls), PyBytes_GET_SIZE(cls));
+        PUT(",\"p\":", 5);
+        at += format_rounded(b->buf + at, raw[best], 6);
+        b->buf[at++] = '}';
+    }
+    if (at > 1) {
+        b->buf[at++] = '}';
+        PyObject *record;
+        if (b->ascii) { /* numbers and ASCII heads: copy into a compact string */
+            record = PyUnicode_New((Py_ssize_t)at, 127);
+            if (record) memcpy(PyUnicode_DATA(record), b->buf, at);
+        } else {
+            record = PyUnicode_DecodeUTF8(b->buf, (Py_ssize_t)at, "strict");
+        }
+        if (!record) return NULL;
+        int r = PyDict_SetItem(out, b->models_key, record);
+        Py_DECREF(record);
+        if (r < 0) return NULL;
+    }
+    return PyLong_FromLong(unscored);
+}
+
+/* vector(attrs): the union vector (tests compare it with each model's columns) */
+static PyObject *bundle_vector(Bundle *b, PyObject *attrs) {
+    if (reader_fill(&b->reader, attrs, b->u) < 0) return NULL;
+    return vector_list(b->u, b->reader.width);
+}
+
+static PyMethodDef bundle_methods[] = {
+    {"score", (PyCFunction)(void (*)(void))bundle_score, METH_FASTCALL,
+     "score(attrs, events, out): write the attributes and the record into out"},
+    {"vector", (PyCFunction)bundle_vector, METH_O, "the union of the models' inputs"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject BundleType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_fastscore.Bundle",
+    .tp_basicsize = sizeof(Bundle),
+    .tp_dealloc = (destructor)bundle_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = bundle_methods,
+};
+
+/* bundle(ops, width, models_key, parts): parts are tuples (model, idx bytes (int32 × n_in),
+   role, head bytes, name, name_p, name_by, labels, json_items, min_p, min_events); name_p,
+   name_by, labels and json_items may be None where the role and outputs need none. */
+static PyObject *make_bundle(PyObject *self, PyObject *args) {
+    PyObject *ops, *parts, *models_key;
+    Py_ssize_t width;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!nUO!", &PyTuple_Type, &ops, &width, &models_key,
+                          &PyTuple_Type, &parts))
+        return NULL;
+    if (width < 1) {
+        PyErr_SetString(PyExc_ValueError, "width must be positive");
+        return NULL;
+    }
+    Bundle *b = PyObject_New(Bundle, &BundleType);
+    if (!b) return NULL;
+    memset((char *)b + sizeof(PyObject), 0, sizeof(Bundle) - sizeof(PyObject));
+    Py_INCREF(args);
+    b->keep = args;
+    b->empty = PyUnicode_FromString("");
+    Py_INCREF(models_key);
+    b->models_key = models_key;
+    b->n_parts = PyTuple_GET_SIZE(parts);
+    b->u = PyMem_Calloc((size_t)width, sizeof(double));
+    b->parts = PyMem_Calloc((size_t)(b->n_parts ? b->n_parts : 1), sizeof(Part));
+    if (!b->empty || !b->u || !b->parts) {
+        Py_DECREF(b);
+        return PyErr_NoMemory();
+    }
+    if (reader_init(&b->reader, ops, width) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    size_t cap = 4;
+    b->ascii = 1;
+    for (Py_ssize_t i = 0; i < b->n_parts; i++) {
+        PyObject *t = PyTuple_GET_ITEM(parts, i), *model, *idx, *head;
+        Part *p = &b->parts[i];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 11) goto bad;
+        model = PyTuple_GET_ITEM(t, 0);
+        idx = PyTuple_GET_ITEM(t, 1);
+        head = PyTuple_GET_ITEM(t, 3);
+        if (Py_TYPE(model) != &ModelType || !PyBytes_Check(head)) goto bad;
+        p->model = (Model *)model;
+        p->role = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 2));
+        p->name = PyTuple_GET_ITEM(t, 4);
+        p->name_p = PyTuple_GET_ITEM(t, 5);
+        p->name_by = PyTuple_GET_ITEM(t, 6);
+        p->labels = PyTuple_GET_ITEM(t, 7);
+        p->json_items = PyTuple_GET_ITEM(t, 8);
+        p->min_p = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 9));
+        p->min_events = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 10));
+        if (PyErr_Occurred()) goto fail;
+        p->head = PyBytes_AS_STRING(head);
+        p->head_len = PyBytes_GET_SIZE(head);
+        if (!(p->idx = array_of(idx, p->model->n_in, 4, "idx"))) goto fail;
+        for (Py_ssize_t j = 0; j < p->model->n_in; j++)
+            if (p->idx[j] < 0 || p->idx[j] >= width) goto bad;
+        Model *m = p->model;
+        int multi = m->kind != KIND_MIXTURE && m->n_out > 1;
+        Py_ssize_t n_items = m->kind == KIND_MIXTURE ? m->k : m->n_out;
+        if (p->role < ROLE_SEGMENT || p->role > ROLE_SHADOW ||
+            (p->role == ROLE_SEGMENT) != (m->kind == KIND_MIXTURE) ||
+            (p->role != ROLE_SHADOW && !PyUnicode_Check(p->name)))
+            goto bad;
+        if (p->role == ROLE_SEGMENT || multi) {
+            if (!PyTuple_Check(p->labels) || PyTuple_GET_SIZE(p->labels) != n_items ||
+                !PyTuple_Check(p->json_items) || PyTuple_GET_SIZE(p->json_items) != n_items)
+                goto bad;
+            for (Py_ssize_t j = 0; j < n_items; j++) {
+                PyObject *item = PyTuple_GET_ITEM(p->json_items, j);
+                if (!PyUnicode_Check(PyTuple_GET_ITEM(p->labels, j)) || !PyBytes_Check(item))
+                    goto bad;
+                cap += (size_t)PyBytes_GET_SIZE(item);
+                b->ascii &= is_ascii(item);
+            }
+            if (p->role != ROLE_SHADOW && !PyUnicode_Check(p->name_p)) goto bad;
+            if (p->role == ROLE_LIVE && !PyUnicode_Check(p->name_by)) goto bad;
+        }
+        b->ascii &= is_ascii(head);
+        b->n_live += p->role == ROLE_LIVE;
+        cap += (size_t)p->head_len + 420; /* separators, a number ("%.6f" of 1e308), a message */
+    }
+    b->buf = PyMem_Malloc(cap);
+    b->cap = cap;
+    if (!b->buf) {
+        Py_DECREF(b);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)b;
+bad:
+    PyErr_SetString(PyExc_ValueError, "a malformed bundle part");
+fail:
+    Py_DECREF(b);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
     {"score_all", score_all, METH_VARARGS, "several models' outputs for one user's attributes"},
     {"forest", make_forest, METH_VARARGS, "compiled trees"},
     {"dense", make_dense, METH_VARARGS, "a ReLU network or a linear model"},
     {"mixture", make_mixture, METH_VARARGS, "Gaussian components (segments)"},
+    {"bundle", make_bundle, METH_VARARGS, "every served model over one reader (LiveModels)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -799,7 +1184,7 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__fastscore(void) {
-    if (PyType_Ready(&ModelType) < 0) return NULL;
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&BundleType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&module_def);
     if (!mod) return NULL;
     if (PyModule_AddIntConstant(mod, "ABI", 1) < 0) {

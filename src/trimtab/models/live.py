@@ -63,7 +63,8 @@ class LiveModels:
         self._last_check = 0.0
         self._cache: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
         self._loaded: dict[tuple[str, str], tuple[int, Any]] = {}  # (name, stage) -> version
-        self._bundle: tuple | None = None
+        self._bundle: Any | None = None
+        self._n_live = 0
         self.configure(config)
 
     # -- configuration --------------------------------------------------------------------
@@ -128,17 +129,51 @@ class LiveModels:
             self._bundle = self._compiled_bundle()
         return changed
 
-    def _compiled_bundle(self) -> tuple | None:
-        """Every served model's compiled form, in :meth:`compute`'s order, scored in one call
-        that reads each set of columns once; ``None`` if any model lacks one (numpy serves)."""
-        parts: list[Any] = []
-        if self.segments is not None:
-            parts.append(self.segments.compiled)
-        parts += [s.compiled for s in self.live.values()]
-        parts += [s.compiled for s in self.shadow.values()]
-        if not parts or any(p is None for p in parts):
+    def _compiled_bundle(self) -> Any | None:
+        """Every served model in one compiled object (:func:`native.compile_bundle`): the union
+        of their columns read once, each model evaluated, the attributes and the decision
+        log's record written in one call; ``None`` if a model lacks a compiled form (numpy
+        serves)."""
+        parts: list[native.BundlePart] = []
+        seg = self.segments
+        if seg is not None:
+            parts.append(
+                native.BundlePart(
+                    seg.compiled,
+                    seg.columns,
+                    native.SEGMENT,
+                    b'"segments":{"v":%d,' % seg.version,
+                    "segment",
+                    "segment_p",
+                    labels=tuple(self.names.get(i, i) for i in seg.ids),
+                    json_items=tuple(_encode(i) for i in seg.ids),
+                    min_p=self.min_p,
+                    min_events=self.min_events,
+                )
+            )
+        for stage, served in ((native.LIVE, self.live), (native.SHADOW, self.shadow)):
+            for name, scorer in served.items():
+                key = name if stage == native.LIVE else f"{name}~shadow"
+                multi = scorer.n_outputs > 1
+                parts.append(
+                    native.BundlePart(
+                        scorer.compiled,
+                        scorer.columns,
+                        stage,
+                        _encode(key) + b':{"v":%d,' % scorer.version,
+                        name,
+                        f"{name}_p" if multi else None,
+                        f"{name}_p_by_class" if multi else None,
+                        tuple(scorer.classes) if multi else None,
+                        tuple(_encode(c) for c in scorer.classes) if multi else None,
+                    )
+                )
+        self._n_live = len(self.live)
+        try:
+            return native.compile_bundle(parts, MODELS_ATTRIBUTE)
+        except (native.NativeError, ValueError, TypeError) as exc:
+            log.warning("live scoring uses numpy (the compiled bundle failed: %s)", exc)
             return None
-        return tuple(parts)
 
     def _load_model(self, name: str, stage: str, info: VersionInfo, served: dict) -> bool:
         key = (name, stage)
@@ -232,21 +267,33 @@ class LiveModels:
         """The attributes these models add for ``attrs`` (no caching); ``events`` is how many
         events of the user trimtab has seen (``segments.min_events``)."""
         out: dict[str, Any] = {}
+        bundle = self._bundle
+        if bundle is not None:  # every model and the record in one compiled call
+            unscored = bundle.score(attrs, -1 if events is None else events, out)
+            self.unscored += unscored
+            self.scored += self._n_live - unscored
+            return out
+        return self.compute_reference(attrs, events, compiled=True)
+
+    def compute_reference(
+        self, attrs: Mapping[str, Any], events: int | None = None, compiled: bool = False
+    ) -> dict[str, Any]:
+        """:meth:`compute` model by model in Python, with numpy (the reference the compiled
+        bundle is tested against) or each model's own compiled form."""
+        out: dict[str, Any] = {}
         record: dict[str, Any] = {}
         segments = self.segments
-        bundle = self._bundle
-        if bundle is not None:  # every model in one compiled call
-            results = iter(native.score_all(bundle, attrs))
-            if segments is not None:
-                found = next(results)
-                assigned = None if found is None else (segments.ids[found[0]], found[1])
-            live = [(name, scorer, next(results)) for name, scorer in self.live.items()]
-            shadow = [(name, scorer, next(results)) for name, scorer in self.shadow.items()]
-        else:
-            if segments is not None:
-                assigned = segments.assign(attrs)
-            live = [(name, scorer, scorer.score(attrs)) for name, scorer in self.live.items()]
-            shadow = [(name, s, s.score(attrs)) for name, s in self.shadow.items()]
+        assigned: tuple[str, float] | None = None
+        if segments is not None:
+            assigned = segments.assign(attrs) if compiled else segments.assign_numpy(attrs)
+        live = [
+            (name, s, s.score(attrs) if compiled else s.score_numpy(attrs))
+            for name, s in self.live.items()
+        ]
+        shadow = [
+            (name, s, s.score(attrs) if compiled else s.score_numpy(attrs))
+            for name, s in self.shadow.items()
+        ]
         if segments is not None and events is not None and events < self.min_events:
             out["segment"] = ""
             record["segments"] = {"v": segments.version, "skipped": f"{events} events so far"}

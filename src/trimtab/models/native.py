@@ -38,9 +38,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,6 +53,8 @@ FLAGS = ["-O3", "-fPIC", "-shared", "-fno-strict-aliasing", "-ffp-contract=off",
 # ops understood by the C reader (see _fastscore.c)
 NUMBER, SUM, ONEHOT, EQUALS, PYTHON = range(5)
 LINKS = {"identity": 0, "sigmoid": 1, "exp": 2, "softmax": 3}
+# what a bundle part is (see _fastscore.c's bundle)
+SEGMENT, LIVE, SHADOW = range(3)
 
 _state: dict[str, Any] = {}
 
@@ -267,3 +270,101 @@ def compile_mixture(
         _bytes(c, np.float64),
         _bytes(bias, np.float64),
     )
+
+
+def union_program(programs: Sequence[tuple[tuple[Any, ...], int]]) -> UnionProgram:
+    """One reader program over the union of several models' columns, so that each attribute
+    is read once per user: the ops (positions in the union vector), its width, and per model
+    (``(ops, n_in)`` in ``programs``) where each of its inputs sits in the union vector."""
+    ops: list[tuple[Any, ...]] = []
+    slots: dict[Hashable, Any] = {}
+    width = 0
+    indexes: list[bytes] = []
+    for program, n_in in programs:
+        index = [-1] * n_in
+        for kind, log, pos, k1, k2, extra, reader in program:
+            if isinstance(extra, dict):  # path=*: level -> position in the model's vector
+                key: Hashable = ("=*", k1, k2, tuple(extra)) if kind == ONEHOT else reader
+                levels = slots.get(key)
+                if levels is None:
+                    levels = slots[key] = {level: width + j for j, level in enumerate(extra)}
+                    width += len(extra)
+                    if kind == ONEHOT:
+                        fallback = reader
+                    else:  # the Python reader answers the model's position: translate it
+                        remap = {extra[level]: levels[level] for level in extra}
+                        fallback = _translated(reader, remap)
+                    ops.append((kind, False, -1, k1, k2, levels, fallback))
+                for level, at in extra.items():
+                    index[at] = levels[level]
+                continue
+            key = (kind, log, k1, k2, extra) if kind != PYTHON else reader
+            slot = slots.get(key)
+            if slot is None:
+                slot = slots[key] = width
+                width += 1
+                ops.append((kind, log, slot, k1, k2, extra, reader))
+            index[pos] = slot
+        if min(index, default=0) < 0:
+            raise NativeError("a model input that no column reads")
+        indexes.append(_bytes(index, np.int32))
+    return UnionProgram(tuple(ops), max(width, 1), indexes)
+
+
+class UnionProgram(NamedTuple):
+    ops: tuple[tuple[Any, ...], ...]
+    width: int
+    indexes: list[bytes]
+
+
+def _translated(reader: Callable[[Any], Any], remap: dict[int, int]) -> Callable[[Any], Any]:
+    def position(attrs: Any) -> int | None:
+        found = reader(attrs)
+        return None if found is None else remap.get(found)
+
+    return position
+
+
+class BundlePart(NamedTuple):
+    """One model of a bundle, as :class:`~trimtab.models.live.LiveModels` serves it."""
+
+    compiled: Any  # the model's compiled form
+    columns: Columns
+    role: int  # SEGMENT, LIVE or SHADOW
+    head: bytes  # the decision log record's entry up to its values: b'"p":{"v":3,'
+    name: str | None = None  # the attribute (segment: "segment")
+    name_p: str | None = None  # segment_p, or a multiclass model's <name>_p
+    name_by: str | None = None  # a multiclass model's <name>_p_by_class
+    labels: tuple[str, ...] | None = None  # segment labels by component, or class names
+    json_items: tuple[bytes, ...] | None = None  # segment ids, or class names, as JSON
+    min_p: float = 0.0
+    min_events: int = 0
+
+
+def compile_bundle(parts: Sequence[BundlePart], models_key: str) -> Any | None:
+    """Every served model in one compiled object: ``bundle.score(attrs, events, out)`` reads
+    the union of their columns once, evaluates each model and writes the attributes rules
+    read, plus the decision log's record under ``models_key``, into the dict ``out``; it
+    returns how many live models an input that is not finite left unscored. ``None`` without
+    the extension or when a model has no compiled form."""
+    module = load()
+    if module is None or not parts or any(p.compiled is None for p in parts):
+        return None
+    union = union_program([(reader_ops(p.columns), len(p.columns)) for p in parts])
+    specs = tuple(
+        (
+            p.compiled,
+            index,
+            p.role,
+            p.head,
+            p.name,
+            p.name_p,
+            p.name_by,
+            p.labels,
+            p.json_items,
+            float(p.min_p),
+            int(p.min_events),
+        )
+        for p, index in zip(parts, union.indexes, strict=True)
+    )
+    return module.bundle(union.ops, union.width, models_key, specs)
