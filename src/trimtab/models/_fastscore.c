@@ -356,6 +356,8 @@ typedef struct {
     Py_ssize_t n_rows;
     const uint8_t *fspecial, *defleft, *miss;
     uint64_t *bits;
+    int narrow; /* every tree has at most 32 leaves: 32-bit copies of the masks serve */
+    uint32_t *bits32, *table32, *mask32;
     int32_t *frow; /* per feature: the prefix-table row to apply (or how to test its nodes) */
     /* dense */
     int n_layers;
@@ -373,6 +375,9 @@ static void model_dealloc(Model *m) {
     PyMem_Free(m->h1);
     PyMem_Free(m->h2);
     PyMem_Free(m->bits);
+    PyMem_Free(m->bits32);
+    PyMem_Free(m->table32);
+    PyMem_Free(m->mask32);
     PyMem_Free(m->frow);
     Py_XDECREF(m->keep);
     Py_TYPE(m)->tp_free((PyObject *)m);
@@ -394,12 +399,10 @@ static void and_row(uint64_t *restrict bits, const uint64_t *restrict row, Py_ss
 
 enum { ROW_NONE = -1, ROW_NODES = -2, ROW_SCAN = -3 };
 
-static int forest_raw(Model *m, const double *x, double *raw) {
-    uint64_t *restrict bits = m->bits;
-    int32_t *restrict rows = m->frow;
-    const Py_ssize_t n_trees = m->n_trees, n_in = m->n_in;
-    /* 1. per feature, the table row to apply: the searches are independent of each other,
-          so the CPU overlaps them */
+/* 1. per feature, the table row to apply: the searches are independent of each other, so the
+   CPU overlaps them */
+static void forest_rows(const Model *m, const double *x, int32_t *restrict rows) {
+    const Py_ssize_t n_in = m->n_in;
     for (Py_ssize_t f = 0; f < n_in; f++) {
         int32_t lo = m->fstart[f], hi = m->fstart[f + 1];
         double v = x[f];
@@ -427,46 +430,68 @@ static int forest_raw(Model *m, const double *x, double *raw) {
         int32_t below = (int32_t)(base - bound) + (*base < v);
         if (below) rows[f] = m->rstart[f] + below - 1;
     }
-    /* 2. clear the leaves each failing node rules out */
-    for (Py_ssize_t t = 0; t < n_trees; t++) bits[t] = ~(uint64_t)0;
-    for (Py_ssize_t f = 0; f < n_in; f++) {
-        int32_t row = rows[f];
-        if (row >= 0) {
-            and_row(bits, m->table + (size_t)row * (size_t)n_trees, n_trees);
-            continue;
-        }
-        if (row == ROW_NONE) continue;
-        int32_t lo = m->fstart[f], hi = m->fstart[f + 1];
-        double v = x[f];
-        if (row == ROW_NODES) {
-            for (int32_t i = lo; i < hi; i++)
-                if (!go_left_full(m, i, v)) bits[m->tree[i]] &= m->mask[i];
-        } else {
-            if (v != v) v = 0.0;
-            for (int32_t i = lo; i < hi && v > m->thr[i]; i++) bits[m->tree[i]] &= m->mask[i];
-        }
+}
+
+#define FOREST_LEAVES(NAME, WORD, BITS, TABLE, MASK, AND_ROW, WIDTH)                        \
+    static int NAME(Model *m, const double *x, double *raw) {                                 \
+        WORD *restrict bits = m->BITS;                                                        \
+        const int32_t *rows = m->frow;                                                        \
+        const Py_ssize_t n_trees = m->n_trees, n_in = m->n_in;                                \
+        forest_rows(m, x, m->frow);                                                           \
+        for (Py_ssize_t t = 0; t < n_trees; t++) bits[t] = ~(WORD)0;                          \
+        for (Py_ssize_t f = 0; f < n_in; f++) {                                               \
+            int32_t row = rows[f];                                                            \
+            if (row >= 0) {                                                                   \
+                AND_ROW(bits, m->TABLE + (size_t)row * (size_t)n_trees, n_trees);             \
+                continue;                                                                     \
+            }                                                                                 \
+            if (row == ROW_NONE) continue;                                                    \
+            int32_t lo = m->fstart[f], hi = m->fstart[f + 1];                                 \
+            double v = x[f];                                                                  \
+            if (row == ROW_NODES) {                                                           \
+                for (int32_t i = lo; i < hi; i++)                                             \
+                    if (!go_left_full(m, i, v)) bits[m->tree[i]] &= (WORD)m->MASK[i];         \
+            } else {                                                                          \
+                if (v != v) v = 0.0;                                                          \
+                for (int32_t i = lo; i < hi && v > m->thr[i]; i++)                            \
+                    bits[m->tree[i]] &= (WORD)m->MASK[i];                                     \
+            }                                                                                 \
+        }                                                                                     \
+        /* 3. the exit leaves (the lowest bit left), summed in tree order (as LightGBM) */    \
+        if (m->n_out == 1) {                                                                  \
+            double total = 0.0;                                                               \
+            for (Py_ssize_t t = 0; t < n_trees; t++) {                                        \
+                WORD b = bits[t];                                                             \
+                int at = b ? __builtin_ctzll((unsigned long long)b) : WIDTH;                  \
+                if (at >= m->leaf_count[t]) return -1;                                        \
+                total += m->leaf[m->leaf_offset[t] + at];                                     \
+            }                                                                                 \
+            raw[0] = total + m->constant[0];                                                  \
+            return 0;                                                                         \
+        }                                                                                     \
+        for (Py_ssize_t j = 0; j < m->n_out; j++) raw[j] = 0.0;                               \
+        for (Py_ssize_t t = 0; t < n_trees; t++) {                                            \
+            WORD b = bits[t];                                                                 \
+            int at = b ? __builtin_ctzll((unsigned long long)b) : WIDTH;                      \
+            if (at >= m->leaf_count[t]) return -1;                                            \
+            raw[m->tree_out[t]] += m->leaf[m->leaf_offset[t] + at];                           \
+        }                                                                                     \
+        for (Py_ssize_t j = 0; j < m->n_out; j++) raw[j] += m->constant[j];                   \
+        return 0;                                                                             \
     }
-    /* 3. the exit leaves, summed in tree order (as LightGBM sums them) */
-    if (m->n_out == 1) {
-        double total = 0.0;
-        for (Py_ssize_t t = 0; t < n_trees; t++) {
-            uint64_t b = bits[t];
-            int at = b ? __builtin_ctzll(b) : 64;
-            if (at >= m->leaf_count[t]) return -1;
-            total += m->leaf[m->leaf_offset[t] + at];
-        }
-        raw[0] = total + m->constant[0];
-        return 0;
-    }
-    for (Py_ssize_t j = 0; j < m->n_out; j++) raw[j] = 0.0;
-    for (Py_ssize_t t = 0; t < n_trees; t++) {
-        uint64_t b = bits[t];
-        int at = b ? __builtin_ctzll(b) : 64;
-        if (at >= m->leaf_count[t]) return -1;
-        raw[m->tree_out[t]] += m->leaf[m->leaf_offset[t] + at];
-    }
-    for (Py_ssize_t j = 0; j < m->n_out; j++) raw[j] += m->constant[j];
-    return 0;
+
+static void and_row32(uint32_t *restrict bits, const uint32_t *restrict row, Py_ssize_t n) {
+    for (Py_ssize_t t = 0; t < n; t++) bits[t] &= row[t]; /* vectorised */
+}
+
+FOREST_LEAVES(forest_raw64, uint64_t, bits, table, mask, and_row, 64)
+/* trees of at most 32 leaves (LightGBM's default 31): half the words to read and AND */
+FOREST_LEAVES(forest_raw32, uint32_t, bits32, table32, mask32, and_row32, 32)
+
+/* QuickScorer: every node whose test fails clears the leaves of its left subtree from its
+   tree's bits; the exit leaf is the lowest bit left. Returns -1 on inconsistent masks. */
+static int forest_raw(Model *m, const double *x, double *raw) {
+    return m->narrow ? forest_raw32(m, x, raw) : forest_raw64(m, x, raw);
 }
 
 #define BLOCK 8
@@ -684,6 +709,21 @@ static PyObject *make_forest(PyObject *self, PyObject *args) {
             (Py_ssize_t)m->leaf_offset[t] + m->leaf_count[t] > leaves)
             goto bad;
     if (link < LINK_IDENTITY || link > LINK_SOFTMAX) goto bad;
+    m->narrow = 1;
+    for (Py_ssize_t t = 0; t < trees; t++) m->narrow &= m->leaf_count[t] <= 32;
+    if (m->narrow) {
+        size_t cells = (size_t)m->n_rows * (size_t)trees;
+        m->bits32 = PyMem_Calloc((size_t)(trees ? trees : 1), sizeof(uint32_t));
+        m->table32 = PyMem_Malloc((cells ? cells : 1) * sizeof(uint32_t));
+        m->mask32 = PyMem_Malloc((size_t)(nodes ? nodes : 1) * sizeof(uint32_t));
+        if (!m->bits32 || !m->table32 || !m->mask32) {
+            Py_DECREF(m);
+            return PyErr_NoMemory();
+        }
+        /* leaves 32..63 do not exist: their bits never decide the exit leaf */
+        for (size_t c = 0; c < cells; c++) m->table32[c] = (uint32_t)m->table[c];
+        for (Py_ssize_t i = 0; i < nodes; i++) m->mask32[i] = (uint32_t)m->mask[i];
+    }
     return (PyObject *)m;
 bad:
     Py_DECREF(m);
