@@ -870,6 +870,7 @@ typedef struct {
     char *buf;
     size_t cap;
     int ascii; /* every head and JSON item is ASCII: the record is too */
+    long long scored, unscored;
     PyObject *keep;
     PyObject *empty, *models_key;
 } Bundle;
@@ -970,15 +971,8 @@ static int set_float(PyObject *out, PyObject *key, double v) {
 
 /* score(attrs, events, out) -> how many live models were not scored (an input not finite).
    events: how many events of the user trimtab has seen (-1: unknown). */
-static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyDict_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "score(attrs, events, out: dict)");
-        return NULL;
-    }
-    PyObject *attrs = args[0], *out = args[2];
-    Py_ssize_t events = PyLong_AsSsize_t(args[1]);
-    if (events == -1 && PyErr_Occurred()) return NULL;
-    if (reader_fill(&b->reader, attrs, b->u) < 0) return NULL;
+static long bundle_fill(Bundle *b, PyObject *attrs, Py_ssize_t events, PyObject *out) {
+    if (reader_fill(&b->reader, attrs, b->u) < 0) return -1;
     size_t at = 0;
     long unscored = 0;
     b->buf[at++] = '{';
@@ -997,7 +991,7 @@ static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs
         PUT(p->head, p->head_len);
         if (p->role == ROLE_SEGMENT) {
             if (events >= 0 && events < p->min_events) {
-                if (PyDict_SetItem(out, p->name, b->empty) < 0) return NULL;
+                if (PyDict_SetItem(out, p->name, b->empty) < 0) return -1;
                 PUT("\"skipped\":\"", 11);
                 at += format_count(b->buf + at, events);
                 PUT(" events so far\"}", 16);
@@ -1012,7 +1006,7 @@ static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs
             mixture_best(m, x, &q, &prob);
             PyObject *label = prob >= p->min_p ? PyTuple_GET_ITEM(p->labels, q) : b->empty;
             if (PyDict_SetItem(out, p->name, label) < 0 || set_float(out, p->name_p, prob) < 0)
-                return NULL;
+                return -1;
             PyObject *id = PyTuple_GET_ITEM(p->json_items, q);
             PUT("\"id\":", 5);
             PUT(PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id));
@@ -1034,14 +1028,14 @@ static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs
         if (m->kind == KIND_FOREST) {
             if (forest_raw(m, x, raw) < 0) {
                 PyErr_SetString(PyExc_ValueError, "inconsistent tree masks: no exit leaf");
-                return NULL;
+                return -1;
             }
         } else {
             dense_raw(m, x, raw);
         }
         apply_link(raw, m->n_out, m->link, m->scale);
         if (m->n_out == 1) {
-            if (p->role == ROLE_LIVE && set_float(out, p->name, raw[0]) < 0) return NULL;
+            if (p->role == ROLE_LIVE && set_float(out, p->name, raw[0]) < 0) return -1;
             PUT("\"score\":", 8);
             at += format_rounded(b->buf + at, raw[0], 6);
             b->buf[at++] = '}';
@@ -1052,13 +1046,13 @@ static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs
             if (raw[j] > raw[best]) best = j;
         if (p->role == ROLE_LIVE) {
             PyObject *by = PyDict_New();
-            if (!by) return NULL;
+            if (!by) return -1;
             for (Py_ssize_t j = 0; j < m->n_out; j++) {
                 PyObject *f = PyFloat_FromDouble(raw[j]);
                 if (!f || PyDict_SetItem(by, PyTuple_GET_ITEM(p->labels, j), f) < 0) {
                     Py_XDECREF(f);
                     Py_DECREF(by);
-                    return NULL;
+                    return -1;
                 }
                 Py_DECREF(f);
             }
@@ -1066,7 +1060,7 @@ static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs
                       set_float(out, p->name_p, raw[best]) < 0 ||
                       PyDict_SetItem(out, p->name_by, by) < 0;
             Py_DECREF(by);
-            if (bad) return NULL;
+            if (bad) return -1;
         }
         PyObject *cls = PyTuple_GET_ITEM(p->json_items, best);
         PUT("\"class\":", 8);
@@ -1084,12 +1078,59 @@ static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs
         } else {
             record = PyUnicode_DecodeUTF8(b->buf, (Py_ssize_t)at, "strict");
         }
-        if (!record) return NULL;
+        if (!record) return -1;
         int r = PyDict_SetItem(out, b->models_key, record);
         Py_DECREF(record);
-        if (r < 0) return NULL;
+        if (r < 0) return -1;
     }
-    return PyLong_FromLong(unscored);
+    b->scored += b->n_live - unscored;
+    b->unscored += unscored;
+    return unscored;
+}
+
+static int events_arg(PyObject *v, Py_ssize_t *events) {
+    if (v == Py_None) {
+        *events = -1;
+        return 0;
+    }
+    *events = PyLong_AsSsize_t(v);
+    return (*events == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* score(attrs, events, out) -> how many live models were not scored (an input not finite);
+   events: how many events of the user trimtab has seen, or None. */
+static PyObject *bundle_score(Bundle *b, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t events;
+    if (nargs != 3 || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "score(attrs, events, out: dict)");
+        return NULL;
+    }
+    if (events_arg(args[1], &events) < 0) return NULL;
+    long unscored = bundle_fill(b, args[0], events, args[2]);
+    return unscored < 0 ? NULL : PyLong_FromLong(unscored);
+}
+
+/* compute(attrs, events=None) -> a new dict of the attributes and the record */
+static PyObject *bundle_compute(Bundle *b, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t events = -1;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "compute(attrs, events=None)");
+        return NULL;
+    }
+    if (nargs == 2 && events_arg(args[1], &events) < 0) return NULL;
+    PyObject *out = PyDict_New();
+    if (!out) return NULL;
+    if (bundle_fill(b, args[0], events, out) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* counts() -> (scored, unscored): live models scored, and left unscored, since built */
+static PyObject *bundle_counts(Bundle *b, PyObject *unused) {
+    (void)unused;
+    return Py_BuildValue("(LL)", b->scored, b->unscored);
 }
 
 /* vector(attrs): the union vector (tests compare it with each model's columns) */
@@ -1099,6 +1140,9 @@ static PyObject *bundle_vector(Bundle *b, PyObject *attrs) {
 }
 
 static PyMethodDef bundle_methods[] = {
+    {"compute", (PyCFunction)(void (*)(void))bundle_compute, METH_FASTCALL,
+     "compute(attrs, events=None): a new dict of the attributes and the record"},
+    {"counts", (PyCFunction)bundle_counts, METH_NOARGS, "(scored, unscored) live models"},
     {"score", (PyCFunction)(void (*)(void))bundle_score, METH_FASTCALL,
      "score(attrs, events, out): write the attributes and the record into out"},
     {"vector", (PyCFunction)bundle_vector, METH_O, "the union of the models' inputs"},

@@ -57,14 +57,13 @@ class LiveModels:
         self.segments: SegmentModel | None = None
         self.errors: dict[str, str] = {}
         self.generation = 0
-        self.scored = 0
-        self.unscored = 0
+        self._scored = 0  # live models scored (the compiled bundle counts its own)
+        self._unscored = 0  # live models not scored: an input was not finite
         self._stamp: tuple[int, int] | None = None
         self._last_check = 0.0
         self._cache: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
         self._loaded: dict[tuple[str, str], tuple[int, Any]] = {}  # (name, stage) -> version
         self._bundle: Any | None = None
-        self._n_live = 0
         self.configure(config)
 
     # -- configuration --------------------------------------------------------------------
@@ -82,6 +81,7 @@ class LiveModels:
         self.min_events = decl.min_events if decl is not None else 0
         # re-check every served version against the new declarations
         self.live, self.shadow, self.segments = {}, {}, None
+        self._take_counts()
         self._bundle = None
         self._loaded.clear()
         self._stamp = None
@@ -126,6 +126,7 @@ class LiveModels:
         if changed:
             self.generation += 1
             self._cache.clear()
+            self._take_counts()
             self._bundle = self._compiled_bundle()
         return changed
 
@@ -168,7 +169,6 @@ class LiveModels:
                         tuple(_encode(c) for c in scorer.classes) if multi else None,
                     )
                 )
-        self._n_live = len(self.live)
         try:
             return native.compile_bundle(parts, MODELS_ATTRIBUTE)
         except (native.NativeError, ValueError, TypeError) as exc:
@@ -241,6 +241,24 @@ class LiveModels:
         log.info("serving segments v%d", info.version)
         return True
 
+    def _take_counts(self) -> None:
+        """Add what the compiled bundle counted to the totals (before it is replaced)."""
+        if self._bundle is not None:
+            scored, unscored = self._bundle.counts()
+            self._scored += scored
+            self._unscored += unscored
+            self._bundle = None
+
+    @property
+    def scored(self) -> int:
+        """Live models scored so far."""
+        return self._scored + (self._bundle.counts()[0] if self._bundle is not None else 0)
+
+    @property
+    def unscored(self) -> int:
+        """Live models left unscored so far: an input was NaN or infinite."""
+        return self._unscored + (self._bundle.counts()[1] if self._bundle is not None else 0)
+
     # -- the reader -----------------------------------------------------------------------
     def read(self, user: Any, page_view_id: str, attrs: dict[str, Any]) -> None:
         """Add scores and segment to ``attrs`` (a :data:`trimtab.features.Derived` reader)."""
@@ -266,12 +284,9 @@ class LiveModels:
     def compute(self, attrs: Mapping[str, Any], events: int | None = None) -> dict[str, Any]:
         """The attributes these models add for ``attrs`` (no caching); ``events`` is how many
         events of the user trimtab has seen (``segments.min_events``)."""
-        out: dict[str, Any] = {}
         bundle = self._bundle
         if bundle is not None:  # every model and the record in one compiled call
-            unscored = bundle.score(attrs, -1 if events is None else events, out)
-            self.unscored += unscored
-            self.scored += self._n_live - unscored
+            out: dict[str, Any] = bundle.compute(attrs, events)
             return out
         return self.compute_reference(attrs, events, compiled=True)
 
@@ -304,12 +319,12 @@ class LiveModels:
             record["segments"] = {"v": segments.version, "id": seg_id, "p": round(p, 4)}
         for name, scorer, score in live:
             if score is None:
-                self.unscored += 1
+                self._unscored += 1
                 record[name] = {"v": scorer.version, "skipped": "non-finite input"}
                 continue
             out.update(scorer.attributes(score))
             record[name] = {"v": scorer.version, **scorer.logged(score)}
-            self.scored += 1
+            self._scored += 1
         for name, scorer, score in shadow:
             record[f"{name}~shadow"] = {
                 "v": scorer.version,
