@@ -385,8 +385,10 @@ runtime.close()
 def test_scaled_any_process_answers_a_visitors_features(
     tmp_path, redis_url, namespace, monkeypatch
 ):
-    """Two `trimtab serve` processes on the shared Redis state and bus: the visitor's events go
-    to one, GraphQL on the other sees their features; each streams its own decisions."""
+    """Two `trimtab serve` processes on the shared Redis state and bus and one data directory
+    (as `serve --workers 2`): the visitor's events and decision go to one; GraphQL on the
+    other sees their features and the decision (from the other's decision log); only the
+    process that made it streams it."""
     from served import Served
     from support import drop_namespace
 
@@ -394,26 +396,28 @@ def test_scaled_any_process_answers_a_visitors_features(
     monkeypatch.setenv("TRIMTAB_STATE", bus)
     monkeypatch.setenv("TRIMTAB_BUS", bus)
     config = yaml.safe_load(DEMO.read_text())
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = Served(tmp_path / "a", config, SECRET)
+    first = Served(tmp_path, config, SECRET)
     second = None
     try:
-        second = Served(tmp_path / "b", config, SECRET)
+        second = Served(tmp_path, config, SECRET)  # the same config file and data directory
         health = httpx.get(f"{second.url}/health").json()
         assert health["state"].startswith("redis://") and health["bus"].startswith("redis://")
         reader = sign_visitor_id(SECRET, "scaled-reader")
-        decide(first.url, reader, "s1", ["cta"], page_events(reader, "s1", 0.85))
-        query = "query ($id: String!) { visitor(id: $id) { known features { name value } } }"
+        made = decide(first.url, reader, "s1", ["cta"], page_events(reader, "s1", 0.85))
+        query = """query ($id: String!) { visitor(id: $id) {
+                     known features { name value } decisions { decisionId slot } } }"""
         deadline = time.monotonic() + WAIT_S
-        while True:  # the first process writes the state to Redis within its flush interval
+        while True:  # the first process writes its state and log within its flush interval
             visitor = data_of(gql(second.url, query, {"id": reader}))["visitor"]
-            if visitor["known"] or time.monotonic() > deadline:
+            if (visitor["known"] and visitor["decisions"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         features = {f["name"]: f["value"] for f in visitor["features"]}
         assert visitor["known"] and features["scroll_depth_max"] == pytest.approx(0.85)
         assert features["consent"] == {"analytics": True, "personalization": True}
+        assert visitor["decisions"] == [
+            {"decisionId": made["decisions"][0]["decision_id"], "slot": "cta"}
+        ]
         # the decision was made (and is streamed) by the first process, not the second
         recent = "{ recentDecisions { slot userId } }"
         assert [d["slot"] for d in data_of(gql(first.url, recent))["recentDecisions"]] == ["cta"]

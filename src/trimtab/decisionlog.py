@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import msgspec
 
 from trimtab.decide import Decision
-from trimtab.logschema import INSERT_DECISION, create_decisions_table
+from trimtab.logschema import INSERT_DECISION, create_decisions_table, open_readonly
 from trimtab.models.spec import MODELS_ATTRIBUTE
 from trimtab.privacy import erasure_token
 from trimtab.store.sqlite import checkpoint, connect_sqlite, probe_writable, vacuum
@@ -223,6 +223,30 @@ def erase_from_files(
         finally:
             conn.close()
     return erased
+
+
+def read_user(paths: Iterable[Path], user_id: str, limit: int) -> list[DecisionRecord]:
+    """A user's newest decisions across decision log files (the other processes sharing a data
+    directory), newest first, read-only. A file being written or without the table is read as
+    far as it can be, never waited for."""
+    found: list[DecisionRecord] = []
+    for path in paths:
+        try:
+            conn = open_readonly(path)
+        except (FileNotFoundError, sqlite3.Error):
+            continue
+        try:
+            rows = conn.execute(
+                "SELECT * FROM decisions WHERE user_id = ? ORDER BY ts DESC LIMIT ?",
+                (user_id, limit),
+            ).fetchall()
+        except sqlite3.Error:  # no table yet, or locked by its writer: skip it this time
+            rows = []
+        finally:
+            conn.close()
+        found.extend(_record(row) for row in rows)
+    found.sort(key=lambda r: r.ts, reverse=True)
+    return found[:limit]
 
 
 def _record(row: tuple[Any, ...]) -> DecisionRecord:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -27,7 +28,9 @@ from strawberry.extensions.add_validation_rules import AddValidationRules
 from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 
+from trimtab.decisionlog import read_user
 from trimtab.gql.cost import cost_rule
+from trimtab.logschema import decision_log_paths
 
 log = logging.getLogger("trimtab.gql")
 MAX_DEPTH = 8  # nesting of selections (introspection fields excepted)
@@ -364,12 +367,21 @@ class Visitor:
         self, info: Info[Any, Any], limit: int = 20, slot: str | None = None
     ) -> list[LoggedDecision]:
         _limit("limit", limit, MAX_DECISIONS)
-        log = _collector(info).runtime.decision_log
+        runtime = _collector(info).runtime
+        log = runtime.decision_log
 
         def read() -> list[Any]:
             with contextlib.suppress(Exception):  # unwritten rows stay buffered; read what is
                 log.flush_sync()
-            rows: list[Any] = log.read(self.id, MAX_DECISIONS if slot else limit)
+            wanted = MAX_DECISIONS if slot else limit
+            rows: list[Any] = log.read(self.id, wanted)
+            # other processes on the same data directory (`serve --workers N`) log their own
+            own = Path(log.path).resolve()
+            others = [p for p in decision_log_paths(runtime.data_dir) if p.resolve() != own]
+            if others:
+                rows = sorted([*rows, *read_user(others, self.id, wanted)], key=lambda r: -r.ts)[
+                    :wanted
+                ]
             return rows
 
         rows = await asyncio.to_thread(read)
