@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 from starlette.requests import Request
@@ -22,6 +22,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from trimtab.models.registry import RegistryError
+
+if TYPE_CHECKING:
+    from trimtab.models.live import LiveModels
+    from trimtab.pipeline import Pipeline
 
 _json = msgspec.json.Encoder()
 _PLOT = re.compile(r"^[a-z_]{1,40}\.png$")
@@ -39,10 +43,21 @@ def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
 
 
-def routes(collector: Any) -> list[Route]:
+class AdminHost(Protocol):
+    """What the model routes need of the collector: its pipeline and its admin check."""
+
+    @property
+    def runtime(self) -> Pipeline: ...
+
+    def check_admin(self, request: Request) -> Response | None:
+        """None when the request carries the admin key, else the response refusing it."""
+        ...
+
+
+def routes(collector: AdminHost) -> list[Route]:
     """The routes, checking the admin key through ``collector.check_admin``."""
 
-    def live_models():
+    def live_models() -> LiveModels:
         return collector.runtime.models
 
     async def models(request: Request) -> Response:

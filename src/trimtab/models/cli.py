@@ -10,11 +10,16 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from trimtab.config import SiteConfig
+    from trimtab.models.registry import VersionInfo
+    from trimtab.models.train import TrainResult
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
@@ -35,7 +40,7 @@ def register(app: typer.Typer, bench_app: typer.Typer | None = None) -> None:
     app.add_typer(models_app, name="models")
 
 
-def _load(config: Path):
+def _load(config: Path) -> SiteConfig:
     from trimtab.config import ConfigError, load_config
 
     try:
@@ -155,7 +160,7 @@ def train(
         _print_result(r)
 
 
-def _result_json(r) -> dict[str, Any]:
+def _result_json(r: TrainResult) -> dict[str, Any]:
     return {
         "name": r.name,
         "version": r.version.version if r.version else None,
@@ -171,7 +176,7 @@ def _result_json(r) -> dict[str, Any]:
     }
 
 
-def _print_result(r) -> None:
+def _print_result(r: TrainResult) -> None:
     v = r.version
     title = (
         f"{r.name} v{v.version} ({r.algorithm}, {v.stage})" if v else f"{r.name} ({r.algorithm})"
@@ -409,7 +414,7 @@ def models_list(config: ConfigArg, data_dir: DataDir = None) -> None:
     console.print(table)
 
 
-def _headline(v) -> tuple[str, str]:
+def _headline(v: VersionInfo) -> tuple[str, str]:
     for key in ("auc", "mae"):
         if key in v.metrics:
             return f"{key} {_fmt(v.metrics[key])}", f"{key} {_fmt(v.baseline.get(key, math.nan))}"

@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -57,7 +57,9 @@ class Row:
     session_id: str
     ts: float
     attrs: dict[str, Any]
-    label: float = 0.0  # category targets: the class's name (None until an event names it)
+    # the outcome: 1.0/0.0 (binary), a count, or for category targets the class's name (None
+    # until an event names it)
+    label: float | str | None = 0.0
     deadline: float = INF
     decision_id: str = ""
     propensity: float = 0.0
@@ -191,14 +193,13 @@ class _Builder:
             if waiting:
                 self._outcomes(waiting, ts, event)
         self.processor.apply((event,))
-        kind = type(event)
         if self.at == "page_view":
-            if kind is PageView:
+            if type(event) is PageView:
                 self._observe(event, ts + self.after_ms)
         elif self.at == "session_end":
             if self.ends.get((user, event.session_id)) == ts:
                 self._observe(event, ts)
-        elif kind is Exposure and (self.slot in ("*", event.slot)):
+        elif type(event) is Exposure and (self.slot in ("*", event.slot)):
             self._exposure(event, ts)
 
     def _observe(self, event: AnyEvent, t: float) -> None:
@@ -240,7 +241,7 @@ class _Builder:
 
     def _open(self, row: Row) -> None:
         if self.target.type == "category":
-            row.label = None  # type: ignore[assignment]  # the class, once an event names it
+            row.label = None  # the class, once an event names it
         if self.past is not None:
             count = self.past.get((row.user_id, row.session_id), 0.0)
             row.label = min(count, 1.0) if self.target.type == "binary" else count
@@ -288,9 +289,10 @@ class _Builder:
                 if category:
                     named = getattr(event, target.by, None)
                     if named is not None and named != "":
-                        row.label = as_text(named)  # type: ignore[assignment]
+                        row.label = as_text(named)
                 else:
-                    row.label = 1.0 if binary else row.label + 1.0
+                    # not a category target: the label is a number
+                    row.label = 1.0 if binary else cast(float, row.label) + 1.0
         if len(keep) != len(waiting):
             if keep:
                 self.open[event.user_id] = keep

@@ -18,18 +18,21 @@ from typing import Any
 
 import numpy as np
 
+from trimtab.models.links import LINKS, Linked
+
 
 class LinearError(ValueError):
     """Weights that cannot be served."""
 
 
-class Linear:
+class Linear(Linked):
     """``link(x · w + b)``; with a weight matrix (inputs × classes) and a bias per class, the
     multinomial model: ``softmax(x W + b)``."""
 
     def __init__(self, weights: np.ndarray, bias: Any, link: str = "sigmoid") -> None:
         self.weights = np.ascontiguousarray(weights, dtype=np.float64)
         self.link = link
+        self.bias: np.ndarray | float
         if link == "softmax":
             self.bias = np.ascontiguousarray(bias, dtype=np.float64).ravel()
             if self.weights.ndim != 2 or self.weights.shape[1] != len(self.bias):
@@ -44,7 +47,7 @@ class Linear:
             finite_bias = math.isfinite(self.bias)
         if not (np.all(np.isfinite(self.weights)) and finite_bias):
             raise LinearError("linear weights must be finite")
-        if link not in ("sigmoid", "exp", "identity", "softmax"):
+        if link not in LINKS:
             raise LinearError(f"unknown link {link!r}")
         self.n_features = len(self.weights)
         self.n_outputs = self.weights.shape[1] if self.weights.ndim == 2 else 1
@@ -54,24 +57,8 @@ class Linear:
             return x @ self.weights + self.bias
         return float(x @ self.weights) + self.bias
 
-    def predict(self, x: np.ndarray) -> Any:
-        raw = self.raw(x)
-        if self.link == "sigmoid":
-            return 1.0 / (1.0 + math.exp(-raw))
-        if self.link == "exp":
-            return math.exp(min(raw, 700.0))
-        if self.link == "softmax":
-            return _softmax(raw)
-        return raw
-
-    def predict_many(self, x: np.ndarray) -> np.ndarray:
-        raw = np.asarray(x, dtype=np.float64) @ self.weights + self.bias
-        if self.link == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-raw))
-        if self.link == "exp":
-            return np.exp(np.minimum(raw, 700.0))
-        if self.link == "softmax":
-            return _softmax(raw)
+    def raw_many(self, x: np.ndarray) -> np.ndarray:
+        raw: np.ndarray = np.asarray(x, dtype=np.float64) @ self.weights + self.bias
         return raw
 
     def layers(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -92,13 +79,11 @@ class Linear:
             raise LinearError(f"the linear arrays lack {exc.args[0]!r}") from None
 
 
-def _softmax(raw: np.ndarray) -> np.ndarray:
-    shifted = np.exp(raw - np.max(raw, axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def fit_linear(x: np.ndarray, y: np.ndarray, kind: str = "binary", c: float = 1.0):
-    """Fit the baseline; returns the served :class:`Linear` and the scikit-learn pipeline."""
+def fit_linear(
+    x: np.ndarray, y: np.ndarray, kind: str = "binary", c: float = 1.0
+) -> tuple[Linear, Any]:
+    """Fit the baseline; returns the served :class:`Linear` and the scikit-learn pipeline
+    (scikit-learn is untyped)."""
     from sklearn.linear_model import LogisticRegression, PoissonRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -123,10 +108,14 @@ def fit_linear(x: np.ndarray, y: np.ndarray, kind: str = "binary", c: float = 1.
     return Linear(weights, bias, "sigmoid" if kind == "binary" else "exp"), pipeline
 
 
-def library_predict(pipeline, x: np.ndarray, kind: str = "binary") -> np.ndarray:
-    """scikit-learn's own predictions (the reference in tests)."""
+def library_predict(pipeline: Any, x: np.ndarray, kind: str = "binary") -> np.ndarray:
+    """scikit-learn's own predictions (the reference in tests) from a :func:`fit_linear`
+    pipeline."""
+    predicted: np.ndarray
     if kind == "binary":
-        return pipeline.predict_proba(x)[:, 1]
-    if kind == "multiclass":
-        return pipeline.predict_proba(x)
-    return pipeline.predict(x)
+        predicted = pipeline.predict_proba(x)[:, 1]
+    elif kind == "multiclass":
+        predicted = pipeline.predict_proba(x)
+    else:
+        predicted = pipeline.predict(x)
+    return predicted

@@ -17,6 +17,7 @@ the same rows for two models, so their AUC difference gets its own interval.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -87,7 +88,12 @@ class Interval:
 
 
 def bootstrap(
-    statistic, y: np.ndarray, p: np.ndarray, n_boot: int = 500, alpha: float = 0.05, seed: int = 0
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    y: np.ndarray,
+    p: np.ndarray,
+    n_boot: int = 500,
+    alpha: float = 0.05,
+    seed: int = 0,
 ) -> Interval:
     """Percentile interval of ``statistic(y, p)`` over rows resampled with replacement."""
     y, p = np.asarray(y), np.asarray(p)
@@ -138,7 +144,9 @@ def classifier_metrics(
     }
 
 
-def regression_metrics(y: np.ndarray, p: np.ndarray, n_boot: int = 500, seed: int = 0):
+def regression_metrics(
+    y: np.ndarray, p: np.ndarray, n_boot: int = 500, seed: int = 0
+) -> dict[str, Any]:
     def mae(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.mean(np.abs(np.asarray(a) - np.asarray(b))))
 

@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from trimtab.models.links import LINKS, Linked
+
 
 class MLPError(ValueError):
     """Weights that cannot be served (shapes, non-finite values)."""
 
 
-class MLP:
+class MLP(Linked):
     """The numpy forward pass of a trained network."""
 
     def __init__(
@@ -50,7 +52,7 @@ class MLP:
                 )
             if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
                 raise MLPError(f"layer {i} has non-finite weights")
-        if link not in ("sigmoid", "exp", "identity", "softmax"):
+        if link not in LINKS:
             raise MLPError(f"unknown link {link!r}")
         self.n_outputs = self.weights[-1].shape[1]
         if (link == "softmax") != (self.n_outputs > 1) or (
@@ -64,7 +66,7 @@ class MLP:
         self._hidden = list(zip(self.weights[:-1], self.biases[:-1], strict=True))
         single = self.n_outputs == 1
         self._last_w = self.weights[-1][:, 0].copy() if single else self.weights[-1]
-        self._last_b = float(self.biases[-1][0]) if single else self.biases[-1]
+        self._last_b: float | np.ndarray = float(self.biases[-1][0]) if single else self.biases[-1]
 
     def raw(self, x: np.ndarray) -> Any:
         h = x
@@ -76,28 +78,11 @@ class MLP:
             return h @ self._last_w + self._last_b
         return float(h @ self._last_w) + self._last_b
 
-    def predict(self, x: np.ndarray) -> Any:
-        """One row's output: a float, or the class probabilities (softmax)."""
-        raw = self.raw(x)
-        if self.link == "sigmoid":
-            return 1.0 / (1.0 + math.exp(-raw))
-        if self.link == "exp":
-            return math.exp(min(raw, 700.0))
-        if self.link == "softmax":
-            return _softmax(raw)
-        return raw
-
-    def predict_many(self, x: np.ndarray) -> np.ndarray:
+    def raw_many(self, x: np.ndarray) -> np.ndarray:
         h = np.asarray(x, dtype=np.float64)
         for w, b in self._hidden:
             h = np.maximum(h @ w + b, 0.0)
-        raw = h @ self._last_w + self._last_b
-        if self.link == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-raw))
-        if self.link == "exp":
-            return np.exp(np.minimum(raw, 700.0))
-        if self.link == "softmax":
-            return _softmax(raw)
+        raw: np.ndarray = h @ self._last_w + self._last_b
         return raw
 
     def layers(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -124,11 +109,6 @@ class MLP:
             )
         except KeyError as exc:
             raise MLPError(f"the MLP arrays lack {exc.args[0]!r}") from None
-
-
-def _softmax(raw: np.ndarray) -> np.ndarray:
-    shifted = np.exp(raw - np.max(raw, axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def train_mlp(
@@ -187,7 +167,7 @@ def train_mlp(
         else:
             layers[-1].bias.fill_(start)
     target_dtype = np.int64 if kind == "multiclass" else np.float32
-    head = (lambda out: out) if kind == "multiclass" else (lambda out: out[:, 0])
+    head = _all_outputs if kind == "multiclass" else _first_output
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     tx, ty = torch.from_numpy(fit_z), torch.from_numpy(fit_y.astype(target_dtype))
     vx = torch.from_numpy(z[len(z) - n_valid :])
@@ -228,8 +208,16 @@ def train_mlp(
     biases[0] = biases[0] - (mean / scale) @ weights[0]
     weights[0] = first_w
     served = MLP(weights, biases, {"binary": "sigmoid", "multiclass": "softmax"}.get(kind, "exp"))
-    net.trimtab_mean, net.trimtab_scale = mean, scale  # type: ignore[attr-defined]
+    net.trimtab_mean, net.trimtab_scale = mean, scale
     return served, net
+
+
+def _all_outputs(out: Any) -> Any:
+    return out
+
+
+def _first_output(out: Any) -> Any:
+    return out[:, 0]
 
 
 def torch_predict(net: Any, x: np.ndarray, kind: str = "binary") -> np.ndarray:

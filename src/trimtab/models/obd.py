@@ -31,7 +31,7 @@ import yaml
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.decide import Decision
 from trimtab.decisionlog import SqliteDecisionLog
-from trimtab.events import Click, Exposure
+from trimtab.events import AnyEvent, Click, Exposure
 
 BEHAVIORS = ("random", "bts")
 CAMPAIGNS = ("all", "men", "women")
@@ -115,7 +115,7 @@ def write_logs(
             }
             for behavior in behaviors:
                 source = root / behavior / campaign / f"{campaign}.csv.gz"
-                batch: list = []
+                batch: list[AnyEvent] = []
                 for i, row in enumerate(_rows(source)):
                     batch.extend(_row_events(behavior, campaign, i, row, decisions))
                     if len(batch) >= 5000:
@@ -139,7 +139,7 @@ def write_logs(
 
 def _row_events(
     behavior: str, campaign: str, i: int, row: dict[str, str], log: SqliteDecisionLog
-) -> list:
+) -> list[AnyEvent]:
     ts = datetime.fromisoformat(row["timestamp"]).timestamp() * 1000.0
     key = f"{behavior}-{campaign}-{i}"
     variant = f"{campaign}-{int(row['item_id'])}"
@@ -169,16 +169,16 @@ def _row_events(
         decision_id=key,
     )
     log.record([decision], attrs)
-    common = {"user_id": key, "session_id": key}
-    out: list = [
+    out: list[AnyEvent] = [
         Exposure(
             event_id=f"x-{key}",
+            user_id=key,
+            session_id=key,
             ts=ts,
             received=ts,
             slot=campaign,
             variant=variant,
             decision_id=key,
-            **common,
         )
     ]
     if row["click"] == "1":
@@ -187,10 +187,11 @@ def _row_events(
                 event_id=f"c-{key}",
                 ts=ts + 1.0,
                 received=ts + 1.0,
+                user_id=key,
+                session_id=key,
                 element=variant,
                 element_kind="item",
                 slot=campaign,
-                **common,
             )
         )
     return out

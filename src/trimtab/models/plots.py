@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     from trimtab.extras import require
 
     matplotlib = require("matplotlib", "reports", "plots")

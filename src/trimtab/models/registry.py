@@ -199,7 +199,10 @@ class Registry:
             folder = self.folder(name, number)
             folder.mkdir(parents=True, exist_ok=True)
             full_meta = {**meta, "name": name, "version": number, "kind": kind}
-            np.savez(folder / "model.npz", __meta__=_packed(full_meta), **arrays)
+            # no pickles, as read_model_file never loads one
+            np.savez(
+                folder / "model.npz", allow_pickle=False, __meta__=_packed(full_meta), **arrays
+            )
             for filename, content in (files or {}).items():
                 (folder / filename).write_bytes(content)
             now = time.time()

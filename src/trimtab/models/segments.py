@@ -30,11 +30,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trimtab.models.columns import ColumnError, Columns, parse_columns
+
+if TYPE_CHECKING:
+    from trimtab.config import SiteConfig
+    from trimtab.models.registry import VersionInfo
 
 MATCH_MIN_JACCARD = 0.2
 SILHOUETTE_SAMPLE = 5000
@@ -111,13 +115,15 @@ class SegmentModel:
         y = x @ self._a
         y -= self._c
         y *= y
-        return self._bias - 0.5 * y.reshape(self.k, self.d).sum(axis=1)
+        density: np.ndarray = self._bias - 0.5 * y.reshape(self.k, self.d).sum(axis=1)
+        return density
 
     def posterior(self, x: np.ndarray) -> np.ndarray:
         logp = self.log_density(x)
         logp -= logp.max()
         p = np.exp(logp)
-        return p / p.sum()
+        posterior: np.ndarray = p / p.sum()
+        return posterior
 
     def assign(self, attrs: Mapping[str, Any]) -> tuple[str, float] | None:
         """(segment id, posterior) of one user, or None when an input is not finite."""
@@ -188,7 +194,8 @@ class Candidate:
     silhouette: float = float("nan")
     noise: float = 0.0
     labels: np.ndarray | None = None
-    components: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # means, U, weights
+    # every family is served as Gaussian components: means, precision factors U, weights
+    components: tuple[np.ndarray, np.ndarray, np.ndarray] = field(kw_only=True)
 
 
 @dataclass
@@ -215,7 +222,9 @@ def _silhouette(z: np.ndarray, labels: np.ndarray, seed: int) -> float:
     return float(silhouette_score(z, labels, sample_size=size, random_state=seed))
 
 
-def _spherical(z: np.ndarray, labels: np.ndarray, k: int, shared: bool):
+def _spherical(
+    z: np.ndarray, labels: np.ndarray, k: int, shared: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Component means, precision factors and weights from hard labels."""
     d = z.shape[1]
     means = np.array([z[labels == j].mean(axis=0) for j in range(k)])
@@ -262,7 +271,7 @@ def fit_candidates(
         out.append(
             Candidate(
                 "gmm", k, "BIC", bic, _silhouette(z, labels, seed), 0.0, labels,
-                (gmm.means_, gmm.precisions_cholesky_, gmm.weights_),
+                components=(gmm.means_, gmm.precisions_cholesky_, gmm.weights_),
             )
         )  # fmt: skip
     if algorithm in ("auto", "kmeans"):
@@ -281,7 +290,7 @@ def fit_candidates(
         means = km.cluster_centers_
         out.append(
             Candidate("kmeans", k, "silhouette", sil, sil, 0.0, labels,
-                      (means, prec, np.full(k, 1.0 / k)))
+                      components=(means, prec, np.full(k, 1.0 / k)))
         )  # fmt: skip
     if algorithm in ("auto", "hdbscan"):
         if progress:
@@ -299,8 +308,8 @@ def fit_candidates(
             kept = labels >= 0
             means, prec, weights = _spherical(sample[kept], labels[kept], len(found), False)
             sil = _silhouette(sample, labels, seed)
-            cand = Candidate("hdbscan", len(found), "silhouette", sil, sil,
-                             float((~kept).mean()), None, (means, prec, weights))  # fmt: skip
+            cand = Candidate("hdbscan", len(found), "silhouette", sil, sil, float((~kept).mean()),
+                             None, components=(means, prec, weights))  # fmt: skip
             out.append(cand)
         elif algorithm == "hdbscan":
             raise SegmentsError("algorithm", f"HDBSCAN found {len(found)} cluster(s) in the rows")
@@ -315,7 +324,10 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _match_ids(
-    previous: SegmentModel | None, new_labels: np.ndarray, rows_attrs: Sequence[Mapping], k: int
+    previous: SegmentModel | None,
+    new_labels: np.ndarray,
+    rows_attrs: Sequence[Mapping[str, Any]],
+    k: int,
 ) -> tuple[list[str], dict[str, str]]:
     """Ids for the new components: inherited from ``previous`` by overlap, else fresh."""
     sizes = np.bincount(new_labels[new_labels >= 0], minlength=k)
@@ -407,7 +419,7 @@ def fit(
     )
     if algorithm != "auto":
         chosen = candidates[0]
-    means, prec, weights = chosen.components  # type: ignore[misc]
+    means, prec, weights = chosen.components
     provisional = SegmentModel(cols, [str(i) for i in range(chosen.k)], mean, scale, means, prec,
                                weights, algorithm=chosen.algorithm)  # fmt: skip
     labels, _ = provisional.assign_many(x)
@@ -491,7 +503,9 @@ def build_report(
     }
 
 
-def register(fit_result: SegmentFit, config: Any, models_dir: str | Path, stage: str = "shadow"):
+def register(
+    fit_result: SegmentFit, config: SiteConfig, models_dir: str | Path, stage: str = "shadow"
+) -> tuple[VersionInfo, list[Path]]:
     """Store a fit as a new version of ``segments`` with its report and plots."""
     from trimtab.models.plots import segment_plots
     from trimtab.models.registry import Registry

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -38,6 +38,12 @@ from trimtab.models.metrics import classifier_metrics, multiclass_metrics, regre
 from trimtab.models.registry import Registry, VersionInfo
 from trimtab.models.scorer import Scorer
 from trimtab.models.spec import ModelDecl, models_of
+
+if TYPE_CHECKING:
+    from trimtab.models.dataset import Row
+    from trimtab.models.linear import Linear
+    from trimtab.models.mlp import MLP
+    from trimtab.models.trees import TreeEnsemble
 
 TOLERANCE = {"lightgbm": 1e-9, "logistic": 1e-9, "mlp": 1e-6}
 Progress = Callable[[str, int, int], None]
@@ -206,6 +212,7 @@ def train(
     started = time.perf_counter()
     native_files: dict[str, bytes] = {}
     params = _params_for(decl, algorithm)
+    model: TreeEnsemble | MLP | Linear
     if algorithm == "lightgbm":
         model, native, reference = _fit_lightgbm(
             name, x_train, y_train, x_test, fit_kind, params, seed
@@ -323,7 +330,7 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "calibration"}
 
 
-def _check_finite(name: str, cols: Columns, x: np.ndarray, rows: list) -> None:
+def _check_finite(name: str, cols: Columns, x: np.ndarray, rows: list[Row]) -> None:
     bad = ~np.isfinite(x)
     if not bad.any():
         return
@@ -338,7 +345,8 @@ def _check_finite(name: str, cols: Columns, x: np.ndarray, rows: list) -> None:
     )
 
 
-def _fit_linear(x: np.ndarray, y: np.ndarray, kind: str):
+def _fit_linear(x: np.ndarray, y: np.ndarray, kind: str) -> tuple[Linear, Any]:
+    """The baseline and its scikit-learn pipeline (untyped)."""
     from trimtab.models.linear import fit_linear
 
     return fit_linear(x, y, kind)
@@ -368,7 +376,16 @@ def _params_for(decl: ModelDecl, algorithm: str) -> dict[str, Any]:
     return params if algorithm == decl.algorithm else {}
 
 
-def _fit_lightgbm(name: str, x, y, x_test, kind: str, params: dict[str, Any], seed: int):
+def _fit_lightgbm(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    kind: str,
+    params: dict[str, Any],
+    seed: int,
+) -> tuple[TreeEnsemble, Any, np.ndarray]:
+    """The compiled trees, LightGBM's estimator (untyped) and its own test predictions."""
     import lightgbm as lgb
 
     merged = {**LIGHTGBM_DEFAULTS, "random_state": seed, **params}
@@ -382,11 +399,20 @@ def _fit_lightgbm(name: str, x, y, x_test, kind: str, params: dict[str, Any], se
     from trimtab.models.trees import TreeEnsemble
 
     compiled = TreeEnsemble.from_lightgbm(estimator)
-    reference = estimator.booster_.predict(x_test)
+    reference = np.asarray(estimator.booster_.predict(x_test))  # an array for dense inputs
     return compiled, estimator, reference
 
 
-def _fit_mlp(name: str, x, y, x_test, kind: str, params: dict[str, Any], seed: int):
+def _fit_mlp(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    kind: str,
+    params: dict[str, Any],
+    seed: int,
+) -> tuple[MLP, Any, np.ndarray]:
+    """The served MLP, the torch module (untyped) and its own test predictions."""
     from trimtab.models.mlp import torch_predict, train_mlp
 
     allowed = {"hidden", "epochs", "batch_size", "lr", "weight_decay", "patience"}
@@ -409,7 +435,15 @@ def _torch_bytes(net: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _plot(folder, title, algorithm, kind, y, compiled, base_pred) -> Path:
+def _plot(
+    folder: Path,
+    title: str,
+    algorithm: str,
+    kind: str,
+    y: np.ndarray,
+    compiled: np.ndarray,
+    base_pred: np.ndarray,
+) -> Path:
     from trimtab.models.metrics import auc, calibration
     from trimtab.models.plots import calibration_plot
 
