@@ -17,6 +17,7 @@ import httpx
 import pytest
 import websockets
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from served import served
@@ -243,6 +244,25 @@ def test_too_deep_too_costly_and_too_many_aliases_are_refused_before_running(ser
     assert any("token" in m.lower() for m in messages), messages
     # the client's mistakes are answered, not logged as the server's errors
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    counted = series(server, "trimtab_graphql_operations_total")
+    assert counted[(("operation", "query"), ("outcome", "refused"))] == 3
+    # past the token limit the document is not parsed: its type is not known
+    assert counted[(("operation", "unknown"), ("outcome", "refused"))] == 1
+    assert counted[(("operation", "query"), ("outcome", "ok"))] == 1
+
+
+def series(url: str, prefix: str) -> dict[Any, float]:
+    """Prometheus samples of ``/metrics`` whose name starts with ``prefix``: by labels when
+    the prefix is one metric's name, else by (name, labels)."""
+    text = httpx.get(f"{url}/metrics", timeout=WAIT_S).text
+    out: dict[Any, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith(prefix) or sample.name.endswith("_created"):
+                continue
+            labels = tuple(sorted(sample.labels.items()))
+            out[labels if sample.name == prefix else (sample.name, labels)] = sample.value
+    return out
 
 
 def ws_url(url: str) -> str:
@@ -292,9 +312,14 @@ async def test_a_subscription_streams_the_decision_a_real_decide_makes(server):
         other = sign_visitor_id(SECRET, "someone-else")
         await asyncio.to_thread(decide, server, other, "s2", ["cta"], page_events(other, "s2", 0.2))
         await asyncio.sleep(0.5)  # a few looks at the feed: a wrong match would be sent now
+        gauges = await asyncio.to_thread(series, server, "trimtab_graphql_")
+        assert gauges[("trimtab_graphql_subscriptions", ())] == 1
+        assert gauges[("trimtab_graphql_sockets", ())] == 1
         await ws.send(json.dumps({"id": "1", "type": "complete"}))
         await ws.send(json.dumps({"type": "ping"}))
         assert (await receive(ws))["type"] == "pong"  # nothing else was queued for us
+        gauges = await asyncio.to_thread(series, server, "trimtab_graphql_")
+        assert gauges[("trimtab_graphql_subscriptions", ())] == 0
 
 
 async def test_websocket_needs_the_key_and_bounds_operations(server):

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -71,10 +72,30 @@ def request_problem(body: bytes) -> str:
     return ""
 
 
+class GraphQLMetrics:
+    """Prometheus series of the GraphQL API, in the collector's registry (docs/ecosystem.md,
+    "Metrics": base units, ``_total`` counters, labels with a few fixed values)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.operations = Counter(
+            "trimtab_graphql_operations_total",
+            "GraphQL operations by type and outcome (ok, refused before running, error)",
+            ["operation", "outcome"],
+            registry=registry,
+        )
+        self.subscriptions = Gauge(
+            "trimtab_graphql_subscriptions", "Open GraphQL subscriptions", registry=registry
+        )
+        self.sockets = Gauge(
+            "trimtab_graphql_sockets", "Open GraphQL WebSockets", registry=registry
+        )
+
+
 class _View(GraphQL[dict[str, Any], None]):
     """strawberry's ASGI view with trimtab's context and the WebSocket's key check."""
 
-    def __init__(self, collector: Any) -> None:
+    def __init__(self, collector: Any, metrics: GraphQLMetrics) -> None:
+        self.metrics = metrics
         super().__init__(
             build_schema(),
             graphql_ide=None,  # the IDE page loads scripts from a CDN: not from a self-hosted box
@@ -86,7 +107,12 @@ class _View(GraphQL[dict[str, Any], None]):
         self.collector = collector
 
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
-        return {"request": request, "response": response, "collector": self.collector}
+        return {
+            "request": request,
+            "response": response,
+            "collector": self.collector,
+            "metrics": self.metrics,
+        }
 
     async def on_ws_connect(self, context: dict[str, Any]) -> UnsetType | dict[str, object] | None:
         secret = str(self.collector.runtime.config.secret_key() or "")
@@ -106,7 +132,8 @@ class GraphQLApp:
 
     def __init__(self, collector: Any) -> None:
         self.collector = collector
-        self.view = _View(collector)
+        self.metrics = GraphQLMetrics(collector.metrics.registry)
+        self.view = _View(collector, self.metrics)
         self.sockets = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +157,7 @@ class GraphQLApp:
         )
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
+            self.collector.metrics.rejected.labels("413").inc()
             await too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -138,6 +166,7 @@ class GraphQLApp:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
+                    self.collector.metrics.rejected.labels("413").inc()
                     await too_large(scope, receive, send)
                     return
                 chunks.append(chunk)
@@ -175,10 +204,12 @@ class GraphQLApp:
             await ws.close(4429, f"too many GraphQL sockets open (at most {MAX_SOCKETS})")
             return
         self.sockets += 1
+        self.metrics.sockets.inc()
         try:
             await self.view(scope, receive, send)
         finally:
             self.sockets -= 1
+            self.metrics.sockets.dec()
 
 
 __all__ = ["MAX_OPERATIONS", "MAX_SOCKETS", "GraphQLApp"]

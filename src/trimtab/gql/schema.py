@@ -16,14 +16,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import msgspec
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.extensions.add_validation_rules import AddValidationRules
 from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
@@ -496,18 +501,47 @@ class Subscription:
         feed = collector.feed
         secret = collector.runtime.config.secret_key()
         after = feed.seq
-        while True:
-            if collector.runtime.config.secret_key() != secret:
-                return  # the key this socket was admitted with changed: the stream ends
-            if feed.seq > after:
-                fresh = feed.since(after, MAX_PER_POLL)
-                after = feed.seq
-                for d in fresh:
-                    if (slot is None or d["slot"] == slot) and (
-                        user_id is None or d["user"] == user_id
-                    ):
-                        yield _live(d)
-            await asyncio.sleep(POLL_S)
+        metrics = info.context.get("metrics")
+        if metrics is not None:
+            metrics.subscriptions.inc()
+        try:
+            while True:
+                if collector.runtime.config.secret_key() != secret:
+                    return  # the key this socket was admitted with changed: the stream ends
+                if feed.seq > after:
+                    fresh = feed.since(after, MAX_PER_POLL)
+                    after = feed.seq
+                    for d in fresh:
+                        if (slot is None or d["slot"] == slot) and (
+                            user_id is None or d["user"] == user_id
+                        ):
+                            yield _live(d)
+                await asyncio.sleep(POLL_S)
+        finally:
+            if metrics is not None:
+                metrics.subscriptions.dec()
+
+
+class Counted(SchemaExtension):
+    """Counts each operation by type and outcome (the context's ``metrics``, if any)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        ctx = self.execution_context
+        metrics = ctx.context.get("metrics") if isinstance(ctx.context, dict) else None
+        if metrics is None:
+            return
+        if ctx.pre_execution_errors:
+            outcome = "refused"
+        elif ctx.result is not None and ctx.result.errors:
+            outcome = "error"
+        else:
+            outcome = "ok"
+        try:
+            operation = ctx.operation_type.value
+        except Exception:  # no document to tell (a syntax error)
+            operation = "unknown"
+        metrics.operations.labels(operation, outcome).inc()
 
 
 class Schema(strawberry.Schema):
@@ -540,6 +574,7 @@ def build_schema() -> Schema:
             functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
             functools.partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
             functools.partial(AddValidationRules, [cost_rule(MAX_COST, MAX_LIMITS, WEIGHTS)]),
+            Counted,
         ],
     )
 
