@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port
+from support import CHROMIUM, free_port, launch_chromium
 
 REDIS_URL = os.environ.get("TRIMTAB_TEST_REDIS", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("TRIMTAB_TEST_NATS", "nats://127.0.0.1:4222")
@@ -144,18 +144,12 @@ def own_server(tmp_path: Path) -> Iterator:
         server.stop(signal.SIGKILL)
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Debian's Chromium, headless, with nothing that would reach outside this machine.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+@pytest.fixture
+def data_dir(logs: Path, tmp_path: Path) -> Path:
+    """A data dir of this test's own holding a copy of the module's event log (the module's
+    ``logs`` fixture, usually :func:`support.simulated_events`), so the test may write to it."""
+    shutil.copy(logs / "events.sqlite", tmp_path / "events.sqlite")
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +163,6 @@ def browser() -> Iterator:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = launch_chromium(pw)
         yield chromium
         chromium.close()

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from support import simulated_events
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.config import ConfigError, parse_config
 from trimtab.events import Click, PageView
@@ -58,19 +58,8 @@ def site(model=None, **extra):
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("logs")
-    sim = Simulator(seed=12, n_users=300)
-    log = SqliteEventLog(folder / "events.sqlite")
-    for events in sim.sessions(1200):
-        log.append_sync(events)
-    log.close_sync()
-    return folder
-
-
-@pytest.fixture
-def data_dir(logs, tmp_path) -> Path:
-    shutil.copy(logs / "events.sqlite", tmp_path / "events.sqlite")
-    return tmp_path
+    """Simulated visits to train on (each test gets a copy: ``data_dir``, in conftest)."""
+    return simulated_events(tmp_path_factory.mktemp("logs"), seed=12, sessions=1200)
 
 
 def test_the_first_matching_event_names_the_class(tmp_path):

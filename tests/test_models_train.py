@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from support import simulated_events
 from trimtab.bus.sqlite import SqliteEventLog
 from trimtab.cli import app
 from trimtab.config import parse_config
@@ -58,19 +58,8 @@ def site(**models):
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("logs")
-    sim = Simulator(seed=11, n_users=300)
-    log = SqliteEventLog(folder / "events.sqlite")
-    for events in sim.sessions(900):
-        log.append_sync(events)
-    log.close_sync()
-    return folder
-
-
-@pytest.fixture
-def data_dir(logs, tmp_path) -> Path:
-    shutil.copy(logs / "events.sqlite", tmp_path / "events.sqlite")
-    return tmp_path
+    """Simulated visits to train on (each test gets a copy: ``data_dir``, in conftest)."""
+    return simulated_events(tmp_path_factory.mktemp("logs"), seed=11, sessions=900)
 
 
 def test_training_reports_metrics_next_to_the_baseline_and_registers(data_dir):

@@ -16,14 +16,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
+
+from tests.support import launch_chromium
 
 SECRET = "sk_bench_console"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
-    *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
-]
 
 
 def _free_port() -> int:
@@ -66,7 +62,7 @@ def run(loads: int = 30) -> dict[str, dict[str, float]]:
             paint: list[float] = []
             live: list[float] = []
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+                browser = launch_chromium(pw)
                 page = browser.new_page(viewport={"width": 1300, "height": 900})
                 page.goto(url + "/console")
                 page.fill("#name", "bench")
