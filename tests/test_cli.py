@@ -76,8 +76,15 @@ def test_decide_applies_events_and_explains(tmp_path):
 def test_bench_core_quick_runs_and_matches_the_sdk():
     result = runner.invoke(app, ["bench", "core", "--quick"])
     assert result.exit_code == 0, result.output
-    assert "choices that differ from the SDK on 200 users × 3 slots: 0" in result.output
+    assert "choices that differ from the SDK on 1,000 users × 3 slots: 0" in result.output
     assert "events/s" in result.output
+
+
+def test_bench_core_realworld_payload_matches_the_sdk():
+    result = runner.invoke(app, ["bench", "core", "--quick", "--payload", "realworld"])
+    assert result.exit_code == 0, result.output
+    assert "values that differ from the SDK on 1,000 users × 60 features: 0" in result.output
+    assert "with prerequisites" in result.output and "speed-up" in result.output
 
 
 def test_live_bench_smoke_pushes_adjustments_over_real_websockets():

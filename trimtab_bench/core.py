@@ -9,6 +9,7 @@ and through River's online statistics (:mod:`trimtab_bench.river`), in one run.
 from __future__ import annotations
 
 import gc
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from trimtab.events import decode_batch, encode
 from trimtab.features import FeatureProcessor
 from trimtab.sim.synthetic import CATEGORIES, synthetic_events
 from trimtab.tuning import tune_for_serving
-from trimtab_bench.timing import Timing, time_calls
+from trimtab_bench.timing import Timing, time_calls, time_pair
 
 __all__ = [
     "BENCH_FEATURES",
@@ -51,6 +52,12 @@ class CoreResult:
         if self.growthbook is None:
             return None
         return self.growthbook.median_us / self.decide.median_us
+
+    @property
+    def p99_ratio(self) -> float | None:
+        if self.growthbook is None:
+            return None
+        return self.growthbook.p99_us / self.decide.p99_us
 
     @property
     def river_events_per_s(self) -> float | None:
@@ -205,8 +212,15 @@ def run(quick: bool = False) -> CoreResult:
         if len(logged) >= 1000:
             logged.clear()  # what the decision log's flush does
 
-    decide = time_calls("decide 3 slots / 20 rules", decide_one, n)
-    gb_timing = _growthbook_timing(bench_rules()[1], attrs_list, slots, n)
+    gb_one = _growthbook_caller(bench_rules()[1], {}, attrs_list, slots)
+    if gb_one is None:
+        decide = time_calls("decide 3 slots / 20 rules", decide_one, n)
+        gb_timing = None
+    else:
+        # call by call, alternating with the SDK: the machine's load weighs on both alike
+        decide, gb_timing = time_pair(
+            ("decide 3 slots / 20 rules", "GrowthBook SDK, same rules"), (decide_one, gb_one), n
+        )
     gc.set_threshold(*previous_gc)
     gc.unfreeze()
     rules = sum(len(s.rules) for s in config.slots.values())
@@ -236,24 +250,119 @@ def _river_module() -> Any:
     return baseline
 
 
-def _growthbook_timing(
-    features: dict[str, Any], attrs_list: list[dict[str, Any]], slots: list[str], n: int
-) -> Timing | None:
+def _growthbook_caller(
+    features: dict[str, Any],
+    saved_groups: dict[str, Any],
+    attrs_list: list[dict[str, Any]],
+    slots: list[str],
+) -> Any:
+    """``one(i)``: the GrowthBook SDK evaluating every slot for user ``i`` (None without
+    the SDK, a dev dependency). Its warnings (a gate-only rule is logged as "invalid" on each
+    evaluation) are silenced, as a production logging setup would."""
     try:
         from growthbook import GrowthBook
-    except ImportError:  # the baseline is a dev dependency
+    except ImportError:
         return None
-    gb = GrowthBook(features=features, attributes=attrs_list[0])
+    logging.getLogger("growthbook").setLevel(logging.ERROR)
+    gb = GrowthBook(features=features, attributes=attrs_list[0], savedGroups=saved_groups)
 
     def one(i: int) -> None:
         gb.set_attributes(attrs_list[i])
         for slot in slots:
             gb.eval_feature(slot)
 
-    return time_calls("GrowthBook SDK, same rules", one, n)
+    return one
 
 
-def same_choices(samples: int = 500) -> int | None:
+def _growthbook_timing(
+    features: dict[str, Any], attrs_list: list[dict[str, Any]], slots: list[str], n: int
+) -> Timing | None:
+    one = _growthbook_caller(features, {}, attrs_list, slots)
+    return None if one is None else time_calls("GrowthBook SDK, same rules", one, n)
+
+
+@dataclass(frozen=True)
+class PayloadResult:
+    """`trimtab bench core --payload realworld`: the served engine on a real-world-shaped
+    GrowthBook payload, next to the GrowthBook SDK on the same payload."""
+
+    features: int
+    rules: int
+    prerequisites: int
+    decide: Timing
+    growthbook: Timing | None
+    differ: int | None
+    compared: int  # users × features compared with the SDK
+
+    @property
+    def ratio(self) -> float | None:
+        return (
+            None if self.growthbook is None else self.growthbook.median_us / self.decide.median_us
+        )
+
+    @property
+    def p99_ratio(self) -> float | None:
+        return None if self.growthbook is None else self.growthbook.p99_us / self.decide.p99_us
+
+
+def run_payload(quick: bool = False, users: int = 1000) -> PayloadResult:
+    """Import the real-world payload (:mod:`trimtab_bench.realworld`) as a trimtab config, serve
+    it with the engine (decisions logged to the in-memory buffer), and time every feature for
+    one user against the SDK, call by call; then count differing values on ``users`` users."""
+    from trimtab.gbpayload import import_payload, variant_value
+    from trimtab_bench.realworld import realworld_attributes, realworld_payload
+
+    payload = realworld_payload()
+    config = parse_config(import_payload(payload), "<realworld>")
+    logged: list[Any] = []
+    engine = Engine(config, log=lambda decisions, attrs: logged.append((decisions, attrs)))
+    n = 300 if quick else 3000
+    attrs_list = realworld_attributes(n + 200, seed=9)
+    keys = list(payload["features"])
+
+    def decide_one(i: int) -> None:
+        engine.decide_attrs(attrs_list[i], keys)
+        if len(logged) >= 1000:
+            logged.clear()
+
+    previous_gc = tune_for_serving()
+    gb_one = _growthbook_caller(payload["features"], payload["savedGroups"], attrs_list, keys)
+    if gb_one is None:
+        decide, gb_timing = time_calls("decide, real-world payload", decide_one, n), None
+    else:
+        decide, gb_timing = time_pair(
+            ("decide, real-world payload", "GrowthBook SDK, same payload"), (decide_one, gb_one), n
+        )
+    gc.set_threshold(*previous_gc)
+    gc.unfreeze()
+    differ: int | None = None
+    compared = 0
+    try:
+        from growthbook import GrowthBook
+    except ImportError:
+        pass
+    else:
+        differ = 0
+        gb = GrowthBook(features=payload["features"], savedGroups=payload["savedGroups"])
+        for attrs in realworld_attributes(users, seed=11):
+            gb.set_attributes(attrs)
+            for d in engine.decide_attrs(dict(attrs), keys):
+                compared += 1
+                if gb.eval_feature(d.slot).value != variant_value(config.slots[d.slot], d.variant):
+                    differ += 1
+    slots = config.slots.values()
+    return PayloadResult(
+        features=len(keys),
+        rules=sum(len(s.rules) for s in slots),
+        prerequisites=sum(bool(r.parent_conditions) for s in slots for r in s.rules),
+        decide=decide,
+        growthbook=gb_timing,
+        differ=differ,
+        compared=compared,
+    )
+
+
+def same_choices(samples: int = 1000) -> int | None:
     """How many (user, slot) choices differ between trimtab and the SDK (should be 0); None
     without the SDK (a dev dependency)."""
     try:

@@ -47,3 +47,35 @@ def time_calls(
         fn(i)
         samples[i] = (clock() - start) // batch
     return Timing.of(name, samples)
+
+
+def time_pair(
+    names: tuple[str, str],
+    fns: tuple[Callable[[int], object], Callable[[int], object]],
+    n: int,
+    warmup: int = 200,
+) -> tuple[Timing, Timing]:
+    """Time two functions call by call, alternating which goes first, so that the machine's
+    load at any moment weighs on both alike: their median and p99 ratios are then fair on a
+    shared, noisy machine."""
+    first, second = fns
+    for i in range(warmup):
+        first(i)
+        second(i)
+    a = [0] * n
+    b = [0] * n
+    clock = time.perf_counter_ns
+    for i in range(n):
+        if i & 1:
+            start = clock()
+            second(i)
+            mid = clock()
+            first(i)
+            a[i], b[i] = clock() - mid, mid - start
+        else:
+            start = clock()
+            first(i)
+            mid = clock()
+            second(i)
+            a[i], b[i] = mid - start, clock() - mid
+    return Timing.of(names[0], a), Timing.of(names[1], b)

@@ -36,10 +36,12 @@ from trimtab.gbrules import (
     PASS_ON,
     POLICY,
     ROLLOUT,
+    WHY_EXPERIMENT,
     CompiledRule,
     CompiledSlot,
     compile_feature,
     describe_condition,
+    link,
 )
 from trimtab.targeting import (
     choose_variation,
@@ -152,8 +154,6 @@ def decision_json(d: Decision, with_payload: bool = True) -> dict[str, Any]:
 
 
 _PLACEHOLDER = re.compile(r"\{([\w.]+)\}")
-WHY_FORCE = "Adjusted to how you are reading"
-WHY_EXPERIMENT = "One of {n} versions of this part of the page that we are comparing"
 WHY_POLICY = "We are trying out what to show here and learning from what readers open"
 
 
@@ -176,7 +176,7 @@ def explain(template: str, attrs: Mapping[str, Any]) -> str:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
+    if value.__class__ is float:
         return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return repr(value)
 
@@ -300,10 +300,15 @@ class Rules:
         assign: AssignCallback | None = None,
     ) -> None:
         self.slots: dict[str, CompiledSlot] = dict(slots)
+        link(self.slots)
         self.policies: Mapping[str, PolicyChooser] = dict(policies or {})
         self.assign = assign
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:06x}-"
+        # Within one decide_attrs call a prerequisite's value and pass chances depend on the
+        # attributes alone: kept here for the attributes object being decided.
+        self._memo_for: object = None
+        self._memo: dict[Any, Any] = {}
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"  # events.DECISION_ID's grammar
@@ -375,17 +380,25 @@ class Rules:
 
     # ------------------------------------------------------------------ prerequisites
 
-    def _parent_value(
+    def _parent_variant(
         self, key: str, attrs: Mapping[str, Any], opts: Options | None, stack: tuple[str, ...]
-    ) -> tuple[Any, str]:
-        """The parent feature's value for this user, and its decision's source."""
+    ) -> tuple[str, str]:
+        """The parent feature's variant for this user ("" for no value), and its source."""
         parent = self.slots.get(key)
         if parent is None:
-            return None, "unknownFeature"
+            return "", "unknownFeature"
         if key in stack:
-            return None, "cyclicPrerequisite"
+            return "", "cyclicPrerequisite"
+        memo = self._memo if opts is None and self._memo_for is attrs else None
+        if memo is not None:
+            known = memo.get(key)
+            if known is not None:
+                return known  # type: ignore[no-any-return]
         d = self._decide_slot(parent, attrs, opts, stack)
-        return parent.values.get(d.variant), d.source
+        answer = d.variant, d.source
+        if memo is not None:
+            memo[key] = answer
+        return answer
 
     def _prerequisites(
         self,
@@ -398,10 +411,14 @@ class Rules:
         """PASS, FAIL (skip the rule), GATE (block the feature) or CYCLIC."""
         inner = (*stack, slot.name)
         for parent in rule.parents:
-            value, source = self._parent_value(parent.key, attrs, opts, inner)
+            variant, source = self._parent_variant(parent.key, attrs, opts, inner)
             if source == "cyclicPrerequisite":
                 return CYCLIC
-            if not parent.test({"value": value}):
+            if parent.passing is not None and source != "unknownFeature":
+                ok = variant in parent.passing
+            else:
+                ok = parent.test({"value": None})
+            if not ok:
                 return GATE if parent.gate else FAIL
         return PASS
 
@@ -414,24 +431,47 @@ class Rules:
     ) -> tuple[float, float]:
         """``(P(every gate passes), P(every prerequisite passes))`` with the parents'
         hashes treated as random (parents decided by conditions alone give 0 or 1)."""
+        memo = self._memo if self._memo_for is attrs else None
+        if memo is not None:
+            known = memo.get(id(rule))
+            if known is not None:
+                return known  # type: ignore[no-any-return]
         inner = (*stack, slot.name)
         gates = all_pass = 1.0
         for parent in rule.parents:
             parent_slot = self.slots.get(parent.key)
-            if parent_slot is None or parent.key in inner:
+            passing = parent.passing
+            if parent_slot is None or parent.key in inner or passing is None:
                 chance = float(parent.test({"value": None}))
             elif not parent_slot.random:
-                value, _ = self._parent_value(parent.key, attrs, None, inner)
-                chance = float(parent.test({"value": value}))
+                variant, _ = self._parent_variant(parent.key, attrs, None, inner)
+                chance = float(variant in passing)
             else:
-                chance = 0.0
-                for name, value in (*parent_slot.values.items(), ("", None)):
-                    if parent.test({"value": value}):
-                        chance += self._rest(parent_slot, 0, name, 1.0, attrs, inner)
+                shares = self._distribution(parent_slot, attrs, inner, memo)
+                chance = sum(p for name, p in shares.items() if name in passing)
             all_pass *= chance
             if parent.gate:
                 gates *= chance
+        if memo is not None:
+            memo[id(rule)] = (gates, all_pass)
         return gates, all_pass
+
+    def _distribution(
+        self,
+        slot: CompiledSlot,
+        attrs: Mapping[str, Any],
+        stack: tuple[str, ...],
+        memo: dict[Any, Any] | None,
+    ) -> dict[str, float]:
+        """The probability of each of a slot's variants for this user ("": no value)."""
+        key = ("d", slot.name)
+        if memo is not None and key in memo:
+            return memo[key]  # type: ignore[no-any-return]
+        shares = {name: self._rest(slot, 0, name, 1.0, attrs, stack) for name in slot.values}
+        shares[""] = self._rest(slot, 0, "", 1.0, attrs, stack)
+        if memo is not None:
+            memo[key] = shares
+        return shares
 
     # ------------------------------------------------------------------ the walk
 
@@ -449,47 +489,22 @@ class Rules:
         """
         mass = 1.0
         passed: dict[str, float] | None = None
-        for pos, rule in enumerate(slot.rules):
-            if rule.sticky_key and opts is None:
-                kept = self._sticky(slot, rule, attrs)
-                if kept is not None:
-                    return kept
-            if rule.standalone and opts is not None:
-                if not rule.enrolls or not opts.enabled:
-                    return self._none(slot, "experiment")
-                forced = self._forced(slot, rule, opts)
-                if forced is not None:
-                    return forced if forced.source else self._none(slot, "experiment")
-            m = mass  # the mass with which this rule acts (less when prerequisites are random)
-            if rule.parents:
-                state = self._prerequisites(slot, rule, attrs, opts, stack)
-                if state == CYCLIC:
-                    return self._none(slot, "cyclicPrerequisite")
-                gates, chance = self._pass_chances(slot, rule, attrs, stack)
-                if state == GATE:
-                    p = mass * (1.0 - gates) + (passed.get(slot.blocked, 0.0) if passed else 0.0)
-                    return self._none(slot, "prerequisite", p, rule)
-                blocked = mass * (1.0 - gates)
-                m = mass * chance
-                if state == FAIL:
-                    if blocked > 0.0:
-                        passed = passed or {}
-                        passed[slot.blocked] = passed.get(slot.blocked, 0.0) + blocked
-                    mass -= blocked
-                    if m > 0.0:
-                        passed, mass = self._pass_by(slot, rule, attrs, m, mass, passed)
+        for pos, (condition, plain, kind, rule) in enumerate(slot.walk):
+            if plain:
+                # the common case: a condition, then the rule's kind
+                if condition is not None and not condition(attrs):
                     continue
-                # the branch where a random gate had failed shows the blocked value
-                if blocked > 0.0:
-                    passed = passed or {}
-                    passed[slot.blocked] = passed.get(slot.blocked, 0.0) + blocked
-                mass -= blocked
-            condition = rule.condition
-            if condition is not None and not condition(attrs):
-                continue
-            if rule.filters and self._filtered(rule, attrs):
-                continue
-            kind = rule.kind
+                if kind == FORCE:
+                    p = mass + (passed.get(rule.force, 0.0) if passed else 0.0)
+                    return self._made(slot, rule, rule.force, "force", p, attrs, -1, 0.0)
+                m = mass
+            else:
+                state = self._prelude(slot, rule, attrs, opts, stack, mass, passed)
+                if isinstance(state, Decision):
+                    return state
+                acts, m, mass, passed = state
+                if not acts:
+                    continue
             if kind == PASS_ON:
                 continue
             if kind == FORCE:
@@ -621,6 +636,55 @@ class Rules:
             reason="no rule matched: default content",
             payload=slot.variants.get(slot.default),
         )
+
+    def _prelude(
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        opts: Options | None,
+        stack: tuple[str, ...],
+        mass: float,
+        passed: dict[str, float] | None,
+    ) -> Decision | tuple[bool, float, float, dict[str, float] | None]:
+        """What comes before a rule that is not plain acts: a kept sticky assignment, run()'s
+        forcing, prerequisites, the condition, hash filters. Returns a decision, or whether the
+        rule acts, with what mass (``m``), and the walk's updated ``mass`` and ``passed``."""
+        if rule.sticky_key and opts is None:
+            kept = self._sticky(slot, rule, attrs)
+            if kept is not None:
+                return kept
+        if rule.standalone and opts is not None:
+            if not rule.enrolls or not opts.enabled:
+                return self._none(slot, "experiment")
+            forced = self._forced(slot, rule, opts)
+            if forced is not None:
+                return forced if forced.source else self._none(slot, "experiment")
+        m = mass  # the mass with which this rule acts (less when prerequisites are random)
+        if rule.parents:
+            state = self._prerequisites(slot, rule, attrs, opts, stack)
+            if state == CYCLIC:
+                return self._none(slot, "cyclicPrerequisite")
+            gates, chance = self._pass_chances(slot, rule, attrs, stack)
+            if state == GATE:
+                p = mass * (1.0 - gates) + (passed.get(slot.blocked, 0.0) if passed else 0.0)
+                return self._none(slot, "prerequisite", p, rule)
+            blocked = mass * (1.0 - gates)
+            m = mass * chance
+            if blocked > 0.0:
+                # the branch where a random gate had failed shows the blocked value
+                passed = passed or {}
+                passed[slot.blocked] = passed.get(slot.blocked, 0.0) + blocked
+            mass -= blocked
+            if state == FAIL:
+                if m > 0.0:
+                    passed, mass = self._pass_by(slot, rule, attrs, m, mass, passed)
+                return False, m, mass, passed
+        if rule.condition is not None and not rule.condition(attrs):
+            return False, m, mass, passed
+        if rule.filters and self._filtered(rule, attrs):
+            return False, m, mass, passed
+        return True, m, mass, passed
 
     def _forced(self, slot: CompiledSlot, rule: CompiledRule, opts: Options) -> Decision | None:
         """A variation forced by the URL or the context's forced variations: the decision
@@ -859,23 +923,23 @@ class Rules:
         variation: int,
         bucket: float,
     ) -> Decision:
-        seen = ", ".join(f"{a}={_fmt(walk_path(attrs, parts))}" for a, parts in rule.shown_paths)
         if rule.kind == EXPERIMENT:
             reason = (
-                f"experiment {rule.key}: variation {variation} of {len(rule.variations)} "
+                f"{rule.reason_head}{variation} of {len(rule.variations)} "
                 f"(bucket {bucket:.4f}) for {rule.condition_text}"
             )
-        elif rule.kind == ROLLOUT:
-            share = rule.taken if rule.bucket_range is not None else rule.coverage
-            reason = f"rule {rule.rule_id}: {rule.condition_text}, in {share:.0%} rollout"
         else:
-            reason = f"rule {rule.rule_id}: {rule.condition_text}"
-        if seen:
-            reason += f" (saw {seen})"
-        if rule.why:
+            reason = rule.reason_head
+        shown = rule.shown_paths
+        if shown:
+            seen = [
+                f"{name}={_fmt(attrs.get(name) if len(parts) == 1 else walk_path(attrs, parts))}"
+                for name, parts in shown
+            ]
+            reason = f"{reason} (saw {', '.join(seen)})"
+        why = rule.why_fixed
+        if why is None:
             why = explain(rule.why, attrs)
-        else:
-            why = WHY_EXPERIMENT.format(n=len(rule.variations)) if variation >= 0 else WHY_FORCE
         return Decision(
             slot=slot.name,
             variant=variant,
@@ -916,6 +980,8 @@ class Engine(Rules):
         self.config = config
         groups = config.saved_groups
         self.slots = {name: compile_slot(name, decl, groups) for name, decl in config.slots.items()}
+        link(self.slots)
+        self._prerequisites_used = any(r.parents for s in self.slots.values() for r in s.rules)
         self.holdout = config.site.holdout
         self.holdout_seed = config.site.holdout_seed
 
@@ -951,6 +1017,16 @@ class Engine(Rules):
     ) -> list[Decision]:
         """Decide from attributes directly (the CLI, tests and benchmarks use this);
         ``opts`` adds a GrowthBook context's forced variations (remote evaluation)."""
+        if self._prerequisites_used and opts is None:
+            self._memo_for, self._memo = attrs, {}
+        try:
+            return self._decide_all(attrs, slots, opts)
+        finally:
+            self._memo_for = None
+
+    def _decide_all(
+        self, attrs: Mapping[str, Any], slots: Iterable[str] | None, opts: Options | None
+    ) -> list[Decision]:
         names = self.slots.keys() if slots is None else slots
         decisions = []
         held_out = self.holdout > 0.0 and self._in_holdout(attrs)

@@ -47,14 +47,32 @@ PASS_ON = 4  # a rule with neither force nor variations: only its prerequisite g
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parent:
     """A prerequisite: the feature ``key``'s value must pass ``test`` (on ``{"value": v}``);
-    a ``gate`` that fails blocks the whole feature instead of skipping the rule."""
+    a ``gate`` that fails blocks the whole feature instead of skipping the rule. ``passing``
+    names the parent's variants whose value passes ("" for no value), once linked."""
 
     key: str
     test: Predicate
     gate: bool
+    passing: frozenset[str] | None = None
+
+
+def link(slots: Mapping[str, CompiledSlot]) -> None:
+    """Resolve every prerequisite against the slots it names: which of the parent's variants
+    pass (a test of a value, so known before any user comes)."""
+    for slot in slots.values():
+        for rule in slot.rules:
+            for parent in rule.parents:
+                target = slots.get(parent.key)
+                if target is None:
+                    parent.passing = None
+                    continue
+                names = [n for n, v in target.values.items() if parent.test({"value": v})]
+                if parent.test({"value": None}):
+                    names.append("")
+                parent.passing = frozenset(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +141,10 @@ class CompiledRule:
     sticky_key: str = ""  # trimtab sticky experiments: "<key>__<bucketVersion>"
     shown_paths: tuple[tuple[str, tuple[str, ...]], ...] = ()  # attributes a reason shows
     why: str = ""  # the reader-facing explanation, ``{attribute}`` placeholders included
+    # Prepared once for the hot path (:func:`_prepare`):
+    plain: bool = True  # no sticky key, prerequisites, filters or run() forcing to look at
+    reason_head: str = ""  # the reason's fixed part
+    why_fixed: str | None = None  # ``why`` when it has no placeholder to fill
 
 
 @dataclass(slots=True)
@@ -134,6 +156,8 @@ class CompiledSlot:
     blocked: str = ""  # what a failed prerequisite gate shows ("": GrowthBook's null)
     rules: list[CompiledRule] = field(default_factory=list)
     rank: dict[str, int] = field(default_factory=dict)  # rule id -> precedence (0 = first)
+    # (condition, plain, kind, rule) per rule: what the hot loop reads, unpacked once
+    walk: tuple[tuple[Predicate | None, bool, int, CompiledRule], ...] = ()
     random: bool = False  # some rule (or prerequisite) depends on a hash or a policy
     max_changes: int = 2  # per page view, after the first render (trimtab.live)
     min_gap_s: float = 1.5  # between two changes on one page view
@@ -248,8 +272,33 @@ def compile_feature(
         slot.variants = {name: {} for name in names.values}
     slot.blocked = default if values is not None else ""
     slot.rank = {r.rule_id: pos for pos, r in enumerate(slot.rules)}
+    for rule in slot.rules:
+        _prepare(rule)
+    slot.walk = tuple((r.condition, r.plain, r.kind, r) for r in slot.rules)
     slot.random = any(r.kind not in (FORCE, PASS_ON) or r.parents or r.filters for r in slot.rules)
     return slot
+
+
+WHY_FORCE = "Adjusted to how you are reading"
+WHY_EXPERIMENT = "One of {n} versions of this part of the page that we are comparing"
+
+
+def _prepare(rule: CompiledRule) -> None:
+    """What the engine would otherwise rebuild on every decision."""
+    rule.plain = not (rule.sticky_key or rule.parents or rule.filters or rule.standalone)
+    if rule.kind == EXPERIMENT:
+        rule.reason_head = f"experiment {rule.key}: variation "
+    elif rule.kind == ROLLOUT:
+        share = rule.taken if rule.bucket_range is not None else rule.coverage
+        rule.reason_head = f"rule {rule.rule_id}: {rule.condition_text}, in {share:.0%} rollout"
+    else:
+        rule.reason_head = f"rule {rule.rule_id}: {rule.condition_text}"
+    if rule.why:
+        rule.why_fixed = None if "{" in rule.why else rule.why
+    elif rule.kind == EXPERIMENT:
+        rule.why_fixed = WHY_EXPERIMENT.format(n=len(rule.variations))
+    else:
+        rule.why_fixed = WHY_FORCE
 
 
 def _condition(

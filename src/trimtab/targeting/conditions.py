@@ -447,8 +447,49 @@ def _compile_condition(cond: Mapping[str, Any], groups: SavedGroups) -> Predicat
         elif key == "$not":
             parts.append(_negate(_compile_condition(value, groups)))
         else:
-            parts.append(_compile_field(key, _compile_test(value, groups)))
+            fused = _fused_field(key, value) if "." not in key else None
+            parts.append(fused or _compile_field(key, _compile_test(value, groups)))
     return _all_of(parts)
+
+
+def _fused_field(path: str, expected: Any) -> Predicate | None:
+    """One closure for the commonest fields (a string literal, one numeric comparison), so
+    the hot path makes one call instead of two."""
+    if type(expected) is str:
+        return lambda attrs: attrs.get(path) == expected
+    if not (isinstance(expected, Mapping) and len(expected) == 1):
+        return None
+    ((op, arg),) = expected.items()
+    if op not in _ORDERING or not is_number(arg):
+        return None
+    slow = _ordering(op, arg)
+    if op == "$gt":
+
+        def gt(attrs: Mapping[str, Any]) -> bool:
+            v = attrs.get(path)
+            return v > arg if v.__class__ is float or v.__class__ is int else slow(v)
+
+        return gt
+    if op == "$gte":
+
+        def gte(attrs: Mapping[str, Any]) -> bool:
+            v = attrs.get(path)
+            return v >= arg if v.__class__ is float or v.__class__ is int else slow(v)
+
+        return gte
+    if op == "$lt":
+
+        def lt(attrs: Mapping[str, Any]) -> bool:
+            v = attrs.get(path)
+            return v < arg if v.__class__ is float or v.__class__ is int else slow(v)
+
+        return lt
+
+    def lte(attrs: Mapping[str, Any]) -> bool:
+        v = attrs.get(path)
+        return v <= arg if v.__class__ is float or v.__class__ is int else slow(v)
+
+    return lte
 
 
 def _compile_field(path: str, test: ValueTest) -> Predicate:
@@ -593,6 +634,8 @@ def _membership(values: Sequence[Any], insensitive: bool) -> ValueTest:
         return lambda v: _is_in(v, values, insensitive)
 
     def contains(v: Any) -> bool:
+        if v.__class__ is str and not insensitive:
+            return v in strings
         if isinstance(v, _ARRAY):
             return any(scalar_in(el) for el in v)
         return scalar_in(v)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
+
+from fnv_hash_fast import fnv1a_32 as _fnv_bytes
 
 __all__ = [
     "choose_variation",
@@ -46,11 +47,14 @@ _WEIGHT_SUM_MAX = 1.01
 
 def fnv1a32(text: str) -> int:
     """FNV-1a 32-bit over the UTF-16 code units of ``text`` (JS ``charCodeAt``), so non-ASCII
-    ids hash exactly as in the browser SDK.
+    ids hash exactly as in the browser SDK. ASCII text (code units = bytes) is hashed by
+    ``fnv-hash-fast``'s C implementation, about fifty times faster than Python's loop.
 
-    >>> fnv1a32("")
-    2166136261
+    >>> fnv1a32(""), fnv1a32("a"), fnv1a32("é") == _fnv_continue(_FNV_OFFSET_BASIS, "é")
+    (2166136261, 3826002220, True)
     """
+    if text.isascii():
+        return _fnv_bytes(text.encode())
     return _fnv_continue(_FNV_OFFSET_BASIS, text)
 
 
@@ -67,32 +71,21 @@ def _utf16_units(text: str) -> memoryview:
     return memoryview(text.encode(_UTF16_NATIVE, "surrogatepass")).cast("H")
 
 
-@lru_cache(maxsize=4096)
-def _state_after(prefix: str) -> int:
-    return fnv1a32(prefix)
-
-
-@lru_cache(maxsize=65536)
-def _state_after_id(value: str) -> int:
-    # Version-1 hashes of one user share the state after the id; one entry per user.
-    return fnv1a32(value)
-
-
-@lru_cache(maxsize=65536)
 def hash(seed: str, value: str, version: int) -> float | None:
     """GrowthBook's hash of ``value`` with ``seed`` into [0, 1); ``None`` for an unknown version.
 
     Version 1 has 1000 buckets and hashes ``value + seed``; version 2 has 10000 buckets and
-    re-hashes the decimal string of the first hash, which spreads similar ids better. Pure
-    Python FNV costs about 0.1 us per character, so results are memoised (a user meets the
-    same experiments on every page), version 1 resumes from the id's cached state (a returning
-    user's id is hashed once for every rule) and version 2 from the seed's.
+    re-hashes the decimal string of the first hash of ``seed + value``, which spreads similar
+    ids better.
     """
     if version == 2:
-        first = _fnv_continue(_state_after(seed), value)
-        return (fnv1a32(str(first)) % 10000) / 10000
+        text = seed + value
+        first = _fnv_bytes(text.encode()) if text.isascii() else fnv1a32(text)
+        return (_fnv_bytes(str(first).encode()) % 10000) / 10000
     if version == 1:
-        return (_fnv_continue(_state_after_id(value), seed) % 1000) / 1000
+        text = value + seed
+        h = _fnv_bytes(text.encode()) if text.isascii() else fnv1a32(text)
+        return (h % 1000) / 1000
     return None
 
 
