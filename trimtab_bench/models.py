@@ -517,7 +517,7 @@ def decide_with_score(n: int, say: Say) -> DecideSpeed:
     from trimtab.models.registry import Registry
     from trimtab.models.trees import TreeEnsemble
     from trimtab.tuning import tune_for_serving
-    from trimtab_bench.core import _growthbook_timing, bench_attributes, bench_rules
+    from trimtab_bench.core import bench_attributes, bench_rules
 
     config_data, gb_features = bench_rules()
     score_rule = {"id": "score", "condition": {"p_score": {"$gt": 0.9}}, "force": "d"}
@@ -558,8 +558,26 @@ def decide_with_score(n: int, say: Say) -> DecideSpeed:
     say("decide: first reads score every user (the feature update's cost)")
     previous = tune_for_serving()
     cold = time_calls("decide + score", lambda i: engine.decide(*ids[i], slots), n, warmup=0)
-    warm = time_calls("decide, score cached", lambda i: engine.decide(*ids[i], slots), n)
-    gb = _growthbook_timing(gb_features, attrs_list, slots, n)
+    contenders: dict[str, Callable[[int], object]] = {
+        "warm": lambda i: engine.decide(*ids[i], slots)
+    }
+    try:
+        from growthbook import GrowthBook
+    except ImportError:  # the baseline is a dev dependency
+        GrowthBook = None
+    if GrowthBook is not None:
+        sdk = GrowthBook(features=gb_features, attributes=attrs_list[0])
+
+        def growthbook(i: int) -> None:
+            sdk.set_attributes(attrs_list[i])
+            for slot in slots:
+                sdk.eval_feature(slot)
+
+        contenders["growthbook"] = growthbook
+    # alternating blocks: a change of load on the shared machine reaches both alike
+    timings = time_interleaved(contenders, n)
+    warm = timings["warm"]
+    gb = timings.get("growthbook")
     gc.set_threshold(*previous)
     gc.unfreeze()
     return DecideSpeed(with_score_rule=warm, growthbook=gb, cold=cold)
