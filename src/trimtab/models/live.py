@@ -175,7 +175,9 @@ class LiveModels:
             log.warning("live scoring uses numpy (the compiled bundle failed: %s)", exc)
             return None
 
-    def _load_model(self, name: str, stage: str, info: VersionInfo, served: dict) -> bool:
+    def _load_model(
+        self, name: str, stage: str, info: VersionInfo, served: dict[str, Scorer]
+    ) -> bool:
         key = (name, stage)
         if self._loaded.get(key) == (info.version, info.created):
             return False
@@ -374,7 +376,7 @@ def attach(processor: Any, config: Any, data_dir: str | Path) -> LiveModels:
 
     def forget_everywhere(user_id: str) -> bool:  # erasure reaches the cached scores too
         live.forget(user_id)
-        return forget(user_id)
+        return bool(forget(user_id))
 
     processor.forget = forget_everywhere
     return live

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -130,7 +130,8 @@ def build(target: Path | None = None) -> Path:
 def load() -> ModuleType | None:
     """The compiled extension, built on first use; ``None`` when it cannot be (logged once)."""
     if "module" in _state:
-        return _state["module"]
+        loaded: ModuleType | None = _state["module"]
+        return loaded
     module = None
     if os.environ.get("TRIMTAB_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         _state["why"] = "TRIMTAB_NATIVE=0"
@@ -160,10 +161,11 @@ def _bytes(a: Any, dtype: Any) -> bytes:
     return np.ascontiguousarray(a, dtype=dtype).tobytes()
 
 
-_ops_cache: dict[str, tuple] = {}
+Op = tuple[int, bool, int, str, str | None, Any, Callable[[Any], Any]]
+_ops_cache: dict[str, tuple[Op, ...]] = {}
 
 
-def reader_ops(columns: Columns) -> tuple:
+def reader_ops(columns: Columns) -> tuple[Op, ...]:
     """The C reader's program for ``columns``: one op per declared column. Equal columns get
     the same tuple, so :func:`score_all` reads them once for every model over them."""
     key = json.dumps(columns.describe(), sort_keys=True)
@@ -172,7 +174,7 @@ def reader_ops(columns: Columns) -> tuple:
         return cached
     if len(_ops_cache) > 1000:  # models come and go with versions; keep the table small
         _ops_cache.clear()
-    ops = []
+    ops: list[Op] = []
     for column, where, reader in columns.plan():
         path = column.path
         simple = len(path) <= 2 and not any(part.startswith("$") for part in path)
@@ -196,14 +198,15 @@ def reader_ops(columns: Columns) -> tuple:
     return program
 
 
-def score_all(models: tuple, attrs: dict) -> list:
+def score_all(models: tuple[Any, ...], attrs: Mapping[str, Any]) -> list[Any]:
     """``[m.score(attrs) for m in models]`` for compiled models, in one call, reading each
     distinct set of columns once (segments: ``(component, posterior)``; ``None`` when an
     input is not finite)."""
     module = load()
     if module is None:
         raise NativeError("no compiled scorer")
-    return module.score_all(models, attrs)
+    scores: list[Any] = module.score_all(models, attrs)
+    return scores
 
 
 def compile_model(columns: Columns, model: Any) -> Any | None:

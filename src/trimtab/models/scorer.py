@@ -19,7 +19,11 @@ from trimtab.models.mlp import MLP, MLPError
 from trimtab.models.native import compile_model
 from trimtab.models.trees import TreeEnsemble, TreeModelError
 
-KINDS = {"lightgbm": TreeEnsemble, "mlp": MLP, "logistic": Linear}
+KINDS: dict[str, type[TreeEnsemble] | type[MLP] | type[Linear]] = {
+    "lightgbm": TreeEnsemble,
+    "mlp": MLP,
+    "logistic": Linear,
+}
 
 
 class ScorerError(ValueError):

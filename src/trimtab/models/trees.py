@@ -184,7 +184,9 @@ class TreeEnsemble:
                 threshold.append(float(node["threshold"]))
                 mask.append(0xFFFFFFFFFFFFFFFF ^ left_bits)
                 default_left.append(bool(node.get("default_left", True)))
-                missing.append({"None": 0, "Zero": 1, "NaN": 2}.get(node.get("missing_type"), 0))
+                missing.append(
+                    {"None": 0, "Zero": 1, "NaN": 2}.get(str(node.get("missing_type")), 0)
+                )
         return cls(
             np.array(feature, dtype=np.intp),
             np.array(threshold, dtype=np.float64),
@@ -330,10 +332,13 @@ class TreeEnsemble:
 
     def predict_many(self, x: np.ndarray) -> np.ndarray:
         raw = self.raw_many(x)
+        out: np.ndarray
         if self.link == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-self.sigmoid * raw))
+            out = 1.0 / (1.0 + np.exp(-self.sigmoid * raw))
+            return out
         if self.link == "exp":
-            return np.exp(np.minimum(raw, EXP_CAP))
+            out = np.exp(np.minimum(raw, EXP_CAP))
+            return out
         if self.link == "softmax":
             return softmax(raw)
         return raw
@@ -413,4 +418,5 @@ class TreeEnsemble:
 def softmax(raw: np.ndarray) -> np.ndarray:
     """Class probabilities from raw scores (the last axis), as LightGBM computes them."""
     shifted = np.exp(raw - np.max(raw, axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    out: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return out
