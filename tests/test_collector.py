@@ -241,6 +241,35 @@ def test_admin_routes_need_the_secret_key(client):
     assert client.get("/v1/admin/decisions?user_id=reader", headers=auth).json() == []
 
 
+def _admin_routes(app):
+    """Every (method, path) the app serves under /v1/admin or /v1/users, path params filled."""
+    from starlette.routing import Route
+
+    for route in app.routes:
+        if isinstance(route, Route) and route.path.startswith(("/v1/admin", "/v1/users")):
+            path = route.path.replace("{version:int}", "1").replace("{user_id:path}", "u1")
+            path = path.replace("{name}", "m").replace("{plot}", "p.png")
+            for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+                yield method, path
+
+
+@pytest.mark.parametrize("secret", ["sk_test", ""])
+def test_every_admin_route_is_behind_the_guard(tmp_path, secret):
+    """No admin handler runs without the key: 401 without it, 403 when the site has none."""
+    app, runtime = make_app(tmp_path, secret_key=secret)
+    seen = 0
+    with TestClient(app) as c:
+        for method, path in _admin_routes(app):
+            for headers in ({}, {"authorization": "Bearer sk_wrong"}):
+                answer = c.request(method, path, headers=headers, content=b"{}")
+                expected = 401 if secret else 403
+                assert answer.status_code == expected, (method, path, answer.text)
+                assert "error" in answer.json()
+            seen += 1
+    runtime.close()
+    assert seen >= 15  # collector, config and model admin routes
+
+
 def test_config_file_changes_are_picked_up_and_bad_ones_refused(tmp_path):
     app, runtime = make_app(tmp_path)
     path = Path(runtime.config.source)

@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import yaml
@@ -36,6 +36,9 @@ from starlette.routing import Route
 from trimtab.config import ConfigError, SiteConfig, parse_config, read_config_data
 from trimtab.configstore import ConfigStore, ConfigVersion, digest
 from trimtab.decide import Engine, PolicyChoice
+
+if TYPE_CHECKING:
+    from trimtab.collector import Collector
 
 log = logging.getLogger("trimtab.config")
 MAX_DRY_RUN = 100_000
@@ -126,7 +129,9 @@ class ConfigVersions:
         """The same validation as ``trimtab validate``; raises :class:`ConfigError`."""
         return parse_config(data, self.runtime.config.source)
 
-    def update(self, data: dict[str, Any], who: str, note: str = "", origin: Any = "api"):
+    def update(
+        self, data: dict[str, Any], who: str, note: str = "", origin: Any = "api"
+    ) -> ConfigVersion:
         config = self.validate(data)
         version = self.store.record(data, who, origin, note)
         self.runtime.reload(config)
@@ -147,7 +152,9 @@ class ConfigVersions:
 class _SamePolicy:
     """Stands in for a bandit in a dry run: which rule decides matters, not its random arm."""
 
-    def choose_for(self, attrs: Mapping[str, Any], arms: list[str], decision_id: str = ""):
+    def choose_for(
+        self, attrs: Mapping[str, Any], arms: list[str], decision_id: str = ""
+    ) -> PolicyChoice:
         return PolicyChoice(arms[0], 1.0, "exploit", "")
 
     def shares(self, attrs: Mapping[str, Any], arms: list[str]) -> dict[str, float]:
@@ -249,8 +256,8 @@ def _who(request: Request, given: str) -> str:
     return "".join(ch for ch in name if ch.isprintable())[:80] or "admin"
 
 
-def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
-    """The routes, checking the admin key through ``collector.check_admin``."""
+def routes(collector: Collector, versions: ConfigVersions) -> list[Route]:
+    """The routes, every one behind the admin guard (``collector.admin``)."""
 
     def current() -> dict[str, Any]:
         v = versions.serving
@@ -263,9 +270,6 @@ def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
         }
 
     async def read(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         body = current()
         if request.query_params.get("format") == "yaml":
             text = f"# trimtab config version {body['version']}\n" + yaml.safe_dump(
@@ -275,9 +279,6 @@ def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
         return JSONResponse(body)
 
     async def validate(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         body = await _body(request, _Candidate)
         if isinstance(body, Response):
             return body
@@ -288,9 +289,6 @@ def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
         return JSONResponse({"valid": True})
 
     async def update(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         body = await _body(request, _Change)
         if isinstance(body, Response):
             return body
@@ -309,9 +307,6 @@ def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
         return JSONResponse(version.summary())
 
     async def history(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         raw = request.query_params.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
             return _error(400, "limit: an integer from 1 to 1000")
@@ -323,18 +318,12 @@ def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
         )
 
     async def one(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         found = versions.store.get(request.path_params["version"])
         if found is None:
             return _error(404, f"no config version {request.path_params['version']}")
         return JSONResponse({**found.summary(), "config": found.data})
 
     async def rollback(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         body = await _body(request, _Rollback)
         if isinstance(body, Response):
             return body
@@ -347,9 +336,6 @@ def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
         return JSONResponse(version.summary())
 
     async def dry(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         body = await _body(request, _DryRun)
         if isinstance(body, Response):
             return body
@@ -365,12 +351,14 @@ def routes(collector: Any, versions: ConfigVersions) -> list[Route]:
         records = await asyncio.to_thread(log_.read, None, body.last)
         return JSONResponse({"last": body.last, **dry_run(candidate, records)})
 
-    return [
-        Route("/v1/admin/config", read, methods=["GET"]),
-        Route("/v1/admin/config", update, methods=["PUT"]),
-        Route("/v1/admin/config/validate", validate, methods=["POST"]),
-        Route("/v1/admin/config/versions", history, methods=["GET"]),
-        Route("/v1/admin/config/versions/{version:int}", one, methods=["GET"]),
-        Route("/v1/admin/config/rollback", rollback, methods=["POST"]),
-        Route("/v1/admin/config/dry-run", dry, methods=["POST"]),
-    ]
+    return collector.admin.routes(
+        [
+            Route("/v1/admin/config", read, methods=["GET"]),
+            Route("/v1/admin/config", update, methods=["PUT"]),
+            Route("/v1/admin/config/validate", validate, methods=["POST"]),
+            Route("/v1/admin/config/versions", history, methods=["GET"]),
+            Route("/v1/admin/config/versions/{version:int}", one, methods=["GET"]),
+            Route("/v1/admin/config/rollback", rollback, methods=["POST"]),
+            Route("/v1/admin/config/dry-run", dry, methods=["POST"]),
+        ]
+    )

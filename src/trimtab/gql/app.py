@@ -144,7 +144,7 @@ class GraphQLApp:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        denied = self.collector.check_admin(request)
+        denied = self.collector.admin.refusal(request)
         if denied is not None:
             self.collector.metrics.rejected.labels(str(denied.status_code)).inc()
             await denied(scope, receive, send)

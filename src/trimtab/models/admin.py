@@ -24,6 +24,7 @@ from starlette.routing import Route
 from trimtab.models.registry import RegistryError
 
 if TYPE_CHECKING:
+    from trimtab.admin import AdminGuard
     from trimtab.models.live import LiveModels
     from trimtab.pipeline import Pipeline
 
@@ -44,26 +45,22 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 
 class AdminHost(Protocol):
-    """What the model routes need of the collector: its pipeline and its admin check."""
+    """What the model routes need of the collector: its pipeline and its admin guard."""
 
     @property
     def runtime(self) -> Pipeline: ...
 
-    def check_admin(self, request: Request) -> Response | None:
-        """None when the request carries the admin key, else the response refusing it."""
-        ...
+    @property
+    def admin(self) -> AdminGuard: ...
 
 
 def routes(collector: AdminHost) -> list[Route]:
-    """The routes, checking the admin key through ``collector.check_admin``."""
+    """The routes, every one behind the admin guard (``collector.admin``)."""
 
     def live_models() -> LiveModels:
         return collector.runtime.models
 
     async def models(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         live = live_models()
         registry = live.registry
         try:
@@ -79,9 +76,6 @@ def routes(collector: AdminHost) -> list[Route]:
         )
 
     async def segments(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         live = live_models()
         served = live.segments
         if served is None:
@@ -109,9 +103,6 @@ def routes(collector: AdminHost) -> list[Route]:
         )
 
     async def stage(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         try:
             body = _stage_decoder.decode(await request.body())
         except msgspec.DecodeError as exc:
@@ -125,9 +116,6 @@ def routes(collector: AdminHost) -> list[Route]:
         return Response(_json.encode(info), media_type="application/json")
 
     async def rollback(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         try:
             info = live_models().registry.rollback(request.path_params["name"])
         except RegistryError as exc:
@@ -136,9 +124,6 @@ def routes(collector: AdminHost) -> list[Route]:
         return Response(_json.encode(info), media_type="application/json")
 
     async def plot(request: Request) -> Response:
-        denied = collector.check_admin(request)
-        if denied is not None:
-            return denied
         name, file = request.path_params["name"], request.path_params["plot"]
         version = request.path_params["version"]
         if not _PLOT.match(file):
@@ -151,10 +136,12 @@ def routes(collector: AdminHost) -> list[Route]:
             return _error(404, "no such plot")
         return FileResponse(path, media_type="image/png")
 
-    return [
-        Route("/v1/admin/models", models),
-        Route("/v1/admin/segments", segments),
-        Route("/v1/admin/models/{name}/stage", stage, methods=["POST"]),
-        Route("/v1/admin/models/{name}/rollback", rollback, methods=["POST"]),
-        Route("/v1/admin/models/{name}/v{version:int}/{plot}", plot),
-    ]
+    return collector.admin.routes(
+        [
+            Route("/v1/admin/models", models),
+            Route("/v1/admin/segments", segments),
+            Route("/v1/admin/models/{name}/stage", stage, methods=["POST"]),
+            Route("/v1/admin/models/{name}/rollback", rollback, methods=["POST"]),
+            Route("/v1/admin/models/{name}/v{version:int}/{plot}", plot),
+        ]
+    )
