@@ -181,9 +181,11 @@ def test_a_visitors_features_and_decisions_after_real_events(server):
     assert again["visitor"]["known"] is True
     assert again["nobody"]["known"] is False and again["nobody"]["sessions"] == 0
 
-    # a page size out of bounds is refused, naming the argument
+    # a page size or an id out of bounds is refused, naming the argument
     refused = gql(server, '{ visitor(id: "x") { decisions(limit: 100000) { slot } } }')
     assert any("'limit' must be between 1 and 200" in m for m in errors_of(refused))
+    long_id = gql(server, "query ($id: String!) { visitor(id: $id) { id } }", {"id": "u" * 300})
+    assert any("'id' must be 1 to 256 characters" in m for m in errors_of(long_id))
 
 
 def test_the_secret_key_guards_http(server):
@@ -356,10 +358,19 @@ async def test_websocket_needs_the_key_and_bounds_operations(server):
         refused = await receive(ws)
         assert refused["type"] == "error" and refused["id"] == "5"
         assert "limit" in refused["payload"][0]["message"].lower()
+        await ws.send(json.dumps({"id": "0", "type": "complete"}))
+        await ws.send(json.dumps({"id": "1", "type": "complete"}))
+        # arguments are bounded in a subscription too
+        await subscribe(ws, "long", "subscription ($u: String!) { decisions(userId: $u) { slot } }",
+                        {"u": "u" * 300})  # fmt: skip
+        answer = await receive(ws)
+        assert answer["id"] == "long", answer
+        assert "'userId' must be 1 to 256" in json.dumps(answer["payload"]), answer
+        assert answer["type"] == "next"  # an error in the stream, then it completes
+        assert await receive(ws) == {"id": "long", "type": "complete"}
         # a query over the socket is limited like one over HTTP
         deep = 'query { visitor(id: "x") ' + "{ decisions { visitor " * 5 + "{ id }"
         deep += " } }" * 5 + " }"
-        await ws.send(json.dumps({"id": "0", "type": "complete"}))
         await subscribe(ws, "q", deep)
         answer = await receive(ws)
         assert answer["id"] == "q" and answer["type"] == "error", answer

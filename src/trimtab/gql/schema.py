@@ -76,6 +76,16 @@ def _limit(name: str, value: int, most: int) -> int:
     return value
 
 
+MAX_TEXT = 256  # characters of a name or id argument
+
+
+def _text(name: str, value: str | None) -> str | None:
+    """A name or id argument, bounded (it may be hashed, cached or compared)."""
+    if value is not None and not 1 <= len(value) <= MAX_TEXT:
+        raise GraphQLError(f"argument {name!r} must be 1 to {MAX_TEXT} characters")
+    return value
+
+
 def _json(value: Any) -> JSON:
     return cast(JSON, value)
 
@@ -372,6 +382,7 @@ class Visitor:
         self, info: Info[Any, Any], limit: int = 20, slot: str | None = None
     ) -> list[LoggedDecision]:
         _limit("limit", limit, MAX_DECISIONS)
+        _text("slot", slot)
         runtime = _collector(info).runtime
         log = runtime.decision_log
 
@@ -448,11 +459,13 @@ class Query:
 
     @_resolver("One slot by name (null when the config has none).")
     def slot(self, info: Info[Any, Any], name: str) -> Slot | None:
+        _text("name", name)
         declared = _collector(info).runtime.config.slots.get(name)
         return None if declared is None else _slot(name, declared)
 
     @_resolver("The config's experiments, with their status and results.")
     def experiments(self, info: Info[Any, Any], name: str | None = None) -> list[Experiment]:
+        _text("name", name)
         found = _experiments(_collector(info))
         return [e for e in found if name is None or e.name == name]
 
@@ -467,8 +480,8 @@ class Query:
         stored: bool = False,
         session_id: str | None = None,
     ) -> Visitor:
-        if not id or len(id) > 256:
-            raise GraphQLError("argument 'id' must be 1 to 256 characters")
+        _text("id", id)
+        _text("sessionId", session_id)
         return await _visitor(_collector(info), id, stored, session_id)
 
     @_resolver("The latest decisions this process made, oldest first.")
@@ -476,6 +489,7 @@ class Query:
         self, info: Info[Any, Any], limit: int = 50, slot: str | None = None
     ) -> list[LiveDecision]:
         _limit("limit", limit, MAX_RECENT)
+        _text("slot", slot)
         feed = _collector(info).feed
         picked = [d for d in feed.since(0, MAX_RECENT) if slot is None or d["slot"] == slot]
         return [_live(d) for d in picked[-limit:]]
@@ -495,6 +509,8 @@ class Subscription:
         user_id: str | None = None,
         stored: bool = False,
     ) -> AsyncGenerator[LiveDecision, None]:
+        _text("slot", slot)
+        _text("userId", user_id)
         collector = _collector(info)
         if user_id is not None and not stored:
             user_id = collector.gate.user_id(user_id)
