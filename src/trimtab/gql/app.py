@@ -13,7 +13,6 @@ open per process (more are closed with ``4429``) and ``MAX_OPERATIONS`` operatio
 
 from __future__ import annotations
 
-import hmac
 from datetime import timedelta
 from typing import Any, cast
 
@@ -28,14 +27,11 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
+from trimtab.admin import same_key
 from trimtab.gql.schema import build_schema
 
 MAX_SOCKETS = 32  # open GraphQL WebSockets per process
 MAX_OPERATIONS = 5  # operations (subscriptions) in flight on one socket
-
-
-def _same(supplied: str, expected: str) -> bool:
-    return hmac.compare_digest(supplied.encode("utf-8", "replace"), expected.encode())
 
 
 def _bearer(value: Any) -> str:
@@ -115,13 +111,13 @@ class _View(GraphQL[dict[str, Any], None]):
         }
 
     async def on_ws_connect(self, context: dict[str, Any]) -> UnsetType | dict[str, object] | None:
-        secret = str(self.collector.runtime.config.secret_key() or "")
+        secret = self.collector.admin.secret() or ""  # the admin routes' key, read now
         params = context.get("connection_params") or {}
         request = context["request"]
         supplied = _bearer(params.get("authorization") or params.get("Authorization")) or (
             _bearer(request.headers.get("authorization", ""))
         )
-        if not secret or not supplied or not _same(supplied, secret):
+        if not secret or not supplied or not same_key(supplied, secret):
             self.collector.metrics.rejected.labels("ws4403").inc()
             raise ConnectionRejectionError()
         return cast(UnsetType, UNSET)
