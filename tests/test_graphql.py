@@ -463,3 +463,12 @@ def test_scaled_any_process_answers_a_visitors_features(
         if second is not None:
             second.stop()
         drop_namespace(bus, namespace, tmp_path)
+
+
+def test_the_published_schema_is_the_one_served():
+    """docs/schema.graphql (for codegen and review) is the schema /graphql serves; after a
+    change: python -c "from trimtab.gql.schema import build_schema; print(build_schema())"."""
+    from trimtab.gql.schema import build_schema
+
+    published = (Path(__file__).resolve().parents[1] / "docs" / "schema.graphql").read_text()
+    assert published == str(build_schema()) + "\n"
