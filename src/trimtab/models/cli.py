@@ -547,7 +547,7 @@ def bench_models(
                 t = sp.timings[key]
                 faster = (
                     f"{sp.ratio(key):.1f}×, {sp.ratio(key, 'p99'):.1f}×"
-                    if key in ("booster", "booster_attrs", "sklearn", "ours_numpy")
+                    if key in ("booster", "booster_1t", "booster_attrs", "sklearn", "ours_numpy")
                     else ""
                 )
                 table.add_row(label, f"{t.median_us:.2f} µs", f"{t.p99_us:.1f} µs", faster)

@@ -5,11 +5,14 @@ cost ~20 µs, as much as LightGBM's own single-row ``Booster.predict``. So the s
 (:mod:`~trimtab.models.trees`, :mod:`~trimtab.models.mlp`, :mod:`~trimtab.models.linear`,
 :mod:`~trimtab.models.segments`) are also handed to a small C extension, ``_fastscore.c``
 (shipped as source in the package), that reads the user's attributes into the input vector
-and evaluates the model in one call: the trees in QuickScorer's order (only the nodes whose test
-fails are touched, no data-dependent walk), the network as loops over its small layers, the
-segment's Gaussian components. ``-O3 -march=native`` without ``-ffast-math`` and with
-``-ffp-contract=off``: IEEE arithmetic in a fixed order (no fused multiply-adds, no
-reassociation), so the vector instructions change the speed, never a result.
+and evaluates the model in one call — or, for :class:`~trimtab.models.live.LiveModels`, every
+served model at once (:func:`compile_bundle`: the union of their columns read once, the
+attributes rules read and the decision log's record written into a dict). The trees run in
+QuickScorer's order (only the nodes whose test fails are touched, no data-dependent walk),
+the network as loops over its small layers, the segment's Gaussian components.
+``-O3 -march=native`` without ``-ffast-math`` and with ``-ffp-contract=off``: IEEE
+arithmetic in a fixed order (no fused multiply-adds, no reassociation), so the vector
+instructions change the speed, never a result.
 
 The extension is built the first time it is needed with the system's C compiler (``$CC`` or
 ``cc``) against this Python's headers, into ``$TRIMTAB_CACHE_DIR`` (default
