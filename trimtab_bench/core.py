@@ -46,6 +46,8 @@ class CoreResult:
     slots: int
     rules: int
     features: int
+    decide_cpu: Timing | None = None  # the same calls on the thread's CPU clock
+    growthbook_cpu: Timing | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -213,12 +215,13 @@ def run(quick: bool = False) -> CoreResult:
             logged.clear()  # what the decision log's flush does
 
     gb_one = _growthbook_caller(bench_rules()[1], {}, attrs_list, slots)
+    decide_cpu = gb_cpu = None
     if gb_one is None:
         decide = time_calls("decide 3 slots / 20 rules", decide_one, n)
         gb_timing = None
     else:
         # call by call, alternating with the SDK: the machine's load weighs on both alike
-        decide, gb_timing = time_pair(
+        decide, gb_timing, decide_cpu, gb_cpu = time_pair(
             ("decide 3 slots / 20 rules", "GrowthBook SDK, same rules"), (decide_one, gb_one), n
         )
     gc.set_threshold(*previous_gc)
@@ -236,6 +239,8 @@ def run(quick: bool = False) -> CoreResult:
         slots=len(slots),
         rules=rules,
         features=len(attrs_list[0]),
+        decide_cpu=decide_cpu,
+        growthbook_cpu=gb_cpu,
     )
 
 
@@ -293,6 +298,8 @@ class PayloadResult:
     growthbook: Timing | None
     differ: int | None
     compared: int  # users × features compared with the SDK
+    decide_cpu: Timing | None = None
+    growthbook_cpu: Timing | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -327,10 +334,11 @@ def run_payload(quick: bool = False, users: int = 1000) -> PayloadResult:
 
     previous_gc = tune_for_serving()
     gb_one = _growthbook_caller(payload["features"], payload["savedGroups"], attrs_list, keys)
+    decide_cpu = gb_cpu = None
     if gb_one is None:
         decide, gb_timing = time_calls("decide, real-world payload", decide_one, n), None
     else:
-        decide, gb_timing = time_pair(
+        decide, gb_timing, decide_cpu, gb_cpu = time_pair(
             ("decide, real-world payload", "GrowthBook SDK, same payload"), (decide_one, gb_one), n
         )
     gc.set_threshold(*previous_gc)
@@ -359,6 +367,8 @@ def run_payload(quick: bool = False, users: int = 1000) -> PayloadResult:
         growthbook=gb_timing,
         differ=differ,
         compared=compared,
+        decide_cpu=decide_cpu,
+        growthbook_cpu=gb_cpu,
     )
 
 

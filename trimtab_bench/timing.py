@@ -54,28 +54,31 @@ def time_pair(
     fns: tuple[Callable[[int], object], Callable[[int], object]],
     n: int,
     warmup: int = 200,
-) -> tuple[Timing, Timing]:
+) -> tuple[Timing, Timing, Timing, Timing]:
     """Time two functions call by call, alternating which goes first, so that the machine's
-    load at any moment weighs on both alike: their median and p99 ratios are then fair on a
-    shared, noisy machine."""
+    load at any moment weighs on both alike. Returns the wall-clock timings of each, then
+    their CPU-time timings (the thread's CPU clock: time the process was descheduled by a
+    busy machine does not count, a garbage-collection pause does)."""
     first, second = fns
     for i in range(warmup):
         first(i)
         second(i)
-    a = [0] * n
-    b = [0] * n
-    clock = time.perf_counter_ns
+    a, b, ca, cb = [0] * n, [0] * n, [0] * n, [0] * n
+    clock, cpu = time.perf_counter_ns, time.thread_time_ns
     for i in range(n):
+        one, other = (second, first) if i & 1 else (first, second)
+        t0, c0 = clock(), cpu()
+        one(i)
+        t1, c1 = clock(), cpu()
+        other(i)
+        t2, c2 = clock(), cpu()
         if i & 1:
-            start = clock()
-            second(i)
-            mid = clock()
-            first(i)
-            a[i], b[i] = clock() - mid, mid - start
+            a[i], b[i], ca[i], cb[i] = t2 - t1, t1 - t0, c2 - c1, c1 - c0
         else:
-            start = clock()
-            first(i)
-            mid = clock()
-            second(i)
-            a[i], b[i] = mid - start, clock() - mid
-    return Timing.of(names[0], a), Timing.of(names[1], b)
+            a[i], b[i], ca[i], cb[i] = t1 - t0, t2 - t1, c1 - c0, c2 - c1
+    return (
+        Timing.of(names[0], a),
+        Timing.of(names[1], b),
+        Timing.of(names[0] + " (CPU)", ca),
+        Timing.of(names[1] + " (CPU)", cb),
+    )

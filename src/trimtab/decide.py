@@ -393,12 +393,11 @@ class Rules:
         if memo is not None:
             known = memo.get(key)
             if known is not None:
-                return known  # type: ignore[no-any-return]
+                return known.variant, known.source
         d = self._decide_slot(parent, attrs, opts, stack)
-        answer = d.variant, d.source
         if memo is not None:
-            memo[key] = answer
-        return answer
+            memo[key] = d  # decided for this user: decide_attrs serves it as it is
+        return d.variant, d.source
 
     def _prerequisites(
         self,
@@ -467,8 +466,7 @@ class Rules:
         key = ("d", slot.name)
         if memo is not None and key in memo:
             return memo[key]  # type: ignore[no-any-return]
-        shares = {name: self._rest(slot, 0, name, 1.0, attrs, stack) for name in slot.values}
-        shares[""] = self._rest(slot, 0, "", 1.0, attrs, stack)
+        shares = self._spread(slot, attrs, stack)
         if memo is not None:
             memo[key] = shares
         return shares
@@ -530,9 +528,11 @@ class Rules:
                         continue
                 return self._by_policy(slot, rule, pos, attrs, m, mass, passed, stack)
             if kind == ROLLOUT:
-                value = self._hash_value(rule, attrs, True)
-                if value is None:
-                    continue
+                value = attrs.get(rule.hash_attribute)
+                if value.__class__ is not str or not value:
+                    value = self._hash_value(rule, attrs, True)
+                    if value is None:
+                        continue
                 n = bucket_hash(rule.seed, value, rule.hash_version)
                 if n is None:
                     continue
@@ -551,6 +551,40 @@ class Rules:
                     mass -= m * rule.taken
                 continue
             # an experiment
+            if rule.simple and opts is None:
+                # serving a plain experiment: no sticky, bandit or passthrough to consider
+                value = attrs.get(rule.hash_attribute)
+                if value.__class__ is not str or not value:
+                    value = hash_string(value)
+                    if value is None:
+                        continue
+                namespace = rule.namespace
+                if namespace is not None and not rule.filters:
+                    n = bucket_hash(rule.namespace_seed, value, 1)
+                    if n is None or not namespace[1] <= n < namespace[2]:
+                        continue
+                n = bucket_hash(rule.seed, value, rule.hash_version)
+                if n is None:
+                    continue
+                assigned = -1
+                for index, (lo, hi) in enumerate(rule.ranges):
+                    if lo <= n < hi:
+                        assigned = index
+                        break
+                if assigned < 0:
+                    if rule.taken > 0.0:
+                        passed = passed or {}
+                        for name, share in rule.shares.items():
+                            passed[name] = passed.get(name, 0.0) + m * share
+                        mass -= m * rule.taken
+                    continue
+                variant = rule.variations[assigned]
+                p = m * rule.shares.get(variant, 0.0) + (
+                    passed.get(variant, 0.0) if passed else 0.0
+                )
+                if m * rule.taken < mass:
+                    p += self._rest(slot, pos + 1, variant, mass - m * rule.taken, attrs, stack)
+                return self._made(slot, rule, variant, "experiment", p, attrs, assigned, n)
             if not rule.enrolls or (opts is not None and not opts.enabled):
                 continue
             if opts is not None:
@@ -662,6 +696,10 @@ class Rules:
                 return forced if forced.source else self._none(slot, "experiment")
         m = mass  # the mass with which this rule acts (less when prerequisites are random)
         if rule.parents:
+            if opts is None and not rule.gates and not self._applies(rule, attrs):
+                # serving: no cycles (refused at load), so the order of checks is free; a rule
+                # its own condition rules out needs no prerequisite decided
+                return False, m, mass, passed
             state = self._prerequisites(slot, rule, attrs, opts, stack)
             if state == CYCLIC:
                 return self._none(slot, "cyclicPrerequisite")
@@ -685,6 +723,12 @@ class Rules:
         if rule.filters and self._filtered(rule, attrs):
             return False, m, mass, passed
         return True, m, mass, passed
+
+    def _applies(self, rule: CompiledRule, attrs: Mapping[str, Any]) -> bool:
+        """Whether the rule's condition and hash filters let this user through."""
+        if rule.condition is not None and not rule.condition(attrs):
+            return False
+        return not (rule.filters and self._filtered(rule, attrs))
 
     def _forced(self, slot: CompiledSlot, rule: CompiledRule, opts: Options) -> Decision | None:
         """A variation forced by the URL or the context's forced variations: the decision
@@ -786,6 +830,36 @@ class Rules:
             return shares, taken
         return rule.shares, rule.taken
 
+    def _spread(
+        self, slot: CompiledSlot, attrs: Mapping[str, Any], stack: tuple[str, ...]
+    ) -> dict[str, float]:
+        """:meth:`_rest` from the first rule for every variant at once: one walk."""
+        out: dict[str, float] = {}
+        mass = 1.0
+        for rule in slot.rules:
+            if mass <= 0.0:
+                break
+            applies = self._applies(rule, attrs)
+            if not applies and not rule.gates:
+                continue
+            m = mass
+            if rule.parents:
+                gates, chance = self._pass_chances(slot, rule, attrs, stack)
+                blocked = mass * (1.0 - gates)
+                if blocked > 0.0:
+                    out[slot.blocked] = out.get(slot.blocked, 0.0) + blocked
+                m = mass * chance
+                mass -= blocked
+            if not applies:
+                continue
+            shares, taken = self._shares(slot, rule, attrs)
+            for name, share in shares.items():
+                out[name] = out.get(name, 0.0) + m * share
+            mass -= m * taken
+        if mass > 0.0:
+            out[slot.default] = out.get(slot.default, 0.0) + mass
+        return out
+
     def _rest(
         self,
         slot: CompiledSlot,
@@ -803,6 +877,9 @@ class Rules:
             if mass <= 0.0:
                 return p
             rule = rules[pos]
+            applies = self._applies(rule, attrs)
+            if not applies and not rule.gates:
+                continue
             m = mass
             if rule.parents:
                 gates, chance = self._pass_chances(slot, rule, attrs, stack)
@@ -811,9 +888,7 @@ class Rules:
                     p += blocked
                 m = mass * chance
                 mass -= blocked
-            if rule.condition is not None and not rule.condition(attrs):
-                continue
-            if rule.filters and self._filtered(rule, attrs):
+            if not applies:
                 continue
             shares, taken = self._shares(slot, rule, attrs)
             p += m * shares.get(variant, 0.0)
@@ -932,10 +1007,14 @@ class Rules:
             reason = rule.reason_head
         shown = rule.shown_paths
         if shown:
-            seen = [
-                f"{name}={_fmt(attrs.get(name) if len(parts) == 1 else walk_path(attrs, parts))}"
-                for name, parts in shown
-            ]
+            seen = []
+            for name, parts in shown:
+                value = attrs.get(name) if len(parts) == 1 else walk_path(attrs, parts)
+                if value.__class__ is float:
+                    text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+                else:
+                    text = repr(value)
+                seen.append(f"{name}={text}")
             reason = f"{reason} (saw {', '.join(seen)})"
         why = rule.why_fixed
         if why is None:
@@ -1027,25 +1106,31 @@ class Engine(Rules):
     def _decide_all(
         self, attrs: Mapping[str, Any], slots: Iterable[str] | None, opts: Options | None
     ) -> list[Decision]:
-        names = self.slots.keys() if slots is None else slots
+        compiled = self.slots
+        names = compiled.keys() if slots is None else slots
         decisions = []
-        held_out = self.holdout > 0.0 and self._in_holdout(attrs)
+        holdout = self.holdout
+        held_out = holdout > 0.0 and self._in_holdout(attrs)
+        memo = self._memo if self._memo_for is attrs else None
+        decide_slot, prefix, ids = self._decide_slot, self._id_prefix, self._ids
         for name in names:
-            slot = self.slots.get(name)
+            slot = compiled.get(name)
             if slot is None:
                 continue
             if held_out:
                 decision = self._held_out(slot, attrs)
             else:
-                decision = self._decide_slot(slot, attrs, opts)
-                if self.holdout > 0.0:
+                decision = (memo.pop(name, None) if memo else None) or decide_slot(
+                    slot, attrs, opts
+                )
+                if holdout > 0.0:
                     # the holdout shows the default:
                     # P(v) = (1-h)·P(v | not held out) + h·[v = default]
-                    decision.propensity *= 1.0 - self.holdout
+                    decision.propensity *= 1.0 - holdout
                     if decision.variant == slot.default:
-                        decision.propensity += self.holdout
+                        decision.propensity += holdout
             if not decision.decision_id:
-                decision.decision_id = self._new_id()
+                decision.decision_id = f"{prefix}{next(ids):x}"  # events.DECISION_ID's grammar
             decisions.append(decision)
         if self.log is not None and decisions:
             self.log(decisions, attrs)

@@ -143,6 +143,8 @@ class CompiledRule:
     why: str = ""  # the reader-facing explanation, ``{attribute}`` placeholders included
     # Prepared once for the hot path (:func:`_prepare`):
     plain: bool = True  # no sticky key, prerequisites, filters or run() forcing to look at
+    simple: bool = False  # an experiment with no sticky, bandit, passthrough or run() forcing
+    namespace_seed: str = ""  # "__<namespace id>"
     reason_head: str = ""  # the reason's fixed part
     why_fixed: str | None = None  # ``why`` when it has no placeholder to fill
 
@@ -286,6 +288,16 @@ WHY_EXPERIMENT = "One of {n} versions of this part of the page that we are compa
 def _prepare(rule: CompiledRule) -> None:
     """What the engine would otherwise rebuild on every decision."""
     rule.plain = not (rule.sticky_key or rule.parents or rule.filters or rule.standalone)
+    rule.simple = (
+        rule.kind == EXPERIMENT
+        and rule.enrolls
+        and not (rule.sticky_key or rule.standalone or rule.inactive or rule.stopped)
+        and rule.bandit is None
+        and not any(rule.passthrough)
+        and rule.experiment_force is None
+    )
+    if rule.namespace is not None:
+        rule.namespace_seed = f"__{rule.namespace[0]}"
     if rule.kind == EXPERIMENT:
         rule.reason_head = f"experiment {rule.key}: variation "
     elif rule.kind == ROLLOUT:

@@ -447,19 +447,40 @@ def _compile_condition(cond: Mapping[str, Any], groups: SavedGroups) -> Predicat
         elif key == "$not":
             parts.append(_negate(_compile_condition(value, groups)))
         else:
-            fused = _fused_field(key, value) if "." not in key else None
+            fused = _fused_field(key, value, groups) if "." not in key else None
             parts.append(fused or _compile_field(key, _compile_test(value, groups)))
     return _all_of(parts)
 
 
-def _fused_field(path: str, expected: Any) -> Predicate | None:
-    """One closure for the commonest fields (a string literal, one numeric comparison), so
-    the hot path makes one call instead of two."""
+def _fused_field(path: str, expected: Any, groups: SavedGroups) -> Predicate | None:
+    """One closure for the commonest fields (a string or boolean literal, one numeric
+    comparison, membership of a string), so the hot path makes one call instead of two."""
     if type(expected) is str:
         return lambda attrs: attrs.get(path) == expected
+    if type(expected) is bool:
+        return lambda attrs: attrs.get(path) is expected
     if not (isinstance(expected, Mapping) and len(expected) == 1):
         return None
     ((op, arg),) = expected.items()
+    if op in ("$in", "$nin", "$inGroup", "$notInGroup"):
+        values = _group_values(groups, arg) if op in _GROUP else arg
+        if not isinstance(values, _ARRAY):
+            return None
+        contains = _membership(values, insensitive=False)
+        strings = frozenset(x for x in values if type(x) is str)
+        if op in ("$in", "$inGroup"):
+
+            def member(attrs: Mapping[str, Any]) -> bool:
+                v = attrs.get(path)
+                return v in strings if v.__class__ is str else contains(v)
+
+            return member
+
+        def not_member(attrs: Mapping[str, Any]) -> bool:
+            v = attrs.get(path)
+            return v not in strings if v.__class__ is str else not contains(v)
+
+        return not_member
     if op not in _ORDERING or not is_number(arg):
         return None
     slow = _ordering(op, arg)
