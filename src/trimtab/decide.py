@@ -772,7 +772,12 @@ class Rules:
             source=source,
             rule_id=rule.rule_id if rule is not None else "",
             propensity=propensity,
-            reason=f"rule {rule.rule_id}: a prerequisite gate failed" if rule else source,
+            reason=(
+                f"rule {rule.rule_id}: prerequisite gate on "
+                f"{', '.join(p.key for p in rule.parents if p.gate)} not met"
+                if rule
+                else source
+            ),
             payload=slot.variants.get(variant),
         )
 
