@@ -121,7 +121,7 @@ def test_without_consent_nothing_is_collected(client):
     r = client.post(f"/v1/events?key={KEY}", content=json.dumps([event("scroll", depth=0.9)]))
     assert r.json()["accepted"] == 0
     runtime = client.app.state.collector.runtime
-    assert runtime.event_log.count() == 0
+    assert runtime.deployment.event_log.count() == 0
 
 
 def test_decide_route_gives_defaults_without_personalization_consent(client):

@@ -116,7 +116,7 @@ def test_the_owner_of_a_visitor_id_reads_and_writes_their_profile(client):
 )
 def test_unsigned_or_forged_ids_cannot_write_or_consent(client, claimed, reason):
     runtime = client.app.state.collector.runtime
-    before = runtime.event_log.count()
+    before = runtime.deployment.event_log.count()
     refused = [
         event("consent", claimed, purposes={"analytics": False, "personalization": False}),
         event("scroll", claimed, depth=0.1),
@@ -130,7 +130,7 @@ def test_unsigned_or_forged_ids_cannot_write_or_consent(client, claimed, reason)
     ]
     assert all(reason in r["reason"] for r in answer["rejected"])
     assert all("victim" not in r["reason"] for r in answer["rejected"])  # nothing of theirs
-    assert runtime.event_log.count() == before + 1
+    assert runtime.deployment.event_log.count() == before + 1
     # the victim's consent and profile are untouched: still personalized, still deep
     assert features(client, VICTIM)["consent"] == GRANT["purposes"]
     assert features(client, "victim")["scroll_depth_max"] == 0.9  # admin: by visitor part

@@ -127,7 +127,7 @@ def garden(tmp_path, monkeypatch) -> Iterator[dict[str, Any]]:
 
 
 def events_of(runtime: Runtime) -> list[Any]:
-    return [e for _, e in runtime.event_log.read_sync(0, 100_000)]
+    return [e for _, e in runtime.deployment.event_log.read_sync(0, 100_000)]
 
 
 def until(check, timeout_s: float = 10.0) -> Any:

@@ -40,8 +40,8 @@ def test_crash_before_flush_is_recovered_from_the_log_without_double_counting(tm
     rt.flush()  # states for the first 1500 are durable
     rt.ingest(events[1500:])
     # simulate a crash: nothing after the flush is persisted except the event log itself
-    rt.event_log.close_sync()
-    rt.state_store.close_sync()
+    rt.deployment.event_log.close_sync()
+    rt.deployment.state_store.close_sync()
 
     recovered = Runtime(config, tmp_path)
     assert recovered.replayed == 2500
@@ -52,7 +52,7 @@ def test_crash_before_flush_is_recovered_from_the_log_without_double_counting(tm
         assert got == want, user
     # the log holds every event exactly once, even though a retry re-sent some
     recovered.ingest(events[:100])
-    assert recovered.event_log.count() == len(events)
+    assert recovered.deployment.event_log.count() == len(events)
     recovered.close()
 
 
@@ -80,7 +80,7 @@ def test_erase_removes_the_user_from_every_store(tmp_path):
     assert counts["state"] == 1 and counts["events"] > 0 and counts["decisions"] > 0
     assert rt.state_of("u0") is None
     assert rt.decision_log.read("u0") == []
-    assert all(e.user_id != "u0" for e in rt.event_log.iter_all())
+    assert all(e.user_id != "u0" for e in rt.deployment.event_log.iter_all())
     assert rt.state_of("u1") is not None
     rt.close()
 
@@ -122,7 +122,7 @@ async def test_a_flush_cut_short_by_shutdown_still_stores_every_state(tmp_path):
         await flush
     await sleepers
     await rt.stop()  # the final flush
-    stored = rt.state_store.get_many_sync({e.user_id for e in events})
+    stored = rt.deployment.state_store.get_many_sync({e.user_id for e in events})
     assert set(stored) == {e.user_id for e in events}
-    assert rt.event_log.cursor("features") == rt.event_log.max_seq()
+    assert rt.deployment.event_log.cursor("features") == rt.deployment.event_log.max_seq()
     rt.close()

@@ -387,7 +387,6 @@ def serve(
     from trimtab.collector import create_app
     from trimtab.connections import uvicorn_options
     from trimtab.pipeline import open_pipeline
-    from trimtab.scaled import ScaledRuntime
     from trimtab.store.sqlite import StorageError
 
     site = _load(config)
@@ -401,7 +400,7 @@ def serve(
     except StorageError as exc:
         runtime.close()
         _fail("cannot serve", str(exc))
-    if workers > 1 and not isinstance(runtime, ScaledRuntime):
+    if workers > 1 and not runtime.deployment.shared:
         runtime.close()
         err.print(
             "[bold red]cannot serve[/] --workers > 1 needs shared backends: set "
@@ -409,7 +408,7 @@ def serve(
             "workers would each keep their own features"
         )
         raise typer.Exit(2)
-    kind = "scaled" if isinstance(runtime, ScaledRuntime) else "embedded"
+    kind = runtime.deployment.kind
     try:
         sock = _bind(host, port)
     except typer.Exit:

@@ -72,6 +72,16 @@ class EventBus(Protocol):
         """Delete every logged event of a user (erasure); how many."""
         ...
 
+    async def compact(self, done: set[str] | None = None) -> bool:
+        """After erasures: rewrite what still holds erased bytes; False while the server is
+        busy rewriting (try again soon). ``done`` names servers already asked (one Redis may
+        hold the state and the log)."""
+        ...
+
+    async def durability(self) -> str:
+        """What an acknowledged write survives, in words (for ``/health``)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -223,6 +223,11 @@ class NatsJetStreamBus:
                 deleted += bool(await self.js.delete_msg(self.stream, seq))
         return deleted
 
+    async def compact(self, done: set[str] | None = None) -> bool:
+        """Nothing to rewrite: JetStream erases a deleted message's bytes when it deletes it
+        (``delete_msg`` without ``no_erase``)."""
+        return True
+
     async def durability(self) -> str:
         """What an acknowledged write survives (the fsync policy is the server's, unseen)."""
         await self.ensure_stream()

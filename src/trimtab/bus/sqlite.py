@@ -223,6 +223,19 @@ class SqliteEventLog:
         if ids:
             self.set_cursor(group, max(int(i) for i in ids))
 
+    async def compact(self, done: set[str] | None = None) -> bool:
+        """:meth:`compact_sync` in a worker thread (a file here: nothing shared to ask)."""
+        await asyncio.to_thread(self.compact_sync)
+        return True
+
+    async def durability(self) -> str:
+        if self.synchronous == "FULL":
+            return "fsync per write: a machine crash loses nothing acknowledged"
+        return (
+            "fsync at checkpoints (synchronous=NORMAL): a process crash loses nothing, a "
+            "machine crash may lose the last writes (storage.fsync: true to fsync each)"
+        )
+
     async def close(self) -> None:
         self.close_sync()
 
