@@ -256,6 +256,12 @@ def test_unexpected_failures_are_one_line_naming_the_cause(tmp_path):
     assert "ftp" in lines[0]
 
 
+def test_export_from_a_sqlite_log_says_it_needs_a_shared_bus(tmp_path):
+    result = runner.invoke(app, ["export", "--bus", "sqlite:", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "a Redis or NATS bus" in result.output
+
+
 def test_init_writes_a_valid_config_and_never_overwrites(tmp_path):
     path = tmp_path / "site" / "trimtab.yaml"
     made = runner.invoke(

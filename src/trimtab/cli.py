@@ -10,14 +10,19 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from trimtab.config import ConfigError, load_config
+from trimtab.config import ConfigError, SiteConfig, load_config
+
+if TYPE_CHECKING:
+    from trimtab.sim.drive import SimulationResult
 
 app = typer.Typer(
     help="trimtab: real-time micro-adjustments of web content, every one measured.",
@@ -83,7 +88,7 @@ err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the
 ConfigArg = Annotated[Path, typer.Argument(help="Site config file (YAML or TOML).")]
 
 
-def _load(config: Path):
+def _load(config: Path) -> SiteConfig:
     try:
         return load_config(config)
     except ConfigError as exc:
@@ -649,7 +654,9 @@ def export(
     from rich.progress import Progress
 
     from trimtab.backends import open_event_bus
+    from trimtab.bus import ReplayableBus
     from trimtab.bus.sqlite import SqliteEventLog
+    from trimtab.events import AnyEvent
     from trimtab.logschema import events_path
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -657,10 +664,13 @@ def export(
 
     async def copy(progress: Progress) -> tuple[int, int]:
         source = open_event_bus(bus, data_dir)
+        if isinstance(source, SqliteEventLog) or not isinstance(source, ReplayableBus):
+            await source.close()
+            _fail("cannot export", f"--bus {bus}: a Redis or NATS bus (a SQLite log is one)")
         total = await source.count()
         task = progress.add_task("exporting events", total=total)
         read = added = 0
-        batch: list = []
+        batch: list[AnyEvent] = []
         try:
             async for event in source.iter_all():
                 batch.append(event)
@@ -846,7 +856,7 @@ def simulate(
                         seed + k,
                         slot,
                         every=max(1, sessions // 10),
-                        progress=lambda n, task=task: progress.advance(task, n),
+                        progress=partial(progress.advance, task),
                         users=users,
                     )
                 )
@@ -867,7 +877,7 @@ def _pct(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{100 * x:.1f}%"
 
 
-def _print_simulation(runs: list, site, slot: str) -> None:
+def _print_simulation(runs: list[SimulationResult], site: SiteConfig, slot: str) -> None:
     """The bandit against the rules and the default, and its picks per reader type."""
     from trimtab.sim import summary
 
@@ -955,12 +965,12 @@ def _print_simulation(runs: list, site, slot: str) -> None:
             for reader in shares
         }  # fmt: skip
         for reader, per in shares.items():
-            top = ", ".join(f"{arm} {100 * p:.0f}%" for arm, p in list(per.items())[:3])
-            table.add_row(reader, f"{counts[reader]:,}", top)
+            favourites = ", ".join(f"{arm} {100 * p:.0f}%" for arm, p in list(per.items())[:3])
+            table.add_row(reader, f"{counts[reader]:,}", favourites)
         console.print(table)
 
 
-def _cpu_rows(mine: Any, theirs: Any) -> list[tuple[str, ...]]:
+def _cpu_rows(mine: Any, theirs: Any) -> list[tuple[str, str, str, str]]:
     """The same calls on the thread's CPU clock: a busy machine's preemptions left out."""
     if mine is None or theirs is None:
         return []
@@ -1017,7 +1027,7 @@ def _bench_payload(core: Any, quick: bool) -> None:
     console.print(f"took {time.perf_counter() - started:.1f} s")
 
 
-def _print_timings(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> None:
+def _print_timings(title: str, rows: Sequence[tuple[str, ...]], columns: tuple[str, ...]) -> None:
     table = Table(title=title)
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")

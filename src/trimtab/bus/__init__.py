@@ -15,7 +15,7 @@ import hashlib
 import os
 import socket
 import zlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -85,9 +85,22 @@ class EventBus(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class ReplayableBus(EventBus, Protocol):
+    """A shared bus whose whole log can be read back (``trimtab export``): Redis, NATS."""
+
+    async def count(self) -> int:
+        """How many events the log holds."""
+        ...
+
+    def iter_all(self, batch: int = 10_000) -> AsyncIterator[AnyEvent]:
+        """Every logged event, oldest first."""
+        ...
+
+
 from trimtab.bus.sqlite import SqliteEventLog  # noqa: E402
 
-__all__ = ["BusMessage", "EventBus", "SqliteEventLog", "message_id"]
+__all__ = ["BusMessage", "EventBus", "ReplayableBus", "SqliteEventLog", "message_id"]
 
 
 def partition_of(user_id: str, partitions: int) -> int:
