@@ -18,6 +18,7 @@ from trimtab.config import SiteConfig
 from trimtab.decide import Decision, Engine
 
 if TYPE_CHECKING:
+    from trimtab.bandits.serving import ServedPolicy
     from trimtab.decisionlog import SqliteDecisionLog
     from trimtab.events import AnyEvent
     from trimtab.features import UserState
@@ -34,6 +35,7 @@ class Pipeline(Protocol):
     decision_log: SqliteDecisionLog
     models: LiveModels
     deployment: Deployment
+    policies: dict[str, ServedPolicy]  # the config's policy rules as served, by name
 
     async def accept(self, events: list[AnyEvent]) -> set[tuple[str, str]]:
         """Make gated events durable and apply them; the (user, session) pairs that changed.
