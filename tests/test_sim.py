@@ -21,7 +21,7 @@ from trimtab.experiments.report import analyze
 from trimtab.experiments.spec import experiments_of
 from trimtab.runtime import Runtime
 from trimtab.sim import Simulator, behaviour_features, summary
-from trimtab.sim.drive import Shown, SimulationResult, simulate
+from trimtab.sim.drive import REFERENCE_START_MS, Shown, SimulationResult, run_starts, simulate
 from trimtab.sim.env import SlotEnv
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "trimtab" / "demo" / "config.yaml"
@@ -198,6 +198,9 @@ def test_summaries_over_runs_use_the_spread_between_seeds():
     difference, ratio = summary.verdicts(runs)
     assert difference.holds and difference.estimate == pytest.approx(0.125 - 0.1007, abs=1e-4)
     assert ratio.holds and ratio.estimate == pytest.approx(2.5)
+    expected = summary.group_rates(runs, expected=True)  # p_click 0.1 / 0.1 / 0.05 above
+    assert expected["policy"].mean == pytest.approx(0.1) and expected["default"].clicks == 150
+    assert summary.verdicts(runs, expected=True)[1].estimate == pytest.approx(2.0)
     worse = summary.verdicts([run(0, 90, 100), run(1, 95, 104), run(2, 92, 98)])
     assert not worse[0].holds
     assert summary.wilson(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
@@ -216,27 +219,61 @@ def test_simulate_command_prints_the_comparison(tmp_path):
     assert (tmp_path / "seed-1" / "events.sqlite").exists()
 
 
+def test_a_simulation_is_the_same_at_any_wall_clock_time(tmp_path, monkeypatch):
+    """Outcomes depend on the simulated start, never on when the simulation is run or how
+    often it is snapshotted."""
+    outcomes = []
+    for k, wall in enumerate((1.80e9, 1.80e9 + 13.5 * 3600)):  # two times of day
+        monkeypatch.setattr(time, "time", lambda wall=wall: wall)
+        runtime = Runtime(load_config(DEMO), tmp_path / str(k))
+        run = simulate(runtime, sessions=150, seed=2, users=80, every=150)
+        runtime.close()
+        outcomes.append([(s.group, s.variant, s.clicked) for s in run.shown])
+    assert outcomes[0] == outcomes[1] and len(outcomes[0]) > 150
+    # nor on how often it is looked at: snapshots leave the bandit's random draws alone
+    runtime = Runtime(load_config(DEMO), tmp_path / "watched")
+    watched = simulate(runtime, sessions=150, seed=2, users=80, every=10)
+    runtime.close()
+    assert len(watched.snapshots) == 15
+    assert [(s.group, s.variant, s.clicked) for s in watched.shown] == outcomes[0]
+    late = Runtime(load_config(DEMO), tmp_path / "late")
+    evening = simulate(late, sessions=150, seed=2, users=80, every=150,
+                       start_ms=REFERENCE_START_MS + 21.5 * 3_600_000)  # fmt: skip
+    late.close()
+    # 21:30 UTC is late evening for most simulated readers: the time-of-day rule fires
+    assert sum(s.group == "other" for s in evening.shown) > sum(
+        g == "other" for g, _, _ in outcomes[0]
+    )
+
+
+def test_simulate_rejects_a_start_it_cannot_read(tmp_path):
+    args = ["simulate", "--sessions", "10", "--users", "10", "--start", "25:00"]
+    result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--start" in result.output and "HH:MM" in result.output
+
+
 @pytest.mark.slow
-def test_the_demo_bandit_earns_its_place_over_five_seeds(tmp_path):
+def test_the_demo_bandit_earns_its_place_over_five_seeds_and_starts(tmp_path):
     """Issue 10: the bandit clicks at least as well as the hand rules on the same readers and
     at least 1.2 × the default, as a mean over five seeds (none of them the one it was set
     up on), and shows sport readers sport."""
-    # The outcome depends on when the simulated traffic starts (the hour of day decides which
-    # time-of-day rules fire, and with them which readers the rules serve): the runs start at
-    # today's UTC midnight so the test gives the same result at any time of day.
-    midnight_ms = time.time() // 86_400 * 86_400_000
+    # The hour of day decides which time-of-day rules fire, so a start is part of a run: the
+    # five runs start spread over the day (00:00, 04:48, 09:36, 14:24, 19:12 UTC of a fixed
+    # date), the same at whatever time the test runs, and the mean holds across the day.
     runs = []
-    for seed in range(1, 6):
+    for seed, start_ms in zip(range(1, 6), run_starts(5), strict=True):
         runtime = Runtime(load_config(DEMO), tmp_path / str(seed))
         runs.append(
-            simulate(
-                runtime, sessions=4000, seed=seed, users=2000, every=4000, start_ms=midnight_ms
-            )
+            simulate(runtime, sessions=4000, seed=seed, users=2000, every=4000, start_ms=start_ms)
         )
         runtime.close()
-    difference, ratio = summary.verdicts(runs)
+    # what the bandit's picks were worth (the simulator's click probabilities): significant
+    difference, ratio = summary.verdicts(runs, expected=True)
     assert difference.holds and difference.lower > 0, difference
     assert ratio.holds and ratio.lower >= 1.2, ratio
+    # and the clicks the readers really made: at least as good, at least 1.2 × on average
+    observed_difference, observed_ratio = summary.verdicts(runs)
+    assert observed_difference.holds and observed_ratio.holds, (observed_difference, observed_ratio)
     shares = summary.arm_shares(runs)
     for reader, per in shares.items():
         assert max(per, key=per.__getitem__) == reader, (reader, per)

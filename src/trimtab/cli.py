@@ -821,24 +821,41 @@ def simulate(
             "has variants).",
         ),
     ] = False,
+    start: Annotated[
+        str,
+        typer.Option(
+            help="When the simulated traffic starts: 'spread' (run k of N at k/N of a day "
+            "after 2026-01-05 00:00 UTC, so the runs cover the day), a UTC time 'HH:MM' on "
+            "that day for every run, or 'now' (the wall clock: not reproducible)."
+        ),
+    ] = "spread",
 ) -> None:
     """Send simulated readers through the real pipeline: does the bandit earn its place?
 
     Prints the bandit's click rate against the hand rules (the readers outside its share of
     traffic) and the default (its control share), with 95 % intervals, and what it shows each
-    kind of reader. With --seeds N the figures are means over N independent runs.
+    kind of reader. With --seeds N the figures are means over N independent runs. The same
+    arguments give the same figures at any time of day (see --start).
     """
     from rich.progress import Progress
 
     from trimtab.demo.server import DEMO_CONFIG
     from trimtab.runtime import Runtime
+    from trimtab.sim.drive import run_starts
     from trimtab.sim.drive import simulate as run_simulation
 
     site = _load(config or DEMO_CONFIG)
+    try:
+        starts = run_starts(max(seeds, 1), start)
+    except ValueError as exc:
+        err.print(f"[bold red]--start[/]: {exc}")
+        raise typer.Exit(2) from None
     if compare:
         from trimtab.sim import lift
 
-        lift.run_and_print(site, sessions, users, slot, seed, seeds, data_dir, console)
+        lift.run_and_print(
+            site, sessions, users, slot, seed, seeds, data_dir, console, starts=starts
+        )
         return
     runs = []
     with Progress(console=console, transient=True) as progress:
@@ -858,6 +875,7 @@ def simulate(
                         every=max(1, sessions // 10),
                         progress=partial(progress.advance, task),
                         users=users,
+                        start_ms=starts[k],
                     )
                 )
             except ValueError as exc:
@@ -946,13 +964,18 @@ def _print_simulation(runs: list[SimulationResult], site: SiteConfig, slot: str)
             for r in runs
         )
         console.print(f"per seed (bandit / rules / default): {per_seed}")
-    for v in summary.verdicts(runs):
-        mark = "[green]✓[/]" if v.holds else "[bold red]✗[/]"
-        scale = 100.0 if "points" in v.claim else 1.0
-        console.print(
-            f"{mark} {v.claim}: {scale * v.estimate:.2f} "
-            f"[{scale * v.lower:.2f}, {scale * v.upper:.2f}]"
-        )
+    for expected, what in ((False, "observed clicks"), (True, "expected clicks")):
+        for v in summary.verdicts(runs, expected=expected):
+            mark = "[green]✓[/]" if v.holds else "[bold red]✗[/]"
+            scale = 100.0 if "points" in v.claim else 1.0
+            console.print(
+                f"{mark} {v.claim}, {what}: {scale * v.estimate:.2f} "
+                f"[{scale * v.lower:.2f}, {scale * v.upper:.2f}]"
+            )
+    console.print(
+        "[dim]expected clicks: the simulator's click probability of each shown rail (the "
+        "same decisions without the coin flips' noise)[/]"
+    )
     shares = summary.arm_shares(runs)
     if shares:
         table = Table(title="what the bandit shows each kind of reader (its picks, 2nd half)")

@@ -38,6 +38,40 @@ from trimtab.sim.simulator import DEFAULT_CATEGORIES, Simulator, Visitor
 
 GROUPS = ("policy", "default", "rules", "other")
 
+# Where simulated traffic starts unless told otherwise: 2026-01-05 00:00 UTC (a Monday), so a
+# run is the same whenever and wherever it is made.
+REFERENCE_START_MS = 1_767_571_200_000.0
+DAY_MS = 86_400_000.0
+
+
+def run_starts(
+    runs: int, start: str = "spread", base_ms: float = REFERENCE_START_MS
+) -> list[float]:
+    """When each of ``runs`` runs starts its simulated traffic (epoch ms).
+
+    ``"spread"``: run ``k`` of ``n`` starts ``k/n`` of a day after ``base_ms`` (00:00 UTC of the
+    reference day by default), so the runs behind a mean cover the whole day, as a site's
+    traffic does — the hour decides which time-of-day rules fire. ``"HH:MM"``: every run at
+    that UTC time of the reference day. ``"now"``: the wall clock (not reproducible).
+
+    >>> [round((t - REFERENCE_START_MS) / 3_600_000, 1) for t in run_starts(5)]
+    [0.0, 4.8, 9.6, 14.4, 19.2]
+    >>> run_starts(2, "17:15") == [REFERENCE_START_MS + 17.25 * 3_600_000] * 2
+    True
+    """
+    if runs < 1:
+        raise ValueError("need at least one run")
+    if start == "spread":
+        return [base_ms + k * DAY_MS / runs for k in range(runs)]
+    if start == "now":
+        return [time.time() * 1000.0] * runs
+    hours, sep, minutes = start.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit()) or not (
+        int(hours) < 24 and int(minutes) < 60
+    ):
+        raise ValueError(f"start {start!r}: expected 'spread', 'now' or a UTC time HH:MM")
+    return [base_ms + (int(hours) * 60 + int(minutes)) * 60_000.0] * runs
+
 
 @dataclass
 class Snapshot:
@@ -78,6 +112,13 @@ class SimulationResult:
         rows = [s for s in self.shown if s.group == group]
         clicks = sum(s.clicked for s in rows)
         return (clicks / len(rows) if rows else float("nan")), clicks, len(rows)
+
+    def expected_ctr(self, group: str) -> tuple[float, float, int]:
+        """The simulator's click probability of a group's decisions, averaged: (rate,
+        expected clicks, decisions) — the observed rate without the coin flips' noise."""
+        rows = [s for s in self.shown if s.group == group]
+        expected = sum(s.p_click for s in rows)
+        return (expected / len(rows) if rows else float("nan")), expected, len(rows)
 
     def clicks_per_1000_sessions(self) -> float:
         """Clicks on the watched slot per 1,000 sessions (every group together)."""
@@ -124,8 +165,10 @@ def simulate(
 
     ``slots`` limits the page's slots to decide and show (default: all of the config's);
     ``session_gap_ms`` is the mean time between two sessions starting. ``start_ms`` is when
-    the simulated traffic starts (default: now). The outcome depends on it — the hour of day
-    decides which time-of-day rules fire — so a run is reproducible only with it fixed.
+    the simulated traffic starts (default: :data:`REFERENCE_START_MS`, so the same arguments
+    give the same run at any time; see :func:`run_starts`). The hour of day decides which
+    time-of-day rules fire, so a different start is a different run — as different as another
+    seed, since the bandit's learning follows another path from its first rounds on.
     """
     policy_name = next((name for name, p in runtime.policies.items() if p.slot == slot), "")
     served = runtime.policies.get(policy_name)
@@ -137,7 +180,7 @@ def simulate(
         seed=seed,
         categories=categories,
         n_users=users,
-        start_ms=time.time() * 1000 if start_ms is None else start_ms,
+        start_ms=REFERENCE_START_MS if start_ms is None else start_ms,
         session_gap_ms=session_gap_ms,
     )
     result = SimulationResult(slot=slot, policy=policy_name, sessions=sessions, seed=seed)
@@ -213,6 +256,10 @@ def simulate(
         if progress is not None:
             progress(1)
         if number % every == 0 or number == sessions:
+            # Looking must not change the run: the snapshot's Monte Carlo estimate of the arm
+            # probabilities draws from the policy's generator, so its state is put back (a
+            # run snapshotted every 400 sessions followed another path than one every 4,000).
+            drawn = None if served is None else served.policy.rng.bit_generator.state
             result.snapshots.append(
                 Snapshot(
                     sessions=number,
@@ -226,6 +273,8 @@ def simulate(
                     else {},
                 )
             )
+            if served is not None and drawn is not None:
+                served.policy.rng.bit_generator.state = drawn
     runtime.learn(now_ms=sim.clock_ms + 10 * 60 * 1000)
     result.decisions_by_source = by_source_n
     result.clicks_by_source = by_source_c

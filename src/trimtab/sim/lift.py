@@ -1,8 +1,8 @@
 """The lift report: what in-session adaptation is worth against the usual alternatives.
 
-On the same simulated population (same seed: the same readers, visiting in the same order),
-one slot is served four ways, each run on its own through the real pipeline (only that slot
-is decided and shown, the others play no part):
+On the same simulated population (same seed: the same readers, visiting in the same order,
+from the same simulated start), one slot is served four ways, each run on its own through the
+real pipeline (only that slot is decided and shown, the others play no part):
 
 - **in-session** (trimtab): the config's bandit for every reader, re-choosing on each page
   view with what the reader did so far, learning from each reward as its window closes;
@@ -157,14 +157,23 @@ def run_seed(
     users: int,
     data_dir: Path,
     advance: Callable[[int], None] | None = None,
+    start_ms: float | None = None,
 ) -> SeedResult:
-    """Every strategy on-policy, then the uniform log and the off-policy estimates."""
+    """Every strategy on-policy, then the uniform log and the off-policy estimates, all with
+    their simulated traffic starting at ``start_ms`` (default: the reference start)."""
     out = SeedResult(seed)
     for name in STRATEGIES:
         runtime = Runtime(configs[name], data_dir / f"seed-{seed}" / name.replace(" ", "-"))
         try:
             run = simulate(
-                runtime, sessions, seed, slot, every=sessions, progress=advance, users=users
+                runtime,
+                sessions,
+                seed,
+                slot,
+                every=sessions,
+                progress=advance,
+                users=users,
+                start_ms=start_ms,
             )
         finally:
             runtime.close()
@@ -182,6 +191,7 @@ def run_seed(
         logged: SimulationResult = simulate(
             runtime, sessions * factor, seed, slot, every=sessions * factor, progress=advance,
             users=users * factor, slots=[slot], session_gap_ms=60_000.0 / factor,
+            start_ms=start_ms,
         )  # fmt: skip
     finally:
         runtime.close()
@@ -272,8 +282,10 @@ def run_and_print(
     seeds: int,
     data_dir: Path,
     console: Console,
+    starts: Sequence[float] | None = None,
 ) -> list[LiftRow]:
-    """`trimtab simulate --compare`: run every seed and print the lift table."""
+    """`trimtab simulate --compare`: run every seed and print the lift table (seed ``k``'s
+    traffic starting at ``starts[k]``, default: the reference start)."""
     configs = strategy_configs(site, slot)
     factor = len(site.slots[slot].variants)
     per_seed = sessions * (len(STRATEGIES) + factor)
@@ -293,6 +305,7 @@ def run_and_print(
                     users,
                     data_dir,
                     advance=lambda n: progress.advance(task, n),
+                    start_ms=None if starts is None else starts[k],
                 )
             )
     rows = lift_rows(results)
