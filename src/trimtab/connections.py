@@ -92,6 +92,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = -1  # bytes of the request head received so far; -1: not in a head
 
+    # uvicorn narrows asyncio's BaseTransport to Transport here; we keep its signature
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         host = self.client[0] if self.client else "unknown"

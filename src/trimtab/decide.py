@@ -434,6 +434,7 @@ class Rules:
         if memo is not None:
             known = memo.get(id(rule))
             if known is not None:
+                # the memo mixes value types: (gates, all_pass) under rule ids
                 return known  # type: ignore[no-any-return]
         inner = (*stack, slot.name)
         gates = all_pass = 1.0
@@ -465,6 +466,7 @@ class Rules:
         """The probability of each of a slot's variants for this user ("": no value)."""
         key = ("d", slot.name)
         if memo is not None and key in memo:
+            # the memo mixes value types: shares dicts under ("d", slot) keys
             return memo[key]  # type: ignore[no-any-return]
         shares = self._spread(slot, attrs, stack)
         if memo is not None:

@@ -471,6 +471,8 @@ def _compile_rule(
         weights=tuple(weights) if isinstance(weights, list) else None,
         coverage=coverage,
         enrolls=len(variations) >= 2,
+        # GrowthBook's [id, start, end] as JSON gives it: typed by msgspec for config slots,
+        # taken as it comes from a raw payload, like the SDKs do
         namespace=tuple(namespace) if js_truthy(namespace) else None,  # type: ignore[arg-type]
         bucket_version=bucket_version,
         min_bucket_version=_int(rule.get("minBucketVersion"), 0),
