@@ -50,9 +50,14 @@ def _derive(secret: str | bytes) -> bytes:
     return hmac.digest(raw, _KEY_INFO, "sha256")
 
 
-def _mac(key: bytes, visitor: str) -> str:
-    digest = hmac.digest(key, (PREFIX + visitor).encode(), "sha256")
+def _tag(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of ``message``, 16 bytes kept, as base64url without padding."""
+    digest = hmac.digest(key, message, "sha256")
     return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+def _mac(key: bytes, visitor: str) -> str:
+    return _tag(key, (PREFIX + visitor).encode())
 
 
 def sign_visitor_id(secret_key: str, visitor: str | None = None) -> str:
@@ -142,8 +147,7 @@ class VisitorIds:
         if not (PLACEHOLDER.fullmatch(placeholder) and PLACEHOLDER.fullmatch(session_id)):
             return self.issue()
         message = b"first contact\0" + placeholder.encode() + b"\0" + session_id.encode()
-        digest = hmac.digest(self._key, message, "sha256")
-        return self.sign("f" + base64.urlsafe_b64encode(digest[:16]).decode().rstrip("="))
+        return self.sign("f" + _tag(self._key, message))
 
     def problem(self, user_id: str) -> str | None:
         """None when ``user_id`` is a visitor id signed with this key, else why it is not.
