@@ -126,3 +126,35 @@ async def test_a_flush_cut_short_by_shutdown_still_stores_every_state(tmp_path):
     assert set(stored) == {e.user_id for e in events}
     assert rt.deployment.event_log.cursor("features") == rt.deployment.event_log.max_seq()
     rt.close()
+
+
+async def test_a_reader_of_the_decision_log_sees_decisions_a_running_flush_holds(tmp_path):
+    """The flush takes the buffered rows on the loop and writes them in a thread; a reader
+    asking meanwhile (the admin decisions route) must wait for them, not read without them."""
+    import asyncio
+    import threading
+
+    config = load_config(DEMO)
+    rt = Runtime(config, tmp_path)
+    rt.ingest(synthetic_events(200, users=5, seed=1))
+    rt.decide("u0", "u0-s", ["hero", "cta"])
+    log = rt.decision_log
+    release = threading.Event()
+    write = log.write_rows
+
+    def held_write(rows):
+        release.wait(5)  # a slow disk: the rows are taken but not yet in the table
+        return write(rows)
+
+    log.write_rows = held_write  # type: ignore[method-assign]  # slow the flush's write only
+    flush = asyncio.create_task(rt.flush_async())
+    await asyncio.sleep(0.05)
+    log.write_rows = write  # type: ignore[method-assign]  # the reader's own write is quick
+    reader = asyncio.create_task(rt.decisions_written())
+    await asyncio.sleep(0.1)
+    assert not reader.done()  # waits for the flush under way
+    release.set()
+    await flush
+    await reader
+    assert {r.slot for r in log.read("u0")} == {"hero", "cta"}
+    rt.close()

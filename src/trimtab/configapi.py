@@ -347,7 +347,7 @@ def routes(collector: Collector, versions: ConfigVersions) -> list[Route]:
             return _invalid(exc)
         log_ = collector.runtime.decision_log
         with contextlib.suppress(Exception):
-            log_.flush_sync()
+            await collector.runtime.decisions_written()
         records = await asyncio.to_thread(log_.read, None, body.last)
         return JSONResponse({"last": body.last, **dry_run(candidate, records)})
 

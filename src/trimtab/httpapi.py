@@ -238,14 +238,14 @@ class HttpApi:
 
     async def recent_decisions(self, request: Request) -> Response:
         collector = self.collector
-        collector.runtime.decision_log.flush_sync()
+        await collector.runtime.decisions_written()
         raw = request.query_params.get("user_id")
         user = collector.gate.user_id(raw) if raw else None
         try:
             limit = query_int(request, "limit", 100, 1, 100_000)
         except BadMessage as exc:
             return error(400, str(exc))
-        records = collector.runtime.decision_log.read(user, limit)
+        records = await asyncio.to_thread(collector.runtime.decision_log.read, user, limit)
         return Response(JSON.encode(records), media_type="application/json")
 
     async def features(self, request: Request) -> Response:

@@ -320,6 +320,20 @@ class Runtime:
             with contextlib.suppress(Exception):  # retried; /health says compaction_error
                 await self.compact()
 
+    async def decisions_written(self, wait_s: float = 10.0) -> None:
+        """Write the buffered decision rows, after the flush under way (whose rows it took
+        are not in the table until it ends): a reader of the log then sees every decision
+        answered before it asked. Waits at most ``wait_s`` for a stuck flush."""
+        deadline = time.monotonic() + wait_s
+        while self._flush_started is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        rows = self.decision_log.take_rows()
+        try:
+            await asyncio.to_thread(self.decision_log.write_rows, rows)
+        except BaseException:
+            self.decision_log.restore(rows)
+            raise
+
     def flush(self) -> None:
         """Store changed states, policies and buffered decisions now, in this thread."""
         self.learn()
