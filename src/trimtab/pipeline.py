@@ -66,6 +66,11 @@ class Pipeline(Protocol):
         """Figures for ``/health``; ``degraded`` says why, or is empty."""
         ...
 
+    async def decisions_written(self, wait_s: float = 10.0) -> None:
+        """Wait for the flush under way, then write buffered decisions: what a reader of the
+        decision log calls first."""
+        ...
+
     async def erase_async(self, user_id: str) -> dict[str, int]:
         """Erase a user from every store this process reaches; counts per store."""
         ...

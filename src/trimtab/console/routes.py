@@ -312,7 +312,7 @@ class Console:
         if status in ("shipped", "removed"):
             return None, f"no report: the experiment was {status}"
         with contextlib.suppress(Exception):
-            self.runtime.decision_log.flush_sync()
+            await self.runtime.decisions_written()
         try:
             report = await asyncio.to_thread(
                 analyze, self.runtime.config, name, self.runtime.data_dir
@@ -383,7 +383,7 @@ class Console:
         for name, value in attrs.items():
             grouped[scopes.get(name, "other")][name] = value
         with contextlib.suppress(Exception):
-            self.runtime.decision_log.flush_sync()
+            await self.runtime.decisions_written()
         decisions = await asyncio.to_thread(self.runtime.decision_log.read, user, 30)
         return 200, {
             "user": user,
@@ -630,7 +630,7 @@ def routes(collector: Any, versions: ConfigVersions) -> list[BaseRoute]:
                 if not 1 <= last <= 100_000:
                     return _error(400, "last: from 1 to 100000")
                 with contextlib.suppress(Exception):
-                    console.runtime.decision_log.flush_sync()
+                    await console.runtime.decisions_written()
                 records = await asyncio.to_thread(console.runtime.decision_log.read, None, last)
                 return _send({"last": last, **dry_run(candidate, records)})
             if action == "apply":

@@ -33,7 +33,7 @@ from strawberry.extensions.add_validation_rules import AddValidationRules
 from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 
-from trimtab.decisionlog import read_user
+from trimtab.decisionlog import DecisionRecord, read_user
 from trimtab.gql.cost import cost_rule
 from trimtab.logschema import decision_log_paths
 
@@ -334,6 +334,12 @@ class LoggedDecision:
         return await _visitor(_collector(info), self.user_id, True, None)
 
 
+# what a logged decision shows here: the record's fields but the stored features
+_LOGGED_FIELDS = tuple(
+    name for name in LoggedDecision.__annotations__ if name in DecisionRecord.__struct_fields__
+)
+
+
 @strawberry.type(description="A decision as it was made, from the live feed.")
 class LiveDecision:
     seq: int = strawberry.field(description="the feed's sequence number (grows by one)")
@@ -387,8 +393,6 @@ class Visitor:
         log = runtime.decision_log
 
         def read() -> list[Any]:
-            with contextlib.suppress(Exception):  # unwritten rows stay buffered; read what is
-                log.flush_sync()
             wanted = MAX_DECISIONS if slot else limit
             rows: list[Any] = log.read(self.id, wanted)
             # other processes on the same data directory (`serve --workers N`) log their own
@@ -400,26 +404,12 @@ class Visitor:
                 ]
             return rows
 
+        with contextlib.suppress(Exception):  # unwritten rows stay buffered; read what is
+            await runtime.decisions_written()
         rows = await asyncio.to_thread(read)
         if slot is not None:
             rows = [r for r in rows if r.slot == slot][:limit]
-        return [
-            LoggedDecision(
-                decision_id=r.decision_id,
-                ts=r.ts,
-                user_id=r.user_id,
-                session_id=r.session_id,
-                slot=r.slot,
-                variant=r.variant,
-                source=r.source,
-                rule_id=r.rule_id,
-                experiment=r.experiment,
-                variation=r.variation,
-                propensity=r.propensity,
-                reason=r.reason,
-            )
-            for r in rows
-        ]
+        return [LoggedDecision(**{name: getattr(r, name) for name in _LOGGED_FIELDS}) for r in rows]
 
 
 async def _visitor(collector: Any, raw: str, stored: bool, session: str | None) -> Visitor:
