@@ -472,3 +472,15 @@ def test_the_published_schema_is_the_one_served():
 
     published = (Path(__file__).resolve().parents[1] / "docs" / "schema.graphql").read_text()
     assert published == str(build_schema()) + "\n"
+
+
+def test_a_rule_is_named_by_what_it_does():
+    """A rule with neither force, variations nor a policy only gates (its prerequisites
+    act): it must not be reported as a force."""
+    from trimtab.config import RuleDecl
+    from trimtab.gql.schema import _rule
+
+    gate = RuleDecl(id="only-gates", parent_conditions=[])
+    assert _rule(gate).kind == "gate"
+    assert _rule(RuleDecl(id="f", force="bold")).kind == "force"
+    assert _rule(RuleDecl(id="e", key="k", variations=["a", "b"])).kind == "experiment"

@@ -100,7 +100,9 @@ class Variant:
 @strawberry.type(description="One rule of a slot, in its order of evaluation.")
 class Rule:
     id: str
-    kind: str = strawberry.field(description="force | experiment | policy")
+    kind: str = strawberry.field(
+        description="force | experiment | policy | gate (neither: only its prerequisite gates act)"
+    )
     description: str
     why: str = strawberry.field(description="what the reader is told when this rule decides")
     enabled: bool
@@ -130,7 +132,14 @@ class Slot:
 
 
 def _rule(r: Any) -> Rule:
-    kind = "experiment" if r.variations is not None else "policy" if r.policy else "force"
+    if r.variations is not None:
+        kind = "experiment"
+    elif r.policy:
+        kind = "policy"
+    elif r.force is not None:
+        kind = "force"
+    else:
+        kind = "gate"
     return Rule(
         id=r.id,
         kind=kind,
