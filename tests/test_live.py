@@ -275,3 +275,97 @@ def test_decide_route_takes_the_first_events_too(live):
     assert {d["source"] for d in answer["decisions"]} & {"no_consent"} == set()
     assert answer["triggers"]["depth"] == [0.75]
     assert {d["decision_id"] for d in answer["decisions"]} <= set(logged(runtime))
+
+
+# -- segments: who the reader is, as the page opened ------------------------------------------
+class Reader:
+    """A reader's live features, set by the test; the hub decides on them with the demo's
+    real rules (no collector: the segment is an attribute like the others)."""
+
+    def __init__(self, extra_rules: list[dict[str, Any]] = ()) -> None:
+        from trimtab.config import parse_config
+        from trimtab.decide import Engine
+        from trimtab.live import LiveHub
+
+        data = yaml.safe_load(DEMO.read_text())
+        data["site"]["secret_key"] = "sk_test"
+        data["slots"]["cta"]["rules"][:0] = list(extra_rules)
+        data["slots"]["cta"]["min_ms_between_changes"] = 0
+        self.features: dict[str, Any] = {"id": "reader", "session_id": "s1"}
+        self.engine = Engine(parse_config(data), lambda *_: dict(self.features))
+        self.hub = LiveHub(lambda: self.engine)
+
+    def open(self, view: str) -> tuple[Any, dict[str, Any]]:
+        """A page view's hello: its connection and, per slot, its first decision."""
+        from trimtab.live import LiveConnection
+
+        conn = LiveConnection(
+            "reader",
+            "s1",
+            ["cta", "review"],
+            page="/article/x",
+            page_category="science",
+            page_view_id=view,
+        )
+        self.hub.recall(conn)
+        self.hub.open(conn)
+        return conn, {d.slot: d for d in self.hub.first(conn)}
+
+
+def shown(decisions: dict[str, Any]) -> dict[str, str]:
+    return {slot: d.variant for slot, d in decisions.items()}
+
+
+def test_a_segment_assigned_while_the_page_is_open_is_not_a_trigger():
+    reader = Reader()
+    page, first = reader.open("pv1")
+    assert shown(first) == {"cta": "newsletter", "review": "none"}
+    reader.features.update(segment="deep-readers", segment_p=0.9)  # the 20th event, mid-page
+    assert reader.hub.update(page) == []  # segment-deep-readers applies, but nothing moved
+    # a real trigger still changes the slot, explained by what the reader did
+    reader.features["scroll_depth_max"] = 0.9
+    (offer,) = reader.hub.update(page)
+    assert (offer.variant, offer.rule_id) == ("subscribe_offer", "deep-reader")
+    assert offer.why == "Because you read to the end of this article"
+    # the next article opens with its own page features and the segment the reader has now
+    del reader.features["scroll_depth_max"]
+    _, opened = reader.open("pv2")
+    assert shown(opened) == {"cta": "readers_like_you", "review": "none"}
+    assert opened["cta"].why == "Because readers like you (deep readers) read stories to the end"
+
+
+def test_a_segment_is_not_a_trigger_even_for_a_rule_that_also_watches_the_page():
+    both = {
+        "id": "deep-segment",
+        "why": "Because readers like you read to the end, as you just did",
+        "condition": {"scroll_depth_max": {"$gt": 0.5}, "segment": "deep-readers"},
+        "force": "readers_like_you",
+    }
+    reader = Reader([both])
+    page, first = reader.open("pv1")
+    reader.features["scroll_depth_max"] = 0.6  # past the rule's depth, no segment yet
+    assert reader.hub.update(page) == []
+    reader.features.update(segment="deep-readers", segment_p=0.9)
+    assert reader.hub.update(page) == []  # the segment arrived; the reader did nothing new
+    # a reconnect of the same page view keeps the segment it opened with
+    reader.hub.close(page)
+    again, answer = reader.open("pv1")
+    assert answer == first and again.pinned == {"segment": None, "segment_p": None}
+    # the next page opens with it
+    _, opened = reader.open("pv2")
+    assert (opened["cta"].variant, opened["cta"].rule_id) == ("readers_like_you", "deep-segment")
+
+
+def test_a_page_keeps_the_segment_it_opened_with_when_the_reader_is_reassigned():
+    reader = Reader()
+    reader.features.update(segment="deep-readers", segment_p=0.8)
+    page, first = reader.open("pv1")
+    assert first["cta"].variant == "readers_like_you"
+    reader.features.update(segment="late-evening-skimmers", segment_p=0.7)
+    assert reader.hub.update(page) == []
+    logged: list[Any] = []
+    reader.engine.log = lambda decisions, attrs: logged.append(attrs)
+    reader.hub.update(page)
+    assert logged[-1]["segment"] == "deep-readers"  # what this page view decides on
+    _, opened = reader.open("pv2")
+    assert opened["cta"].variant == "newsletter"  # no longer a deep reader: the next page says so

@@ -1084,6 +1084,17 @@ class Engine(Rules):
         ``extra`` overrides attributes for this decision only (the page a request is for);
         ``page_view_id`` names the page view whose ``page``-scoped features apply.
         """
+        return self.decide_attrs(self.attributes(user, session, extra, page_view_id), slots)
+
+    def attributes(
+        self,
+        user: str,
+        session: str,
+        extra: Mapping[str, Any] | None = None,
+        page_view_id: str = "",
+    ) -> dict[str, Any]:
+        """What :meth:`decide` decides on: the live features of the user, session and page
+        view, with ``extra`` over them (a fresh dict: the caller may change it)."""
         attrs = (
             self.features_of(user, session, page_view_id)
             if page_view_id
@@ -1093,7 +1104,7 @@ class Engine(Rules):
             attrs["page_view_id"] = page_view_id  # a policy chooses once per page view
         if extra:
             attrs.update(extra)
-        return self.decide_attrs(attrs, slots)
+        return attrs
 
     def decide_attrs(
         self,

@@ -13,6 +13,14 @@ after a change before the next (a change held by the wait goes out when it ends,
 :meth:`LiveHub.due`). What is shown while nothing personal was allowed — before consent, or a
 degraded default when state was unavailable — is replaced by the first real decision.
 
+**Who the reader is, as the page opened.** A reader's segment (``segment``, ``segment_p``,
+:data:`PINNED`) is not something they do on the page: it is assigned and reassigned by the
+live segmentation as their events accumulate, at any moment. So a page view keeps the
+segment it had at its first personal decision: every later decision on that page view sees
+that value, a segment assigned or changed while the page is open is never a trigger by itself
+(not even for a rule that also watches scroll or dwell), and it takes effect when the next page
+opens — whose why panel then says "readers like you…".
+
 A page view keeps its slots' history across reconnects (the hub remembers recent page views by
 id), so a reconnecting page is answered with what it already shows unless a trigger fired.
 """
@@ -29,6 +37,9 @@ from trimtab.decide import PLACEHOLDER_SOURCES, QA_SOURCE, Decision, Engine
 
 Render = Callable[[Decision, dict[str, Any]], dict[str, Any] | None]
 REMEMBERED_PAGE_VIEWS = 50_000
+# Attributes a page view keeps as they were at its first personal decision (see above).
+PINNED = ("segment", "segment_p")
+PageView = tuple[dict[str, "SlotState"], dict[str, Any]]  # what a page view shows, its pins
 
 
 @dataclass(slots=True)
@@ -58,6 +69,8 @@ class LiveConnection:
     due_at: float = 0.0  # when a change held by min_ms_between_changes may go out
     forced: dict[str, str] = field(default_factory=dict)  # a QA force link's {slot: variant}
     force_refused: str = ""  # why a force token that came along was refused
+    # PINNED as at the page view's first personal decision (None: absent then); empty before
+    pinned: dict[str, Any] = field(default_factory=dict)
 
 
 class LiveHub:
@@ -74,7 +87,8 @@ class LiveHub:
         self.personalize = personalize  # user -> personalization allowed now
         self.connections: dict[tuple[str, str], set[LiveConnection]] = {}
         self.waiting: set[LiveConnection] = set()  # holding a change until due_at
-        self.pages: OrderedDict[tuple[str, str], dict[str, SlotState]] = OrderedDict()
+        # page view -> (what its slots show, its pinned attributes): kept across reconnects
+        self.pages: OrderedDict[tuple[str, str], PageView] = OrderedDict()
 
     def open(self, conn: LiveConnection) -> None:
         """Register an open page: it gets pushes from now on."""
@@ -86,10 +100,10 @@ class LiveHub:
             key = (conn.user_id, conn.page_view_id)
             remembered = self.pages.get(key)
             if remembered is not None:
-                conn.shown = remembered
+                conn.shown, conn.pinned = remembered
                 self.pages.move_to_end(key)
             else:
-                self.pages[key] = conn.shown
+                self.pages[key] = (conn.shown, conn.pinned)
                 if len(self.pages) > REMEMBERED_PAGE_VIEWS:
                     self.pages.popitem(last=False)
 
@@ -128,8 +142,10 @@ class LiveHub:
 
     def restart(self, conn: LiveConnection) -> list[Decision]:
         """Every slot decided afresh (consent was just given or withdrawn): all of them are
-        sent, each with a new decision id, even when the variant stays the same."""
+        sent, each with a new decision id, even when the variant stays the same; the page
+        view's pinned attributes are taken afresh."""
         conn.shown.clear()
+        conn.pinned.clear()
         conn.due_at = 0.0
         return self.first(conn)
 
@@ -205,7 +221,9 @@ class LiveHub:
         extra = {"page": conn.page, "page_category": conn.page_category} if conn.page else None
         if not slots:
             return qa
-        return qa + engine.decide(conn.user_id, conn.session_id, slots, extra, conn.page_view_id)
+        attrs = engine.attributes(conn.user_id, conn.session_id, extra, conn.page_view_id)
+        _pin(conn, attrs)
+        return qa + engine.decide_attrs(attrs, slots)
 
     def _rank(self, d: Decision) -> int:
         if d.source == QA_SOURCE:
@@ -242,3 +260,17 @@ class LiveHub:
             for d in decisions:
                 d.payload = self.render(d, {"page": conn.page, "category": conn.page_category})
         return decisions
+
+
+def _pin(conn: LiveConnection, attrs: dict[str, Any]) -> None:
+    """Pin :data:`PINNED` at the page view's first personal decision; later, decide with the
+    pinned values (an attribute absent then is absent now)."""
+    pinned = conn.pinned
+    if not pinned:
+        pinned.update((name, attrs.get(name)) for name in PINNED)
+        return
+    for name, value in pinned.items():
+        if value is None:
+            attrs.pop(name, None)
+        else:
+            attrs[name] = value
