@@ -4,8 +4,9 @@ Each journey asserts the exact sequence of variants every slot shows on every pa
 tracker's ``swap`` events, recorded in the page) and that nothing changes without a new
 trigger: after the last trigger the reader lingers and every sequence stays as it was. The
 demo runs as its own process (``trimtab demo``) with a fresh data directory per module, without
-its reader segments (they put even a new visitor in a kind of reader; the journeys check the
-page's own triggers — see ``trimtab_bench.browser.config_without_segments``).
+its reader segments (the journeys check the page's own triggers — see
+``trimtab_bench.browser.config_without_segments``), except the last journey: the shipped demo
+as ``make demo`` runs it, segments and their rules included (:func:`shipped`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ DEMO_CONFIG = ROOT / "src" / "trimtab" / "demo" / "config.yaml"
 ARTICLES = site.load_articles()
 SPORT = [site.article_url(a) for a in ARTICLES if a["category"] == "sport"]
 OTHER = [site.article_url(a) for a in ARTICLES if a["category"] not in ("sport", "politics")]
+SCIENCE = [site.article_url(a) for a in ARTICLES if a["category"] == "science"]
 GPC = (
     "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', "
     "{get: () => true, configurable: true})"
@@ -47,6 +49,14 @@ LINGER_MS = 2500  # after the last trigger: nothing may change while the reader 
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
     folder = tmp_path_factory.mktemp("journeys")
     with DemoProcess(folder / "data", config_without_segments(folder)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
+    """The demo as ``make demo`` serves it: its own config, reader segments fitted at start."""
+    folder = tmp_path_factory.mktemp("shipped")
+    with DemoProcess(folder / "data", segments=True) as server:
         yield server
 
 
@@ -331,3 +341,52 @@ def test_after_accept_every_slot_shows_a_logged_post_consent_decision(reader, de
     orphans = [e["decision_id"] for e in exposed if e["decision_id"] not in logged]
     assert orphans == []
     assert all(logged[e["decision_id"]]["source"] != "no_consent" for e in exposed)
+
+
+def test_on_the_shipped_demo_a_segment_never_flips_a_slot_and_the_next_article_opens_afresh(
+    browser: Any, shipped: DemoProcess
+) -> None:
+    """Segments on: a new reader is put in a kind of reader about a second into their first
+    article (``segments.min_events``), with nothing done on the page. That changes nothing
+    there; reading to the end does. The next article opens with its page's own defaults and
+    the segment's offer, explained as "readers like you"; nothing moves while the reader
+    stays."""
+    reader = Reader(browser, shipped)
+    try:
+        reader.open(SCIENCE[0], slots=0)
+        reader.page.click("[data-consent-accept]")
+        reader.rendered(4)
+        reader.calm_read_to(0.6)  # short of the 75 % the deep-reader rule watches
+        shown = reader.linger()
+        state = reader.page.evaluate("trimtab.state()")
+        features = shipped.get(
+            f"/v1/admin/features?user_id={state['user_id']}&session_id={state['session_id']}"
+        )
+        assert features.get("segment") == "deep-readers", features.get("_models")
+        assert all(len(variants) == 1 for variants in shown.values()), shown  # no flip
+        assert shown["cta"] == ["newsletter"]
+        reader.calm_read_to(0.97)  # a trigger: the page is read to the end
+        offer = reader.wait_for("cta", "subscribe_offer")
+        assert offer["rule"] == "deep-reader"
+        done = reader.linger()
+        assert done["cta"] == ["newsletter", "subscribe_offer"]
+        assert {slot: v for slot, v in done.items() if slot != "cta"} == {
+            slot: v for slot, v in shown.items() if slot != "cta"
+        }
+        reader.open(SCIENCE[1])
+        opened = reader.linger()
+        assert all(len(variants) == 1 for variants in opened.values()), opened
+        assert opened["hero"] == ["top_story"] and opened["review"] == ["none"]
+        cta = next(s for s in reader.swaps() if s["slot"] == "cta")
+        # not "You read to the end" (that was the other page): the segment's offer, said so
+        assert (cta["variant"], cta["rule"]) == ("readers_like_you", "segment-deep-readers")
+        assert cta["why"] == "Because readers like you (deep readers) read stories to the end"
+        assert all("scroll_depth_max" not in s["reason"] for s in reader.swaps())
+        # (without scrolling to the offer: on a short story that reads it to the end)
+        reader.page.locator("#tt-why-toggle").click()
+        assert cta["why"] in reader.page.locator("#tt-why").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        reader.page.screenshot(path=str(ARTIFACTS / "journey-shipped-segment.png"))
+        assert reader.shown() == opened  # opening the panel is not a trigger either
+    finally:
+        reader.close()

@@ -72,11 +72,15 @@ document.addEventListener('pointerenter', function (e) {
 
 class DemoProcess:
     """``trimtab demo`` in its own process on a free loopback port (so the browser driver in
-    this process never competes with the server for the interpreter)."""
+    this process never competes with the server for the interpreter); with ``segments``, as
+    ``make demo`` runs it (``--segments``: reader segments fitted at the first start)."""
 
-    def __init__(self, data_dir: str | Path, config: str | Path | None = None) -> None:
+    def __init__(
+        self, data_dir: str | Path, config: str | Path | None = None, segments: bool = False
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
+        self.segments = segments
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -92,6 +96,8 @@ class DemoProcess:
         command += ["--data-dir", str(self.data_dir)]
         if self.config is not None:
             command += ["--config", str(self.config)]
+        if self.segments:
+            command.append("--segments")
         env = {**os.environ, "TRIMTAB_SECRET_KEY": SECRET}
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
