@@ -187,6 +187,30 @@ def test_compiled_reader_reads_what_columns_read(attrs, nested):
         assert g == e or (g != g and e != e), (attrs, got, expected)
 
 
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"card": 3, "nav": 1},  # click_count's maps: ints, summed in C
+        {"k": 2**53, "x": 1},  # the sum needs rounding to a double: as float(int) rounds it
+        {"k": 2**53 + 1, "x": 2**53 + 1, "q": -3},
+        {"k": 2**62, "x": 2**62},  # beyond the C sum's range: Python's exact sum
+        {"k": 2**70, "x": -(2**70), "q": 5},
+        {"k": -7, "x": True},  # a bool among ints: Python
+        {"k": 3, "x": 0.5},  # mixed: Python
+        {"k": 0},
+    ],
+)
+def test_the_compiled_reader_sums_counts_as_python_sums_them(counts):
+    columns = Columns(parse_columns(["sum(m)", "log(sum(m))"]))
+    from trimtab.models.linear import Linear
+
+    model = native.compile_model(columns, Linear(np.zeros(len(columns)), 0.0, "identity"))
+    assert model is not None
+    got = model.vector({"m": counts})
+    assert got == columns.vector({"m": counts})
+    assert got[0] == float(sum(counts.values()))
+
+
 def test_the_compiled_reader_takes_any_mapping_through_python():
     from collections import OrderedDict
     from types import MappingProxyType

@@ -10,10 +10,12 @@
    the real engine twice, with the rules and with the plain default, on the same random
    numbers: rail clicks per 1,000 page views with 95 % intervals, and the paired difference.
 3. **Live scoring speed** — one user's segment, a LightGBM model (≥ 100 trees) and the MLP,
-   served from a registry by ``LiveModels.compute``: from the attributes to the attributes
-   rules read and the decision log's record; next to LightGBM's own single-row predictions
-   in the same run (``Booster.predict`` on a ready numpy row, and the scikit-learn API's
-   ``predict_proba``); median and p99.
+   served from a registry, re-scored as serving does after a feature update
+   (``LiveModels.read`` on the attributes the feature processor just built from the reader's
+   stored state): from the attributes to the attributes rules read and the decision log's
+   record; next to LightGBM's own single-row predictions in the same run
+   (``Booster.predict`` on a ready numpy row, and the scikit-learn API's ``predict_proba``);
+   median and p99.
 4. **Decide with a model-score rule** — the core benchmark's rules plus a rule on a live score,
    attributes read through the feature processor (scores cached per feature update), next to
    the GrowthBook SDK on the rules without it.
@@ -329,15 +331,17 @@ class Speed:
 
 
 SPEED_LABELS = {
-    "ours": "trimtab: attributes → segment + trees + MLP → attributes and log record",
-    "ours_fresh": "  the same, attributes just built (as live scoring gets them)",
-    "ours_trees": "  trees alone, from the attributes",
-    "ours_mlp": "  MLP alone, from the attributes",
-    "ours_segment": "  segment alone, from the attributes",
-    "ours_numpy": "trimtab without the compiled scorer (numpy), the same",
+    "ours": "trimtab serving: a feature update, then LiveModels.read (cache check, segment "
+    "+ trees + MLP, attributes and log record, cache store)",
+    "ours_compute": "  LiveModels.compute alone, on the same just-built attributes",
+    "ours_stored": "  LiveModels.compute on stored attribute dicts (cache-cold)",
+    "ours_trees": "  trees alone, from stored attributes",
+    "ours_mlp": "  MLP alone, from stored attributes",
+    "ours_segment": "  segment alone, from stored attributes",
+    "ours_numpy": "trimtab without the compiled scorer (numpy), stored attributes",
     "booster": "LightGBM Booster.predict, one ready numpy row",
     "booster_1t": "LightGBM Booster.predict(num_threads=1), one ready numpy row",
-    "booster_attrs": "LightGBM Booster.predict, from the attributes (vector + predict)",
+    "booster_attrs": "LightGBM Booster.predict, from stored attributes (vector + predict)",
     "sklearn": "LightGBM LGBMClassifier.predict_proba, one row",
     "torch": "PyTorch forward, one ready row",
 }
@@ -369,15 +373,56 @@ def time_interleaved(
     return {name: Timing.of(name, s) for name, s in samples.items()}
 
 
-def _copy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    return {k: _copy_attrs(v) if type(v) is dict else v for k, v in attrs.items()}
+class Readers:
+    """A population's stored feature state, and feature updates applied to it one reader at
+    a time — what serving does before it re-scores a user."""
+
+    def __init__(self, config: Any, seed: int = 7, visits: int = 6000, users: int = 5000):
+        from trimtab.features import FeatureProcessor
+
+        self.processor = FeatureProcessor(config.feature_specs())
+        sim = Simulator(seed=seed, n_users=users, groups=READER_GROUPS)
+        self.last: dict[str, Any] = {}  # reader -> their latest event (session, page view)
+        for made, events in enumerate(sim.sessions(), 1):
+            self.processor.apply(events)
+            self.last[events[-1].user_id] = events[-1]
+            if made >= visits:
+                break
+        self.ids = list(self.last)
+        self.applied = 0
+
+    def update(self, i: int) -> tuple[Any, str, dict[str, Any]]:
+        """Apply one scroll event to reader ``i`` (cycling through all of them) and build
+        their attributes as ``features_of`` does before its derived readers run; returns what
+        a derived reader is handed: (state, page view, attributes)."""
+        from trimtab.events import Scroll
+
+        e = self.last[self.ids[i % len(self.ids)]]
+        # ids as a request brings them: new string objects, equal to the stored ones
+        user_id, session_id = e.user_id.encode().decode(), e.session_id.encode().decode()
+        page_view_id = e.page_view_id.encode().decode()
+        self.applied += 1
+        ts = e.ts + 1000.0 * self.applied / len(self.ids)
+        event = Scroll(
+            event_id=f"bench-{self.applied}",
+            user_id=user_id,
+            session_id=session_id,
+            page_view_id=page_view_id,
+            ts=ts,
+            depth=0.25 + (self.applied % 7) / 10,
+            velocity=120.0 + self.applied % 400,
+        )
+        self.processor.apply((event,))
+        return self.processor.own_features(user_id, session_id, page_view_id, now_ms=ts)
 
 
 def live_speed(n: int, say: Say) -> Speed:
-    """One user's live scoring end to end — the attributes read, the segment, the trees, the
-    MLP, and the attributes rules read plus the decision log's record written — through
-    :meth:`LiveModels.compute` on models served from a registry, timed interleaved with
-    LightGBM's own single-row ``predict`` on a ready row."""
+    """One user's live scoring as serving runs it after a feature update — an event applied
+    to one of ~3,500 readers' stored state and their attributes built by the feature
+    processor (untimed, as LightGBM's ready row), then :meth:`LiveModels.read` (the cache
+    check, the attributes read, the segment, the trees, the MLP, the attributes rules read
+    plus the decision log's record written, the cache store) — on models served from a
+    registry, timed interleaved with LightGBM's own single-row ``predict`` on a ready row."""
     import lightgbm as lgb
     import torch
 
@@ -453,10 +498,15 @@ def live_speed(n: int, say: Say) -> Speed:
         with torch.no_grad():
             net(z[i % k])
 
-    def fresh(i: int) -> dict[str, Any]:
-        """The attributes as live scoring gets them: just built (here: copied) by the
-        feature processor, so in the CPU's caches."""
-        return _copy_attrs(attrs_list[i % m])
+    say("speed: replaying 6,000 visits of 5,000 readers into the feature processor")
+    readers = Readers(config)
+    read = live.read  # what features_of runs after building the attributes
+
+    def serve(arg: tuple[Any, str, dict[str, Any]]) -> None:
+        read(*arg)
+
+    def compute_fresh(arg: tuple[Any, str, dict[str, Any]]) -> None:
+        compute(arg[2], len(arg[0].seen))
 
     say(f"speed: timing one user at a time ({native.status()} scorer), interleaved")
     from trimtab.tuning import tune_for_serving
@@ -464,8 +514,10 @@ def live_speed(n: int, say: Say) -> Speed:
     previous = tune_for_serving()  # the GC schedule `trimtab serve` runs with
     timings = time_interleaved(
         {
-            "ours": (stored, compute),  # the argument handed over untimed, as to LightGBM
-            "ours_fresh": (fresh, compute),
+            # the feature update and the attributes built untimed, as LightGBM's row is
+            "ours": (readers.update, serve),
+            "ours_compute": (readers.update, compute_fresh),
+            "ours_stored": (stored, compute),
             "ours_trees": lambda i: trees.score(attrs_list[i % m]),
             "ours_mlp": lambda i: mlp.score(attrs_list[i % m]),
             "ours_segment": lambda i: segments.assign(attrs_list[i % m]),
@@ -482,8 +534,13 @@ def live_speed(n: int, say: Say) -> Speed:
     )
     gc.set_threshold(*previous)
     gc.unfreeze()
-    stack = np.array(vectors)
-    served = [compute(a) for a in attrs_list[:k]]  # the bundle's outputs, as rules read them
+    # the outputs rules read — from stored attributes, and as serving adds them after updates
+    served = [compute(a) for a in attrs_list[:k]]
+    updated = [readers.update(i) for i in range(k)]
+    stack = np.array(vectors + [cols.vector(a) for _, _, a in updated])
+    for arg in updated:
+        read(*arg)
+    served += [a for _, _, a in updated]
     served_trees = np.array([s["p_click"] for s in served])
     served_mlp = np.array([s["p_click_mlp"] for s in served])
     return Speed(

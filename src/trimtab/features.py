@@ -601,6 +601,25 @@ class FeatureProcessor:
         features (a new page starts from nothing). Without it, the session's latest page view.
         A fresh dict each call, so callers (the decision log) may keep it.
         """
+        user, page_view_id, attrs = self.own_features(
+            user_id, session_id, page_view_id, now_ms=now_ms
+        )
+        for derive in self.derived:
+            derive(user, page_view_id, attrs)
+        return attrs
+
+    def own_features(
+        self,
+        user_id: str,
+        session_id: str,
+        page_view_id: str = "",
+        *,
+        now_ms: float | None = None,
+    ) -> tuple[UserState | None, str, dict[str, Any]]:
+        """:meth:`features_of` before the derived readers run: the user's state (``None`` for
+        a user never seen), the page view read and the attributes — what each derived reader
+        (model scores) is handed, so the live-scoring benchmark can time that reader alone on
+        the very attributes serving builds."""
         user = self.states.get(user_id)
         sess = user.sessions.get(session_id) if user is not None else None
         page = None
@@ -610,9 +629,7 @@ class FeatureProcessor:
         attrs = attributes_of(user, sess, user_id, session_id, now_ms, page)
         for scope, read in self._readers:
             read(user if scope == "user" else sess if scope == "session" else page, attrs)
-        for derive in self.derived:
-            derive(user, page_view_id, attrs)
-        return attrs
+        return user, page_view_id, attrs
 
     def set_user_value(self, user_id: str, name: str, key: str, value: Any) -> None:
         """Store ``values[name][key] = value`` in a user's state and mark it to be persisted

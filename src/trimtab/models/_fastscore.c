@@ -140,6 +140,29 @@ static int lookup2(PyObject *first, PyObject *k2, PyObject **out) {
     return 0;
 }
 
+/* float(sum(map.values())) for a map of exact ints whose running sum stays within ±2^62
+   (Python's sum is then the same integer, and float() and the cast both round it to the
+   nearest double); 0 otherwise (a float, bool or text among them, or larger numbers). */
+static int sum_ints(PyObject *map, double *x) {
+    Py_ssize_t p = 0;
+    PyObject *key, *item;
+    long long total = 0;
+    const long long cap = 1LL << 62;
+    while (PyDict_Next(map, &p, &key, &item)) {
+        if (!PyLong_CheckExact(item)) return 0;
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
+        if (overflow || v > cap || v < -cap) {
+            PyErr_Clear();
+            return 0;
+        }
+        total += v; /* |total| <= 2^62 + 2^62: no overflow before the check below */
+        if (total > cap || total < -cap) return 0;
+    }
+    *x = (double)total;
+    return 1;
+}
+
 static int reader_fill(Reader *r, PyObject *attrs, double *out) {
     memset(out, 0, sizeof(double) * (size_t)r->width);
     int plain = PyDict_CheckExact(attrs);
@@ -183,9 +206,13 @@ static int reader_fill(Reader *r, PyObject *attrs, double *out) {
                 Py_ssize_t p = 0;
                 PyObject *key, *item;
                 x = 0.0;
-                while (PyDict_Next(v, &p, &key, &item)) {
-                    if (!PyFloat_CheckExact(item)) goto python; /* ints, bools, text: Python */
-                    x += PyFloat_AS_DOUBLE(item);
+                if (PyDict_GET_SIZE(v) > 0 && sum_ints(v, &x)) {
+                    /* counts (click_count's maps): summed exactly, as Python's int sum */
+                } else {
+                    while (PyDict_Next(v, &p, &key, &item)) {
+                        if (!PyFloat_CheckExact(item)) goto python; /* mixed, bools, text */
+                        x += PyFloat_AS_DOUBLE(item);
+                    }
                 }
             } else {
                 ok = as_number(v, &x);

@@ -554,10 +554,13 @@ def bench_models(
             console.print(table)
             console.print(
                 f"max |served − library|: trees {sp.max_diff_trees:.1e}, MLP {sp.max_diff_mlp:.1e}"
-                f"; target ≥ 10× Booster.predict (median and p99): "
-                f"{sp.ratio('booster'):.1f}× and {sp.ratio('booster', 'p99'):.1f}×; with the "
-                f"attributes just built: {sp.ratio('booster', base='ours_fresh'):.1f}× and "
-                f"{sp.ratio('booster', 'p99', base='ours_fresh'):.1f}×"
+                f"; target ≥ 10× Booster.predict (median and p99), serving after a feature "
+                f"update: {sp.ratio('booster'):.1f}× and {sp.ratio('booster', 'p99'):.1f}×; "
+                f"compute alone on those attributes: "
+                f"{sp.ratio('booster', base='ours_compute'):.1f}× and "
+                f"{sp.ratio('booster', 'p99', base='ours_compute'):.1f}×; from stored "
+                f"attribute dicts: {sp.ratio('booster', base='ours_stored'):.1f}× and "
+                f"{sp.ratio('booster', 'p99', base='ours_stored'):.1f}×"
             )
         if "decide" in wanted:
             ds = bench.decide_with_score(5000 if quick else 20000, say)

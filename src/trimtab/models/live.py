@@ -61,7 +61,7 @@ class LiveModels:
         self._unscored = 0  # live models not scored: an input was not finite
         self._stamp: tuple[int, int] | None = None
         self._last_check = 0.0
-        self._cache: dict[tuple[str, str, str], tuple[Any, dict[str, Any]]] = {}
+        self._cache: dict[tuple[str, str, str], tuple[Any, int, Any, dict[str, Any]]] = {}
         self._loaded: dict[tuple[str, str], tuple[int, Any]] = {}  # (name, stage) -> version
         self._bundle: Any | None = None
         self.configure(config)
@@ -263,24 +263,41 @@ class LiveModels:
 
     # -- the reader -----------------------------------------------------------------------
     def read(self, user: Any, page_view_id: str, attrs: dict[str, Any]) -> None:
-        """Add scores and segment to ``attrs`` (a :data:`trimtab.features.Derived` reader)."""
+        """Add scores and segment to ``attrs`` (a :data:`trimtab.features.Derived` reader).
+
+        This runs on every feature update (the first read after it re-scores), so it is kept
+        lean: one flat cache entry per user, session and page view, ``(last event id,
+        generation, local hour, values)``, replaced whole when stale."""
         if time.monotonic() - self._last_check >= self.check_every_s:
             self.reload()
         if not (self.live or self.shadow or self.segments):
             return
+        seen = user.seen if user is not None else None
+        last = next(reversed(seen), None) if seen else None
+        hour = attrs.get("local_hour")
         key = (attrs.get("id", ""), attrs.get("session_id", ""), page_view_id)
-        last = next(reversed(user.seen), None) if user is not None else None
-        stamp = (last, self.generation, attrs.get("local_hour"))
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == stamp:
-            attrs.update(hit[1])
-            return
-        values = self.compute(attrs, len(user.seen) if user is not None else 0)
         cache = self._cache
-        if len(cache) >= MAX_CACHED:
+        hit = cache.get(key)
+        if (
+            hit is not None
+            # the same id object when no event was applied since: skips a string compare
+            and (hit[0] is last or hit[0] == last)
+            and hit[1] == self.generation
+            and hit[2] == hour
+        ):
+            attrs.update(hit[3])
+            return
+        bundle = self._bundle
+        events = len(seen) if seen is not None else 0
+        values: dict[str, Any] = (
+            bundle.compute(attrs, events)
+            if bundle is not None
+            else self.compute_reference(attrs, events, compiled=True)
+        )
+        if hit is None and len(cache) >= MAX_CACHED:
             for old in list(cache)[: MAX_CACHED // 2]:
                 del cache[old]
-        cache[key] = (stamp, values)
+        cache[key] = (last, self.generation, hour, values)
         attrs.update(values)
 
     def compute(self, attrs: Mapping[str, Any], events: int | None = None) -> dict[str, Any]:
