@@ -392,3 +392,34 @@ def test_navigation_is_not_interest_and_interest_needs_evidence():
     f = fp.features_of("u", "s")
     assert f["interest_pages"] == 2
     assert f["interest_top"] == "sport" and list(f["interest_share"]) == ["sport"]
+
+
+def test_derived_readers_get_what_own_features_builds():
+    fp = FeatureProcessor([FeatureSpec("depth", "scroll_depth_max")])
+    fp.apply(
+        [
+            PageView(event_id="p", user_id="u", session_id="s", ts=1.7e12, page_view_id="v"),
+            Scroll(
+                event_id="e",
+                user_id="u",
+                session_id="s",
+                ts=1.7e12 + 5,
+                page_view_id="v",
+                depth=0.6,
+            ),
+        ]
+    )
+    seen: list[tuple[object, str, dict]] = []
+
+    def derive(user, page_view_id, attrs):
+        seen.append((user, page_view_id, dict(attrs)))
+        attrs["score"] = 0.5
+
+    fp.derived.append(derive)
+    user, page_view_id, attrs = fp.own_features("u", "s", now_ms=1.7e12 + 10)
+    assert user is fp.states["u"] and page_view_id == "v"
+    assert attrs["depth"] == 0.6 and "score" not in attrs  # before the derived readers
+    full = fp.features_of("u", "s", now_ms=1.7e12 + 10)
+    assert seen == [(fp.states["u"], "v", attrs)]
+    assert full == {**attrs, "score": 0.5}
+    assert fp.own_features("nobody", "s")[0] is None
