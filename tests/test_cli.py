@@ -277,3 +277,35 @@ def test_init_writes_a_valid_config_and_never_overwrites(tmp_path):
     assert again.exit_code == 2 and "exists (--force replaces it)" in again.stderr
     bad = runner.invoke(app, ["init", str(tmp_path / "x.yaml"), "--origin", "garden.example"])
     assert bad.exit_code == 2 and "scheme://host" in bad.stderr
+
+
+def test_demo_names_the_console_key_it_really_uses(tmp_path):
+    """Without TRIMTAB_SECRET_KEY the demo serves its own key: the banner must name it (it
+    said "your TRIMTAB_SECRET_KEY", which nobody had set)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRIMTAB_SECRET_KEY"}
+    env["COLUMNS"] = "200"
+    demo = subprocess.Popen(
+        [str(Path(sys.executable).with_name("trimtab")), "demo", "--port", str(port),
+         "--data-dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:  # the banner comes before the server serves
+            lines.append(line)
+            if "console" in line:
+                break
+        banner = "".join(lines)
+        assert "(key: sk_demo)" in banner, banner
+    finally:
+        demo.kill()
+        demo.wait()

@@ -780,10 +780,11 @@ def demo(
             f"reader segments v{fitted.version} fitted on simulated visits "
             f"(trimtab segments show {config or DEMO_CONFIG} --data-dir {data_dir})"
         )
+    # asked before build_app, which sets the demo's own key when none is set
+    key = "your TRIMTAB_SECRET_KEY" if os.environ.get("TRIMTAB_SECRET_KEY") else "sk_demo"
     app_ = build_app(site_config if config else None, data_dir=data_dir)
     url = f"http://{host}:{port}/"
     console.print(f"[bold]The Daily Trim[/] — trimtab demo running at [link={url}]{url}[/link]")
-    key = "your TRIMTAB_SECRET_KEY" if os.environ.get("TRIMTAB_SECRET_KEY") else "sk_demo"
     console.print(f"The console: [link={url}console]{url}console[/link] (key: {key})")
     console.print(
         "Accept the consent banner, then scroll an article past 75 %, hover its picture for "
