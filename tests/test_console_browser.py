@@ -123,6 +123,15 @@ def test_stop_an_experiment_with_confirmation_and_an_audit_entry(demo, browser):
     page.click("#tabs button[data-tab=experiments]")
     card = page.wait_for_selector('.experiment[data-name="hero-copy-test"]')
     assert "running" in card.inner_text()
+    # a metric with nothing to compare yet says why and shows no interval or p beside it
+    cells = [
+        [td.inner_text() for td in row.query_selector_all("td")]
+        for row in card.query_selector_all("table tr")
+    ]
+    effects = [c for c in cells if len(c) == 6 and c[3] not in ("baseline", "")]
+    unmeasured = [c for c in effects if not c[3].startswith(("+", "-", "−"))]
+    assert unmeasured, cells  # no reader in an arm yet here
+    assert all(c[4] == "" and c[5] == "" for c in unmeasured), unmeasured
     card.query_selector('button.action[data-action="stop"]').click()
     box = card.query_selector("span.confirm:not([hidden])")
     box.query_selector("input").fill("hero-copy")  # not the name: refused

@@ -192,7 +192,9 @@
           card.append(h('h4', {}, m.name + (m.guardrail ? ' (guardrail)' : '')));
           card.append(table(['arm', 'users', 'mean', 'effect', 'interval', 'p'], m.arms.map((a) => [
             a.name, a.n, fmt(a.mean, 4), a.baseline ? 'baseline' : (a.error || pct(a.effect)),
-            a.baseline || !a.ci ? '' : `${pct(a.ci[0])} … ${pct(a.ci[1])}`, a.baseline ? '' : fmt(a.p_value, 4)])));
+            // no comparison (an error says why): no interval or p to show either
+            a.baseline || a.error || !a.ci ? '' : `${pct(a.ci[0])} … ${pct(a.ci[1])}`,
+            a.baseline || a.error ? '' : fmt(a.p_value, 4)])));
           const pts = m.over_time.filter((p) => p.effects && p.effects[1]);
           if (pts.length > 1) {
             const el = h('div', { class: 'chart' });
