@@ -200,6 +200,34 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"trimtab {__version__}"
+    # a flag takes no value: help shows it without a metavar
+    shown = runner.invoke(app, ["--help"]).stdout
+    line = next(line for line in shown.splitlines() if "--version" in line)
+    assert "<" not in line and "Print the version and exit." in line
+
+
+def test_report_of_an_undeclared_experiment_is_one_line_listing_the_declared():
+    result = runner.invoke(app, ["report", "nope", str(DEMO)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"no experiment 'nope' in {DEMO} (declared: hero-copy-test)"
+    ]
+    assert result.stdout == ""
+
+
+def test_bench_models_obd_needs_the_dataset_folder_given(tmp_path, monkeypatch):
+    """The product never looks for the dataset in a checkout's test data: it is given."""
+    monkeypatch.delenv("TRIMTAB_OBD", raising=False)
+    result = runner.invoke(app, ["bench", "models", "--only", "obd"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "cannot run the obd section without the Open Bandit Dataset: pass --obd-dir DIR or "
+        "set TRIMTAB_OBD (a checkout has tests/data/obd)"
+    ]
+    missing = tmp_path / "obd"
+    result = runner.invoke(app, ["bench", "models", "--only", "obd", "--obd-dir", str(missing)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"cannot run the obd section {missing}: no such folder"]
 
 
 def test_demo_on_a_taken_port_fails_before_saying_it_runs(tmp_path):

@@ -120,7 +120,7 @@ def test_cli_report_json_is_the_report(skewed):
 
 @pytest.mark.parametrize(
     ("experiment", "data_dir", "message"),
-    [("ghost", "data", "not declared"), ("hero-copy-test", "nowhere", "no such file")],
+    [("ghost", "data", "no experiment 'ghost'"), ("hero-copy-test", "nowhere", "no such file")],
 )
 def test_cli_report_errors_exit_2(skewed, experiment, data_dir, message):
     args = ["report", experiment, str(skewed / "site.yaml"), "--data-dir", str(skewed / data_dir)]

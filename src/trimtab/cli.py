@@ -46,7 +46,11 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            metavar="",  # a flag takes no value: typer would show "<bool>" here
+            help="Print the version and exit.",
         ),
     ] = False,
 ) -> None:
@@ -1350,7 +1354,11 @@ def bench_bandits(
         list[str] | None, typer.Option(help="OBD campaign(s): all, men, women (repeat).")
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Open Bandit Dataset folder (default: tests/data/obd).")
+        Path | None,
+        typer.Option(
+            help="Open Bandit Dataset folder (default: $TRIMTAB_OBD, else the checkout's "
+            "tests/data/obd: the benchmarks run from a source checkout)."
+        ),
     ] = None,
     peers: Annotated[bool, typer.Option(help="Also run Vowpal Wabbit and MABWiser.")] = True,
     limit: Annotated[int | None, typer.Option(help="Replay only the first N rows.")] = None,

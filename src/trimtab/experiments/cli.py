@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -115,17 +116,31 @@ def report(
     """Analyse an experiment: every metric, every arm against the baseline, SRM check first."""
     from trimtab.config import ConfigError, load_config
     from trimtab.experiments.report import analyze
+    from trimtab.experiments.spec import experiments_of
 
     try:
         site = load_config(config)
     except ConfigError as exc:
         err.print(f"[bold red]invalid config[/] {exc}")
         raise typer.Exit(2) from None
+    declared = experiments_of(site).experiments
+    if experiment not in declared:
+        known = ", ".join(declared) or "none"
+        err.print(
+            f"[bold red]no experiment {escape(repr(experiment))}[/] in {escape(str(config))} "
+            f"(declared: {escape(known)})",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     try:
-        with progress_bars(not as_json) as bar:
+        # progress bars only on a terminal: elsewhere Rich ends them with a blank line
+        with progress_bars(not as_json and err.is_terminal) as bar:
             result = analyze(site, experiment, data_dir, progress=bar)
-    except (KeyError, FileNotFoundError) as exc:
-        err.print(f"[bold red]cannot report[/] {exc.args[0] if exc.args else exc}")
+    except FileNotFoundError as exc:
+        err.print(
+            f"[bold red]cannot report {escape(repr(experiment))}:[/] {escape(str(exc))}",
+            highlight=False,
+        )
         raise typer.Exit(2) from None
     if as_json:
         print(msgspec.json.encode(result).decode())
