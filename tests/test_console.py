@@ -194,3 +194,23 @@ def test_the_experiments_tab_speaks_sentences_and_shows_the_reports_integrity_ch
         assert any("sample ratio" in name.lower() for name in names), names
         assert any("orphan" in name.lower() for name in names), names
     runtime.close()
+
+
+def test_the_bandits_tab_reads_the_served_policies(tmp_path):
+    """Each declared policy as served: its updates and guardrail state, read from the
+    pipeline's ``policies`` (a served policy's counts change what the tab shows)."""
+    app, runtime = make(tmp_path)
+    with TestClient(app) as client:
+        login(client)
+        shown = client.get("/console/api/bandits").json()["bandits"]
+        assert shown and all(b["updates"] == 0 for b in shown)
+        name = shown[0]["name"]
+        served = runtime.policies[name]
+        served.updates = 7
+        served.counts["control"] = [4, 1.0]
+        served.tripped = "policy below control"
+        again = {b["name"]: b for b in client.get("/console/api/bandits").json()["bandits"]}
+        assert again[name]["updates"] == 7
+        assert again[name]["guardrail"]["tripped"] == "policy below control"
+        assert again[name]["guardrail"]["control"] is not None
+    runtime.close()

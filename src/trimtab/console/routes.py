@@ -15,7 +15,7 @@ import html
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import msgspec
@@ -28,6 +28,10 @@ from trimtab.config import ConfigError
 from trimtab.configapi import ConfigVersions, dry_run
 from trimtab.console.auth import COOKIE, Session, Sessions
 from trimtab.console.feed import quantiles_ms
+
+if TYPE_CHECKING:
+    from trimtab.collector import Collector
+    from trimtab.pipeline import Pipeline
 
 HERE = Path(__file__).parent
 _json = msgspec.json.Encoder()
@@ -59,7 +63,7 @@ def _error(status: int, reason: str, **extra: Any) -> Response:
 class Console:
     """The console of one collector."""
 
-    def __init__(self, collector: Any, versions: ConfigVersions) -> None:
+    def __init__(self, collector: Collector, versions: ConfigVersions) -> None:
         self.collector = collector
         self.versions = versions
         self.sessions = Sessions()
@@ -73,7 +77,7 @@ class Console:
         self._stats_chunk: tuple[Any, bytes] = (None, b"")
 
     @property
-    def runtime(self) -> Any:
+    def runtime(self) -> Pipeline:
         return self.collector.runtime
 
     def secret(self) -> str:
@@ -245,11 +249,11 @@ class Console:
 
         series = self.feed.series()
         out = []
-        policies = getattr(self.runtime, "policies", {})
+        policies = self.runtime.policies
         for slot, rule_id, spec in policy_specs(self.runtime.config.slots):
             served = policies.get(spec.name)
             guard = spec.guardrail
-            counts = getattr(served, "counts", {}) if served is not None else {}
+            counts = served.counts if served is not None else {}
             out.append(
                 {
                     "name": spec.name,
@@ -257,14 +261,14 @@ class Console:
                     "rule": rule_id,
                     "type": spec.type,
                     "arms": list(spec.arms),
-                    "updates": getattr(served, "updates", 0),
+                    "updates": served.updates if served is not None else 0,
                     "guardrail": {
                         "declared": guard is not None,
                         "min_ratio": guard.min_ratio if guard else None,
                         "min_samples": guard.min_samples if guard else None,
                         "policy": _rate(counts.get("policy")),
                         "control": _rate(counts.get("control")),
-                        "tripped": getattr(served, "tripped", "") if served is not None else "",
+                        "tripped": served.tripped if served is not None else "",
                     },
                     "series": series["arms"].get(slot),
                 }
