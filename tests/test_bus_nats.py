@@ -68,6 +68,23 @@ async def test_a_joining_member_gets_the_dead_members_batch_first_in_order(
     assert [m.event.event_id for m in first] == taken_ids[: len(first)]
 
 
+async def test_deleting_what_is_gone_already_is_not_an_error(bus: NatsJetStreamBus) -> None:
+    """A consumer meeting an erased user's event and the erasure both delete it: whichever
+    comes second deletes nothing and does not fail (the erasure would answer 503)."""
+    events = synthetic_events(200, users=10, seed=5)
+    await bus.publish(events)
+    user = events[0].user_id
+    mine = sum(e.user_id == user for e in events)
+    async with contextlib.aclosing(bus.subscribe("features", batch=200)) as batches:
+        delivered = [m for m in await anext(batches) if m.event.user_id == user]
+    assert delivered
+    assert await bus.delete([m.id for m in delivered]) == len(delivered)
+    assert await bus.delete([m.id for m in delivered]) == 0
+    assert await bus.erase_user(user) == mine - len(delivered)
+    assert await bus.erase_user(user) == 0
+    assert await bus.count() == len(events) - mine
+
+
 async def test_publisher_survives_a_nats_restart(
     own_server: Any, namespace: str, tmp_path: Any
 ) -> None:
@@ -100,3 +117,35 @@ async def test_publisher_survives_a_nats_restart(
     finally:
         await publisher.close(timeout=1)
         await bus.close()
+
+
+async def test_durability_reads_the_servers_fsync_policy(
+    own_server: Any, namespace: str, nats_url: str
+) -> None:
+    """Our own server (the nats-server wheel, ``sync_interval: always``) is reported as fsync
+    per write, read from its monitoring endpoint given in the bus URL; a bus URL without one
+    says the policy is unseen and how to check it; an unreachable monitor says so."""
+    from trimtab.backends import open_event_bus
+
+    server = own_server("nats")
+    checked = open_event_bus(
+        f"{server.url}?stream={namespace.upper()}&prefix={namespace}&monitor={server.monitor_url}",
+        ".",
+    )
+    unseen = NatsJetStreamBus(nats_url, stream=namespace.upper(), prefix=namespace)
+    broken = NatsJetStreamBus(
+        server.url, stream=namespace.upper(), prefix=namespace, monitor="http://127.0.0.1:9"
+    )
+    try:
+        said = await checked.durability()
+        assert said.startswith("fsync per write (jetstream sync_interval: always)"), said
+        assert "file storage, 1 replica(s)" in said
+        said = await unseen.durability()
+        assert "monitor=" in said and "every 2 min by default" in said, said
+        said = await broken.durability()
+        assert "fsync policy unknown: monitor http://127.0.0.1:9" in said, said
+    finally:
+        for bus in (checked, unseen, broken):
+            with contextlib.suppress(Exception):
+                await bus.drop()  # type: ignore[attr-defined]
+            await bus.close()

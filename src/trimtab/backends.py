@@ -62,6 +62,7 @@ _NATS_OPTIONS = {
     "fetch_timeout_s": float,
     "publish_timeout_s": float,
     "replicas": int,
+    "monitor": str,
 }
 
 

@@ -138,7 +138,9 @@ def test_scaled_erasure_under_load_reaches_every_process_and_store(
         bus_url = f"{redis_server.url}?prefix=er"
         stores = [redis_server.workdir]
     else:
-        nats_server = own_server("nats")
+        # Debian's 2.9: the wheel's 2.15 erases a message in ~10 ms (2.9: ~1.4 ms), too slow for
+        # 100 users under load within the test's budget (docs/reliability.md)
+        nats_server = own_server("nats", debian_nats=True)
         bus_url = f"{nats_server.url}?stream=ER&prefix=er"
         stores = [redis_server.workdir, nats_server.workdir]
     env = clean_env(TRIMTAB_STATE=state_url, TRIMTAB_BUS=bus_url)

@@ -11,7 +11,9 @@ acknowledged once the server has written it, so it survives a crash of the serve
 (``kill -9``: measured in ``docs/reliability.md``). It survives a crash of the *machine* only
 if the server fsyncs before acknowledging: ``jetstream { sync_interval: always }`` (nats-server
 2.10 and later); by default it fsyncs every two minutes, and Jepsen (NATS 2.12.1, December 2025)
-showed acknowledged writes lost to power failures in that window.
+showed acknowledged writes lost to power failures in that window. A client connection cannot
+see that policy: :meth:`NatsJetStreamBus.durability` reads it from the server's monitoring
+endpoint when the bus URL names one (``?monitor=http://host:8222``).
 
 A consumer group is a durable pull consumer with explicit acks. A message not acknowledged
 within ``ack_wait_s`` is delivered again, to whichever member of the group fetches next: that
@@ -34,7 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import json
 import logging
+import urllib.request
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -59,6 +64,9 @@ from trimtab.events import AnyEvent, decode_one
 log = logging.getLogger("trimtab.bus.nats")
 _encoder = msgspec.json.Encoder()
 _ACK = b"+ACK"
+# JetStream's answers to deleting a message that is no longer there: 10057 "no message found"
+# (deleted before the request), 10043 "sequence N not found" (deleted while it was handled)
+_GONE = frozenset({10043, 10057})
 
 
 async def connect(url: str, **options: Any) -> Client:
@@ -71,6 +79,35 @@ async def connect(url: str, **options: Any) -> Client:
     options.setdefault("reconnect_time_wait", 0.25)
     options.setdefault("connect_timeout", 2)
     return await nats.connect(url, error_cb=quiet, **options)
+
+
+def _read_varz(monitor: str) -> dict[str, Any]:
+    with urllib.request.urlopen(monitor.rstrip("/") + "/varz", timeout=1.5) as answer:
+        varz: dict[str, Any] = json.loads(answer.read())
+    return varz
+
+
+def sync_policy(varz: dict[str, Any], stored: str) -> str:
+    """The durability of an acknowledged write, from a server's ``/varz`` answer.
+
+    >>> sync_policy({"jetstream": {"config": {"sync_always": True}}}, "file storage")[:44]
+    'fsync per write (jetstream sync_interval: al'
+    >>> sync_policy({"version": "2.9.10", "jetstream": {"config": {}}}, "file storage")[:33]
+    'file storage, fsync every 120 s ('
+    """
+    config = varz.get("jetstream", {}).get("config", {})
+    if config.get("sync_always"):
+        return (
+            f"fsync per write (jetstream sync_interval: always), {stored}: a crash of the "
+            "server or its machine loses nothing acknowledged"
+        )
+    # nats-server before 2.10 reports no interval: its fixed one is two minutes
+    seconds = config.get("sync_interval", 120_000_000_000) / 1e9
+    return (
+        f"{stored}, fsync every {seconds:g} s (the server's sync_interval, nats-server "
+        f"{varz.get('version', '?')}): a server process crash loses nothing; a machine crash "
+        f"can lose the last {seconds:g} s of acknowledged events (set sync_interval: always)"
+    )
 
 
 class NatsJetStreamBus:
@@ -89,6 +126,7 @@ class NatsJetStreamBus:
         fetch_timeout_s: float = 1.0,
         publish_timeout_s: float = 5.0,
         replicas: int = 1,
+        monitor: str | None = None,
     ) -> None:
         # A URL connects lazily on first use, so the bus can be built outside an event loop.
         self._url = server if isinstance(server, str) else None
@@ -103,6 +141,9 @@ class NatsJetStreamBus:
         self.fetch_timeout_s = fetch_timeout_s
         self.publish_timeout_s = publish_timeout_s
         self.replicas = replicas
+        # The server's HTTP monitoring endpoint (``http://host:8222``): the one place its fsync
+        # policy can be read from (a client connection does not see it).
+        self.monitor = monitor
         self.subjects = [f"{prefix}.events.{p}" for p in range(partitions)]
         self._ready = False
 
@@ -218,10 +259,18 @@ class NatsJetStreamBus:
         """
         deleted = 0
         for reply in ids:
-            seq = Msg.Metadata._from_reply(reply).sequence.stream
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                deleted += bool(await self.js.delete_msg(self.stream, seq))
+            deleted += await self._delete_seq(Msg.Metadata._from_reply(reply).sequence.stream)
         return deleted
+
+    async def _delete_seq(self, seq: int) -> bool:
+        """Delete (and erase) one message; False when it is gone already: a consumer meeting
+        an erased user's event and the erasure itself may both delete it."""
+        try:
+            return bool(await self.js.delete_msg(self.stream, seq))
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _GONE:
+                return False
+            raise
 
     async def compact(self, done: set[str] | None = None) -> bool:
         """Nothing to rewrite: JetStream erases a deleted message's bytes when it deletes it
@@ -229,15 +278,24 @@ class NatsJetStreamBus:
         return True
 
     async def durability(self) -> str:
-        """What an acknowledged write survives (the fsync policy is the server's, unseen)."""
+        """What an acknowledged write survives: the stream's storage, and the server's fsync
+        policy read from its monitoring endpoint (``/varz``) when the bus knows one."""
         await self.ensure_stream()
         info = await self.js.stream_info(self.stream)
-        storage = info.config.storage.value if info.config.storage else "?"
-        return (
-            f"{storage} storage, {info.config.num_replicas or 1} replica(s): a server process "
-            "crash loses nothing; a machine crash loses what the server has not fsynced "
-            "(every 2 min by default; set jetstream sync_interval: always)"
-        )
+        # nats-py parses the storage as a StorageType, or leaves it a str (2.15 servers)
+        storage = getattr(info.config.storage, "value", info.config.storage) or "?"
+        stored = f"{storage} storage, {info.config.num_replicas or 1} replica(s)"
+        if self.monitor is None:
+            return (
+                f"{stored}: a server process crash loses nothing; a machine crash loses what "
+                "the server has not fsynced (every 2 min by default; set jetstream "
+                "sync_interval: always, and monitor=<its http url> in the bus URL to check it)"
+            )
+        try:
+            varz = await asyncio.to_thread(_read_varz, self.monitor)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return f"{stored}; fsync policy unknown: monitor {self.monitor} unreadable ({exc})"
+        return sync_policy(varz, stored)
 
     # -- inspection ----------------------------------------------------------------------
     async def count(self) -> int:
@@ -310,9 +368,10 @@ class NatsJetStreamBus:
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await self.js.delete_consumer(self.stream, name)
+        deleted = 0
         for seq in doomed:
-            await self.js.delete_msg(self.stream, seq)
-        return len(doomed)
+            deleted += await self._delete_seq(seq)
+        return deleted
 
     async def pending(self, group: str) -> int:
         """Messages the group has not acknowledged yet (undelivered or in flight)."""
