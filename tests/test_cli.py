@@ -81,7 +81,9 @@ def test_bench_core_quick_runs_and_matches_the_sdk():
 
 
 def test_bench_core_realworld_payload_matches_the_sdk():
-    result = runner.invoke(app, ["bench", "core", "--quick", "--payload", "realworld"])
+    # wide, so the table's labels stay on one line whatever widths the figures take
+    wide = CliRunner(env={"COLUMNS": "200"})
+    result = wide.invoke(app, ["bench", "core", "--quick", "--payload", "realworld"])
     assert result.exit_code == 0, result.output
     assert "values that differ from the SDK on 1,000 users × 60 features: 0" in result.output
     assert "with prerequisites" in result.output and "speed-up" in result.output
