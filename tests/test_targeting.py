@@ -70,6 +70,19 @@ def rounded(ranges: list[Any]) -> list[list[float]]:
 def test_evalCondition(condition: Any, attributes: Any, expected: bool, saved_groups: Any) -> None:
     assert eval_condition(condition, attributes, saved_groups) is expected
     assert compile_condition(condition, saved_groups, strict=False)(attributes) is expected
+    assert written_out(condition, saved_groups, attributes) is expected
+
+
+def written_out(condition: Any, saved_groups: Any, attributes: Any) -> bool:
+    """The condition as the engine's generated walk runs it (``condition_source``)."""
+    env: dict[str, Any] = {}
+
+    def bind(value: Any) -> str:
+        env[f"k{len(env)}"] = value
+        return f"k{len(env) - 1}"
+
+    code = conditions.condition_source(condition, saved_groups, bind)
+    return eval(code, env, {"attrs": attributes})  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(("seed", "value", "version", "expected"), unnamed("hash"))
@@ -386,6 +399,7 @@ def well_formed_conditions() -> st.SearchStrategy[Any]:
 def test_compiled_agrees_with_interpreter(condition: Any, attributes: Any) -> None:
     expected = eval_condition(condition, attributes, SAVED_GROUPS)
     assert compile_condition(condition, SAVED_GROUPS, strict=False)(attributes) is expected
+    assert written_out(condition, SAVED_GROUPS, attributes) is expected
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,7 +23,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -52,6 +52,7 @@ from trimtab.targeting import (
 )
 from trimtab.targeting import hash as bucket_hash
 from trimtab.targeting.jsvalues import is_number, js_number_to_string
+from trimtab.walkcode import walk_function
 
 __all__ = [
     "EXPERIMENT",
@@ -181,6 +182,13 @@ def _fmt(value: Any) -> str:
     return repr(value)
 
 
+def _show(value: Any) -> str:
+    """An attribute's value as a reason shows it (``saw f0=0.98``)."""
+    if value.__class__ is float:
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return repr(value)
+
+
 def hash_string(value: Any) -> str | None:
     """A user's hash value as GrowthBook writes it (JS ``String()``), or None when ``value``
     cannot identify a user (missing, empty, zero, not finite, not a string or number)."""
@@ -280,6 +288,16 @@ class StickyDocs:
         self.docs[doc_id] = doc
         self.service.save_assignments(doc)
 
+
+# What a slot's generated walk (trimtab.walkcode) calls besides the engine's own methods.
+_WALK_HELPERS: dict[str, Any] = {
+    "Decision": Decision,
+    "bucket_hash": bucket_hash,
+    "hash_string": hash_string,
+    "explain": explain,
+    "walk_path": walk_path,
+    "show": _show,
+}
 
 PASS, FAIL, GATE, CYCLIC = 0, 1, 2, 3
 NO_VALUE_SOURCES = frozenset({"prerequisite", "cyclicPrerequisite", "unknownFeature"})
@@ -482,14 +500,31 @@ class Rules:
         opts: Options | None = None,
         stack: tuple[str, ...] = (),
     ) -> Decision:
-        """Walk the rules once; the propensity is accumulated along the way (module doc).
+        """The slot's walk, written out as code for this slot (:mod:`trimtab.walkcode`): the
+        same decision as :meth:`_walk`, which it hands over to for the rules it leaves."""
+        fast = slot.fast
+        if fast is None:
+            fast = slot.fast = walk_function(slot, _WALK_HELPERS)
+        return fast(self, attrs, opts, stack)  # type: ignore[no-any-return]
+
+    def _walk(
+        self,
+        slot: CompiledSlot,
+        attrs: Mapping[str, Any],
+        opts: Options | None = None,
+        stack: tuple[str, ...] = (),
+        start: int = 0,
+        mass: float = 1.0,
+        passed: dict[str, float] | None = None,
+    ) -> Decision:
+        """Walk the rules once from ``start``; the propensity is accumulated along the way
+        (module doc).
 
         ``mass`` is the probability of reaching the current rule; ``passed`` holds what
         earlier random rules that did not pick this user would have given each variant.
         """
-        mass = 1.0
-        passed: dict[str, float] | None = None
-        for pos, (condition, plain, kind, rule) in enumerate(slot.walk):
+        walk = slot.walk[start:] if start else slot.walk
+        for pos, (condition, plain, kind, rule) in enumerate(walk, start):
             if plain:
                 # the common case: a condition, then the rule's kind
                 if condition is not None and not condition(attrs):
@@ -837,15 +872,23 @@ class Rules:
             return shares, taken
         return rule.shares, rule.taken
 
-    def _spread(
-        self, slot: CompiledSlot, attrs: Mapping[str, Any], stack: tuple[str, ...]
-    ) -> dict[str, float]:
-        """:meth:`_rest` from the first rule for every variant at once: one walk."""
-        out: dict[str, float] = {}
-        mass = 1.0
-        for rule in slot.rules:
+    def _outcomes(
+        self,
+        slot: CompiledSlot,
+        start: int,
+        mass: float,
+        attrs: Mapping[str, Any],
+        stack: tuple[str, ...],
+    ) -> Iterator[tuple[str, float]]:
+        """``(variant, probability)`` for each way the rules from ``start`` on (reached with
+        probability ``mass``) can end, the hashes treated as random: a random prerequisite
+        gate failing (the blocked value), a rule picking, no rule picking (the default).
+        A variant may come more than once; the probabilities add up to ``mass``."""
+        rules = slot.rules
+        for pos in range(start, len(rules)):
             if mass <= 0.0:
-                break
+                return
+            rule = rules[pos]
             applies = self._applies(rule, attrs)
             if not applies and not rule.gates:
                 continue
@@ -854,17 +897,26 @@ class Rules:
                 gates, chance = self._pass_chances(slot, rule, attrs, stack)
                 blocked = mass * (1.0 - gates)
                 if blocked > 0.0:
-                    out[slot.blocked] = out.get(slot.blocked, 0.0) + blocked
+                    yield slot.blocked, blocked
                 m = mass * chance
                 mass -= blocked
             if not applies:
                 continue
             shares, taken = self._shares(slot, rule, attrs)
             for name, share in shares.items():
-                out[name] = out.get(name, 0.0) + m * share
+                yield name, m * share
             mass -= m * taken
         if mass > 0.0:
-            out[slot.default] = out.get(slot.default, 0.0) + mass
+            yield slot.default, mass
+
+    def _spread(
+        self, slot: CompiledSlot, attrs: Mapping[str, Any], stack: tuple[str, ...]
+    ) -> dict[str, float]:
+        """The probability of each of the slot's variants: :meth:`_outcomes` from the first
+        rule, added up by variant."""
+        out: dict[str, float] = {}
+        for name, p in self._outcomes(slot, 0, 1.0, attrs, stack):
+            out[name] = out.get(name, 0.0) + p
         return out
 
     def _rest(
@@ -879,28 +931,10 @@ class Rules:
         """What the rules from ``start`` on would give ``variant`` with probability ``mass``
         of reaching them (had a random pick before them missed)."""
         p = 0.0
-        rules = slot.rules
-        for pos in range(start, len(rules)):
-            if mass <= 0.0:
-                return p
-            rule = rules[pos]
-            applies = self._applies(rule, attrs)
-            if not applies and not rule.gates:
-                continue
-            m = mass
-            if rule.parents:
-                gates, chance = self._pass_chances(slot, rule, attrs, stack)
-                blocked = mass * (1.0 - gates)
-                if variant == slot.blocked:
-                    p += blocked
-                m = mass * chance
-                mass -= blocked
-            if not applies:
-                continue
-            shares, taken = self._shares(slot, rule, attrs)
-            p += m * shares.get(variant, 0.0)
-            mass -= m * taken
-        return p + (mass if variant == slot.default and mass > 0.0 else 0.0)
+        for name, share in self._outcomes(slot, start, mass, attrs, stack):
+            if name == variant:
+                p += share
+        return p
 
     # ------------------------------------------------------------------ decisions
 
@@ -1017,11 +1051,7 @@ class Rules:
             seen = []
             for name, parts in shown:
                 value = attrs.get(name) if len(parts) == 1 else walk_path(attrs, parts)
-                if value.__class__ is float:
-                    text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-                else:
-                    text = repr(value)
-                seen.append(f"{name}={text}")
+                seen.append(f"{name}={_show(value)}")
             reason = f"{reason} (saw {', '.join(seen)})"
         why = rule.why_fixed
         if why is None:
@@ -1130,7 +1160,7 @@ class Engine(Rules):
         holdout = self.holdout
         held_out = holdout > 0.0 and self._in_holdout(attrs)
         memo = self._memo if self._memo_for is attrs else None
-        decide_slot, prefix, ids = self._decide_slot, self._id_prefix, self._ids
+        prefix, ids = self._id_prefix, self._ids
         for name in names:
             slot = compiled.get(name)
             if slot is None:
@@ -1138,9 +1168,14 @@ class Engine(Rules):
             if held_out:
                 decision = self._held_out(slot, attrs)
             else:
-                decision = (memo.pop(name, None) if memo else None) or decide_slot(
-                    slot, attrs, opts
-                )
+                known: Decision | None = memo.pop(name, None) if memo else None
+                if known is None:
+                    walk = slot.fast  # the slot's walk as code (_decide_slot)
+                    if walk is None:
+                        walk = slot.fast = walk_function(slot, _WALK_HELPERS)
+                    decision = walk(self, attrs, opts, ())
+                else:
+                    decision = known
                 if holdout > 0.0:
                     # the holdout shows the default:
                     # P(v) = (1-h)·P(v | not held out) + h·[v = default]

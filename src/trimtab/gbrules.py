@@ -21,12 +21,14 @@ prerequisite tests, hash filters, contextual-bandit leaves, variation keys from 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from trimtab.targeting import compile_condition, get_bucket_ranges
+from trimtab.targeting.conditions import condition_source
 from trimtab.targeting.hashing import weights_are_valid
 from trimtab.targeting.jsvalues import js_truthy
 
@@ -147,6 +149,10 @@ class CompiledRule:
     namespace_seed: str = ""  # "__<namespace id>"
     reason_head: str = ""  # the reason's fixed part
     why_fixed: str | None = None  # ``why`` when it has no placeholder to fill
+    # The condition as a Python expression over ``attrs`` and the constants it names, for the
+    # slot's generated walk (:mod:`trimtab.walkcode`)
+    condition_code: str = "True"
+    condition_env: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -161,6 +167,8 @@ class CompiledSlot:
     # (condition, plain, kind, rule) per rule: what the hot loop reads, unpacked once
     walk: tuple[tuple[Predicate | None, bool, int, CompiledRule], ...] = ()
     random: bool = False  # some rule (or prerequisite) depends on a hash or a policy
+    # the walk written out for this slot (:mod:`trimtab.walkcode`), made when first decided
+    fast: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     max_changes: int = 2  # per page view, after the first render (trimtab.live)
     min_gap_s: float = 1.5  # between two changes on one page view
 
@@ -324,6 +332,26 @@ def _condition(
     return compile_condition(condition, groups, strict=strict), True
 
 
+def _condition_code(
+    condition: Any, predicate: Predicate | None, groups: Mapping[str, Any], env: dict[str, Any]
+) -> str:
+    """The condition written as an expression over ``attrs`` (``env`` gets its constants)."""
+    if predicate is None:
+        return "True"
+    if not isinstance(condition, Mapping):
+        return "False"
+
+    def bind(value: Any) -> str:
+        name = f"_c{next(_constant_names)}"
+        env[name] = value
+        return name
+
+    return condition_source(condition, groups, bind)
+
+
+_constant_names = itertools.count()
+
+
 def _compile_rule(
     slot: str,
     index: int,
@@ -338,6 +366,8 @@ def _compile_rule(
     rule_id = gb_id or f"{slot}#{index}"
     condition = rule.get("condition") if isinstance(rule.get("condition"), Mapping) else None
     predicate, _ = _condition(rule.get("condition"), groups, strict)
+    env: dict[str, Any] = {}
+    code = _condition_code(rule.get("condition"), predicate, groups, env)
     parents = tuple(
         Parent(
             key=str(p.get("id", "")),
@@ -364,6 +394,8 @@ def _compile_rule(
         "gb_id": gb_id,
         "source": rule,
         "condition": predicate,
+        "condition_code": code,
+        "condition_env": env,
         "condition_text": str(rule.get("description") or describe_condition(condition)),
         "condition_attrs": attributes_in(condition),
         "shown_paths": tuple((a, tuple(a.split("."))) for a in shown),

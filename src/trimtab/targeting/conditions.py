@@ -44,7 +44,14 @@ from trimtab.targeting.jsvalues import (
 )
 from trimtab.targeting.versions import padded_version
 
-__all__ = ["ConditionError", "compile_condition", "eval_condition", "get_path", "walk_path"]
+__all__ = [
+    "ConditionError",
+    "compile_condition",
+    "condition_source",
+    "eval_condition",
+    "get_path",
+    "walk_path",
+]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 ValueTest = Callable[[Any], bool]
@@ -511,6 +518,84 @@ def _fused_field(path: str, expected: Any, groups: SavedGroups) -> Predicate | N
         return v <= arg if v.__class__ is float or v.__class__ is int else slow(v)
 
     return lte
+
+
+def condition_source(
+    condition: Mapping[str, Any], saved_groups: SavedGroups | None, bind: Callable[[Any], str]
+) -> str:
+    """``condition`` as one Python expression over a mapping named ``attrs``, for code the
+    engine generates (:mod:`trimtab.walkcode`): the same answer as
+    ``compile_condition(condition, saved_groups, strict=False)`` without a call per part for
+    the commonest fields (those :func:`_fused_field` fuses); other fields call their compiled
+    predicate. ``bind(value)`` returns the name under which the generated code finds a value.
+
+    >>> env = {}
+    >>> def bind(value):
+    ...     env[f"k{len(env)}"] = value
+    ...     return f"k{len(env) - 1}"
+    >>> code = condition_source({"device": "mobile", "f0": {"$gt": 0.5}}, None, bind)
+    >>> eval(code, env, {"attrs": {"device": "mobile", "f0": 0.7}})
+    True
+    """
+    groups = saved_groups if saved_groups is not None else _EMPTY
+    if not _is_valid(condition, groups):
+        return "False"
+    return _source(condition, groups, bind)
+
+
+def _source(cond: Mapping[str, Any], groups: SavedGroups, bind: Callable[[Any], str]) -> str:
+    # mirrors _compile_condition part by part
+    parts: list[str] = []
+    for key, value in cond.items():
+        if key == "$or":
+            if value:
+                parts.append("(" + " or ".join(_source(c, groups, bind) for c in value) + ")")
+        elif key == "$nor":
+            if not value:
+                return "False"
+            parts.append("(not (" + " or ".join(_source(c, groups, bind) for c in value) + "))")
+        elif key == "$and":
+            if value:
+                parts.append("(" + " and ".join(_source(c, groups, bind) for c in value) + ")")
+        elif key == "$not":
+            parts.append(f"(not {_source(value, groups, bind)})")
+        else:
+            parts.append(_field_source(key, value, groups, bind))
+    return "(" + " and ".join(parts) + ")" if parts else "True"
+
+
+def _field_source(path: str, expected: Any, groups: SavedGroups, bind: Callable[[Any], str]) -> str:
+    """One field as an expression: the cases of :func:`_fused_field` written out, else a call
+    of the field's compiled predicate."""
+    if "." not in path:
+        get = f"attrs.get({path!r})"
+        if type(expected) is str:
+            return f"({get} == {expected!r})"
+        if type(expected) is bool:
+            return f"({get} is {expected!r})"
+        if isinstance(expected, Mapping) and len(expected) == 1:
+            ((op, arg),) = expected.items()
+            values = _group_values(groups, arg) if op in _GROUP else arg
+            if op in ("$in", "$nin", "$inGroup", "$notInGroup") and isinstance(values, _ARRAY):
+                strings = bind(frozenset(x for x in values if type(x) is str))
+                contains = bind(_membership(values, insensitive=False))
+                # (a conditional expression evaluates its condition first: ``_v`` is bound there)
+                if op in ("$in", "$inGroup"):
+                    return (
+                        f"(_v in {strings} if (_v := {get}).__class__ is str else {contains}(_v))"
+                    )
+                return (
+                    f"(_v not in {strings} if (_v := {get}).__class__ is str "
+                    f"else not {contains}(_v))"
+                )
+            if op in _ORDERING and is_number(arg):
+                symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
+                return (
+                    f"(_v {symbol} {bind(arg)} if (_v := {get}).__class__ is float "
+                    f"or _v.__class__ is int else {bind(_ordering(op, arg))}(_v))"
+                )
+    fused = _fused_field(path, expected, groups) if "." not in path else None
+    return f"{bind(fused or _compile_field(path, _compile_test(expected, groups)))}(attrs)"
 
 
 def _compile_field(path: str, test: ValueTest) -> Predicate:

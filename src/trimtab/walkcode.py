@@ -1,0 +1,235 @@
+"""A slot's rule walk written out as Python code: one specialised function per slot.
+
+:meth:`trimtab.decide.Rules._walk` walks any slot's compiled rules in a loop that looks at
+each rule's kind, flags and fields on every decision. For the rules a served decision meets
+most (forces, rollouts, plain experiments, and the conditions, prerequisites and hash filters
+in front of them) this module writes that walk out once, when a slot is first decided: the
+rules' order, kinds and constants are fixed in the code, conditions are inlined
+(:func:`trimtab.targeting.conditions.condition_source`), and a decision's fixed reason and
+``why`` are constants. The result is the same decision, propensity and reason as the loop's.
+
+Where the code would need the loop's generality (a policy rule, an experiment with sticky
+assignments, a contextual bandit, passthrough variations or run()'s forcing, or any
+experiment under a GrowthBook SDK context's options) it hands over to the loop at that rule,
+with the walk's state (``mass``, ``passed``) as it stands.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from trimtab.gbrules import EXPERIMENT, FORCE, PASS_ON, ROLLOUT, CompiledRule, CompiledSlot
+
+__all__ = ["walk_source"]
+
+_names = itertools.count()
+
+
+class _Code:
+    """Lines of the function being written, and the constants it reads."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.lines: list[str] = []
+        self.env = env
+
+    def bind(self, value: Any) -> str:
+        """The name of a global holding ``value``."""
+        name = f"_w{next(_names)}"
+        self.env[name] = value
+        return name
+
+    def add(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+
+def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
+    """Source of ``walk(self, attrs, opts, stack) -> Decision`` for ``slot``, and the
+    constants it reads. The caller executes it with ``Decision``, ``bucket_hash``,
+    ``hash_string``, ``explain``, ``walk_path`` and ``show`` added to the constants."""
+    code = _Code({"S": slot})
+    add = code.add
+    add(0, "def walk(self, attrs, opts, stack):")
+    add(1, "mass = 1.0")
+    add(1, "passed = None")
+    clean = True  # no random rule before this one: mass is 1.0 and passed is None
+    for pos, rule in enumerate(slot.rules):
+        handover = f"return self._walk(S, attrs, opts, stack, {pos}, mass, passed)"
+        if not _written(rule):
+            add(1, handover)
+            return "\n".join(code.lines) + "\n", code.env
+        r = code.bind(rule)
+        if rule.kind == EXPERIMENT:
+            add(1, "if opts is not None:")
+            add(2, handover)
+        depth = 1
+        if rule.plain:
+            condition = _condition(rule, code)
+            if condition != "True":
+                add(1, f"if {condition}:")
+                depth = 2
+            add(depth, "m = mass")
+        else:
+            add(1, f"state = self._prelude(S, {r}, attrs, opts, stack, mass, passed)")
+            add(1, "if state.__class__ is Decision:")
+            add(2, "return state")
+            add(1, "acts, m, mass, passed = state")
+            add(1, "if acts:")
+            depth = 2
+        if rule.kind == FORCE:
+            _force(code, slot, rule, pos, depth, clean)
+        elif rule.kind == ROLLOUT:
+            _rollout(code, slot, rule, pos, depth)
+        elif rule.kind == EXPERIMENT:
+            _experiment(code, slot, rule, pos, depth)
+        else:  # PASS_ON: only its prerequisite gates act
+            add(depth, "pass")
+        if rule.kind != FORCE or not rule.plain:
+            clean = False
+    default = slot.default
+    p = "1.0" if clean else f"mass + (passed.get({default!r}, 0.0) if passed else 0.0)"
+    add(
+        1,
+        f"return Decision(slot={slot.name!r}, variant={default!r}, source='default', "
+        f"propensity={p}, reason='no rule matched: default content', "
+        f"payload={code.bind(slot.variants.get(default))})",
+    )
+    return "\n".join(code.lines) + "\n", code.env
+
+
+def _written(rule: CompiledRule) -> bool:
+    """Whether this module writes the rule out (else the loop takes over from it)."""
+    if rule.kind in (FORCE, ROLLOUT, PASS_ON):
+        return not rule.standalone and not rule.sticky_key
+    return rule.kind == EXPERIMENT and rule.simple and len(rule.ranges) <= len(rule.variations)
+
+
+def _condition(rule: CompiledRule, code: _Code) -> str:
+    """A plain rule's condition as one expression (a plain rule has no hash filters)."""
+    if rule.condition is None:
+        return "True"
+    code.env.update(rule.condition_env)
+    return rule.condition_code
+
+
+def _force(
+    code: _Code, slot: CompiledSlot, rule: CompiledRule, pos: int, depth: int, clean: bool
+) -> None:
+    force = rule.force
+    if rule.plain:
+        p = "1.0" if clean else f"mass + (passed.get({force!r}, 0.0) if passed else 0.0)"
+        code.add(depth, f"p = {p}")
+    else:
+        code.add(depth, f"p = m + (passed.get({force!r}, 0.0) if passed else 0.0)")
+        code.add(depth, "if m < mass:")
+        code.add(depth + 1, f"p += self._rest(S, {pos + 1}, {force!r}, mass - m, attrs, stack)")
+    _decision(code, slot, rule, force, "force", -1, depth)
+
+
+def _rollout(code: _Code, slot: CompiledSlot, rule: CompiledRule, pos: int, depth: int) -> None:
+    add, r, force = code.add, code.bind(rule), rule.force
+    add(depth, f"value = attrs.get({rule.hash_attribute!r})")
+    add(depth, "if value.__class__ is not str or not value:")
+    add(depth + 1, f"value = self._hash_value({r}, attrs, True)")
+    add(depth, "if value is not None:")
+    add(depth + 1, f"n = bucket_hash({rule.seed!r}, value, {rule.hash_version!r})")
+    add(depth + 1, "if n is not None:")
+    d = depth + 2
+    bounds = rule.bucket_range
+    if bounds is None:
+        inside = "False" if rule.coverage == 0.0 else f"n <= {code.bind(rule.coverage)}"
+    else:
+        inside = f"{code.bind(bounds[0])} <= n < {code.bind(bounds[1])}"
+    taken = code.bind(rule.taken)
+    add(d, f"if {inside}:")
+    add(d + 1, f"p = m * {taken} + (passed.get({force!r}, 0.0) if passed else 0.0)")
+    add(d + 1, f"p += self._rest(S, {pos + 1}, {force!r}, mass - m * {taken}, attrs, stack)")
+    _decision(code, slot, rule, force, "force", -1, d + 1)
+    if rule.taken > 0.0:
+        add(d, "passed = passed or {}")
+        add(d, f"passed[{force!r}] = passed.get({force!r}, 0.0) + m * {taken}")
+        add(d, f"mass -= m * {taken}")
+
+
+def _experiment(code: _Code, slot: CompiledSlot, rule: CompiledRule, pos: int, depth: int) -> None:
+    """A plain experiment served without a GrowthBook context (no forcing to consider)."""
+    add, taken = code.add, code.bind(rule.taken)
+    add(depth, f"value = attrs.get({rule.hash_attribute!r})")
+    add(depth, "if value.__class__ is not str or not value:")
+    add(depth + 1, "value = hash_string(value)")
+    add(depth, "if value is not None:")
+    d = depth + 1
+    namespace = rule.namespace
+    if namespace is not None and not rule.filters:
+        add(d, f"n = bucket_hash({rule.namespace_seed!r}, value, 1)")
+        add(d, f"if n is not None and {code.bind(namespace[1])} <= n < {code.bind(namespace[2])}:")
+        d += 1
+    add(d, f"n = bucket_hash({rule.seed!r}, value, {rule.hash_version!r})")
+    add(d, "if n is not None:")
+    d += 1
+    add(d, "pass")  # an experiment with no ranges takes nobody
+    for index, (lo, hi) in enumerate(rule.ranges):
+        variant = rule.variations[index]
+        share = code.bind(rule.shares.get(variant, 0.0))
+        add(d, f"{'if' if index == 0 else 'elif'} {code.bind(lo)} <= n < {code.bind(hi)}:")
+        add(d + 1, f"p = m * {share} + (passed.get({variant!r}, 0.0) if passed else 0.0)")
+        add(d + 1, f"if m * {taken} < mass:")
+        add(
+            d + 2,
+            f"p += self._rest(S, {pos + 1}, {variant!r}, mass - m * {taken}, attrs, stack)",
+        )
+        _decision(code, slot, rule, variant, "experiment", index, d + 1)
+    if rule.taken > 0.0:
+        add(d, "else:" if rule.ranges else "if True:")
+        add(d + 1, "passed = passed or {}")
+        for name, amount in rule.shares.items():
+            add(d + 1, f"passed[{name!r}] = passed.get({name!r}, 0.0) + m * {code.bind(amount)}")
+        add(d + 1, f"mass -= m * {taken}")
+
+
+def _decision(
+    code: _Code,
+    slot: CompiledSlot,
+    rule: CompiledRule,
+    variant: str,
+    source: str,
+    variation: int,
+    depth: int,
+) -> None:
+    """``return`` the decision :meth:`trimtab.decide.Rules._made` builds, its fixed parts
+    as constants (``p`` is the propensity, ``n`` the experiment's bucket)."""
+    bind = code.bind
+    if rule.kind == EXPERIMENT:
+        head = f"{rule.reason_head}{variation} of {len(rule.variations)} (bucket "
+        reason = f'{bind(head)} + f"{{n:.4f}}" + {bind(f") for {rule.condition_text}")}'
+    else:
+        reason = bind(rule.reason_head)
+    if rule.shown_paths:
+        pieces = []
+        for i, (name, parts) in enumerate(rule.shown_paths):
+            value = (
+                f"attrs.get({name!r})" if len(parts) == 1 else f"walk_path(attrs, {bind(parts)})"
+            )
+            pieces.append(f"{bind((' (saw ' if i == 0 else ', ') + name + '=')} + show({value})")
+        reason = f"{reason} + {' + '.join(pieces)} + ')'"
+    why = (
+        bind(rule.why_fixed) if rule.why_fixed is not None else f"explain({bind(rule.why)}, attrs)"
+    )
+    extra = f", experiment={rule.key!r}" if rule.key else ""
+    if variation != -1:
+        extra += f", variation={variation}"
+    code.add(
+        depth,
+        f"return Decision(slot={slot.name!r}, variant={variant!r}, source={source!r}, "
+        f"rule_id={rule.rule_id!r}, propensity=p, reason={reason}{extra}, "
+        f"payload={bind(slot.variants.get(variant))}, why={why})",
+    )
+
+
+def walk_function(slot: CompiledSlot, env: dict[str, Any]) -> Callable[..., Any]:
+    """The compiled ``walk`` of :func:`walk_source`, its helpers taken from ``env``."""
+    source, constants = walk_source(slot)
+    namespace = {**env, **constants}
+    exec(compile(source, f"<walk of {slot.name!r}>", "exec"), namespace)
+    return namespace["walk"]  # type: ignore[no-any-return]
