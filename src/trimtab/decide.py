@@ -289,6 +289,8 @@ class StickyDocs:
         self.service.save_assignments(doc)
 
 
+PASS, FAIL, GATE, CYCLIC = 0, 1, 2, 3  # what a rule's prerequisites say (_prerequisites)
+
 # What a slot's generated walk (trimtab.walkcode) calls besides the engine's own methods.
 _WALK_HELPERS: dict[str, Any] = {
     "Decision": Decision,
@@ -297,9 +299,11 @@ _WALK_HELPERS: dict[str, Any] = {
     "explain": explain,
     "walk_path": walk_path,
     "show": _show,
+    "FAIL": FAIL,
+    "GATE": GATE,
+    "CYCLIC": CYCLIC,
 }
 
-PASS, FAIL, GATE, CYCLIC = 0, 1, 2, 3
 NO_VALUE_SOURCES = frozenset({"prerequisite", "cyclicPrerequisite", "unknownFeature"})
 
 
@@ -438,6 +442,20 @@ class Rules:
             if not ok:
                 return GATE if parent.gate else FAIL
         return PASS
+
+    def _prerequisites_served(
+        self,
+        slot: CompiledSlot,
+        rule: CompiledRule,
+        attrs: Mapping[str, Any],
+        stack: tuple[str, ...],
+    ) -> tuple[int, float, float]:
+        """:meth:`_prerequisites` in serving, then (unless CYCLIC) :meth:`_pass_chances`."""
+        state = self._prerequisites(slot, rule, attrs, None, stack)
+        if state == CYCLIC:
+            return state, 1.0, 1.0
+        gates, chance = self._pass_chances(slot, rule, attrs, stack)
+        return state, gates, chance
 
     def _pass_chances(
         self,
@@ -1098,6 +1116,10 @@ class Engine(Rules):
         self.slots = {name: compile_slot(name, decl, groups) for name, decl in config.slots.items()}
         link(self.slots)
         self._prerequisites_used = any(r.parents for s in self.slots.values() for r in s.rules)
+        # slots other slots' prerequisites name: their served decision is kept for those
+        self._parent_slots = frozenset(
+            p.key for s in self.slots.values() for r in s.rules for p in r.parents
+        )
         self.holdout = config.site.holdout
         self.holdout_seed = config.site.holdout_seed
 
@@ -1160,7 +1182,7 @@ class Engine(Rules):
         holdout = self.holdout
         held_out = holdout > 0.0 and self._in_holdout(attrs)
         memo = self._memo if self._memo_for is attrs else None
-        prefix, ids = self._id_prefix, self._ids
+        prefix, ids, parents = self._id_prefix, self._ids, self._parent_slots
         for name in names:
             slot = compiled.get(name)
             if slot is None:
@@ -1169,11 +1191,13 @@ class Engine(Rules):
                 decision = self._held_out(slot, attrs)
             else:
                 known: Decision | None = memo.pop(name, None) if memo else None
-                if known is None:
+                if known is None or known.decision_id:  # (one already served: a repeated name)
                     walk = slot.fast  # the slot's walk as code (_decide_slot)
                     if walk is None:
                         walk = slot.fast = walk_function(slot, _WALK_HELPERS)
                     decision = walk(self, attrs, opts, ())
+                    if memo is not None and name in parents:
+                        memo[name] = decision  # a prerequisite of slots still to decide
                 else:
                     decision = known
                 if holdout > 0.0:

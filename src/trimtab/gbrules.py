@@ -352,6 +352,14 @@ def _condition_code(
 _constant_names = itertools.count()
 
 
+def _written_predicate(code: str, env: Mapping[str, Any]) -> Predicate:
+    """The condition's expression as a function: one call where the compiled condition's
+    closures make one per part (the walks of _rest and the engine's loop call it)."""
+    namespace = dict(env)
+    exec(compile(f"def test(attrs):\n    return {code}\n", "<condition>", "exec"), namespace)
+    return namespace["test"]  # type: ignore[no-any-return]
+
+
 def _compile_rule(
     slot: str,
     index: int,
@@ -368,6 +376,8 @@ def _compile_rule(
     predicate, _ = _condition(rule.get("condition"), groups, strict)
     env: dict[str, Any] = {}
     code = _condition_code(rule.get("condition"), predicate, groups, env)
+    if predicate is not None and code not in ("True", "False"):
+        predicate = _written_predicate(code, env)
     parents = tuple(
         Parent(
             key=str(p.get("id", "")),

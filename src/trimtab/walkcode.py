@@ -59,24 +59,18 @@ def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
         if not _written(rule):
             add(1, handover)
             return "\n".join(code.lines) + "\n", code.env
-        r = code.bind(rule)
-        if rule.kind == EXPERIMENT:
+        if rule.kind == EXPERIMENT or not rule.plain:
             add(1, "if opts is not None:")
             add(2, handover)
-        depth = 1
         if rule.plain:
+            depth = 1
             condition = _condition(rule, code)
             if condition != "True":
                 add(1, f"if {condition}:")
                 depth = 2
             add(depth, "m = mass")
         else:
-            add(1, f"state = self._prelude(S, {r}, attrs, opts, stack, mass, passed)")
-            add(1, "if state.__class__ is Decision:")
-            add(2, "return state")
-            add(1, "acts, m, mass, passed = state")
-            add(1, "if acts:")
-            depth = 2
+            depth = _prelude(code, slot, rule)
         if rule.kind == FORCE:
             _force(code, slot, rule, pos, depth, clean)
         elif rule.kind == ROLLOUT:
@@ -96,6 +90,50 @@ def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
         f"payload={code.bind(slot.variants.get(default))})",
     )
     return "\n".join(code.lines) + "\n", code.env
+
+
+def _prelude(code: _Code, slot: CompiledSlot, rule: CompiledRule) -> int:
+    """What :meth:`trimtab.decide.Rules._prelude` does in serving before a rule with
+    prerequisites or hash filters acts; returns the depth of the rule's body, where ``m`` is
+    the mass with which it acts."""
+    add, r = code.add, code.bind(rule)
+    applies = _condition(rule, code)
+    if rule.filters:
+        filtered = f"not self._filtered({r}, attrs)"
+        applies = filtered if applies == "True" else f"{applies} and {filtered}"
+    if not rule.parents:
+        add(1, f"if {applies}:")
+        add(2, "m = mass")
+        return 2
+    d = 1
+    if not rule.gates and applies != "True":
+        # no cycles in serving: a rule its own condition rules out needs no prerequisite
+        add(1, f"if {applies}:")
+        d = 2
+    add(d, f"state, gates, chance = self._prerequisites_served(S, {r}, attrs, stack)")
+    add(d, "if state == CYCLIC:")
+    add(d + 1, "return self._none(S, 'cyclicPrerequisite')")
+    if rule.gates:
+        blocked = slot.blocked
+        add(d, "if state == GATE:")
+        add(
+            d + 1,
+            f"p = mass * (1.0 - gates) + (passed.get({blocked!r}, 0.0) if passed else 0.0)",
+        )
+        add(d + 1, f"return self._none(S, 'prerequisite', p, {r})")
+        add(d, "blocked = mass * (1.0 - gates)")
+        add(d, "m = mass * chance")
+        add(d, "if blocked > 0.0:")
+        add(d + 1, "passed = passed or {}")
+        add(d + 1, f"passed[{blocked!r}] = passed.get({blocked!r}, 0.0) + blocked")
+        add(d, "mass -= blocked")
+    else:
+        add(d, "m = mass * chance")  # no gate: nothing blocks, mass stays
+    add(d, "if state == FAIL:")
+    add(d + 1, "if m > 0.0:")
+    add(d + 2, f"passed, mass = self._pass_by(S, {r}, attrs, m, mass, passed)")
+    add(d, f"elif {applies if rule.gates else 'True'}:")
+    return d + 1
 
 
 def _written(rule: CompiledRule) -> bool:
@@ -211,7 +249,9 @@ def _decision(
             value = (
                 f"attrs.get({name!r})" if len(parts) == 1 else f"walk_path(attrs, {bind(parts)})"
             )
-            pieces.append(f"{bind((' (saw ' if i == 0 else ', ') + name + '=')} + show({value})")
+            # show()'s commonest case, a value that is not a float, without the call
+            shown = f"(repr(_s) if (_s := {value}).__class__ is not float else show(_s))"
+            pieces.append(f"{bind((' (saw ' if i == 0 else ', ') + name + '=')} + {shown}")
         reason = f"{reason} + {' + '.join(pieces)} + ')'"
     why = (
         bind(rule.why_fixed) if rule.why_fixed is not None else f"explain({bind(rule.why)}, attrs)"
