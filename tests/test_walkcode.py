@@ -1,7 +1,8 @@
 """trimtab.walkcode: a slot's walk written out as code decides exactly as the engine's loop.
 
 Every slot is decided both ways for many users (the same decision: variant, source, rule,
-propensity to the last bit, reason, why, payload): the benchmark's rules, the real-world-shaped
+propensity to the last bit, reason, why, payload; the same spread of probabilities over its
+variants, which prerequisites use): the benchmark's rules, the real-world-shaped
 payload (prerequisites, gates, namespaces, hash filters, saved groups) and every feature of
 GrowthBook's conformance suite served without an SDK context.
 """
@@ -34,6 +35,10 @@ def both_ways(rules: Rules, attrs: dict[str, Any]) -> int:
         written = rules._decide_slot(slot, attrs)
         looped = rules._walk(slot, attrs)
         assert written == looped, (slot.name, attrs)
+        spread: dict[str, float] = {}
+        for name, p in rules._outcomes(slot, 0, 1.0, attrs, ()):
+            spread[name] = spread.get(name, 0.0) + p
+        assert rules._spread(slot, attrs, ()) == spread, (slot.name, attrs)
     return len(rules.slots)
 
 

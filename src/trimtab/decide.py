@@ -52,7 +52,7 @@ from trimtab.targeting import (
 )
 from trimtab.targeting import hash as bucket_hash
 from trimtab.targeting.jsvalues import is_number, js_number_to_string
-from trimtab.walkcode import walk_function
+from trimtab.walkcode import spread_function, walk_function
 
 __all__ = [
     "EXPERIMENT",
@@ -931,11 +931,11 @@ class Rules:
         self, slot: CompiledSlot, attrs: Mapping[str, Any], stack: tuple[str, ...]
     ) -> dict[str, float]:
         """The probability of each of the slot's variants: :meth:`_outcomes` from the first
-        rule, added up by variant."""
-        out: dict[str, float] = {}
-        for name, p in self._outcomes(slot, 0, 1.0, attrs, stack):
-            out[name] = out.get(name, 0.0) + p
-        return out
+        rule, added up by variant (written out as code for the slot, :mod:`trimtab.walkcode`)."""
+        spread = slot.spread
+        if spread is None:
+            spread = slot.spread = spread_function(slot, _WALK_HELPERS)
+        return spread(self, attrs, stack)  # type: ignore[no-any-return]
 
     def _rest(
         self,

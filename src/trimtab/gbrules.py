@@ -169,6 +169,7 @@ class CompiledSlot:
     random: bool = False  # some rule (or prerequisite) depends on a hash or a policy
     # the walk written out for this slot (:mod:`trimtab.walkcode`), made when first decided
     fast: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    spread: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     max_changes: int = 2  # per page view, after the first render (trimtab.live)
     min_gap_s: float = 1.5  # between two changes on one page view
 

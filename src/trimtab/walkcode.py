@@ -22,7 +22,7 @@ from typing import Any
 
 from trimtab.gbrules import EXPERIMENT, FORCE, PASS_ON, ROLLOUT, CompiledRule, CompiledSlot
 
-__all__ = ["walk_source"]
+__all__ = ["spread_function", "spread_source", "walk_function", "walk_source"]
 
 _names = itertools.count()
 
@@ -267,9 +267,64 @@ def _decision(
     )
 
 
+def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
+    """Source of ``spread(self, attrs, stack) -> dict[str, float]``, the probability of each
+    of the slot's variants for this user, the hashes treated as random
+    (:meth:`trimtab.decide.Rules._spread`, which a prerequisite on the slot needs): forces,
+    rollouts and plain experiments written out, the loop of
+    :meth:`trimtab.decide.Rules._outcomes` from the first rule that is not."""
+    code = _Code({"S": slot})
+    add = code.add
+    add(0, "def spread(self, attrs, stack):")
+    add(1, "out = {}")
+    add(1, "mass = 1.0")
+    for pos, rule in enumerate(slot.rules):
+        kind = rule.kind
+        if not rule.plain or not (kind in (FORCE, ROLLOUT) or (kind == EXPERIMENT and rule.simple)):
+            add(1, f"for name, p in self._outcomes(S, {pos}, mass, attrs, stack):")
+            add(2, "out[name] = out.get(name, 0.0) + p")
+            add(1, "return out")
+            return "\n".join(code.lines) + "\n", code.env
+        depth = 1
+        condition = _condition(rule, code)
+        if condition != "True":
+            add(1, f"if {condition}:")
+            depth = 2
+        if kind == FORCE:  # takes all that is left
+            add(depth, f"out[{rule.force!r}] = out.get({rule.force!r}, 0.0) + mass")
+            add(depth, "return out")
+            continue
+        r = code.bind(rule)
+        if kind == ROLLOUT:
+            add(depth, f"if self._hash_value({r}, attrs, True) is not None:")
+        else:
+            add(depth, f"if self._experiment_hash({r}, attrs, False) is not None:")
+        for name, share in rule.shares.items():
+            add(depth + 1, f"out[{name!r}] = out.get({name!r}, 0.0) + mass * {code.bind(share)}")
+        add(depth + 1, f"mass -= mass * {code.bind(rule.taken)}")
+        add(depth + 1, "if mass <= 0.0:")
+        add(depth + 2, "return out")
+    default = slot.default
+    add(1, "if mass > 0.0:")
+    add(2, f"out[{default!r}] = out.get({default!r}, 0.0) + mass")
+    add(1, "return out")
+    return "\n".join(code.lines) + "\n", code.env
+
+
 def walk_function(slot: CompiledSlot, env: dict[str, Any]) -> Callable[..., Any]:
     """The compiled ``walk`` of :func:`walk_source`, its helpers taken from ``env``."""
-    source, constants = walk_source(slot)
+    return _function(slot, "walk", walk_source(slot), env)
+
+
+def spread_function(slot: CompiledSlot, env: dict[str, Any]) -> Callable[..., Any]:
+    """The compiled ``spread`` of :func:`spread_source`, its helpers taken from ``env``."""
+    return _function(slot, "spread", spread_source(slot), env)
+
+
+def _function(
+    slot: CompiledSlot, name: str, written: tuple[str, dict[str, Any]], env: dict[str, Any]
+) -> Callable[..., Any]:
+    source, constants = written
     namespace = {**env, **constants}
-    exec(compile(source, f"<walk of {slot.name!r}>", "exec"), namespace)
-    return namespace["walk"]  # type: ignore[no-any-return]
+    exec(compile(source, f"<{name} of {slot.name!r}>", "exec"), namespace)
+    return namespace[name]  # type: ignore[no-any-return]
