@@ -323,6 +323,8 @@ class Rules:
     ) -> None:
         self.slots: dict[str, CompiledSlot] = dict(slots)
         link(self.slots)
+        # where the slots' walks written out as code (trimtab.walkcode) find their helpers
+        self._code_env: dict[str, Any] = dict(_WALK_HELPERS)
         self.policies: Mapping[str, PolicyChooser] = dict(policies or {})
         self.assign = assign
         self._ids = itertools.count(1)
@@ -522,7 +524,7 @@ class Rules:
         same decision as :meth:`_walk`, which it hands over to for the rules it leaves."""
         fast = slot.fast
         if fast is None:
-            fast = slot.fast = walk_function(slot, _WALK_HELPERS)
+            fast = slot.fast = walk_function(slot, self._code_env)
         return fast(self, attrs, opts, stack)  # type: ignore[no-any-return]
 
     def _walk(
@@ -934,7 +936,7 @@ class Rules:
         rule, added up by variant (written out as code for the slot, :mod:`trimtab.walkcode`)."""
         spread = slot.spread
         if spread is None:
-            spread = slot.spread = spread_function(slot, _WALK_HELPERS)
+            spread = slot.spread = spread_function(slot, self._code_env)
         return spread(self, attrs, stack)  # type: ignore[no-any-return]
 
     def _rest(
@@ -1115,6 +1117,7 @@ class Engine(Rules):
         groups = config.saved_groups
         self.slots = {name: compile_slot(name, decl, groups) for name, decl in config.slots.items()}
         link(self.slots)
+        self._code_env = dict(_WALK_HELPERS)  # the old slots' code goes with them
         self._prerequisites_used = any(r.parents for s in self.slots.values() for r in s.rules)
         # slots other slots' prerequisites name: their served decision is kept for those
         self._parent_slots = frozenset(
@@ -1194,7 +1197,7 @@ class Engine(Rules):
                 if known is None or known.decision_id:  # (one already served: a repeated name)
                     walk = slot.fast  # the slot's walk as code (_decide_slot)
                     if walk is None:
-                        walk = slot.fast = walk_function(slot, _WALK_HELPERS)
+                        walk = slot.fast = walk_function(slot, self._code_env)
                     decision = walk(self, attrs, opts, ())
                     if memo is not None and name in parents:
                         memo[name] = decision  # a prerequisite of slots still to decide

@@ -45,12 +45,12 @@ class _Code:
 
 
 def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
-    """Source of ``walk(self, attrs, opts, stack) -> Decision`` for ``slot``, and the
-    constants it reads. The caller executes it with ``Decision``, ``bucket_hash``,
+    """Source of ``walk(self, attrs, opts, stack) -> Decision`` for ``slot`` (``S``, a default
+    argument, is the slot), and the constants it reads. The caller executes it with ``Decision``, ``bucket_hash``,
     ``hash_string``, ``explain``, ``walk_path`` and ``show`` added to the constants."""
-    code = _Code({"S": slot})
+    code = _Code({})
     add = code.add
-    add(0, "def walk(self, attrs, opts, stack):")
+    add(0, f"def walk(self, attrs, opts, stack, S={code.bind(slot)}):")
     add(1, "mass = 1.0")
     add(1, "passed = None")
     clean = True  # no random rule before this one: mass is 1.0 and passed is None
@@ -273,9 +273,9 @@ def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
     (:meth:`trimtab.decide.Rules._spread`, which a prerequisite on the slot needs): forces,
     rollouts and plain experiments written out, the loop of
     :meth:`trimtab.decide.Rules._outcomes` from the first rule that is not."""
-    code = _Code({"S": slot})
+    code = _Code({})
     add = code.add
-    add(0, "def spread(self, attrs, stack):")
+    add(0, f"def spread(self, attrs, stack, S={code.bind(slot)}):")
     add(1, "out = {}")
     add(1, "mass = 1.0")
     for pos, rule in enumerate(slot.rules):
@@ -325,6 +325,17 @@ def _function(
     slot: CompiledSlot, name: str, written: tuple[str, dict[str, Any]], env: dict[str, Any]
 ) -> Callable[..., Any]:
     source, constants = written
-    namespace = {**env, **constants}
-    exec(compile(source, f"<{name} of {slot.name!r}>", "exec"), namespace)
-    return namespace[name]  # type: ignore[no-any-return]
+    # One namespace for all the functions written for an engine (constants have unique names;
+    # each function is defined under a unique name, then taken out): the helpers they share
+    # are in one place, not copied into a dictionary per function.
+    unique = f"_f{next(_names)}"
+    env.update(constants)
+    exec(
+        compile(
+            source.replace(f"def {name}(", f"def {unique}(", 1),
+            f"<{name} of {slot.name!r}>",
+            "exec",
+        ),
+        env,
+    )
+    return env.pop(unique)  # type: ignore[no-any-return]
