@@ -17,6 +17,7 @@ with the walk's state (``mass``, ``passed``) as it stands.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,10 @@ class _Code:
         self.env = env
 
     def bind(self, value: Any) -> str:
-        """The name of a global holding ``value``."""
+        """``value`` as a literal when it can be one (read from the code's constants), else
+        the name of a global holding it."""
+        if _literal(value):
+            return repr(value)
         name = f"_w{next(_names)}"
         self.env[name] = value
         return name
@@ -44,10 +48,19 @@ class _Code:
         self.lines.append("    " * depth + line)
 
 
+def _literal(value: Any) -> bool:
+    """Whether ``repr(value)`` is a Python literal for exactly ``value``."""
+    kind = value.__class__
+    if kind is float:
+        return math.isfinite(value)
+    return kind is str or kind is int or kind is bool or value is None
+
+
 def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
     """Source of ``walk(self, attrs, opts, stack) -> Decision`` for ``slot`` (``S``, a default
-    argument, is the slot), and the constants it reads. The caller executes it with ``Decision``, ``bucket_hash``,
-    ``hash_string``, ``explain``, ``walk_path`` and ``show`` added to the constants."""
+    argument, is the slot), and the constants it reads. The caller executes it with
+    ``Decision``, ``bucket_hash``, ``hash_string``, ``explain``, ``walk_path``, ``show`` and
+    the prerequisite states (``FAIL``, ``GATE``, ``CYCLIC``) added to the constants."""
     code = _Code({})
     add = code.add
     add(0, f"def walk(self, attrs, opts, stack, S={code.bind(slot)}):")

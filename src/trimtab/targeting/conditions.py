@@ -29,6 +29,7 @@ trimtab.targeting.conditions.ConditionError: scroll_depth_max.$gtt: unknown oper
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -590,8 +591,9 @@ def _field_source(path: str, expected: Any, groups: SavedGroups, bind: Callable[
                 )
             if op in _ORDERING and is_number(arg):
                 symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
+                bound = repr(arg) if math.isfinite(arg) else bind(arg)  # a literal when it can be
                 return (
-                    f"(_v {symbol} {bind(arg)} if (_v := {get}).__class__ is float "
+                    f"(_v {symbol} {bound} if (_v := {get}).__class__ is float "
                     f"or _v.__class__ is int else {bind(_ordering(op, arg))}(_v))"
                 )
     fused = _fused_field(path, expected, groups) if "." not in path else None
