@@ -53,7 +53,12 @@ def test_the_real_world_payload_decides_alike() -> None:
     seen = set()
     for attrs in realworld_attributes(600, seed=23):
         both_ways(engine, attrs)
-        seen.update(d.source for d in engine.decide_attrs(attrs))
+        for served in engine.decide_attrs(attrs):
+            # served with the per-call memo of prerequisites (parents' decisions and chances)
+            alone = engine._walk(engine.slots[served.slot], attrs)
+            alone.decision_id = served.decision_id
+            assert served == alone, (served.slot, attrs)
+            seen.add(served.source)
     # the walk met forces, rollouts, experiments, defaults and failed gates
     assert {"force", "experiment", "default", "prerequisite"} <= seen
 

@@ -485,8 +485,18 @@ class Rules:
                 variant, _ = self._parent_variant(parent.key, attrs, None, inner)
                 chance = float(variant in passing)
             else:
-                shares = self._distribution(parent_slot, attrs, inner, memo)
-                chance = sum(p for name, p in shares.items() if name in passing)
+                # the chance a random parent passes, kept for the other rules naming it alike
+                key = (parent.key, passing)
+                known_chance = memo.get(key) if memo is not None else None
+                if known_chance is None:
+                    chance = 0.0
+                    for name, p in self._distribution(parent_slot, attrs, inner, memo).items():
+                        if name in passing:
+                            chance += p
+                    if memo is not None:
+                        memo[key] = chance
+                else:
+                    chance = known_chance
             all_pass *= chance
             if parent.gate:
                 gates *= chance
