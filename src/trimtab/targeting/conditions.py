@@ -589,6 +589,9 @@ def _field_source(path: str, expected: Any, groups: SavedGroups, bind: Callable[
                     f"(_v not in {strings} if (_v := {get}).__class__ is str "
                     f"else not {contains}(_v))"
                 )
+            if op in ("$regex", "$regexi"):  # valid: the pattern compiles
+                pattern = bind(_regex(arg, op == "$regexi"))
+                return f"(isinstance(_v := {get}, str) and {pattern}.search(_v) is not None)"
             if op in _ORDERING and is_number(arg):
                 symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
                 bound = repr(arg) if math.isfinite(arg) else bind(arg)  # a literal when it can be
