@@ -174,7 +174,8 @@ def _force(
     else:
         code.add(depth, f"p = m + (passed.get({force!r}, 0.0) if passed else 0.0)")
         code.add(depth, "if m < mass:")
-        code.add(depth + 1, f"p += self._rest(S, {pos + 1}, {force!r}, mass - m, attrs, stack)")
+        code.add(depth + 1, "pass")  # (when nothing below can show the variant)
+        _rest(code, slot, pos + 1, force, "mass - m", depth + 1)
     _decision(code, slot, rule, force, "force", -1, depth)
 
 
@@ -195,7 +196,7 @@ def _rollout(code: _Code, slot: CompiledSlot, rule: CompiledRule, pos: int, dept
     taken = code.bind(rule.taken)
     add(d, f"if {inside}:")
     add(d + 1, f"p = m * {taken} + (passed.get({force!r}, 0.0) if passed else 0.0)")
-    add(d + 1, f"p += self._rest(S, {pos + 1}, {force!r}, mass - m * {taken}, attrs, stack)")
+    _rest(code, slot, pos + 1, force, f"mass - m * {taken}", d + 1)
     _decision(code, slot, rule, force, "force", -1, d + 1)
     if rule.taken > 0.0:
         add(d, "passed = passed or {}")
@@ -226,10 +227,8 @@ def _experiment(code: _Code, slot: CompiledSlot, rule: CompiledRule, pos: int, d
         add(d, f"{'if' if index == 0 else 'elif'} {code.bind(lo)} <= n < {code.bind(hi)}:")
         add(d + 1, f"p = m * {share} + (passed.get({variant!r}, 0.0) if passed else 0.0)")
         add(d + 1, f"if m * {taken} < mass:")
-        add(
-            d + 2,
-            f"p += self._rest(S, {pos + 1}, {variant!r}, mass - m * {taken}, attrs, stack)",
-        )
+        add(d + 2, "pass")  # (when nothing below can show the variant)
+        _rest(code, slot, pos + 1, variant, f"mass - m * {taken}", d + 2)
         _decision(code, slot, rule, variant, "experiment", index, d + 1)
     if rule.taken > 0.0:
         add(d, "else:" if rule.ranges else "if True:")
@@ -237,6 +236,36 @@ def _experiment(code: _Code, slot: CompiledSlot, rule: CompiledRule, pos: int, d
         for name, amount in rule.shares.items():
             add(d + 1, f"passed[{name!r}] = passed.get({name!r}, 0.0) + m * {code.bind(amount)}")
         add(d + 1, f"mass -= m * {taken}")
+
+
+def _rest(code: _Code, slot: CompiledSlot, start: int, variant: str, left: str, depth: int) -> None:
+    """``p += self._rest(S, start, variant, left, attrs, stack)``, written out when the rules
+    from ``start`` on are plain forces (the first that applies takes all that is left, else
+    the default does): the same sum, without the walk of outcomes."""
+    tail = slot.rules[start:]
+    if not all(r.kind == FORCE and r.plain for r in tail):
+        code.add(depth, f"p += self._rest(S, {start}, {variant!r}, {left}, attrs, stack)")
+        return
+    branches: list[tuple[str, str]] = []
+    for rule in tail:
+        condition = _condition(rule, code)
+        branches.append((condition, rule.force))
+        if condition == "True":
+            break
+    else:
+        branches.append(("True", slot.default))
+    if all(taker != variant for _, taker in branches):
+        return  # nothing below can show this variant: p stays as it is
+    code.add(depth, f"rest = {left}")
+    code.add(depth, "if rest > 0.0:")
+    d = depth + 1
+    for i, (condition, taker) in enumerate(branches):
+        if condition == "True":
+            opening = "else:" if i else "if True:"
+        else:
+            opening = f"{'elif' if i else 'if'} {condition}:"
+        code.add(d, opening)
+        code.add(d + 1, "p += rest" if taker == variant else "pass")
 
 
 def _decision(
