@@ -350,7 +350,8 @@ def test_a_segment_is_not_a_trigger_even_for_a_rule_that_also_watches_the_page()
     # a reconnect of the same page view keeps the segment it opened with
     reader.hub.close(page)
     again, answer = reader.open("pv1")
-    assert answer == first and again.pinned == {"segment": None, "segment_p": None}
+    assert answer == first
+    assert again.pinned == {"segment": None, "segment_p": None, "_models": None}
     # the next page opens with it
     _, opened = reader.open("pv2")
     assert (opened["cta"].variant, opened["cta"].rule_id) == ("readers_like_you", "deep-segment")
@@ -369,3 +370,39 @@ def test_a_page_keeps_the_segment_it_opened_with_when_the_reader_is_reassigned()
     assert logged[-1]["segment"] == "deep-readers"  # what this page view decides on
     _, opened = reader.open("pv2")
     assert opened["cta"].variant == "newsletter"  # no longer a deep reader: the next page says so
+
+
+def test_the_decision_log_records_the_segment_the_page_decided_on():
+    """The model record logged with a later decision on an open page names the held segment
+    (its id and posterior), next to the scores of now; not the reader's current segment."""
+    reader = Reader()
+    held = {"v": 3, "id": "s1", "p": 0.8}
+    reader.features.update(
+        segment="deep-readers",
+        segment_p=0.8,
+        _models=json.dumps({"segments": held, "p_subscribe": {"v": 1, "score": 0.1}}),
+    )
+    page, _ = reader.open("pv1")
+    logged: list[Any] = []
+    reader.engine.log = lambda decisions, attrs: logged.append(dict(attrs))
+    reader.features.update(
+        segment="late-evening-skimmers",
+        segment_p=0.7,
+        _models=json.dumps(
+            {"segments": {"v": 3, "id": "s2", "p": 0.7}, "p_subscribe": {"v": 1, "score": 0.4}}
+        ),
+    )
+    reader.hub.update(page)
+    record = json.loads(logged[-1]["_models"])
+    assert (logged[-1]["segment"], logged[-1]["segment_p"]) == ("deep-readers", 0.8)
+    assert record == {"segments": held, "p_subscribe": {"v": 1, "score": 0.4}}
+    # a page opened before any segment was assigned records none, though one exists now
+    reader.features.pop("_models")
+    reader.features.pop("segment")
+    reader.features.pop("segment_p")
+    bare, _ = reader.open("pv2")
+    reader.features.update(
+        segment="deep-readers", segment_p=0.9, _models=json.dumps({"segments": held})
+    )
+    reader.hub.update(bare)
+    assert "segment" not in logged[-1] and "_models" not in logged[-1]

@@ -19,7 +19,8 @@ live segmentation as their events accumulate, at any moment. So a page view keep
 segment it had at its first personal decision: every later decision on that page view sees
 that value, a segment assigned or changed while the page is open is never a trigger by itself
 (not even for a rule that also watches scroll or dwell), and it takes effect when the next page
-opens — whose why panel then says "readers like you…".
+opens — whose why panel then says "readers like you…". The decision log records the held
+segment too (its entry in the model record), next to the scores of the moment.
 
 A page view keeps its slots' history across reconnects (the hub remembers recent page views by
 id), so a reconnecting page is answered with what it already shows unless a trigger fired.
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trimtab.decide import PLACEHOLDER_SOURCES, QA_SOURCE, Decision, Engine
+from trimtab.models.spec import MODELS_ATTRIBUTE, holding_segment, segment_record
 
 Render = Callable[[Decision, dict[str, Any]], dict[str, Any] | None]
 REMEMBERED_PAGE_VIEWS = 50_000
@@ -69,7 +71,8 @@ class LiveConnection:
     due_at: float = 0.0  # when a change held by min_ms_between_changes may go out
     forced: dict[str, str] = field(default_factory=dict)  # a QA force link's {slot: variant}
     force_refused: str = ""  # why a force token that came along was refused
-    # PINNED as at the page view's first personal decision (None: absent then); empty before
+    # PINNED as at the page view's first personal decision (None: absent then), with the
+    # segment's entry in the model record under MODELS_ATTRIBUTE; empty before
     pinned: dict[str, Any] = field(default_factory=dict)
 
 
@@ -264,13 +267,25 @@ class LiveHub:
 
 def _pin(conn: LiveConnection, attrs: dict[str, Any]) -> None:
     """Pin :data:`PINNED` at the page view's first personal decision; later, decide with the
-    pinned values (an attribute absent then is absent now)."""
+    pinned values (an attribute absent then is absent now). The segment's entry in the model
+    record (:data:`MODELS_ATTRIBUTE`: version, id, posterior) is held with them, so the
+    decision log records the segment the decision used, not the one the reader has now."""
     pinned = conn.pinned
     if not pinned:
         pinned.update((name, attrs.get(name)) for name in PINNED)
+        pinned[MODELS_ATTRIBUTE] = segment_record(attrs.get(MODELS_ATTRIBUTE, ""))
         return
-    for name, value in pinned.items():
+    for name in PINNED:
+        value = pinned[name]
         if value is None:
             attrs.pop(name, None)
         else:
             attrs[name] = value
+    record = attrs.get(MODELS_ATTRIBUTE, "")
+    held = pinned[MODELS_ATTRIBUTE]
+    if record or held is not None:
+        record = holding_segment(record, held)
+        if record:
+            attrs[MODELS_ATTRIBUTE] = record
+        else:
+            attrs.pop(MODELS_ATTRIBUTE, None)

@@ -190,6 +190,28 @@ def models_of(config: Any) -> ModelsConfig:
     return check(config, config.source or "<config>")
 
 
+_record_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def segment_record(record: str) -> Any:
+    """The ``segments`` entry of a ``_models`` record (``None`` when it has none): what a page
+    view holds along with the segment it decides on (:mod:`trimtab.live`)."""
+    return _record_decoder.decode(record).get("segments") if record else None
+
+
+def holding_segment(record: str, held: Any) -> str:
+    """``record`` with its ``segments`` entry replaced by ``held`` (removed when ``None``), so
+    the decision log names the segment a decision really used; ``record`` itself (no copy)
+    when it already does. ``""`` when nothing is left."""
+    models = _record_decoder.decode(record) if record else {}
+    if models.get("segments") == held:
+        return record
+    models.pop("segments", None)
+    if held is not None:
+        models = {"segments": held, **models}  # the entry comes first, as live scoring writes it
+    return msgspec.json.encode(models).decode() if models else ""
+
+
 def _check_columns(source: str, where: str, columns: list[str]) -> None:
     if not columns:
         raise ConfigError(source, where, "declare at least one feature")
