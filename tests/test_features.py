@@ -241,6 +241,43 @@ def test_state_survives_encoding():
     assert not math.isnan(other.features_of("a", "as", now_ms=0)["scroll_velocity"])
 
 
+def test_the_user_counts_reading_events_only_and_an_older_state_starts_at_zero():
+    """What ``segments.min_events`` counts: behaviour with the content, not the visit's
+    bookkeeping, page views, exposures or navigation; a replayed event is not counted again."""
+    import msgspec
+
+    from trimtab.events import Consent, Exposure
+
+    fp = fresh()
+    s = {"user_id": "r", "session_id": "rs", "ts": T0, "page_view_id": "pv"}
+    chip = {"element": "chip", "element_kind": "nav", "nav": True}
+    fp.apply(
+        [
+            Consent(event_id="1", purposes={"personalization": True}, **s),
+            Context(event_id="2", device="desktop", **s),
+            PageView(event_id="3", page="/a", **s),
+            Exposure(event_id="4", slot="cta", variant="a", **s),
+            Visible(event_id="5", visible_ms=1500, **chip, **s),
+            Hover(event_id="6", dwell_ms=400, **chip, **s),
+            Click(event_id="7", **chip, **s),
+        ]
+    )
+    assert fp.states["r"].reading_events == 0
+    reading = [
+        Scroll(event_id="8", depth=0.3, **s),
+        Visible(event_id="9", element="story", visible_ms=1000, **s),
+        Hover(event_id="10", element="picture", dwell_ms=900, **s),
+        Click(event_id="11", element="card", **s),
+        Custom(event_id="12", name="expand", **s),
+    ]
+    fp.apply(reading + reading)
+    assert fp.states["r"].reading_events == 5
+    assert decode_state(encode_state(fp.states["r"])).reading_events == 5
+    # a state persisted before the count was kept decodes, counting from zero
+    old = msgspec.msgpack.encode({"user_id": "r", "seen": {"1": None}, "n_sessions": 1})
+    assert decode_state(old).reading_events == 0
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

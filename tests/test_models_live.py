@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from trimtab.cli import app as cli
 from trimtab.collector import create_app
 from trimtab.config import load_config
-from trimtab.events import Context, PageView, Scroll
+from trimtab.events import Consent, Context, Exposure, Hover, PageView, Scroll, Visible
 from trimtab.models.columns import Columns, parse_columns
 from trimtab.models.linear import Linear
 from trimtab.models.registry import Registry
@@ -135,7 +135,10 @@ def test_rules_see_scores_and_segments_and_the_log_records_versions(tmp_path):
         runtime.close()
 
 
-def test_no_segment_is_claimed_before_min_events(tmp_path):
+def test_no_segment_is_claimed_before_min_events_of_reading(tmp_path):
+    """``min_events`` counts reading: 20 events that are not (the visit's bookkeeping, page
+    views, exposures, the masthead's navigation) leave the reader without a segment; enough
+    scrolling, hovering and looking at content gives one."""
     register_models(tmp_path / "data" / "models")
     path = config_file(tmp_path)
     text = path.read_text().replace("segments:\n", "segments:\n  min_events: 4\n", 1)
@@ -143,22 +146,36 @@ def test_no_segment_is_claimed_before_min_events(tmp_path):
     runtime = Runtime(load_config(path), tmp_path / "data")
     try:
         t0 = time.time() * 1000
-        runtime.ingest(reader("new", 0.2, 4000.0, t0))  # three events
+        s = {"user_id": "new", "session_id": "new-s", "page_category": "news"}
+        chip = {"element": "chip", "element_kind": "nav", "nav": True}
+        not_reading = [
+            *(
+                Consent(event_id=f"c{i}", ts=t0 + i, purposes={"analytics": True}, **s)
+                for i in range(3)
+            ),
+            *(Context(event_id=f"x{i}", ts=t0 + i, device="mobile", **s) for i in range(3)),
+            *(PageView(event_id=f"p{i}", ts=t0 + i, page=f"/{i}", **s) for i in range(4)),
+            *(
+                Exposure(event_id=f"e{i}", ts=t0 + i, slot="cta", variant="a", **s)
+                for i in range(4)
+            ),
+            *(Visible(event_id=f"v{i}", ts=t0 + i, visible_ms=1000, **chip, **s) for i in range(3)),
+            *(Hover(event_id=f"h{i}", ts=t0 + i, dwell_ms=500, **chip, **s) for i in range(3)),
+        ]
+        assert len(not_reading) == 20
+        runtime.ingest(not_reading)
         attrs = runtime.features_of("new", "new-s")
         assert attrs["segment"] == "" and "segment_p" not in attrs
-        assert "3 events so far" in attrs["_models"]
-        runtime.ingest(
-            [
-                Scroll(
-                    event_id="4th",
-                    user_id="new",
-                    session_id="new-s",
-                    ts=t0 + 9,
-                    depth=0.3,
-                    velocity=4000.0,
-                )
-            ]
-        )
+        assert "0 reading events so far" in attrs["_models"]
+        reading = [
+            Scroll(event_id="r1", ts=t0 + 30, depth=0.2, velocity=4000.0, **s),
+            Visible(event_id="r2", ts=t0 + 31, element="story", visible_ms=1000, **s),
+            Hover(event_id="r3", ts=t0 + 32, element="picture", dwell_ms=800, **s),
+        ]
+        runtime.ingest(reading)
+        attrs = runtime.features_of("new", "new-s")
+        assert attrs["segment"] == "" and "3 reading events so far" in attrs["_models"]
+        runtime.ingest([Scroll(event_id="r4", ts=t0 + 40, depth=0.3, velocity=4000.0, **s)])
         assert runtime.features_of("new", "new-s")["segment"] == "late-evening-skimmers"
     finally:
         runtime.close()

@@ -506,7 +506,7 @@ def live_speed(n: int, say: Say) -> Speed:
         read(*arg)
 
     def compute_fresh(arg: tuple[Any, str, dict[str, Any]]) -> None:
-        compute(arg[2], len(arg[0].seen))
+        compute(arg[2], arg[0].reading_events)
 
     say(f"speed: timing one user at a time ({native.status()} scorer), interleaved")
     from trimtab.tuning import tune_for_serving

@@ -159,6 +159,16 @@ BOOKKEEPING_TYPES: tuple[type[Event], ...] = (Consent, Context, Exposure)
 BEHAVIOUR_TYPES: tuple[type[Event], ...] = tuple(
     t for t in EVENT_TYPES if t not in BOOKKEEPING_TYPES
 )
+# Reading behaviour: what a reader does with the content (the evidence segments.min_events
+# counts), each kind with whether it carries ``nav`` (navigation and chrome, which does not
+# count). A page view, consent, context or exposure is not reading.
+READING_TYPES: dict[type[Event], bool] = {
+    Scroll: False,
+    Hover: True,
+    Visible: True,
+    Click: True,
+    Custom: False,
+}
 
 
 class EventError(msgspec.Struct, frozen=True):

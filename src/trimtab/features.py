@@ -42,6 +42,7 @@ from trimtab.events import (
     BEHAVIOUR_TYPES,
     BY_KIND,
     EVENT_TYPES,
+    READING_TYPES,
     AnyEvent,
     Click,
     Consent,
@@ -112,6 +113,9 @@ class UserState(msgspec.Struct):
     aux: dict[str, Any] = {}
     sessions: dict[str, SessionState] = {}
     seen: dict[str, None] = {}  # insertion-ordered set of applied event ids
+    # reading events applied (READING_TYPES outside nav): the evidence segments.min_events
+    # counts; 0 in a state stored before it was kept (the count starts then)
+    reading_events: int = 0
     n_sessions: int = 0
     first_ms: float = 0.0
     last_ms: float = 0.0
@@ -523,6 +527,7 @@ class FeatureProcessor:
         states = self.states
         dispatch = self._dispatch
         track_pages = self._track_pages
+        reading = READING_TYPES
         mark_changed, mark_dirty = changed.add, self.dirty.add
         e: Any  # one of AnyEvent; dispatched on its exact type below
         for e in events:
@@ -546,6 +551,9 @@ class FeatureProcessor:
             if ts > user.last_ms:
                 user.last_ms = ts
             kind = type(e)
+            nav = reading.get(kind)
+            if nav is not None and not (nav and e.nav):
+                user.reading_events += 1
             if kind is PageView:
                 sess.values["page"] = e.page
                 sess.values["page_category"] = e.page_category

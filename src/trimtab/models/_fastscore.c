@@ -1021,7 +1021,7 @@ static long bundle_fill(Bundle *b, PyObject *attrs, Py_ssize_t events, PyObject 
                 if (PyDict_SetItem(out, p->name, b->empty) < 0) return -1;
                 PUT("\"skipped\":\"", 11);
                 at += format_count(b->buf + at, events);
-                PUT(" events so far\"}", 16);
+                PUT(" reading events so far\"}", 24);
                 continue;
             }
             if (!finite) {

@@ -4,8 +4,10 @@
 the attributes of a user are read (to decide, to push, for the admin API) it adds
 
 * ``segment`` and ``segment_p`` from the live segmentation (the name given in the config, or
-  the id ``s3`` when unnamed; empty below ``segments.min_p``, and before ``min_events`` events
-  of the user: no kind of reader is claimed on too little evidence);
+  the id ``s3`` when unnamed; empty below ``segments.min_p``, and before ``min_events`` reading
+  events of the user — scrolls, hovers, clicks, content on screen, custom events; not page
+  views, consent, context, exposures or navigation: no kind of reader is claimed on too little
+  evidence of how they read);
 * one attribute per live model, under the model's name (``p_subscribe``);
 * ``_models``: the versions behind those values and the scores of ``shadow`` versions (which
   rules never see), as compact JSON — the decision log stores it with every decision.
@@ -288,7 +290,7 @@ class LiveModels:
             attrs.update(hit[3])
             return
         bundle = self._bundle
-        events = len(seen) if seen is not None else 0
+        events = user.reading_events if user is not None else 0
         values: dict[str, Any] = (
             bundle.compute(attrs, events)
             if bundle is not None
@@ -302,7 +304,7 @@ class LiveModels:
 
     def compute(self, attrs: Mapping[str, Any], events: int | None = None) -> dict[str, Any]:
         """The attributes these models add for ``attrs`` (no caching); ``events`` is how many
-        events of the user trimtab has seen (``segments.min_events``)."""
+        reading events of the user trimtab has seen (``segments.min_events``)."""
         bundle = self._bundle
         if bundle is not None:  # every model and the record in one compiled call
             out: dict[str, Any] = bundle.compute(attrs, events)
@@ -330,7 +332,8 @@ class LiveModels:
         ]
         if segments is not None and events is not None and events < self.min_events:
             out["segment"] = ""
-            record["segments"] = {"v": segments.version, "skipped": f"{events} events so far"}
+            skipped = f"{events} reading events so far"
+            record["segments"] = {"v": segments.version, "skipped": skipped}
         elif segments is not None and assigned is not None:
             seg_id, p = assigned
             label = self.names.get(seg_id, seg_id) if p >= self.min_p else ""

@@ -17,7 +17,7 @@ A predictive model names what it predicts, from which moment, with which feature
       k: [2, 8]
       conversion: "click:*"        # reported per segment
       names: {s1: deep-readers, s3: late-evening-skimmers}
-      min_events: 20               # no kind of reader claimed on too little evidence
+      min_events: 20               # no kind of reader claimed before 20 reading events
 
 A live model's score becomes an attribute under the model's name (``p_subscribe: {$gt:
 0.3}`` in a rule) — for a ``category`` target the most likely class, with its probability
@@ -88,7 +88,7 @@ class SegmentsDecl(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     conversion: str = "click:*"
     names: dict[str, str] = {}
     min_p: float = 0.0  # a posterior below this leaves `segment` empty
-    min_events: int = 0  # no segment before trimtab has seen this many events of the user
+    min_events: int = 0  # no segment before this many reading events of the user (READING_TYPES)
     seed: int = 0
     description: str = ""
 
