@@ -346,30 +346,31 @@ def test_after_accept_every_slot_shows_a_logged_post_consent_decision(reader, de
 def test_on_the_shipped_demo_a_segment_never_flips_a_slot_and_the_next_article_opens_afresh(
     browser: Any, shipped: DemoProcess
 ) -> None:
-    """Segments on: a new reader is put in a kind of reader about a second into their first
-    article (``segments.min_events``), with nothing done on the page. That changes nothing
-    there; reading to the end does. The next article opens with its page's own defaults and
-    the segment's offer, explained as "readers like you"; nothing moves while the reader
-    stays."""
+    """Segments on: a new reader is put in a kind of reader while reading their first
+    article, once ``segments.min_events`` reading events are in (not on opening it: page
+    views, consent, exposures and the masthead do not count). That changes nothing there;
+    reading to the end does. The next article opens with its page's own defaults and the
+    segment's offer, explained as "readers like you"; nothing moves while the reader stays."""
     reader = Reader(browser, shipped)
     try:
         reader.open(SCIENCE[0], slots=0)
         reader.page.click("[data-consent-accept]")
         reader.rendered(4)
+        state = reader.page.evaluate("trimtab.state()")
+        about = f"/v1/admin/features?user_id={state['user_id']}&session_id={state['session_id']}"
+        opened_first = shipped.get(about)
+        assert opened_first.get("segment") == "", opened_first.get("_models")  # no evidence yet
         reader.calm_read_to(0.6)  # short of the 75 % the deep-reader rule watches
         shown = reader.linger()
-        state = reader.page.evaluate("trimtab.state()")
-        features = shipped.get(
-            f"/v1/admin/features?user_id={state['user_id']}&session_id={state['session_id']}"
-        )
-        assert features.get("segment") == "deep-readers", features.get("_models")
         assert all(len(variants) == 1 for variants in shown.values()), shown  # no flip
         assert shown["cta"] == ["newsletter"]
         reader.calm_read_to(0.97)  # a trigger: the page is read to the end
         offer = reader.wait_for("cta", "subscribe_offer")
         assert offer["rule"] == "deep-reader"
         done = reader.linger()
-        assert done["cta"] == ["newsletter", "subscribe_offer"]
+        features = shipped.get(about)  # assigned on this page, while it was read
+        assert features.get("segment") == "deep-readers", features.get("_models")
+        assert done["cta"] == ["newsletter", "subscribe_offer"]  # the segment flipped nothing
         assert {slot: v for slot, v in done.items() if slot != "cta"} == {
             slot: v for slot, v in shown.items() if slot != "cta"
         }

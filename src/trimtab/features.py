@@ -510,8 +510,15 @@ class FeatureProcessor:
                 tables[scope][t].append(updater)
         self.specs = specs
         self.scopes = {spec.name: spec.resolved_scope for spec in specs}
+        # per event type: its updaters per scope, and whether it is reading (READING_TYPES:
+        # None, not reading; False, reading; True, reading unless it is navigation)
         self._dispatch = {
-            t: (tuple(tables["user"][t]), tuple(tables["session"][t]), tuple(tables["page"][t]))
+            t: (
+                tuple(tables["user"][t]),
+                tuple(tables["session"][t]),
+                tuple(tables["page"][t]),
+                READING_TYPES.get(t),
+            )
             for t in EVENT_TYPES
         }
         self._track_pages = any(s == "page" for s in self.scopes.values())
@@ -527,7 +534,6 @@ class FeatureProcessor:
         states = self.states
         dispatch = self._dispatch
         track_pages = self._track_pages
-        reading = READING_TYPES
         mark_changed, mark_dirty = changed.add, self.dirty.add
         e: Any  # one of AnyEvent; dispatched on its exact type below
         for e in events:
@@ -551,8 +557,8 @@ class FeatureProcessor:
             if ts > user.last_ms:
                 user.last_ms = ts
             kind = type(e)
-            nav = reading.get(kind)
-            if nav is not None and not (nav and e.nav):
+            to_user, to_session, to_page, reading = dispatch[kind]
+            if reading is not None and not (reading and e.nav):
                 user.reading_events += 1
             if kind is PageView:
                 sess.values["page"] = e.page
@@ -561,7 +567,6 @@ class FeatureProcessor:
                 _apply_context(sess.values, e)
             elif kind is Consent:
                 user.values["consent"] = dict(e.purposes)
-            to_user, to_session, to_page = dispatch[kind]
             for update in to_user:
                 update(user, e)
             for update in to_session:
