@@ -108,8 +108,10 @@ class OwnServer:
                 str(wheel), "-a", "127.0.0.1", "-p", str(self.port),
                 "-m", str(self.monitor_port), "-c", str(config),
             ]  # fmt: skip
+        # Debian's by its path: under make, PATH starts with the venv's bin (the wheel's 2.15)
+        debian = Path("/usr/sbin/nats-server")
         return [
-            shutil.which("nats-server") or "/usr/sbin/nats-server",
+            str(debian) if debian.exists() else shutil.which("nats-server") or str(debian),
             "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port),
             "-js", "-sd", str(self.workdir),
         ]  # fmt: skip
