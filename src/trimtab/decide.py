@@ -304,6 +304,9 @@ _WALK_HELPERS: dict[str, Any] = {
     "CYCLIC": CYCLIC,
 }
 
+# "00" … "ff": the last two hex digits of a decision id (Engine._decide_all)
+_BYTE_HEX = tuple(f"{i:02x}" for i in range(256))
+
 NO_VALUE_SOURCES = frozenset({"prerequisite", "cyclicPrerequisite", "unknownFeature"})
 
 
@@ -335,7 +338,8 @@ class Rules:
         self._memo: dict[Any, Any] = {}
 
     def _new_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"  # events.DECISION_ID's grammar
+        # a block of its own, like each call's decisions in Engine._decide_all
+        return f"{self._id_prefix}{next(self._ids):x}00"  # events.DECISION_ID's grammar
 
     def evaluate(
         self, name: str, attrs: Mapping[str, Any], opts: Options | None = None
@@ -452,12 +456,67 @@ class Rules:
         attrs: Mapping[str, Any],
         stack: tuple[str, ...],
     ) -> tuple[int, float, float]:
-        """:meth:`_prerequisites` in serving, then (unless CYCLIC) :meth:`_pass_chances`."""
-        state = self._prerequisites(slot, rule, attrs, None, stack)
-        if state == CYCLIC:
-            return state, 1.0, 1.0
-        gates, chance = self._pass_chances(slot, rule, attrs, stack)
-        return state, gates, chance
+        """:meth:`_prerequisites` in serving, then (unless CYCLIC) :meth:`_pass_chances`, in
+        one pass over the parents: the same state and chances, and the same parents decided
+        (each parent up to the first that fails, then only those decided by conditions)."""
+        memo = self._memo if self._memo_for is attrs else None
+        inner = (*stack, slot.name)
+        slots = self.slots
+        state = PASS
+        gates = all_pass = 1.0
+        known = memo.get(id(rule)) if memo is not None else None  # the chances, kept
+        for parent in rule.parents:
+            key = parent.key
+            passing = parent.passing
+            parent_slot = slots.get(key)
+            variant: str | None = None
+            if state == PASS:
+                # the parent's served value: the state is the first parent's that fails
+                if parent_slot is None:
+                    ok = parent.test({"value": None})
+                elif key in inner:
+                    return CYCLIC, 1.0, 1.0
+                else:
+                    d = memo.get(key) if memo is not None else None
+                    if d is None:
+                        d = self._decide_slot(parent_slot, attrs, None, inner)
+                        if memo is not None:
+                            memo[key] = d  # decided for this user: decide_attrs serves it
+                    if d.source == "cyclicPrerequisite":
+                        return CYCLIC, 1.0, 1.0
+                    variant = d.variant
+                    ok = variant in passing if passing is not None else parent.test({"value": None})
+                if not ok:
+                    state = GATE if parent.gate else FAIL
+            if known is not None:
+                continue
+            # the chance this parent passes, its hashes treated as random (_pass_chances)
+            if parent_slot is None or key in inner or passing is None:
+                chance = float(parent.test({"value": None}))
+            elif not parent_slot.random:
+                if variant is None:
+                    variant, _ = self._parent_variant(key, attrs, None, inner)
+                chance = float(variant in passing)
+            else:
+                chance_key = (key, passing)
+                kept = memo.get(chance_key) if memo is not None else None
+                if kept is None:
+                    chance = 0.0
+                    for name, p in self._distribution(parent_slot, attrs, inner, memo).items():
+                        if name in passing:
+                            chance += p
+                    if memo is not None:
+                        memo[chance_key] = chance
+                else:
+                    chance = kept
+            all_pass *= chance
+            if parent.gate:
+                gates *= chance
+        if known is not None:
+            return state, known[0], known[1]
+        if memo is not None:
+            memo[id(rule)] = (gates, all_pass)
+        return state, gates, all_pass
 
     def _pass_chances(
         self,
@@ -1196,6 +1255,7 @@ class Engine(Rules):
         held_out = holdout > 0.0 and self._in_holdout(attrs)
         memo = self._memo if self._memo_for is attrs else None
         prefix, ids, parents = self._id_prefix, self._ids, self._parent_slots
+        given, block = 0, ""  # ids given in this call; the current block of ids
         for name in names:
             slot = compiled.get(name)
             if slot is None:
@@ -1220,7 +1280,12 @@ class Engine(Rules):
                     if decision.variant == slot.default:
                         decision.propensity += holdout
             if not decision.decision_id:
-                decision.decision_id = f"{prefix}{next(ids):x}"  # events.DECISION_ID's grammar
+                # ids in blocks of 256: the block's hex number then two hex digits, so an id
+                # is one string concatenation (events.DECISION_ID's grammar)
+                if not given & 255:
+                    block = f"{prefix}{next(ids):x}"
+                decision.decision_id = block + _BYTE_HEX[given & 255]
+                given += 1
             decisions.append(decision)
         if self.log is not None and decisions:
             self.log(decisions, attrs)
