@@ -112,7 +112,7 @@ def _prelude(code: _Code, slot: CompiledSlot, rule: CompiledRule) -> int:
     add, r = code.add, code.bind(rule)
     applies = _condition(rule, code)
     if rule.filters:
-        filtered = f"not self._filtered({r}, attrs)"
+        filtered = _filters(code, rule)
         applies = filtered if applies == "True" else f"{applies} and {filtered}"
     if not rule.parents:
         add(1, f"if {applies}:")
@@ -147,6 +147,21 @@ def _prelude(code: _Code, slot: CompiledSlot, rule: CompiledRule) -> int:
     add(d + 2, f"passed, mass = self._pass_by(S, {r}, attrs, m, mass, passed)")
     add(d, f"elif {applies if rule.gates else 'True'}:")
     return d + 1
+
+
+def _filters(code: _Code, rule: CompiledRule) -> str:
+    """``not self._filtered(rule, attrs)`` as one expression: every hash filter's attribute
+    gives a hash value whose bucket is in one of the filter's ranges."""
+    tests = []
+    for f in rule.filters:
+        ranges = " or ".join(
+            f"{code.bind(lo)} <= _n < {code.bind(hi)}" for lo, hi in f.ranges
+        ) or "False"
+        tests.append(
+            f"(_h := hash_string(attrs.get({f.attribute!r}))) is not None and "
+            f"(_n := bucket_hash({f.seed!r}, _h, {f.version!r})) is not None and ({ranges})"
+        )
+    return " and ".join(f"({t})" for t in tests)
 
 
 def _written(rule: CompiledRule) -> bool:
