@@ -143,10 +143,36 @@ def _prelude(code: _Code, slot: CompiledSlot, rule: CompiledRule) -> int:
     else:
         add(d, "m = mass * chance")  # no gate: nothing blocks, mass stays
     add(d, "if state == FAIL:")
-    add(d + 1, "if m > 0.0:")
-    add(d + 2, f"passed, mass = self._pass_by(S, {r}, attrs, m, mass, passed)")
+    _pass_by(code, rule, applies, d + 1)
     add(d, f"elif {applies if rule.gates else 'True'}:")
     return d + 1
+
+
+def _pass_by(code: _Code, rule: CompiledRule, applies: str, depth: int) -> None:
+    """``passed, mass = self._pass_by(S, rule, attrs, m, mass, passed)`` (what the rule would
+    have given each variant had its random prerequisites passed), written out for forces,
+    rollouts and rules that give nothing (``applies`` is the rule's condition and filters,
+    already checked when the rule has no gate)."""
+    add, kind = code.add, rule.kind
+    if kind not in (FORCE, ROLLOUT, PASS_ON):
+        add(depth, "if m > 0.0:")
+        add(depth + 1, f"passed, mass = self._pass_by(S, {code.bind(rule)}, attrs, m, mass, passed)")
+        return
+    # what Rules._shares gives: a force takes all, a rollout its share when it can hash
+    shares, taken = ({rule.force: 1.0}, 1.0) if kind == FORCE else (rule.shares, rule.taken)
+    if kind == PASS_ON or taken <= 0.0:
+        add(depth, "pass")  # it gives nothing: the walk goes on as it is
+        return
+    guard = "m > 0.0" if not rule.gates or applies == "True" else f"m > 0.0 and {applies}"
+    add(depth, f"if {guard}:")
+    d = depth + 1
+    if kind == ROLLOUT:
+        add(d, f"if self._hash_value({code.bind(rule)}, attrs, True) is not None:")
+        d += 1
+    add(d, "passed = passed or {}")
+    for name, share in shares.items():
+        add(d, f"passed[{name!r}] = passed.get({name!r}, 0.0) + m * {code.bind(share)}")
+    add(d, f"mass -= m * {code.bind(taken)}")
 
 
 def _filters(code: _Code, rule: CompiledRule) -> str:
