@@ -457,28 +457,31 @@ class Rules:
         stack: tuple[str, ...],
     ) -> tuple[int, float, float]:
         """:meth:`_prerequisites` in serving, then (unless CYCLIC) :meth:`_pass_chances`, in
-        one pass over the parents: the same state and chances, and the same parents decided
-        (each parent up to the first that fails, then only those decided by conditions)."""
+        one pass over the parents: the same state and chances (the same products, in the same
+        order), and the same parents decided (each parent up to the first that fails, then
+        only those decided by conditions)."""
         memo = self._memo if self._memo_for is attrs else None
-        inner = (*stack, slot.name)
+        name = slot.name
+        inner = None  # (*stack, name): made only when a parent is decided or spread here
         slots = self.slots
         state = PASS
         gates = all_pass = 1.0
-        known = memo.get(id(rule)) if memo is not None else None  # the chances, kept
         for parent in rule.parents:
             key = parent.key
             passing = parent.passing
             parent_slot = slots.get(key)
+            looped = key == name or key in stack
             variant: str | None = None
             if state == PASS:
                 # the parent's served value: the state is the first parent's that fails
                 if parent_slot is None:
                     ok = parent.test({"value": None})
-                elif key in inner:
+                elif looped:
                     return CYCLIC, 1.0, 1.0
                 else:
                     d = memo.get(key) if memo is not None else None
                     if d is None:
+                        inner = inner or (*stack, name)
                         d = self._decide_slot(parent_slot, attrs, None, inner)
                         if memo is not None:
                             memo[key] = d  # decided for this user: decide_attrs serves it
@@ -488,22 +491,24 @@ class Rules:
                     ok = variant in passing if passing is not None else parent.test({"value": None})
                 if not ok:
                     state = GATE if parent.gate else FAIL
-            if known is not None:
-                continue
             # the chance this parent passes, its hashes treated as random (_pass_chances)
-            if parent_slot is None or key in inner or passing is None:
+            if parent_slot is None or looped or passing is None:
                 chance = float(parent.test({"value": None}))
             elif not parent_slot.random:
                 if variant is None:
+                    inner = inner or (*stack, name)
                     variant, _ = self._parent_variant(key, attrs, None, inner)
                 chance = float(variant in passing)
             else:
                 chance_key = (key, passing)
                 kept = memo.get(chance_key) if memo is not None else None
                 if kept is None:
+                    inner = inner or (*stack, name)
                     chance = 0.0
-                    for name, p in self._distribution(parent_slot, attrs, inner, memo).items():
-                        if name in passing:
+                    for variant_name, p in self._distribution(
+                        parent_slot, attrs, inner, memo
+                    ).items():
+                        if variant_name in passing:
                             chance += p
                     if memo is not None:
                         memo[chance_key] = chance
@@ -512,10 +517,6 @@ class Rules:
             all_pass *= chance
             if parent.gate:
                 gates *= chance
-        if known is not None:
-            return state, known[0], known[1]
-        if memo is not None:
-            memo[id(rule)] = (gates, all_pass)
         return state, gates, all_pass
 
     def _pass_chances(

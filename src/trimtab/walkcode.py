@@ -379,7 +379,9 @@ def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
             continue
         r = code.bind(rule)
         if kind == ROLLOUT:
-            add(depth, f"if self._hash_value({r}, attrs, True) is not None:")
+            # a non-empty string is its own hash value: the call only for anything else
+            value = f"(_v := attrs.get({rule.hash_attribute!r})).__class__ is str and _v != ''"
+            add(depth, f"if {value} or self._hash_value({r}, attrs, True) is not None:")
         else:
             add(depth, f"if self._experiment_hash({r}, attrs, False) is not None:")
         for name, share in rule.shares.items():
