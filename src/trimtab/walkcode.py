@@ -156,7 +156,8 @@ def _pass_by(code: _Code, rule: CompiledRule, applies: str, depth: int) -> None:
     add, kind = code.add, rule.kind
     if kind not in (FORCE, ROLLOUT, PASS_ON):
         add(depth, "if m > 0.0:")
-        add(depth + 1, f"passed, mass = self._pass_by(S, {code.bind(rule)}, attrs, m, mass, passed)")
+        r = code.bind(rule)
+        add(depth + 1, f"passed, mass = self._pass_by(S, {r}, attrs, m, mass, passed)")
         return
     # what Rules._shares gives: a force takes all, a rollout its share when it can hash
     shares, taken = ({rule.force: 1.0}, 1.0) if kind == FORCE else (rule.shares, rule.taken)
@@ -180,9 +181,10 @@ def _filters(code: _Code, rule: CompiledRule) -> str:
     gives a hash value whose bucket is in one of the filter's ranges."""
     tests = []
     for f in rule.filters:
-        ranges = " or ".join(
-            f"{code.bind(lo)} <= _n < {code.bind(hi)}" for lo, hi in f.ranges
-        ) or "False"
+        ranges = (
+            " or ".join(f"{code.bind(lo)} <= _n < {code.bind(hi)}" for lo, hi in f.ranges)
+            or "False"
+        )
         tests.append(
             f"(_h := hash_string(attrs.get({f.attribute!r}))) is not None and "
             f"(_n := bucket_hash({f.seed!r}, _h, {f.version!r})) is not None and ({ranges})"
