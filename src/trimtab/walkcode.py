@@ -365,13 +365,20 @@ def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
     add(1, "mass = 1.0")
     for pos, rule in enumerate(slot.rules):
         kind = rule.kind
-        if not rule.plain or not (kind in (FORCE, ROLLOUT) or (kind == EXPERIMENT and rule.simple)):
+        # hash filters are written out; sticky keys, prerequisites and run() are not
+        filtered_only = not (rule.sticky_key or rule.parents or rule.standalone)
+        if not filtered_only or not (
+            kind in (FORCE, ROLLOUT) or (kind == EXPERIMENT and rule.simple)
+        ):
             add(1, f"for name, p in self._outcomes(S, {pos}, mass, attrs, stack):")
             add(2, "out[name] = out.get(name, 0.0) + p")
             add(1, "return out")
             return "\n".join(code.lines) + "\n", code.env
         depth = 1
         condition = _condition(rule, code)
+        if rule.filters:
+            filters = _filters(code, rule)
+            condition = filters if condition == "True" else f"{condition} and {filters}"
         if condition != "True":
             add(1, f"if {condition}:")
             depth = 2
