@@ -75,6 +75,11 @@ def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
         if rule.kind == EXPERIMENT or not rule.plain:
             add(1, "if opts is not None:")
             add(2, handover)
+        if rule.kind == PASS_ON and rule.parents and not rule.gates:
+            # it gives nothing and no gate blocks: only a cycle of prerequisites shows
+            _cycle_check(code, rule)
+            clean = False
+            continue
         if rule.plain:
             depth = 1
             condition = _condition(rule, code)
@@ -103,6 +108,21 @@ def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
         f"payload={code.bind(slot.variants.get(default))})",
     )
     return "\n".join(code.lines) + "\n", code.env
+
+
+def _cycle_check(code: _Code, rule: CompiledRule) -> None:
+    """A rule that gives nothing, with prerequisites and no gate: what its :func:`_prelude`
+    can end in is only the decision of a cycle (the chances it passes change nothing)."""
+    add, d = code.add, 1
+    applies = _condition(rule, code)
+    if rule.filters:
+        filters = _filters(code, rule)
+        applies = filters if applies == "True" else f"{applies} and {filters}"
+    if applies != "True":
+        add(1, f"if {applies}:")
+        d = 2
+    add(d, f"if self._prerequisites(S, {code.bind(rule)}, attrs, None, stack) == CYCLIC:")
+    add(d + 1, "return self._none(S, 'cyclicPrerequisite')")
 
 
 def _prelude(code: _Code, slot: CompiledSlot, rule: CompiledRule) -> int:
@@ -365,6 +385,8 @@ def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
     add(1, "mass = 1.0")
     for pos, rule in enumerate(slot.rules):
         kind = rule.kind
+        if kind == PASS_ON and not rule.gates:
+            continue  # it gives nothing and no gate of it blocks: the spread is as it was
         # hash filters are written out; sticky keys, prerequisites and run() are not
         filtered_only = not (rule.sticky_key or rule.parents or rule.standalone)
         if not filtered_only or not (
