@@ -270,3 +270,19 @@ def test_sign_visitor_id_checks_its_input():
     for bad in ("", "x" * 97, "tab\there"):
         with pytest.raises(ValueError):
             sign_visitor_id(SECRET, bad)
+
+
+def test_remembering_valid_ids_never_lets_a_forged_one_through():
+    """Valid ids are remembered (a batch carries its id once per event); the memory holds only
+    ids whose signature matched under this key, and stays bounded."""
+    ids = VisitorIds(VisitorIds.from_secret(SECRET)._key, cache_size=2)
+    assert [ids.problem(VICTIM) for _ in range(3)] == [None, None, None]
+    # a forgery of the remembered id, and the victim's id as another site signs it
+    for forged in (FORGED, VICTIM[:-1] + ("A" if VICTIM[-1] != "A" else "B")):
+        assert ids.problem(forged) == "user_id: the visitor id signature does not match"
+    assert VisitorIds.from_secret("sk_other_site").problem(VICTIM) is not None
+    assert set(ids._verified) == {VICTIM}  # refused ids are not remembered
+    others = [sign_visitor_id(SECRET, f"reader-{n}") for n in range(5)]
+    assert all(ids.problem(vid) is None for vid in others)
+    assert len(ids._verified) <= 2  # bounded: cleared when full, then checked in full again
+    assert ids.problem(VICTIM) is None and ids.problem(FORGED) is not None

@@ -41,6 +41,9 @@ _KEY_INFO = b"trimtab visitor id v1"
 # the tracker's random ids (t.js `rid`): four random 32-bit numbers written in base 36 (up to 28
 # characters; shorter than 20 only when several happen to be small, which is rare)
 PLACEHOLDER = re.compile(r"[0-9a-z]{20,28}")
+# how many visitor ids found valid are remembered (each request of a page carries its id, and
+# a batch of events carries it once per event: checking the signature again is the same answer)
+VERIFIED_CACHE = 100_000
 
 __all__ = ["PREFIX", "VisitorIds", "sign_visitor_id", "visitor_of"]
 
@@ -85,8 +88,13 @@ def visitor_of(user_id: str) -> str:
 class VisitorIds:
     """Issues and checks visitor ids under one key."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, cache_size: int = VERIFIED_CACHE) -> None:
         self._key = key
+        # Ids whose signature matched under this key (the key never changes for an instance,
+        # so neither does the answer). Only valid ids are kept: a forged or malformed one is
+        # checked in full every time and cannot fill the cache. Bounded: cleared when full.
+        self._verified: dict[str, None] = {}
+        self._cache_size = cache_size
 
     @classmethod
     def from_secret(cls, secret_key: str) -> VisitorIds:
@@ -154,6 +162,8 @@ class VisitorIds:
 
         The reason names the field and never anything of another visitor.
         """
+        if user_id in self._verified:
+            return None
         if not user_id.startswith(PREFIX):
             return (
                 "user_id: not a signed visitor id (vid.v1.…); the hello or decide answer gives one"
@@ -163,4 +173,7 @@ class VisitorIds:
             return "user_id: malformed visitor id (vid.v1.<visitor>.<signature>)"
         if not hmac.compare_digest(mac, _mac(self._key, visitor)):
             return "user_id: the visitor id signature does not match"
+        if len(self._verified) >= self._cache_size:
+            self._verified.clear()
+        self._verified[user_id] = None
         return None
