@@ -92,3 +92,70 @@ def test_the_written_walk_hands_over_to_the_loop_where_it_must() -> None:
     source, _ = walk_source(engine.slots["hero"])
     assert "return self._walk(S, attrs, opts, stack, 1, mass, passed)" in source
     assert "(attrs.get('device') == 'mobile')" in source  # the condition is inlined
+
+
+def test_shared_hashes_are_the_namespaces_and_filter_layers_used_twice() -> None:
+    engine = Engine(parse_config(import_payload(realworld_payload()), "<realworld>"))
+    assert engine._shared_hashes == {
+        ("__checkout", 1, "id"),
+        ("__onboarding", 1, "id"),
+        ("layer-1", 2, "id"),
+    }
+
+
+def _layered_engine() -> Engine:
+    """Two experiments in one namespace, two behind one hash-filter layer, a rollout and a
+    force below a random pick (so the written walk adds up what the rules below give)."""
+    experiment: dict[str, Any] = {"variations": ["a", "b"], "hashVersion": 2}
+    layer = [{"attribute": "id", "seed": "layer", "hashVersion": 2, "ranges": [[0.0, 0.7]]}]
+    slots: dict[str, Any] = {}
+    for i in range(2):
+        slots[f"ns{i}"] = {
+            "default": "a",
+            "variants": {"a": {}, "b": {}},
+            "rules": [{"key": f"ns{i}", "namespace": ["n", 0.5 * i, 0.5 * i + 0.5], **experiment}],
+        }
+        slots[f"layer{i}"] = {
+            "default": "a",
+            "variants": {"a": {}, "b": {}},
+            "rules": [
+                {"key": f"layer{i}", "filters": layer, "coverage": 0.6, **experiment},
+                {"id": "r", "force": "b", "coverage": 0.3, "seed": f"r{i}"},
+                {"id": "m", "condition": {"mobile": True}, "force": "b"},
+            ],
+        }
+    return Engine(parse_config({"slots": slots}, "<layers>"))
+
+
+@pytest.mark.parametrize(
+    "user", ["u1", "u-22", "", 17, 0, "é-ü", None, "u333"], ids=lambda user: repr(user)
+)
+def test_a_shared_hash_is_computed_once_a_call_and_decides_as_the_loop(
+    user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trimtab.decide
+
+    engine = _layered_engine()
+    assert engine._shared_hashes == {("__n", 1, "id"), ("layer", 2, "id")}
+    computed: list[tuple[str, Any, int]] = []
+    hash_once = trimtab.decide.bucket_hash
+
+    def counted(seed: str, value: Any, version: int) -> float | None:
+        computed.append((seed, value, version))
+        return hash_once(seed, value, version)
+
+    monkeypatch.setattr(trimtab.decide, "bucket_hash", counted)
+    for mobile in (False, True):
+        attrs: dict[str, Any] = (
+            {"mobile": mobile} if user is None else {"id": user, "mobile": mobile}
+        )
+        computed.clear()
+        served = engine.decide_attrs(attrs)
+        shared = [c for c in computed if c[0] in ("__n", "layer")]
+        assert len(shared) == len(set(shared)) <= 2  # each at most once in the call
+        for d in served:
+            alone = engine._walk(engine.slots[d.slot], attrs)
+            alone.decision_id = d.decision_id
+            assert d == alone, (d.slot, attrs)
+    source, _ = walk_source(engine.slots["layer0"], engine._shared_hashes)
+    assert "self._rest(" not in source  # the rollout and force below are written out

@@ -20,6 +20,7 @@ off-policy evaluation.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import time
@@ -52,7 +53,7 @@ from trimtab.targeting import (
 )
 from trimtab.targeting import hash as bucket_hash
 from trimtab.targeting.jsvalues import is_number, js_number_to_string
-from trimtab.walkcode import spread_function, walk_function
+from trimtab.walkcode import HashKey, shared_hashes, spread_function, walk_function
 
 __all__ = [
     "EXPERIMENT",
@@ -326,6 +327,8 @@ class Rules:
     ) -> None:
         self.slots: dict[str, CompiledSlot] = dict(slots)
         link(self.slots)
+        # the hashes several written walks compute: kept in the decide call's memo
+        self._shared_hashes = shared_hashes(self.slots)
         # where the slots' walks written out as code (trimtab.walkcode) find their helpers
         self._code_env: dict[str, Any] = dict(_WALK_HELPERS)
         self.policies: Mapping[str, PolicyChooser] = dict(policies or {})
@@ -357,6 +360,18 @@ class Rules:
         if value is None and fallback and rule.fallback_attribute:
             value = hash_string(attrs.get(rule.fallback_attribute))
         return value
+
+    def _shared_hash(self, attrs: Mapping[str, Any], key: HashKey) -> float:
+        """The bucket hash ``key`` names for ``attrs`` (NaN when the attribute gives no hash
+        value or the version is unknown: no range contains it), kept in the decide call's
+        memo for the other written walks that read it (:func:`trimtab.walkcode.shared_hashes`)."""
+        seed, version, attribute = key
+        value = hash_string(attrs.get(attribute))
+        n = None if value is None else bucket_hash(seed, value, version)
+        found = math.nan if n is None else n
+        if self._memo_for is attrs:
+            self._memo[key] = found
+        return found
 
     @staticmethod
     def _filtered(rule: CompiledRule, attrs: Mapping[str, Any]) -> bool:
@@ -594,7 +609,7 @@ class Rules:
         same decision as :meth:`_walk`, which it hands over to for the rules it leaves."""
         fast = slot.fast
         if fast is None:
-            fast = slot.fast = walk_function(slot, self._code_env)
+            fast = slot.fast = walk_function(slot, self._code_env, self._shared_hashes)
         return fast(self, attrs, opts, stack)  # type: ignore[no-any-return]
 
     def _walk(
@@ -1006,7 +1021,7 @@ class Rules:
         rule, added up by variant (written out as code for the slot, :mod:`trimtab.walkcode`)."""
         spread = slot.spread
         if spread is None:
-            spread = slot.spread = spread_function(slot, self._code_env)
+            spread = slot.spread = spread_function(slot, self._code_env, self._shared_hashes)
         return spread(self, attrs, stack)  # type: ignore[no-any-return]
 
     def _rest(
@@ -1188,7 +1203,11 @@ class Engine(Rules):
         self.slots = {name: compile_slot(name, decl, groups) for name, decl in config.slots.items()}
         link(self.slots)
         self._code_env = dict(_WALK_HELPERS)  # the old slots' code goes with them
-        self._prerequisites_used = any(r.parents for s in self.slots.values() for r in s.rules)
+        self._shared_hashes = shared_hashes(self.slots)
+        # a decide call keeps a memo when prerequisites or shared hashes can read it
+        self._memo_used = bool(self._shared_hashes) or any(
+            r.parents for s in self.slots.values() for r in s.rules
+        )
         # slots other slots' prerequisites name: their served decision is kept for those
         self._parent_slots = frozenset(
             p.key for s in self.slots.values() for r in s.rules for p in r.parents
@@ -1239,7 +1258,7 @@ class Engine(Rules):
     ) -> list[Decision]:
         """Decide from attributes directly (the CLI, tests and benchmarks use this);
         ``opts`` adds a GrowthBook context's forced variations (remote evaluation)."""
-        if self._prerequisites_used and opts is None:
+        if self._memo_used and opts is None:
             self._memo_for, self._memo = attrs, {}
         try:
             return self._decide_all(attrs, slots, opts)
@@ -1268,7 +1287,7 @@ class Engine(Rules):
                 if known is None or known.decision_id:  # (one already served: a repeated name)
                     walk = slot.fast  # the slot's walk as code (_decide_slot)
                     if walk is None:
-                        walk = slot.fast = walk_function(slot, self._code_env)
+                        walk = slot.fast = walk_function(slot, self._code_env, self._shared_hashes)
                     decision = walk(self, attrs, opts, ())
                     if memo is not None and name in parents:
                         memo[name] = decision  # a prerequisite of slots still to decide

@@ -18,12 +18,24 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from trimtab.gbrules import EXPERIMENT, FORCE, PASS_ON, ROLLOUT, CompiledRule, CompiledSlot
 
-__all__ = ["spread_function", "spread_source", "walk_function", "walk_source"]
+__all__ = [
+    "HashKey",
+    "shared_hashes",
+    "spread_function",
+    "spread_source",
+    "walk_function",
+    "walk_source",
+]
+
+# A bucket hash as a written walk computes it: (seed, hash version, attribute whose hash
+# value is hashed); the same key gives the same number for the same attributes.
+HashKey = tuple[str, int, str]
 
 _names = itertools.count()
 
@@ -31,9 +43,10 @@ _names = itertools.count()
 class _Code:
     """Lines of the function being written, and the constants it reads."""
 
-    def __init__(self, env: dict[str, Any]) -> None:
+    def __init__(self, env: dict[str, Any], shared: frozenset[HashKey] = frozenset()) -> None:
         self.lines: list[str] = []
         self.env = env
+        self.shared = shared  # hashes read from (and kept in) the decide call's memo
 
     def bind(self, value: Any) -> str:
         """``value`` as a literal when it can be one (read from the code's constants), else
@@ -56,12 +69,44 @@ def _literal(value: Any) -> bool:
     return kind is str or kind is int or kind is bool or value is None
 
 
-def walk_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
+def shared_hashes(slots: Mapping[str, CompiledSlot]) -> frozenset[HashKey]:
+    """The namespace and hash-filter hashes that more than one written walk or spread of
+    ``slots`` computes: a namespace or a filter layer is one hash split between experiments,
+    and a slot that prerequisites name is spread as well as walked. The written code keeps
+    these in the decide call's memo (:meth:`trimtab.decide.Rules._shared_hash`) and computes
+    each at most once a call; every other hash is computed where it is needed."""
+    parents = {p.key for slot in slots.values() for rule in slot.rules for p in rule.parents}
+    uses: Counter[HashKey] = Counter()
+    for slot in slots.values():
+        times = 2 if slot.name in parents else 1
+        for rule in slot.rules:
+            for f in rule.filters:
+                uses[(f.seed, f.version, f.attribute)] += times
+            if rule.kind == EXPERIMENT and rule.namespace is not None and not rule.filters:
+                uses[(rule.namespace_seed, 1, rule.hash_attribute)] += times
+    return frozenset(key for key, n in uses.items() if n > 1)
+
+
+def _hashed(key: HashKey) -> str:
+    """The bucket hash ``key`` names as an expression: from the decide call's memo when an
+    earlier walk computed it, else computed (and kept) by ``Rules._shared_hash``; NaN when the
+    attribute gives no hash value, so that no range contains it."""
+    k = repr(key)  # a tuple of literals: a constant of the code
+    return (
+        f"(_k if (_k := (self._memo.get({k}) if self._memo_for is attrs else None)) "
+        f"is not None else self._shared_hash(attrs, {k}))"
+    )
+
+
+def walk_source(
+    slot: CompiledSlot, shared: frozenset[HashKey] = frozenset()
+) -> tuple[str, dict[str, Any]]:
     """Source of ``walk(self, attrs, opts, stack) -> Decision`` for ``slot`` (``S``, a default
     argument, is the slot), and the constants it reads. The caller executes it with
     ``Decision``, ``bucket_hash``, ``hash_string``, ``explain``, ``walk_path``, ``show`` and
-    the prerequisite states (``FAIL``, ``GATE``, ``CYCLIC``) added to the constants."""
-    code = _Code({})
+    the prerequisite states (``FAIL``, ``GATE``, ``CYCLIC``) added to the constants; the
+    hashes in ``shared`` (:func:`shared_hashes`) are read from the decide call's memo."""
+    code = _Code({}, shared)
     add = code.add
     add(0, f"def walk(self, attrs, opts, stack, S={code.bind(slot)}):")
     add(1, "mass = 1.0")
@@ -153,7 +198,15 @@ def _prelude(code: _Code, slot: CompiledSlot, rule: CompiledRule) -> int:
             d + 1,
             f"p = mass * (1.0 - gates) + (passed.get({blocked!r}, 0.0) if passed else 0.0)",
         )
-        add(d + 1, f"return self._none(S, 'prerequisite', p, {r})")
+        # Rules._none for a failed gate, its fixed parts as constants
+        gates = ", ".join(p.key for p in rule.parents if p.gate)
+        reason = f"rule {rule.rule_id}: prerequisite gate on {gates} not met"
+        add(
+            d + 1,
+            f"return Decision(slot={slot.name!r}, variant={blocked!r}, source='prerequisite', "
+            f"rule_id={rule.rule_id!r}, propensity=p, reason={reason!r}, "
+            f"payload={code.bind(slot.variants.get(blocked))})",
+        )
         add(d, "blocked = mass * (1.0 - gates)")
         add(d, "m = mass * chance")
         add(d, "if blocked > 0.0:")
@@ -201,6 +254,16 @@ def _filters(code: _Code, rule: CompiledRule) -> str:
     gives a hash value whose bucket is in one of the filter's ranges."""
     tests = []
     for f in rule.filters:
+        key = (f.seed, f.version, f.attribute)
+        if key in code.shared:
+            # the first range reads the hash: (_n := …); NaN (no hash value) is in none
+            ranges = " or ".join(
+                f"{code.bind(lo)} <= {'(_n := ' + _hashed(key) + ')' if i == 0 else '_n'} "
+                f"< {code.bind(hi)}"
+                for i, (lo, hi) in enumerate(f.ranges)
+            )
+            tests.append(ranges or "False")
+            continue
         ranges = (
             " or ".join(f"{code.bind(lo)} <= _n < {code.bind(hi)}" for lo, hi in f.ranges)
             or "False"
@@ -277,8 +340,16 @@ def _experiment(code: _Code, slot: CompiledSlot, rule: CompiledRule, pos: int, d
     d = depth + 1
     namespace = rule.namespace
     if namespace is not None and not rule.filters:
-        add(d, f"n = bucket_hash({rule.namespace_seed!r}, value, 1)")
-        add(d, f"if n is not None and {code.bind(namespace[1])} <= n < {code.bind(namespace[2])}:")
+        key = (rule.namespace_seed, 1, rule.hash_attribute)
+        if key in code.shared:
+            add(d, f"n = {_hashed(key)}")  # the value above is its hash value
+            add(d, f"if {code.bind(namespace[1])} <= n < {code.bind(namespace[2])}:")
+        else:
+            add(d, f"n = bucket_hash({rule.namespace_seed!r}, value, 1)")
+            add(
+                d,
+                f"if n is not None and {code.bind(namespace[1])} <= n < {code.bind(namespace[2])}:",
+            )
         d += 1
     add(d, f"n = bucket_hash({rule.seed!r}, value, {rule.hash_version!r})")
     add(d, "if n is not None:")
@@ -307,7 +378,10 @@ def _rest(code: _Code, slot: CompiledSlot, start: int, variant: str, left: str, 
     the default does): the same sum, without the walk of outcomes."""
     tail = slot.rules[start:]
     if not all(r.kind == FORCE and r.plain for r in tail):
-        code.add(depth, f"p += self._rest(S, {start}, {variant!r}, {left}, attrs, stack)")
+        if all(r.kind in (FORCE, ROLLOUT, PASS_ON) and r.plain for r in tail):
+            _rest_with_rollouts(code, slot, tail, variant, left, depth)
+        else:
+            code.add(depth, f"p += self._rest(S, {start}, {variant!r}, {left}, attrs, stack)")
         return
     branches: list[tuple[str, str]] = []
     for rule in tail:
@@ -329,6 +403,56 @@ def _rest(code: _Code, slot: CompiledSlot, start: int, variant: str, left: str, 
             opening = f"{'elif' if i else 'if'} {condition}:"
         code.add(d, opening)
         code.add(d + 1, "p += rest" if taker == variant else "pass")
+
+
+def _rest_with_rollouts(
+    code: _Code,
+    slot: CompiledSlot,
+    tail: list[CompiledRule],
+    variant: str,
+    left: str,
+    depth: int,
+) -> None:
+    """:func:`_rest` for plain forces, rollouts and rules that give nothing: what
+    :meth:`trimtab.decide.Rules._outcomes` yields to ``variant``, added up in ``q`` in the same
+    order (so ``p += q`` is the loop's sum to the bit), the rollouts' hashes treated as random:
+    a rollout that applies and can hash gives its share and leaves the rest below it; the
+    first force that applies takes all that is left."""
+    acting = [r for r in tail if r.kind == FORCE or (r.kind == ROLLOUT and r.taken > 0.0)]
+    if slot.default != variant:
+        # the rules after the last that can show the variant only share out the rest
+        while acting and acting[-1].force != variant:
+            acting.pop()
+        if not acting:
+            return  # nothing below can show this variant: p stays as it is
+    add = code.add
+    add(depth, f"rest = {left}")
+    add(depth, "if rest > 0.0:")
+    d = depth + 1
+    add(d, "q = 0.0")
+    for rule in acting:  # (rules that give nothing and take nothing are left out)
+        condition = _condition(rule, code)
+        if rule.kind == ROLLOUT:
+            # Rules._shares: a rollout picks only for a user with a hash value
+            value = f"(_v := attrs.get({rule.hash_attribute!r})).__class__ is str and _v != ''"
+            hashable = f"({value} or self._hash_value({code.bind(rule)}, attrs, True) is not None)"
+            add(d, f"if {hashable if condition == 'True' else f'{condition} and {hashable}'}:")
+            if rule.force == variant:
+                add(d + 1, f"q += rest * {code.bind(rule.shares[rule.force])}")
+            add(d + 1, f"rest -= rest * {code.bind(rule.taken)}")
+            continue
+        # a force takes all that is left: the rules after it are reached only without it
+        if condition == "True":
+            add(d, "q += rest" if rule.force == variant else "pass")
+            break
+        add(d, f"if {condition}:")
+        add(d + 1, "q += rest" if rule.force == variant else "pass")
+        add(d, "else:")
+        d += 1
+    else:
+        # no rule took it: the default shows
+        add(d, "q += rest" if slot.default == variant else "pass")
+    add(depth + 1, "p += q")
 
 
 def _decision(
@@ -372,13 +496,16 @@ def _decision(
     )
 
 
-def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
+def spread_source(
+    slot: CompiledSlot, shared: frozenset[HashKey] = frozenset()
+) -> tuple[str, dict[str, Any]]:
     """Source of ``spread(self, attrs, stack) -> dict[str, float]``, the probability of each
     of the slot's variants for this user, the hashes treated as random
     (:meth:`trimtab.decide.Rules._spread`, which a prerequisite on the slot needs): forces,
     rollouts and plain experiments written out, the loop of
-    :meth:`trimtab.decide.Rules._outcomes` from the first rule that is not."""
-    code = _Code({})
+    :meth:`trimtab.decide.Rules._outcomes` from the first rule that is not; the hashes in
+    ``shared`` as in :func:`walk_source`."""
+    code = _Code({}, shared)
     add = code.add
     add(0, f"def spread(self, attrs, stack, S={code.bind(slot)}):")
     add(1, "out = {}")
@@ -413,6 +540,19 @@ def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
             # a non-empty string is its own hash value: the call only for anything else
             value = f"(_v := attrs.get({rule.hash_attribute!r})).__class__ is str and _v != ''"
             add(depth, f"if {value} or self._hash_value({r}, attrs, True) is not None:")
+        elif (
+            rule.namespace is not None
+            and not rule.filters
+            and (key := (rule.namespace_seed, 1, rule.hash_attribute)) in shared
+        ):
+            # _experiment_hash: a hash value, inside the namespace (NaN: no hash value)
+            lo, hi = rule.namespace[1], rule.namespace[2]
+            add(depth, f"if {code.bind(lo)} <= {_hashed(key)} < {code.bind(hi)}:")
+        elif rule.namespace is None or rule.filters:
+            # _experiment_hash without a namespace to check: a hash value (a non-empty string
+            # is its own; hash_string for anything else)
+            value = f"(_v := attrs.get({rule.hash_attribute!r})).__class__ is str and _v != ''"
+            add(depth, f"if {value} or hash_string(_v) is not None:")
         else:
             add(depth, f"if self._experiment_hash({r}, attrs, False) is not None:")
         for name, share in rule.shares.items():
@@ -427,14 +567,18 @@ def spread_source(slot: CompiledSlot) -> tuple[str, dict[str, Any]]:
     return "\n".join(code.lines) + "\n", code.env
 
 
-def walk_function(slot: CompiledSlot, env: dict[str, Any]) -> Callable[..., Any]:
+def walk_function(
+    slot: CompiledSlot, env: dict[str, Any], shared: frozenset[HashKey] = frozenset()
+) -> Callable[..., Any]:
     """The compiled ``walk`` of :func:`walk_source`, its helpers taken from ``env``."""
-    return _function(slot, "walk", walk_source(slot), env)
+    return _function(slot, "walk", walk_source(slot, shared), env)
 
 
-def spread_function(slot: CompiledSlot, env: dict[str, Any]) -> Callable[..., Any]:
+def spread_function(
+    slot: CompiledSlot, env: dict[str, Any], shared: frozenset[HashKey] = frozenset()
+) -> Callable[..., Any]:
     """The compiled ``spread`` of :func:`spread_source`, its helpers taken from ``env``."""
-    return _function(slot, "spread", spread_source(slot), env)
+    return _function(slot, "spread", spread_source(slot, shared), env)
 
 
 def _function(
