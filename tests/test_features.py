@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from trimtab.events import Click, Context, Custom, Hover, PageView, Scroll, Visible
 from trimtab.features import (
+    MAX_SUM,
     FeatureConfigError,
     FeatureProcessor,
     FeatureSpec,
+    SummedMap,
     decode_state,
     encode_state,
 )
@@ -239,6 +241,97 @@ def test_state_survives_encoding():
     other.states["a"] = restored
     assert other.features_of("a", "as", now_ms=0) == fp.features_of("a", "as", now_ms=0)
     assert not math.isnan(other.features_of("a", "as", now_ms=0)["scroll_velocity"])
+
+
+SUMMED_SPECS = [
+    FeatureSpec("hover_by_kind", "hover_ms", by="kind", scope="page"),
+    FeatureSpec("hover_by_element", "hover_ms", by="element", scope="session"),
+    FeatureSpec("visible_by_category", "visible_ms", by="category", scope="user"),
+    FeatureSpec("clicks_by_kind", "click_count", by="kind", scope="page"),
+    FeatureSpec("clicks_by_category", "click_count", by="category", scope="session"),
+]
+amounts = st.one_of(
+    st.sampled_from([0.1, 0.2, 0.3, 1.0 / 3.0, 1e-9, 2.5]),
+    st.floats(0.0, 3_600_000.0),
+)
+
+
+def _same_number(a: object, b: object) -> bool:
+    return type(a) is type(b) and a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6), st.sampled_from("abcd"), amounts, st.integers(0, 3)),
+        max_size=80,
+    )
+)
+def test_summed_maps_keep_exactly_the_sum_python_makes(steps):
+    """Every map a by-key sum keeps carries ``sum(map.values())`` exactly (the same floats
+    in the same order, ints staying ints), through page views and sessions that start maps
+    afresh and a stored state that decodes them as plain dicts."""
+    fp = FeatureProcessor(SUMMED_SPECS)
+    session, t = "s0", 0.0
+    for i, (kind, key, amount, repeat) in enumerate(steps):
+        t += 1.0
+        on = {"element": f"el-{key}", "element_kind": key, "category": f"c{key}"}
+        if kind == 0:
+            fp.apply([ev(PageView, t, session=session)])
+        elif kind == 1:
+            fp.apply(
+                [ev(Hover, t, session=session, dwell_ms=amount, **on) for _ in range(1 + repeat)]
+            )
+            by_element = fp.states["u"].sessions[session].values["hover_by_element"]
+            assert type(by_element) is SummedMap and f"el-{key}" in by_element
+        elif kind == 2:
+            fp.apply([ev(Visible, t, session=session, visible_ms=amount, **on)])
+        elif kind == 3:
+            fp.apply([ev(Click, t, session=session, **on) for _ in range(1 + repeat)])
+        elif kind == 4:
+            session = f"s{i}"
+        elif kind == 5 and "u" in fp.states:  # stored and read back: plain dicts
+            fp.states["u"] = decode_state(encode_state(fp.states["u"]))
+        else:  # one entry near the cap: it stops at MAX_SUM, the sum goes on
+            fp.apply([ev(Hover, t, session=session, dwell_ms=3_600_000.0, **on)])
+            for table in _tables(fp):
+                if type(table) is SummedMap and table:
+                    table.add(next(iter(table)), MAX_SUM * 0.75)
+        for table in _tables(fp):
+            if type(table) is SummedMap:
+                assert _same_number(table.total, sum(table.values())), table
+                assert _same_number(table.head, sum(list(table.values())[:-1])), table
+                assert table.last == (next(reversed(table)) if table else None)
+
+
+def _tables(fp: FeatureProcessor) -> list[dict]:
+    state = fp.states.get("u")
+    if state is None:
+        return []
+    owners = [state, *state.sessions.values()]
+    owners += [page for sess in state.sessions.values() for page in sess.pages.values()]
+    names = [spec.name for spec in SUMMED_SPECS]
+    return [owner.values[n] for owner in owners for n in names if n in owner.values]
+
+
+def test_a_summed_map_stops_each_entry_at_the_cap_and_reads_as_a_dict():
+    table = SummedMap()
+    table.add("a", MAX_SUM * 0.75, 0.0)
+    table.add("a", MAX_SUM * 0.75, 0.0)
+    table.add("b", 2.0, 0.0)
+    assert dict(table) == {"a": MAX_SUM, "b": 2.0} and table.total == MAX_SUM + 2.0
+    counts = SummedMap()
+    for key in "xyx":
+        counts.add(key, 1, 0)
+    assert counts == {"x": 2, "y": 1} and counts.total == 3 and type(counts.total) is int
+    restored = decode_state(encode_state(fresh().states.setdefault("u", _user(counts))))
+    assert type(restored.values["clicks"]) is dict and restored.values["clicks"] == counts
+
+
+def _user(values: dict):
+    from trimtab.features import UserState
+
+    return UserState(user_id="u", values={"clicks": values})
 
 
 def test_the_user_counts_reading_events_only_and_an_older_state_starts_at_zero():

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trimtab.features import SummedMap
 from trimtab.models import native
 from trimtab.models.columns import Columns, parse_columns
 from trimtab.models.linear import fit_linear, library_predict
@@ -185,6 +186,14 @@ def test_compiled_reader_reads_what_columns_read(attrs, nested):
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         assert g == e or (g != g and e != e), (attrs, got, expected)
+    if isinstance(attrs.get("m"), dict):  # the same map keeping its sum (numbers only)
+        try:
+            attrs["m"] = SummedMap(attrs["m"])
+        except TypeError:
+            return
+        got = model.vector(attrs)  # sum(m) from the kept total; Columns walks the map
+        for g, e in zip(got, expected, strict=True):
+            assert g == e or (g != g and e != e), (attrs, got, expected)
 
 
 @pytest.mark.parametrize(
@@ -209,6 +218,7 @@ def test_the_compiled_reader_sums_counts_as_python_sums_them(counts):
     got = model.vector({"m": counts})
     assert got == columns.vector({"m": counts})
     assert got[0] == float(sum(counts.values()))
+    assert model.vector({"m": SummedMap(counts)}) == got  # the kept sum, read in C
 
 
 def test_the_compiled_reader_takes_any_mapping_through_python():
@@ -359,6 +369,91 @@ def test_the_compiled_bundle_writes_what_python_writes(tmp_path):
     assert {"déjà lus", ""} <= seen["segment"] and seen["skipped"] and seen["unscored"]
 
 
+def test_live_read_keeps_each_users_scores_until_their_features_change(tmp_path, monkeypatch):
+    """LiveModels.read keeps one compiled slot per user, evaluated into in place: what it adds
+    equals a fresh compute on the same attributes (values, key order, the record's bytes) at
+    every read; it re-scores exactly when an event was applied to the user or the page view,
+    session or local hour differs, and never otherwise; erasure drops the slot; the slots
+    stay within MAX_CACHED."""
+    from trimtab.config import parse_config
+    from trimtab.events import PageView, Scroll
+    from trimtab.features import FeatureProcessor
+    from trimtab.models import live as live_module
+    from trimtab.models.linear import Linear
+    from trimtab.models.live import LiveModels
+    from trimtab.models.registry import Registry
+    from trimtab.models.segments import SegmentModel
+
+    features = ["depth", "log(speed)", "local_hour"]
+    config = parse_config(
+        {
+            "features": {
+                "depth": {"kind": "scroll_depth_max", "scope": "page"},
+                "speed": {"kind": "scroll_velocity", "scope": "session"},
+            },
+            "slots": {"s": {"default": "a", "variants": {"a": {}}}},
+            "models": {"p": {"target": {"event": "click:*"}, "features": features}},
+            "segments": {"features": ["log(speed)"], "min_events": 2, "names": {"s1": "slow"}},
+        }
+    )
+    registry = Registry(tmp_path)
+    model = Linear(np.array([3.0, 0.2, 0.05]), -1.0, "sigmoid")
+    meta = {"columns": Columns(parse_columns(features)).describe(), "target": "binary"}
+    registry.add("p", "logistic", model.to_arrays(), meta, stage="live")
+    seg_cols = Columns(parse_columns(["log(speed)"]))
+    segments = SegmentModel(seg_cols, ["s1", "s2"], np.array([5.0]), np.array([1.0]),
+                            np.array([[-1.0], [1.0]]), np.array([[[2.0]], [[2.0]]]),
+                            np.array([0.5, 0.5]))  # fmt: skip
+    registry.add("segments", "kmeans", segments.to_arrays(),
+                 {"columns": seg_cols.describe()}, stage="live")  # fmt: skip
+    live = LiveModels(config, tmp_path, check_every_s=3600.0)
+    fresh = LiveModels(config, tmp_path, check_every_s=3600.0)  # computes, keeps nothing
+    assert live._bundle is not None and fresh._bundle is not None, live.errors
+    processor = FeatureProcessor(config.feature_specs())
+    processor.derived.append(live.read)
+    rng = np.random.default_rng(5)
+    users = [f"u{j}" for j in range(6)]
+    read_at: dict[str, tuple] = {}  # user -> what their last read was computed from
+    t0, rescored, reads = 1.7e12, 0, 0
+    for step in range(3000):
+        user = users[int(rng.integers(len(users)))]
+        session = f"{user}-s{int(rng.random() < 0.2)}"
+        view = f"{session}-v{int(rng.random() < 0.2)}"
+        if rng.random() < 0.4:
+            kind = PageView if rng.random() < 0.1 else Scroll
+            speed = float(rng.choice([0.0, 50.0, 900.0, 3e4]))
+            extra = {"depth": float(rng.random()), "velocity": speed}
+            event = kind(event_id=f"e{step}", user_id=user, session_id=session,
+                         page_view_id=view, ts=t0 + step,
+                         **(extra if kind is Scroll else {}))  # fmt: skip
+            processor.apply([event])
+            continue
+        if rng.random() < 0.02:
+            processor.forget(user)
+            live.forget(user)
+            read_at.pop(user, None)
+            assert user not in live._slots
+        now = t0 + 3_600_000.0 * int(rng.random() < 0.1)  # the local hour moves now and then
+        state, _, attrs = processor.own_features(user, session, view, now_ms=now)
+        stamp = (next(reversed(state.seen)) if state else None, session, view, attrs["local_hour"])
+        before = live.scored
+        got = processor.features_of(user, session, view, now_ms=now)
+        events = state.reading_events if state is not None else 0
+        want = {**attrs, **fresh.compute(attrs, events)}
+        assert list(got.items()) == list(want.items())  # the record's text included
+        expected = read_at.get(user) != stamp
+        assert live.scored - before == int(expected), (step, read_at.get(user), stamp)
+        rescored += expected
+        reads += 1
+        read_at[user] = stamp
+    assert rescored > 200 and reads - rescored > 200, (rescored, reads)
+    assert "0 reading events so far" in fresh.compute({}, 0)["_models"]
+    monkeypatch.setattr(live_module, "MAX_CACHED", 4)
+    for j in range(10):
+        processor.features_of(f"many{j}", "s", now_ms=t0)
+        assert len(live._slots) <= 4
+
+
 @pytest.mark.parametrize(
     "value",
     [0.0, -0.0, 0.5, 1.0, -2.25, 0.1234565, 0.0000005, 0.0000015, 2.5e-7, -4e-7, 1.0000005,
@@ -424,6 +519,7 @@ def test_the_segments_compiled_assignment_equals_numpy(tmp_path):
 # -- no compiler -------------------------------------------------------------------------------
 SNIPPET = """
 import numpy as np
+from trimtab.features import SummedMap
 from trimtab.models import native
 from trimtab.models.columns import Columns, parse_columns
 from trimtab.models.linear import Linear

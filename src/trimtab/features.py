@@ -153,8 +153,56 @@ def _key_getter(by: str) -> Callable[[Any], str]:
     raise FeatureConfigError(f"'by' must be element, kind, category or total, not {by!r}")
 
 
+class SummedMap(dict):  # type: ignore[type-arg]
+    """A map of amounts (hovered ms by element kind, clicks by kind) that carries its sum.
+
+    ``total`` is ``sum(self.values())`` exactly — the same left-to-right fold in insertion
+    order that Python's ``sum`` makes, ints staying ints — kept as :func:`_sum_by` adds to
+    the map, where the map is in the CPU's caches anyway; a column ``sum(hover_ms_by_kind)``
+    then reads one number instead of walking a map that the event being served (a scroll)
+    never touched. ``head`` is the fold of every value but the latest key's, ``last`` that
+    key: adding to a new key or to the latest one costs one addition, to an earlier key a
+    fold of the map. Only :func:`_sum_by` writes these maps (nothing else may change one);
+    a stored state decodes them as plain dicts, made summed again at their next update.
+
+    >>> m = SummedMap({"image": 120.0})
+    >>> m.add("link", 30.5); m.add("image", 5.0); m.total == sum(m.values()) == 155.5
+    True
+    """
+
+    __slots__ = ("head", "last", "total")
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(items)
+        self.refold()
+
+    def refold(self) -> None:
+        """Compute ``total``, ``head`` and ``last`` from the values, as ``sum`` folds them."""
+        total: Any = 0
+        head: Any = 0
+        last = None
+        for last, value in self.items():  # noqa: B007 - the loop's last key is kept
+            head = total
+            total = total + value
+        self.total, self.head, self.last = total, head, last
+
+    def add(self, key: str, amount: Any, zero: Any = 0) -> None:
+        """``self[key] += amount`` (from ``zero`` when new), stopping at :data:`MAX_SUM`."""
+        old = self.get(key)
+        value = (zero if old is None else old) + amount
+        value = value if value < MAX_SUM else MAX_SUM
+        self[key] = value
+        if old is None:  # appended: the fold goes on from the total
+            self.head, self.total, self.last = self.total, self.total + value, key
+        elif key == self.last:  # the latest key again: the fold up to it, then it
+            self.total = self.head + value
+        else:
+            self.refold()
+
+
 def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0) -> Updater:
-    """Sum of ``amount(event)``, in total or keyed by element / kind / category.
+    """Sum of ``amount(event)``, in total or keyed by element / kind / category (a
+    :class:`SummedMap`, which keeps its own sum for the ``sum(map)`` model columns).
 
     Amounts are bounded by the event schema and a sum stops at :data:`MAX_SUM`, so no sum
     ever becomes infinite (nor, divided by another, NaN).
@@ -173,11 +221,9 @@ def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0
     def update_by(owner: Owner, e: Any) -> None:
         values = owner.values
         table = values.get(name)
-        if table is None:
-            table = values[name] = {}
-        key = key_of(e)
-        total = table.get(key, zero) + amount(e)
-        table[key] = total if total < MAX_SUM else MAX_SUM
+        if type(table) is not SummedMap:  # new, or a plain dict from a stored state
+            table = values[name] = SummedMap(table or ())
+        table.add(key_of(e), amount(e), zero)
 
     return update_by
 

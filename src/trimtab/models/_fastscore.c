@@ -20,7 +20,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -122,13 +124,41 @@ static int call_float(PyObject *fn, PyObject *attrs, double *x) {
     return (*x == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* trimtab.features.SummedMap (registered by summed_map()): a dict subclass whose __slots__
+   member `total` is sum(map.values()), kept as the map is added to. */
+static PyTypeObject *summed_type = NULL;
+static Py_ssize_t summed_offset = 0;
+
+/* A plain dict or a SummedMap: the maps the fast paths read (the Python readers' own test) */
+static int is_map(PyObject *v) { return PyDict_CheckExact(v) || Py_TYPE(v) == summed_type; }
+
+/* A SummedMap's kept sum as a double; 1 when there is one (a float, or an int as float()
+   rounds it), 0 when only Python can say. */
+static int summed_total(PyObject *map, double *x) {
+    PyObject *total = *(PyObject **)((char *)map + summed_offset);
+    if (total == NULL) return 0;
+    if (PyFloat_CheckExact(total)) {
+        *x = PyFloat_AS_DOUBLE(total);
+        return 1;
+    }
+    if (PyLong_CheckExact(total)) {
+        *x = PyLong_AsDouble(total);
+        if (*x == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear(); /* beyond a double: Python raises it as it would */
+            return 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* The value at a two-key path; 1 found (maybe NULL), 0 when only Python can say. */
 static int lookup2(PyObject *first, PyObject *k2, PyObject **out) {
     if (first == NULL || first == Py_None) {
         *out = NULL;
         return 1;
     }
-    if (PyDict_CheckExact(first)) {
+    if (is_map(first)) {
         *out = PyDict_GetItemWithError(first, k2);
         return (*out == NULL && PyErr_Occurred()) ? -1 : 1;
     }
@@ -183,8 +213,7 @@ static int reader_fill(Reader *r, PyObject *attrs, double *out) {
         }
         if (op->k2 != NULL) {
             if (op->kind == COL_NUMBER) { /* columns' shallow reader: exact dicts only */
-                v = (v != NULL && PyDict_CheckExact(v)) ? PyDict_GetItemWithError(v, op->k2)
-                                                        : NULL;
+                v = (v != NULL && is_map(v)) ? PyDict_GetItemWithError(v, op->k2) : NULL;
                 if (v == NULL && PyErr_Occurred()) return -1;
             } else {
                 PyObject *inner;
@@ -202,7 +231,9 @@ static int reader_fill(Reader *r, PyObject *attrs, double *out) {
             out[op->pos] = op->log ? log_column(x) : x;
             continue;
         case COL_SUM:
-            if (v != NULL && PyDict_CheckExact(v)) {
+            if (v != NULL && Py_TYPE(v) == summed_type) { /* its sum kept: no walk */
+                if (!summed_total(v, &x)) goto python;
+            } else if (v != NULL && PyDict_CheckExact(v)) {
                 Py_ssize_t p = 0;
                 PyObject *key, *item;
                 x = 0.0;
@@ -886,12 +917,15 @@ typedef struct {
     PyObject *json_items;   /* the same as JSON text (bytes): ids, or class names */
     double min_p;
     Py_ssize_t min_events;
+    Py_ssize_t res_at;      /* where its outcome and values sit in an evaluation's doubles */
 } Part;
 
 typedef struct {
     PyObject_HEAD
     Reader reader;
     double *u;
+    double *res;     /* the doubles of the evaluation compute() and score() write out */
+    Py_ssize_t n_res; /* how many doubles an evaluation takes (a user's slot keeps them) */
     Py_ssize_t n_parts, n_live;
     Part *parts;
     char *buf;
@@ -905,6 +939,7 @@ typedef struct {
 static void bundle_dealloc(Bundle *b) {
     reader_free(&b->reader);
     PyMem_Free(b->u);
+    PyMem_Free(b->res);
     PyMem_Free(b->parts);
     PyMem_Free(b->buf);
     Py_XDECREF(b->keep);
@@ -996,41 +1031,87 @@ static int set_float(PyObject *out, PyObject *key, double v) {
         at += (size_t)(len);                                                                \
     } while (0)
 
-/* score(attrs, events, out) -> how many live models were not scored (an input not finite).
-   events: how many events of the user trimtab has seen (-1: unknown). */
-static long bundle_fill(Bundle *b, PyObject *attrs, Py_ssize_t events, PyObject *out) {
+/* What one evaluation left for each part, in its doubles at parts[i].res_at: the outcome,
+   then the segment's (component, posterior) or the model's outputs after the link. The
+   attributes and the record are written from these alone (bundle_emit), so a user's scores
+   can be kept as a few doubles and written again without evaluating anything. */
+enum { OUTCOME_SCORED = 0, OUTCOME_TOO_FEW_EVENTS = 1, OUTCOME_NOT_FINITE = 2 };
+
+/* Read the union of the columns from attrs once and evaluate every part into res; returns how
+   many live models an input that is not finite left unscored, or -1 with an exception.
+   events: how many reading events of the user trimtab has seen (-1: unknown). */
+static long bundle_eval(Bundle *b, PyObject *attrs, Py_ssize_t events, double *res) {
     if (reader_fill(&b->reader, attrs, b->u) < 0) return -1;
-    size_t at = 0;
     long unscored = 0;
-    b->buf[at++] = '{';
     for (Py_ssize_t i = 0; i < b->n_parts; i++) {
         Part *p = &b->parts[i];
         Model *m = p->model;
-        double *x = m->x;
+        double *x = m->x, *r = res + p->res_at;
         int finite = 1;
         for (Py_ssize_t j = 0; j < m->n_in; j++) {
             double v = b->u[p->idx[j]];
             x[j] = v;
             finite &= isfinite(v) != 0;
         }
+        if (p->role == ROLE_SEGMENT && events >= 0 && events < p->min_events) {
+            r[0] = OUTCOME_TOO_FEW_EVENTS;
+            continue;
+        }
+        if (!finite) {
+            r[0] = OUTCOME_NOT_FINITE;
+            unscored += p->role == ROLE_LIVE;
+            continue;
+        }
+        r[0] = OUTCOME_SCORED;
+        if (p->role == ROLE_SEGMENT) {
+            Py_ssize_t q;
+            mixture_best(m, x, &q, &r[2]);
+            r[1] = (double)q;
+            continue;
+        }
+        if (m->kind == KIND_FOREST) {
+            if (forest_raw(m, x, r + 1) < 0) {
+                PyErr_SetString(PyExc_ValueError, "inconsistent tree masks: no exit leaf");
+                return -1;
+            }
+        } else {
+            dense_raw(m, x, m->raw);
+            memcpy(r + 1, m->raw, sizeof(double) * (size_t)m->n_out);
+        }
+        apply_link(r + 1, m->n_out, m->link, m->scale);
+    }
+    b->scored += b->n_live - unscored;
+    b->unscored += unscored;
+    return unscored;
+}
+
+/* Write what res holds (bundle_eval's outcomes) into the dict out: the attributes rules read
+   and the decision log's record under models_key. events: as given to bundle_eval. */
+static int bundle_emit(Bundle *b, const double *res, Py_ssize_t events, PyObject *out) {
+    size_t at = 0;
+    b->buf[at++] = '{';
+    for (Py_ssize_t i = 0; i < b->n_parts; i++) {
+        Part *p = &b->parts[i];
+        Model *m = p->model;
+        const double *r = res + p->res_at;
+        int outcome = (int)r[0];
         size_t mark = at;
         if (at > 1) b->buf[at++] = ',';
         PUT(p->head, p->head_len);
         if (p->role == ROLE_SEGMENT) {
-            if (events >= 0 && events < p->min_events) {
+            if (outcome == OUTCOME_TOO_FEW_EVENTS) {
                 if (PyDict_SetItem(out, p->name, b->empty) < 0) return -1;
                 PUT("\"skipped\":\"", 11);
                 at += format_count(b->buf + at, events);
                 PUT(" reading events so far\"}", 24);
                 continue;
             }
-            if (!finite) {
+            if (outcome == OUTCOME_NOT_FINITE) {
                 at = mark; /* no segment, nothing recorded */
                 continue;
             }
-            Py_ssize_t q;
-            double prob;
-            mixture_best(m, x, &q, &prob);
+            Py_ssize_t q = (Py_ssize_t)r[1];
+            double prob = r[2];
             PyObject *label = prob >= p->min_p ? PyTuple_GET_ITEM(p->labels, q) : b->empty;
             if (PyDict_SetItem(out, p->name, label) < 0 || set_float(out, p->name_p, prob) < 0)
                 return -1;
@@ -1042,25 +1123,15 @@ static long bundle_fill(Bundle *b, PyObject *attrs, Py_ssize_t events, PyObject 
             b->buf[at++] = '}';
             continue;
         }
-        if (!finite) {
+        if (outcome == OUTCOME_NOT_FINITE) {
             if (p->role == ROLE_LIVE) {
-                unscored++;
                 PUT("\"skipped\":\"non-finite input\"}", 29);
             } else {
                 PUT("\"skipped\":\"non-finite\"}", 23);
             }
             continue;
         }
-        double *raw = m->raw;
-        if (m->kind == KIND_FOREST) {
-            if (forest_raw(m, x, raw) < 0) {
-                PyErr_SetString(PyExc_ValueError, "inconsistent tree masks: no exit leaf");
-                return -1;
-            }
-        } else {
-            dense_raw(m, x, raw);
-        }
-        apply_link(raw, m->n_out, m->link, m->scale);
+        const double *raw = r + 1;
         if (m->n_out == 1) {
             if (p->role == ROLE_LIVE && set_float(out, p->name, raw[0]) < 0) return -1;
             PUT("\"score\":", 8);
@@ -1110,8 +1181,13 @@ static long bundle_fill(Bundle *b, PyObject *attrs, Py_ssize_t events, PyObject 
         Py_DECREF(record);
         if (r < 0) return -1;
     }
-    b->scored += b->n_live - unscored;
-    b->unscored += unscored;
+    return 0;
+}
+
+/* score(attrs, events, out) -> how many live models were not scored (an input not finite). */
+static long bundle_fill(Bundle *b, PyObject *attrs, Py_ssize_t events, PyObject *out) {
+    long unscored = bundle_eval(b, attrs, events, b->res);
+    if (unscored < 0 || bundle_emit(b, b->res, events, out) < 0) return -1;
     return unscored;
 }
 
@@ -1154,6 +1230,142 @@ static PyObject *bundle_compute(Bundle *b, PyObject *const *args, Py_ssize_t nar
     return out;
 }
 
+/* ------------------------------------------------------------------ a user's kept scores */
+
+/* The doubles of a user's last evaluation (bundle_eval's outcomes) and what they were
+   computed from: the bundle, the id of the last event applied to the user, the local hour,
+   the session and the page view. Allocated once per user and overwritten in place when the
+   user's features change, so a feature update allocates and frees no cache entry. */
+typedef struct {
+    PyObject_VAR_HEAD
+    PyObject *bundle; /* NULL: nothing kept (a new slot, or an evaluation that failed) */
+    PyObject *last, *hour, *session, *page;
+    Py_ssize_t events;
+    double res[];
+} Slot;
+
+static void slot_dealloc(Slot *s) {
+    Py_XDECREF(s->bundle);
+    Py_XDECREF(s->last);
+    Py_XDECREF(s->hour);
+    Py_XDECREF(s->session);
+    Py_XDECREF(s->page);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyTypeObject SlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_fastscore.Slot",
+    .tp_basicsize = offsetof(Slot, res),
+    .tp_itemsize = sizeof(double),
+    .tp_dealloc = (destructor)slot_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+};
+
+static PyObject *str_session_id, *str_local_hour; /* interned attribute names */
+
+/* 1 when what a slot kept equals what is read now (the same object first: no compare). */
+static int same(PyObject *kept, PyObject *now) {
+    if (kept == now) return 1;
+    if (kept == NULL) return 0;
+    return PyObject_RichCompareBool(kept, now, Py_EQ);
+}
+
+/* Keep now in *field unless it equals what is there (the kept object stays: nothing freed). */
+static int keep_stamp(PyObject **field, PyObject *now) {
+    int equal = same(*field, now);
+    if (equal < 0) return -1;
+    if (!equal) {
+        Py_INCREF(now);
+        Py_XSETREF(*field, now);
+    }
+    return 0;
+}
+
+/* Drop the oldest slots (the first inserted) until half of max_slots are left. */
+static int evict_half(PyObject *slots, Py_ssize_t max_slots) {
+    Py_ssize_t pos = 0, drop = PyDict_GET_SIZE(slots) - max_slots / 2;
+    PyObject *key, *value, *old = PyList_New(0);
+    if (!old) return -1;
+    while (PyList_GET_SIZE(old) < drop && PyDict_Next(slots, &pos, &key, &value))
+        if (PyList_Append(old, key) < 0) goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(old); i++)
+        if (PyDict_DelItem(slots, PyList_GET_ITEM(old, i)) < 0) goto fail;
+    Py_DECREF(old);
+    return 0;
+fail:
+    Py_DECREF(old);
+    return -1;
+}
+
+/* read(slots, key, last, events, page_view_id, attrs, max_slots) -> True when evaluated
+   (the user's features changed since their slot was written), False when written from it.
+
+   LiveModels.read: slots is a dict of user key -> Slot; the user's slot serves when it was
+   written by this bundle for the same last event id, local hour (attrs["local_hour"]),
+   session (attrs["session_id"]) and page view; otherwise the models are evaluated into it in
+   place. Either way the attributes and the record are written into attrs. A new slot beyond
+   max_slots first drops half of them. */
+static PyObject *bundle_read(Bundle *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyDict_CheckExact(args[0]) || !PyDict_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "read(slots: dict, key, last, events, page_view_id, attrs: dict, max)");
+        return NULL;
+    }
+    PyObject *slots = args[0], *key = args[1], *last = args[2], *page = args[4];
+    PyObject *attrs = args[5];
+    Py_ssize_t events, max_slots = PyLong_AsSsize_t(args[6]);
+    if ((max_slots == -1 && PyErr_Occurred()) || events_arg(args[3], &events) < 0) return NULL;
+    PyObject *session = PyDict_GetItemWithError(attrs, str_session_id);
+    if (!session) {
+        if (PyErr_Occurred()) return NULL;
+        session = b->empty;
+    }
+    PyObject *hour = PyDict_GetItemWithError(attrs, str_local_hour);
+    if (!hour) {
+        if (PyErr_Occurred()) return NULL;
+        hour = Py_None;
+    }
+    Py_INCREF(session); /* attrs is the caller's: hold what is compared while Python may run */
+    Py_INCREF(hour);
+    PyObject *result = NULL;
+    Slot *slot = (Slot *)PyDict_GetItemWithError(slots, key);
+    if (!slot && PyErr_Occurred()) goto done;
+    if (slot && (Py_TYPE(slot) != &SlotType || Py_SIZE(slot) != b->n_res)) slot = NULL;
+    Py_XINCREF(slot);
+    if (slot && slot->bundle == (PyObject *)b) {
+        int fresh = same(slot->last, last);
+        if (fresh > 0) fresh = same(slot->hour, hour);
+        if (fresh > 0) fresh = same(slot->session, session);
+        if (fresh > 0) fresh = same(slot->page, page);
+        if (fresh < 0) goto done;
+        if (fresh) {
+            if (bundle_emit(b, slot->res, slot->events, attrs) == 0) result = Py_NewRef(Py_False);
+            goto done;
+        }
+    }
+    if (!slot) {
+        if (PyDict_GET_SIZE(slots) >= max_slots && evict_half(slots, max_slots) < 0) goto done;
+        slot = PyObject_NewVar(Slot, &SlotType, b->n_res);
+        if (!slot) goto done;
+        slot->bundle = slot->last = slot->hour = slot->session = slot->page = NULL;
+        slot->events = 0;
+        if (PyDict_SetItem(slots, key, (PyObject *)slot) < 0) goto done;
+    }
+    Py_CLEAR(slot->bundle); /* nothing kept until the evaluation succeeds */
+    if (bundle_eval(b, attrs, events, slot->res) < 0) goto done;
+    if (keep_stamp(&slot->last, last) < 0 || keep_stamp(&slot->hour, hour) < 0 ||
+        keep_stamp(&slot->session, session) < 0 || keep_stamp(&slot->page, page) < 0)
+        goto done;
+    slot->events = events;
+    slot->bundle = Py_NewRef((PyObject *)b);
+    if (bundle_emit(b, slot->res, events, attrs) == 0) result = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(slot);
+    Py_DECREF(session);
+    Py_DECREF(hour);
+    return result;
+}
+
 /* counts() -> (scored, unscored): live models scored, and left unscored, since built */
 static PyObject *bundle_counts(Bundle *b, PyObject *unused) {
     (void)unused;
@@ -1170,6 +1382,8 @@ static PyMethodDef bundle_methods[] = {
     {"compute", (PyCFunction)(void (*)(void))bundle_compute, METH_FASTCALL,
      "compute(attrs, events=None): a new dict of the attributes and the record"},
     {"counts", (PyCFunction)bundle_counts, METH_NOARGS, "(scored, unscored) live models"},
+    {"read", (PyCFunction)(void (*)(void))bundle_read, METH_FASTCALL,
+     "read(slots, key, last, events, page_view_id, attrs, max): a user's kept or new scores"},
     {"score", (PyCFunction)(void (*)(void))bundle_score, METH_FASTCALL,
      "score(attrs, events, out): write the attributes and the record into out"},
     {"vector", (PyCFunction)bundle_vector, METH_O, "the union of the models' inputs"},
@@ -1265,11 +1479,14 @@ static PyObject *make_bundle(PyObject *self, PyObject *args) {
         }
         b->ascii &= is_ascii(head);
         b->n_live += p->role == ROLE_LIVE;
+        p->res_at = b->n_res;
+        b->n_res += 1 + (m->kind == KIND_MIXTURE ? 2 : m->n_out);
         cap += (size_t)p->head_len + 420; /* separators, a number ("%.6f" of 1e308), a message */
     }
     b->buf = PyMem_Malloc(cap);
     b->cap = cap;
-    if (!b->buf) {
+    b->res = PyMem_Calloc((size_t)(b->n_res ? b->n_res : 1), sizeof(double));
+    if (!b->buf || !b->res) {
         Py_DECREF(b);
         return PyErr_NoMemory();
     }
@@ -1281,7 +1498,31 @@ fail:
     return NULL;
 }
 
+/* summed_map(type): the dict subclass whose `total` member the reader takes for sum(map) */
+static PyObject *register_summed(PyObject *self, PyObject *type) {
+    (void)self;
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &PyDict_Type)) {
+        PyErr_SetString(PyExc_TypeError, "summed_map() takes a subclass of dict");
+        return NULL;
+    }
+    PyObject *descr = PyObject_GetAttrString(type, "total");
+    if (!descr) return NULL;
+    int ok = Py_TYPE(descr) == &PyMemberDescr_Type &&
+             ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+    Py_ssize_t offset = ok ? ((PyMemberDescrObject *)descr)->d_member->offset : 0;
+    Py_DECREF(descr);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "the type's `total` must be a __slots__ member");
+        return NULL;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(summed_type, (PyTypeObject *)type);
+    summed_offset = offset;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"summed_map", register_summed, METH_O, "register the map type that keeps its sum"},
     {"score_all", score_all, METH_VARARGS, "several models' outputs for one user's attributes"},
     {"forest", make_forest, METH_VARARGS, "compiled trees"},
     {"dense", make_dense, METH_VARARGS, "a ReLU network or a linear model"},
@@ -1295,7 +1536,12 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__fastscore(void) {
-    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&BundleType) < 0) return NULL;
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&BundleType) < 0 ||
+        PyType_Ready(&SlotType) < 0)
+        return NULL;
+    str_session_id = PyUnicode_InternFromString("session_id");
+    str_local_hour = PyUnicode_InternFromString("local_hour");
+    if (!str_session_id || !str_local_hour) return NULL;
     PyObject *mod = PyModule_Create(&module_def);
     if (!mod) return NULL;
     if (PyModule_AddIntConstant(mod, "ABI", 1) < 0) {

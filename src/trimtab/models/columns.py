@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from trimtab.features import SummedMap
+
 
 class ColumnError(ValueError):
     """A column declaration that cannot be read: its index and the reason."""
@@ -136,7 +138,10 @@ def _reader(column: Column, level: str | None = None) -> Callable[[Mapping[str, 
         def shallow(attrs: Mapping[str, Any]) -> float:  # the common case, kept fast
             value = attrs.get(first)
             if second is not None:
-                value = value.get(second) if type(value) is dict else None
+                if type(value) is dict or type(value) is SummedMap:
+                    value = value.get(second)
+                else:
+                    value = None
             x = value if type(value) is float else _number(value)
             if log:
                 return log1p(x) if x > 0.0 else (x if x != x else 0.0)
@@ -147,7 +152,7 @@ def _reader(column: Column, level: str | None = None) -> Callable[[Mapping[str, 
     def number(attrs: Mapping[str, Any]) -> float:
         value = _lookup(attrs, path)
         if total:
-            if type(value) is dict:
+            if type(value) is dict or type(value) is SummedMap:
                 try:  # a map of numbers: the builtin sum (booleans count 1/0)
                     x = float(sum(value.values()))
                 except TypeError:  # text among the values: numbers only

@@ -311,7 +311,7 @@ class _Builder:
 
 
 def _copy(value: Any) -> Any:
-    if type(value) is dict:
+    if isinstance(value, dict):  # a SummedMap too (copied as a plain dict): never shared
         return {k: _copy(v) for k, v in value.items()}
     if type(value) is list:
         return [_copy(v) for v in value]

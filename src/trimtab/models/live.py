@@ -64,6 +64,7 @@ class LiveModels:
         self._stamp: tuple[int, int] | None = None
         self._last_check = 0.0
         self._cache: dict[tuple[str, str, str], tuple[Any, int, Any, dict[str, Any]]] = {}
+        self._slots: dict[str, Any] = {}  # user -> the compiled bundle's slot (see read)
         self._loaded: dict[tuple[str, str], tuple[int, Any]] = {}  # (name, stage) -> version
         self._bundle: Any | None = None
         self.configure(config)
@@ -128,6 +129,7 @@ class LiveModels:
         if changed:
             self.generation += 1
             self._cache.clear()
+            self._slots = {}  # a new bundle: every user is scored afresh
             self._take_counts()
             self._bundle = self._compiled_bundle()
         return changed
@@ -268,10 +270,24 @@ class LiveModels:
         """Add scores and segment to ``attrs`` (a :data:`trimtab.features.Derived` reader).
 
         This runs on every feature update (the first read after it re-scores), so it is kept
-        lean: one flat cache entry per user, session and page view, ``(last event id,
-        generation, local hour, values)``, replaced whole when stale."""
+        lean. Compiled, each user has one slot in the bundle's form — the doubles of their
+        last evaluation and what it was computed from (last event id, local hour, session,
+        page view) — evaluated into in place when stale and written out as attributes either
+        way: a feature update allocates no cache entry and frees none. With numpy, one flat
+        entry per user, session and page view, ``(last event id, generation, local hour,
+        values)``, replaced whole when stale."""
         if time.monotonic() - self._last_check >= self.check_every_s:
             self.reload()
+        bundle = self._bundle
+        if bundle is not None:
+            if user is None:
+                key, last, events = attrs.get("id", ""), None, 0
+            else:
+                seen = user.seen
+                key, events = user.user_id, user.reading_events
+                last = next(reversed(seen), None) if seen else None
+            bundle.read(self._slots, key, last, events, page_view_id, attrs, MAX_CACHED)
+            return
         if not (self.live or self.shadow or self.segments):
             return
         seen = user.seen if user is not None else None
@@ -289,13 +305,8 @@ class LiveModels:
         ):
             attrs.update(hit[3])
             return
-        bundle = self._bundle
         events = user.reading_events if user is not None else 0
-        values: dict[str, Any] = (
-            bundle.compute(attrs, events)
-            if bundle is not None
-            else self.compute_reference(attrs, events, compiled=True)
-        )
+        values = self.compute_reference(attrs, events, compiled=True)
         if hit is None and len(cache) >= MAX_CACHED:
             for old in list(cache)[: MAX_CACHED // 2]:
                 del cache[old]
@@ -358,6 +369,7 @@ class LiveModels:
 
     def forget(self, user_id: str) -> None:
         """Drop a user's cached scores (erasure)."""
+        self._slots.pop(user_id, None)
         for key in [k for k in self._cache if k[0] == user_id]:
             del self._cache[key]
 

@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from trimtab.features import SummedMap
 from trimtab.models.columns import Columns
 
 log = logging.getLogger("trimtab.models")
@@ -147,6 +148,7 @@ def load() -> ModuleType | None:
                 raise NativeError(f"cannot load {path}")
             module = importlib.util.module_from_spec(spec)
             loader.exec_module(module)
+            module.summed_map(SummedMap)  # sum(map) columns read the sum the map keeps
         except (NativeError, OSError, ImportError, subprocess.SubprocessError) as exc:
             _state["why"] = str(exc)
             log.warning("live scoring uses numpy (no compiled scorer: %s)", exc)
