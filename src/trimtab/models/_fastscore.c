@@ -1233,20 +1233,32 @@ static PyObject *bundle_compute(Bundle *b, PyObject *const *args, Py_ssize_t nar
 /* ------------------------------------------------------------------ a user's kept scores */
 
 /* The doubles of a user's last evaluation (bundle_eval's outcomes) and what they were
-   computed from: the bundle, the id of the last event applied to the user, the local hour,
-   the session and the page view. Allocated once per user and overwritten in place when the
+   computed from: the bundle, the state of the user's applied event ids, the local hour, the
+   session and the page view. Allocated once per user and overwritten in place when the
    user's features change, so a feature update allocates and frees no cache entry. */
 typedef struct {
     PyObject_VAR_HEAD
     PyObject *bundle; /* NULL: nothing kept (a new slot, or an evaluation that failed) */
-    PyObject *last, *hour, *session, *page;
+    uint64_t seen;    /* the version tag of the user's dict of applied event ids; 0: none */
+    PyObject *hour, *session, *page;
     Py_ssize_t events;
     double res[];
 } Slot;
 
+/* Which events a user's state has applied, as one number: the PEP 509 version tag of their
+   dict of applied event ids (UserState.seen), which every applied event changes and which is
+   unique across every dict of the process for each change (CPython 3.11-3.13 keep it). */
+#if PY_VERSION_HEX >= 0x030E0000
+#error "the slot's stamp reads PEP 509 dict version tags (CPython 3.11-3.13)"
+#endif
+static uint64_t seen_version(PyObject *seen) {
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wdeprecated-declarations\"")
+    return seen != NULL && PyDict_Check(seen) ? ((PyDictObject *)seen)->ma_version_tag : 0;
+    _Pragma("GCC diagnostic pop")
+}
+
 static void slot_dealloc(Slot *s) {
     Py_XDECREF(s->bundle);
-    Py_XDECREF(s->last);
     Py_XDECREF(s->hour);
     Py_XDECREF(s->session);
     Py_XDECREF(s->page);
@@ -1297,21 +1309,23 @@ fail:
     return -1;
 }
 
-/* read(slots, key, last, events, page_view_id, attrs, max_slots) -> True when evaluated
+/* read(slots, key, seen, events, page_view_id, attrs, max_slots) -> True when evaluated
    (the user's features changed since their slot was written), False when written from it.
 
    LiveModels.read: slots is a dict of user key -> Slot; the user's slot serves when it was
-   written by this bundle for the same last event id, local hour (attrs["local_hour"]),
-   session (attrs["session_id"]) and page view; otherwise the models are evaluated into it in
-   place. Either way the attributes and the record are written into attrs. A new slot beyond
-   max_slots first drops half of them. */
+   written by this bundle with the same applied events (seen: the user's dict of applied
+   event ids, or None), local hour (attrs["local_hour"]), session (attrs["session_id"]) and
+   page view; otherwise the models are evaluated into it in place. Either way the attributes
+   and the record are written into attrs. A new slot beyond max_slots first drops the oldest
+   until half are left. */
 static PyObject *bundle_read(Bundle *b, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 7 || !PyDict_CheckExact(args[0]) || !PyDict_Check(args[5])) {
         PyErr_SetString(PyExc_TypeError,
-                        "read(slots: dict, key, last, events, page_view_id, attrs: dict, max)");
+                        "read(slots: dict, key, seen, events, page_view_id, attrs: dict, max)");
         return NULL;
     }
-    PyObject *slots = args[0], *key = args[1], *last = args[2], *page = args[4];
+    PyObject *slots = args[0], *key = args[1], *page = args[4];
+    uint64_t seen = seen_version(args[2]);
     PyObject *attrs = args[5];
     Py_ssize_t events, max_slots = PyLong_AsSsize_t(args[6]);
     if ((max_slots == -1 && PyErr_Occurred()) || events_arg(args[3], &events) < 0) return NULL;
@@ -1333,7 +1347,7 @@ static PyObject *bundle_read(Bundle *b, PyObject *const *args, Py_ssize_t nargs)
     if (slot && (Py_TYPE(slot) != &SlotType || Py_SIZE(slot) != b->n_res)) slot = NULL;
     Py_XINCREF(slot);
     if (slot && slot->bundle == (PyObject *)b) {
-        int fresh = same(slot->last, last);
+        int fresh = slot->seen == seen;
         if (fresh > 0) fresh = same(slot->hour, hour);
         if (fresh > 0) fresh = same(slot->session, session);
         if (fresh > 0) fresh = same(slot->page, page);
@@ -1347,15 +1361,16 @@ static PyObject *bundle_read(Bundle *b, PyObject *const *args, Py_ssize_t nargs)
         if (PyDict_GET_SIZE(slots) >= max_slots && evict_half(slots, max_slots) < 0) goto done;
         slot = PyObject_NewVar(Slot, &SlotType, b->n_res);
         if (!slot) goto done;
-        slot->bundle = slot->last = slot->hour = slot->session = slot->page = NULL;
+        slot->bundle = slot->hour = slot->session = slot->page = NULL;
         slot->events = 0;
         if (PyDict_SetItem(slots, key, (PyObject *)slot) < 0) goto done;
     }
     Py_CLEAR(slot->bundle); /* nothing kept until the evaluation succeeds */
     if (bundle_eval(b, attrs, events, slot->res) < 0) goto done;
-    if (keep_stamp(&slot->last, last) < 0 || keep_stamp(&slot->hour, hour) < 0 ||
-        keep_stamp(&slot->session, session) < 0 || keep_stamp(&slot->page, page) < 0)
+    if (keep_stamp(&slot->hour, hour) < 0 || keep_stamp(&slot->session, session) < 0 ||
+        keep_stamp(&slot->page, page) < 0)
         goto done;
+    slot->seen = seen;
     slot->events = events;
     slot->bundle = Py_NewRef((PyObject *)b);
     if (bundle_emit(b, slot->res, events, attrs) == 0) result = Py_NewRef(Py_True);
@@ -1383,7 +1398,7 @@ static PyMethodDef bundle_methods[] = {
      "compute(attrs, events=None): a new dict of the attributes and the record"},
     {"counts", (PyCFunction)bundle_counts, METH_NOARGS, "(scored, unscored) live models"},
     {"read", (PyCFunction)(void (*)(void))bundle_read, METH_FASTCALL,
-     "read(slots, key, last, events, page_view_id, attrs, max): a user's kept or new scores"},
+     "read(slots, key, seen, events, page_view_id, attrs, max): a user's kept or new scores"},
     {"score", (PyCFunction)(void (*)(void))bundle_score, METH_FASTCALL,
      "score(attrs, events, out): write the attributes and the record into out"},
     {"vector", (PyCFunction)bundle_vector, METH_O, "the union of the models' inputs"},

@@ -271,22 +271,21 @@ class LiveModels:
 
         This runs on every feature update (the first read after it re-scores), so it is kept
         lean. Compiled, each user has one slot in the bundle's form — the doubles of their
-        last evaluation and what it was computed from (last event id, local hour, session,
-        page view) — evaluated into in place when stale and written out as attributes either
-        way: a feature update allocates no cache entry and frees none. With numpy, one flat
-        entry per user, session and page view, ``(last event id, generation, local hour,
-        values)``, replaced whole when stale."""
+        last evaluation and what it was computed from (the state of their applied event ids,
+        local hour, session, page view) — evaluated into in place when stale and written out
+        as attributes either way: a feature update allocates no cache entry and frees none.
+        With numpy, one flat entry per user, session and page view, ``(last event id,
+        generation, local hour, values)``, replaced whole when stale."""
         if time.monotonic() - self._last_check >= self.check_every_s:
             self.reload()
         bundle = self._bundle
         if bundle is not None:
             if user is None:
-                key, last, events = attrs.get("id", ""), None, 0
+                bundle.read(self._slots, attrs.get("id", ""), None, 0, page_view_id, attrs,
+                            MAX_CACHED)  # fmt: skip
             else:
-                seen = user.seen
-                key, events = user.user_id, user.reading_events
-                last = next(reversed(seen), None) if seen else None
-            bundle.read(self._slots, key, last, events, page_view_id, attrs, MAX_CACHED)
+                bundle.read(self._slots, user.user_id, user.seen, user.reading_events,
+                            page_view_id, attrs, MAX_CACHED)  # fmt: skip
             return
         if not (self.live or self.shadow or self.segments):
             return
