@@ -414,11 +414,13 @@ def test_live_read_keeps_each_users_scores_until_their_features_change(tmp_path,
     rng = np.random.default_rng(5)
     users = [f"u{j}" for j in range(6)]
     read_at: dict[str, tuple] = {}  # user -> what their last read was computed from
+    id_forms = ("a", "é", "a" * 60)
     t0, rescored, reads = 1.7e12, 0, 0
     for step in range(3000):
         user = users[int(rng.integers(len(users)))]
-        session = f"{user}-s{int(rng.random() < 0.2)}"
-        view = f"{session}-v{int(rng.random() < 0.2)}"
+        # ids kept in the slot inline (short ASCII) and as objects (non-ASCII, long)
+        session = f"{user}-{id_forms[int(rng.integers(3)) if rng.random() < 0.2 else 0]}"
+        view = f"v-{id_forms[int(rng.integers(3)) if rng.random() < 0.2 else 0]}"
         if rng.random() < 0.4:
             kind = PageView if rng.random() < 0.1 else Scroll
             speed = float(rng.choice([0.0, 50.0, 900.0, 3e4]))

@@ -331,8 +331,8 @@ class Speed:
 
 
 SPEED_LABELS = {
-    "ours": "trimtab serving: a feature update, then LiveModels.read (cache check, segment "
-    "+ trees + MLP, attributes and log record, cache store)",
+    "ours": "trimtab serving: a feature update, then LiveModels.read (the user's slot "
+    "checked, segment + trees + MLP into it, attributes and log record written)",
     "ours_compute": "  LiveModels.compute alone, on the same just-built attributes",
     "ours_stored": "  LiveModels.compute on stored attribute dicts (cache-cold)",
     "ours_trees": "  trees alone, from stored attributes",
@@ -419,10 +419,11 @@ class Readers:
 def live_speed(n: int, say: Say) -> Speed:
     """One user's live scoring as serving runs it after a feature update — an event applied
     to one of ~3,500 readers' stored state and their attributes built by the feature
-    processor (untimed, as LightGBM's ready row), then :meth:`LiveModels.read` (the cache
-    check, the attributes read, the segment, the trees, the MLP, the attributes rules read
-    plus the decision log's record written, the cache store) — on models served from a
-    registry, timed interleaved with LightGBM's own single-row ``predict`` on a ready row."""
+    processor (untimed, as LightGBM's ready row), then :meth:`LiveModels.read` (the user's
+    slot checked, the attributes read, the segment, the trees, the MLP evaluated into the
+    slot, the attributes rules read plus the decision log's record written) — on models
+    served from a registry, timed interleaved with LightGBM's own single-row ``predict`` on a
+    ready row."""
     import lightgbm as lgb
     import torch
 

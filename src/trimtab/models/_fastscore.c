@@ -1236,14 +1236,55 @@ static PyObject *bundle_compute(Bundle *b, PyObject *const *args, Py_ssize_t nar
    computed from: the bundle, the state of the user's applied event ids, the local hour, the
    session and the page view. Allocated once per user and overwritten in place when the
    user's features change, so a feature update allocates and frees no cache entry. */
+/* A text a slot was computed for (session id, page view id), kept inline when it is ASCII
+   and short — as ids are — so checking it reads the slot's own memory, not a string object
+   allocated for an earlier request; otherwise held as the object. */
+#define STAMP_TEXT 46
+typedef struct {
+    PyObject *held;          /* the text itself when not inline; NULL when inline */
+    unsigned char len;       /* inline: its length (at most STAMP_TEXT) */
+    char data[STAMP_TEXT];
+} StampText;
+
 typedef struct {
     PyObject_VAR_HEAD
     PyObject *bundle; /* NULL: nothing kept (a new slot, or an evaluation that failed) */
     uint64_t seen;    /* the version tag of the user's dict of applied event ids; 0: none */
-    PyObject *hour, *session, *page;
+    PyObject *hour;
     Py_ssize_t events;
+    StampText session, page;
     double res[];
 } Slot;
+
+static int inline_text(PyObject *s) {
+    return PyUnicode_CheckExact(s) && PyUnicode_IS_COMPACT_ASCII(s) &&
+           PyUnicode_GET_LENGTH(s) <= STAMP_TEXT;
+}
+
+static int same(PyObject *kept, PyObject *now);
+
+/* 1 when the kept text equals now (as str == compares them), 0 when not or unsure. */
+static int text_same(const StampText *t, PyObject *now) {
+    if (t->held != NULL) return same(t->held, now);
+    if (!inline_text(now)) return 0; /* a longer, non-ASCII or subclassed text: not this one */
+    Py_ssize_t n = PyUnicode_GET_LENGTH(now);
+    return n == t->len && memcmp(t->data, PyUnicode_DATA(now), (size_t)n) == 0;
+}
+
+static int text_keep(StampText *t, PyObject *now) {
+    int equal = text_same(t, now);
+    if (equal < 0) return -1;
+    if (equal) return 0;
+    if (inline_text(now)) {
+        Py_CLEAR(t->held);
+        t->len = (unsigned char)PyUnicode_GET_LENGTH(now);
+        memcpy(t->data, PyUnicode_DATA(now), t->len);
+    } else {
+        Py_INCREF(now);
+        Py_XSETREF(t->held, now);
+    }
+    return 0;
+}
 
 /* Which events a user's state has applied, as one number: the PEP 509 version tag of their
    dict of applied event ids (UserState.seen), which every applied event changes and which is
@@ -1260,8 +1301,8 @@ static uint64_t seen_version(PyObject *seen) {
 static void slot_dealloc(Slot *s) {
     Py_XDECREF(s->bundle);
     Py_XDECREF(s->hour);
-    Py_XDECREF(s->session);
-    Py_XDECREF(s->page);
+    Py_XDECREF(s->session.held);
+    Py_XDECREF(s->page.held);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -1349,8 +1390,8 @@ static PyObject *bundle_read(Bundle *b, PyObject *const *args, Py_ssize_t nargs)
     if (slot && slot->bundle == (PyObject *)b) {
         int fresh = slot->seen == seen;
         if (fresh > 0) fresh = same(slot->hour, hour);
-        if (fresh > 0) fresh = same(slot->session, session);
-        if (fresh > 0) fresh = same(slot->page, page);
+        if (fresh > 0) fresh = text_same(&slot->session, session);
+        if (fresh > 0) fresh = text_same(&slot->page, page);
         if (fresh < 0) goto done;
         if (fresh) {
             if (bundle_emit(b, slot->res, slot->events, attrs) == 0) result = Py_NewRef(Py_False);
@@ -1361,14 +1402,16 @@ static PyObject *bundle_read(Bundle *b, PyObject *const *args, Py_ssize_t nargs)
         if (PyDict_GET_SIZE(slots) >= max_slots && evict_half(slots, max_slots) < 0) goto done;
         slot = PyObject_NewVar(Slot, &SlotType, b->n_res);
         if (!slot) goto done;
-        slot->bundle = slot->hour = slot->session = slot->page = NULL;
+        slot->bundle = slot->hour = slot->session.held = slot->page.held = NULL;
+        slot->session.len = slot->page.len = 0;
         slot->events = 0;
+        slot->seen = 0;
         if (PyDict_SetItem(slots, key, (PyObject *)slot) < 0) goto done;
     }
     Py_CLEAR(slot->bundle); /* nothing kept until the evaluation succeeds */
     if (bundle_eval(b, attrs, events, slot->res) < 0) goto done;
-    if (keep_stamp(&slot->hour, hour) < 0 || keep_stamp(&slot->session, session) < 0 ||
-        keep_stamp(&slot->page, page) < 0)
+    if (keep_stamp(&slot->hour, hour) < 0 || text_keep(&slot->session, session) < 0 ||
+        text_keep(&slot->page, page) < 0)
         goto done;
     slot->seen = seen;
     slot->events = events;
