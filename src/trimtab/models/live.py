@@ -12,11 +12,12 @@ the attributes of a user are read (to decide, to push, for the admin API) it add
 * ``_models``: the versions behind those values and the scores of ``shadow`` versions (which
   rules never see), as compact JSON — the decision log stores it with every decision.
 
-The values are computed once per feature update: they are cached per user and session under the
-id of the last event applied to that user (plus the local hour, which rules may read), so
-deciding again without new events costs a dictionary lookup. Scoring is one call of the
+The values are computed once per feature update: each user has one slot in the compiled
+bundle (the numbers of their last scoring, stamped with the state of their applied events, the
+local hour, the session and the page view), re-scored in place when the stamp differs, so
+deciding again without new events writes the kept numbers out. Scoring is one call of the
 compiled scorer for every served model (:mod:`trimtab.models.native`), or numpy without a C
-compiler.
+compiler (then cached per user, session and page view under the last event id).
 
 The registry is checked for changes at most once a second. A version that cannot be served —
 its file is unreadable, its columns differ from the config's declaration, its arrays are

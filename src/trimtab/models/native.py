@@ -353,8 +353,11 @@ def compile_bundle(parts: Sequence[BundlePart], models_key: str) -> Any | None:
     """Every served model in one compiled object: ``bundle.score(attrs, events, out)`` reads
     the union of their columns once, evaluates each model and writes the attributes rules
     read, plus the decision log's record under ``models_key``, into the dict ``out``; it
-    returns how many live models an input that is not finite left unscored. ``None`` without
-    the extension or when a model has no compiled form."""
+    returns how many live models an input that is not finite left unscored;
+    ``bundle.read(slots, key, seen, events, page_view_id, attrs, max)`` does the same for
+    :meth:`LiveModels.read` through the user's slot in ``slots`` (kept numbers written out, or
+    evaluated into in place when stale). ``None`` without the extension or when a model has no
+    compiled form."""
     module = load()
     if module is None or not parts or any(p.compiled is None for p in parts):
         return None
