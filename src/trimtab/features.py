@@ -160,44 +160,30 @@ class SummedMap(dict):  # type: ignore[type-arg]
     order that Python's ``sum`` makes, ints staying ints — kept as :func:`_sum_by` adds to
     the map, where the map is in the CPU's caches anyway; a column ``sum(hover_ms_by_kind)``
     then reads one number instead of walking a map that the event being served (a scroll)
-    never touched. ``head`` is the fold of every value but the latest key's, ``last`` that
-    key: adding to a new key or to the latest one costs one addition, to an earlier key a
-    fold of the map. Only :func:`_sum_by` writes these maps (nothing else may change one);
-    a stored state decodes them as plain dicts, made summed again at their next update.
+    never touched. Adding to a new key (appended last) continues the fold with one addition;
+    adding to an existing key sums the map again with the builtin ``sum``. Only
+    :func:`_sum_by` writes these maps (nothing else may change one); a stored state decodes
+    them as plain dicts, made summed again at their next update.
 
     >>> m = SummedMap({"image": 120.0})
     >>> m.add("link", 30.5); m.add("image", 5.0); m.total == sum(m.values()) == 155.5
     True
     """
 
-    __slots__ = ("head", "last", "total")
+    __slots__ = ("total",)
 
     def __init__(self, items: Any = ()) -> None:
         super().__init__(items)
-        self.refold()
-
-    def refold(self) -> None:
-        """Compute ``total``, ``head`` and ``last`` from the values, as ``sum`` folds them."""
-        total: Any = 0
-        head: Any = 0
-        last = None
-        for last, value in self.items():  # noqa: B007 - the loop's last key is kept
-            head = total
-            total = total + value
-        self.total, self.head, self.last = total, head, last
+        self.total: Any = sum(self.values())
 
     def add(self, key: str, amount: Any, zero: Any = 0) -> None:
-        """``self[key] += amount`` (from ``zero`` when new), stopping at :data:`MAX_SUM`."""
+        """``self[key] += amount`` (from ``zero`` when new), stopping at :data:`MAX_SUM`
+        (what :func:`_sum_by`'s updater does, inlined there)."""
         old = self.get(key)
         value = (zero if old is None else old) + amount
         value = value if value < MAX_SUM else MAX_SUM
         self[key] = value
-        if old is None:  # appended: the fold goes on from the total
-            self.head, self.total, self.last = self.total, self.total + value, key
-        elif key == self.last:  # the latest key again: the fold up to it, then it
-            self.total = self.head + value
-        else:
-            self.refold()
+        self.total = self.total + value if old is None else sum(self.values())
 
 
 def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0) -> Updater:
@@ -218,12 +204,18 @@ def _sum_by(spec: FeatureSpec, amount: Callable[[Any], float], zero: float = 0.0
         return update_total
     key_of = _key_getter(spec.by)
 
-    def update_by(owner: Owner, e: Any) -> None:
+    def update_by(owner: Owner, e: Any) -> None:  # SummedMap.add, inlined: runs per event
         values = owner.values
         table = values.get(name)
         if type(table) is not SummedMap:  # new, or a plain dict from a stored state
             table = values[name] = SummedMap(table or ())
-        table.add(key_of(e), amount(e), zero)
+        key = key_of(e)
+        old = table.get(key)
+        total = (zero if old is None else old) + amount(e)
+        total = total if total < MAX_SUM else MAX_SUM
+        table[key] = total
+        # appended last: the fold goes on; an earlier key: the builtin sum again
+        table.total = table.total + total if old is None else sum(table.values())
 
     return update_by
 
