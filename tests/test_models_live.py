@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -368,5 +369,66 @@ def test_segments_and_scores_are_bandit_context(tmp_path):
         x = ServedPolicy(spec, default="popular").encode(attrs)
         assert x[1] == 1.0 and x[2] == attrs["segment_p"] > 0.99
         assert x[3] == attrs["p_subscribe"] < 0.1
+    finally:
+        runtime.close()
+
+
+def test_a_segments_file_that_does_not_match_is_refused_and_the_last_good_keeps_serving(
+    tmp_path, caplog
+):
+    """The segments half of issue 13's "Bad input": a segments version fitted on other
+    features (or a damaged file) made live under a config that declares ``scroll_velocity``
+    is refused with a message naming the segmentation, the field and the reason; readers keep
+    the segment the last good version gave them, and the admin API shows the refusal."""
+    root = tmp_path / "data" / "models"
+    register_models(root)
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    runtime.models.check_every_s = 0.0
+    try:
+        t0 = time.time() * 1000
+        runtime.ingest(reader("skim", 0.2, 4000.0, t0))
+        runtime.ingest(reader("deep", 0.9, 300.0, t0))
+        before = {u: runtime.features_of(u, f"{u}-s")["segment"] for u in ("skim", "deep")}
+        assert before == {"skim": "late-evening-skimmers", "deep": "deep-readers"}
+        # v2 clusters on scroll depth: it would put both readers in one segment, s1
+        depth = Columns(parse_columns(["scroll_depth_max"]))
+        one_segment = SegmentModel(depth, ["s1"], mean=np.array([0.5]), scale=np.array([0.2]),
+                                   means=np.array([[0.0]]), prec_chol=np.array([[[1.0]]]),
+                                   weights=np.array([1.0]))  # fmt: skip
+        caplog.set_level(logging.ERROR, "trimtab.models")
+        registry = Registry(root)
+        wrong = registry.add("segments", "kmeans", one_segment.to_arrays(),
+                             {"columns": depth.describe()}, stage="live")  # fmt: skip
+        assert wrong.version == 2
+        after = {u: runtime.features_of(u, f"{u}-s")["segment"] for u in ("skim", "deep")}
+        assert after == before and runtime.models.segments.version == 1
+        status = runtime.models.status()
+        assert status["segments"]["version"] == 1
+        refusal = status["refused"]["segments"]
+        assert refusal.startswith("segments v2 (live): features: ['scroll_depth_max']")
+        assert "do not match the config's ['scroll_velocity']" in refusal
+        assert "refused segments v2" in caplog.text and "still serving segments v1" in caplog.text
+        record = json.loads(runtime.features_of("skim", "skim-s")["_models"])
+        assert record["segments"]["v"] == 1  # the decision log names the version that served
+        headers = {"Authorization": "Bearer sk_test"}
+        with TestClient(create_app(runtime, flush_interval_s=0.05)) as client:
+            body = client.get("/v1/admin/models", headers=headers).json()
+            assert body["serving"]["refused"]["segments"] == refusal
+            assert body["serving"]["segments"]["version"] == 1
+            served = client.get("/v1/admin/segments", headers=headers).json()
+            assert served["serving"]["version"] == 1 and served["refused"] == refusal
+        # a damaged file of the declared features: refused too, v1 still serves
+        velocity = Columns(parse_columns(["scroll_velocity"]))
+        damaged = registry.add("segments", "kmeans", one_segment.to_arrays(),
+                               {"columns": velocity.describe()}, stage="live")  # fmt: skip
+        path = registry.root / damaged.file
+        path.write_bytes(path.read_bytes()[:200])
+        assert runtime.features_of("skim", "skim-s")["segment"] == "late-evening-skimmers"
+        refusal = runtime.models.status()["refused"]["segments"]
+        assert refusal.startswith("segments v3 (live): cannot read ")
+        # rolling back to the good version clears the refusal
+        registry.set_stage("segments", 1, "live")
+        assert runtime.features_of("deep", "deep-s")["segment"] == "deep-readers"
+        assert "segments" not in runtime.models.status()["refused"]
     finally:
         runtime.close()

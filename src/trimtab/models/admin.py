@@ -4,7 +4,8 @@
   reasons, and every registered version with its stage, data window, metrics next to the
   baseline, config hash and plots;
 - ``GET  /v1/admin/segments`` — the live segmentation: each segment's id, configured name,
-  size, defining features and conversion with its interval, and the candidates compared;
+  size, defining features and conversion with its interval, the candidates compared, and why
+  a newer version was refused (``refused``, empty when none was);
 - ``POST /v1/admin/models/{name}/stage`` with ``{"version": 3, "stage": "live"}`` — promote,
   shadow or retire a version; ``POST /v1/admin/models/{name}/rollback`` — back to the version
   live before;
@@ -97,6 +98,8 @@ def routes(collector: AdminHost) -> list[Route]:
                     "candidates": meta.get("candidates", []),
                     "plots": [f"/v1/admin/models/{p}" for p in info.plots],
                     "min_p": live.min_p,
+                    # a newer version refused while this one keeps serving: why
+                    "refused": live.errors.get("segments", ""),
                 }
             ),
             media_type="application/json",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _load(config: Path) -> SiteConfig:
     try:
         return load_config(config)
     except ConfigError as exc:
-        err.print(f"[bold red]invalid config[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]invalid config[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -148,10 +149,10 @@ def train(
                     )
                 )
     except TrainError as exc:
-        err.print(f"[bold red]refused[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]refused[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[bold red]cannot train[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]cannot train[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2, default=str))
@@ -288,10 +289,10 @@ def segments_fit(
             )
             info, plots = register(result, site, registry.root, stage="live" if live else "shadow")
     except SegmentsError as exc:
-        err.print(f"[bold red]refused[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]refused[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[bold red]cannot fit[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]cannot fit[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     table = Table(title="candidates", title_justify="left")
     for column in ("algorithm", "k", "criterion", "value", "silhouette", "noise"):
@@ -337,7 +338,7 @@ def segments_show(
         info = registry.get("segments", version)
         meta, _ = registry.load(info)
     except RegistryError as exc:
-        err.print(f"[bold red]no segments[/] {exc}")
+        err.print(f"[bold red]no segments[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(
         f"[bold]segments v{info.version}[/] ({info.kind}, {info.stage}), "
@@ -442,7 +443,7 @@ def models_promote(
     try:
         info = registry.set_stage(name, version, stage)
     except RegistryError as exc:
-        err.print(f"[bold red]cannot promote[/] {exc}")
+        err.print(f"[bold red]cannot promote[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(f"{name} v{info.version} is now {info.stage}")
 
@@ -461,7 +462,7 @@ def models_rollback(
     try:
         info = registry.rollback(name)
     except RegistryError as exc:
-        err.print(f"[bold red]cannot roll back[/] {exc}")
+        err.print(f"[bold red]cannot roll back[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(f"{name} v{info.version} is live again")
 

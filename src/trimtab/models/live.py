@@ -222,7 +222,7 @@ class LiveModels:
         key = ("segments", "live")
         if self._loaded.get(key) == (info.version, info.created):
             return False
-        where = f"segments v{info.version}"
+        where = f"segments v{info.version} (live)"
         try:
             decl = self.declared.segments
             if decl is None:
@@ -231,11 +231,15 @@ class LiveModels:
             trained = list(meta.get("columns", {}).get("columns", []))
             if trained != list(decl.features):
                 raise SegmentsError(
-                    "features", f"{trained} do not match the config's {list(decl.features)}"
+                    "features",
+                    f"{trained} do not match the config's {list(decl.features)} "
+                    "(refit: trimtab segments fit …)",
                 )
             model = SegmentModel.from_file(meta, arrays)
         except (SegmentsError, RegistryError, OSError) as exc:
-            message = f"{where}: {exc}"
+            # "segments v2 (live): features: …", not "segments v2: segments: features: …"
+            detail = f"{exc.where}: {exc.reason}" if isinstance(exc, SegmentsError) else exc
+            message = f"{where}: {detail}"
             if self.errors.get("segments") != message:
                 log.error("refused %s; still serving %s", message, (self.segments and
                           f"segments v{self.segments.version}") or "no segments")  # fmt: skip

@@ -399,7 +399,10 @@ def fit(
     rows = data.rows
     if len(rows) < 10 * k_range[0]:
         raise SegmentsError(
-            "window", f"{len(rows)} {decl.at} rows are too few to find {k_range[0]}+ segments"
+            "window",
+            f"{len(rows)} {decl.at} rows are too few to find {k_range[0]}+ segments (need "
+            f"≥ {10 * k_range[0]}; {data.events:,} events in the logs)"
+            + ("; widen --since/--until" if since_ms or until_ms else ""),
         )
     cols = Columns.learn(columns, (r.attrs for r in rows))
     attrs = [r.attrs for r in rows]
@@ -407,8 +410,11 @@ def fit(
     bad = ~np.isfinite(x)
     if bad.any():
         j = int(np.flatnonzero(bad.any(axis=0))[0])
+        first = rows[int(np.flatnonzero(bad[:, j])[0])]
         raise SegmentsError(
-            f"features[{cols.names[j]}]", f"{int(bad[:, j].sum())} rows hold NaN or infinite values"
+            f"features[{cols.names[j]}]",
+            f"{int(bad[:, j].sum())} rows hold NaN or infinite values (first: user "
+            f"{first.user_id} at ts {first.ts:.0f}); fix the source or drop the column",
         )
     z, mean, scale = _standardise(x)
     candidates = fit_candidates(z, algorithm, k_range, decl.seed, progress)
