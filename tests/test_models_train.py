@@ -270,3 +270,33 @@ def test_train_command_prints_metrics_and_refuses_clearly(data_dir, tmp_path):
     )
     assert refused.exit_code == 2
     assert "model p_never: target (click:never" in refused.output
+
+
+def test_a_returns_within_7_days_target_trains_end_to_end(tmp_path):
+    """docs/models.md's "returns within 7 days" (``other_session`` with ``within: 604800``):
+    visits spread over four weeks, so some readers come back within a week and some do not;
+    the rows of the last week (their week not over) are left out, and the registered version
+    is served live under the same declaration."""
+    sim = Simulator(seed=11, n_users=200, session_gap_ms=6e6)  # 400 visits over ~four weeks
+    log = SqliteEventLog(tmp_path / "events.sqlite")
+    for events in sim.sessions(400):
+        log.append_sync(events)
+    log.close_sync()
+    week_s = 7 * 24 * 3600
+    model = {
+        **MODEL,
+        "at": "session_end",
+        "after_s": 0,
+        "target": {"event": "page_view", "within": week_s, "other_session": True},
+    }
+    config = site(p_return=model)
+    result = train(config, "p_return", tmp_path, stage="live", n_boot=20)
+    _, y_test = result.test
+    assert 0.1 < float(np.mean(y_test)) < 0.9  # both outcomes occur in the holdout
+    assert result.window["test_to"] + week_s * 1000 <= result.window["data_to"]  # censored
+    assert result.rows_train + result.rows_test < 400  # the last week's visits left out
+    assert np.isfinite(result.metrics["auc"]) and np.isfinite(result.baseline["auc"])
+    assert 0 < result.metrics["brier"] < 0.5 and result.compiled_max_diff <= 1e-9
+    assert (result.version.version, result.version.stage) == (1, "live")
+    live = LiveModels(config, tmp_path / "models")
+    assert live.live["p_return"].version == 1 and live.status()["refused"] == {}
