@@ -99,6 +99,13 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+def load_config_text(config: dict, tmp_path: Path):
+    """``config`` written beside the test's site config and loaded (a config reload)."""
+    path = tmp_path / "site-reloaded.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return load_config(path)
+
+
 def reader(user: str, depth: float, velocity: float, t0: float) -> list:
     s = {"user_id": user, "session_id": f"{user}-s", "page_category": "news"}
     return [
@@ -430,5 +437,56 @@ def test_a_segments_file_that_does_not_match_is_refused_and_the_last_good_keeps_
         registry.set_stage("segments", 1, "live")
         assert runtime.features_of("deep", "deep-s")["segment"] == "deep-readers"
         assert "segments" not in runtime.models.status()["refused"]
+    finally:
+        runtime.close()
+
+
+def test_a_config_reload_keeps_the_last_good_model_when_the_marked_one_is_refused(tmp_path):
+    """Issue 13's "the live engine keeps serving the last good model" across a config reload
+    too: a reload re-checks what the registry marks; a version it refuses leaves the one served
+    before in place while that one still fits the config, and a model or segmentation whose
+    declaration the new config changes stops serving."""
+    root = tmp_path / "data" / "models"
+    register_models(root)
+    runtime = Runtime(load_config(config_file(tmp_path)), tmp_path / "data")
+    runtime.models.check_every_s = 3600.0  # nothing reloads but the config reload
+    try:
+        t0 = time.time() * 1000
+        runtime.ingest(reader("deep", 0.9, 300.0, t0))
+        first = runtime.features_of("deep", "deep-s")
+        assert first["p_subscribe"] > 0.9 and first["segment"] == "deep-readers"
+        # v2 of p_subscribe, live, trained on another feature: the registry marks it, the
+        # config refuses it
+        registry = Registry(root)
+        cols = Columns(parse_columns(["scroll_velocity"]))
+        registry.add("p_subscribe", "logistic", Linear(np.array([1.0]), 0.0, "sigmoid")
+                     .to_arrays(), {"columns": cols.describe(), "target": "binary"},
+                     stage="live")  # fmt: skip
+        renamed = {**CONFIG, "segments": {**CONFIG["segments"], "names": {"s1": "deep-divers"}}}
+        runtime.reload(load_config_text(renamed, tmp_path))
+        again = runtime.features_of("deep", "deep-s")
+        assert again["p_subscribe"] == first["p_subscribe"]  # v1 still serves
+        assert json.loads(again["_models"])["p_subscribe"]["v"] == 1
+        assert runtime.models.status()["refused"]["p_subscribe:live"].startswith(
+            "model p_subscribe v2 (live): features ['scroll_velocity']"
+        )
+        assert again["segment"] == "deep-divers"  # the new names reach the compiled bundle
+        # a config that declares p_subscribe on scroll_velocity: v1 no longer fits and goes,
+        # v2 fits and serves
+        redeclared = {
+            **CONFIG,
+            "models": {"p_subscribe": {**CONFIG["models"]["p_subscribe"],
+                                       "features": ["scroll_velocity"]}},
+        }  # fmt: skip
+        runtime.reload(load_config_text(redeclared, tmp_path))
+        served = runtime.features_of("deep", "deep-s")
+        assert json.loads(served["_models"])["p_subscribe"]["v"] == 2
+        assert served["p_subscribe"] != first["p_subscribe"]
+        assert "p_subscribe:live" not in runtime.models.status()["refused"]
+        # and declared on scroll_depth_max again, v2 is refused and v1 is not brought back
+        # (it is no longer served, nor marked live): nothing serves p_subscribe
+        runtime.reload(load_config_text(CONFIG, tmp_path))
+        assert "p_subscribe" not in runtime.features_of("deep", "deep-s")
+        assert "p_subscribe:live" in runtime.models.status()["refused"]
     finally:
         runtime.close()

@@ -83,13 +83,28 @@ class LiveModels:
         self.names = dict(decl.names) if decl is not None else {}
         self.min_p = decl.min_p if decl is not None else 0.0
         self.min_events = decl.min_events if decl is not None else 0
-        # re-check every served version against the new declarations
-        self.live, self.shadow, self.segments = {}, {}, None
-        self._take_counts()
-        self._bundle = None
+        # Re-check every version the registry marks against the new declarations. What is
+        # served now stays served where it still fits them, so a version the registry marks
+        # but the new config refuses leaves the last good one serving, as between reloads.
+        self.live = {n: s for n, s in self.live.items() if self._fits(n, s)}
+        self.shadow = {n: s for n, s in self.shadow.items() if self._fits(n, s)}
+        if self.segments is not None and (
+            decl is None or _texts(self.segments.columns) != list(decl.features)
+        ):
+            self.segments = None
         self._loaded.clear()
         self._stamp = None
-        self.reload()
+        if not self.reload():
+            self._refresh()  # names, min_p and min_events are compiled into the bundle
+
+    def _fits(self, name: str, scorer: Scorer) -> bool:
+        """Whether a served model still matches the config's declaration of it."""
+        decl = self.declared.models.get(name)
+        return (
+            decl is not None
+            and _texts(scorer.columns) == list(decl.features)
+            and scorer.target == decl.target.type
+        )
 
     @property
     def active(self) -> bool:
@@ -128,12 +143,16 @@ class LiveModels:
             self._loaded.pop(("segments", "live"), None)
             changed = True
         if changed:
-            self.generation += 1
-            self._cache.clear()
-            self._slots = {}  # a new bundle: every user is scored afresh
-            self._take_counts()
-            self._bundle = self._compiled_bundle()
+            self._refresh()
         return changed
+
+    def _refresh(self) -> None:
+        """A new compiled bundle for what is served; every user is scored afresh."""
+        self.generation += 1
+        self._cache.clear()
+        self._slots = {}
+        self._take_counts()
+        self._bundle = self._compiled_bundle()
 
     def _compiled_bundle(self) -> Any | None:
         """Every served model in one compiled object (:func:`native.compile_bundle`): the union
@@ -398,6 +417,11 @@ class LiveModels:
             "scored": self.scored,
             "unscored_non_finite": self.unscored,
         }
+
+
+def _texts(columns: Any) -> list[str]:
+    """A model's input columns as the config writes them."""
+    return [c.text for c in columns.columns]
 
 
 def _serving(scorer: Scorer | None) -> str:
