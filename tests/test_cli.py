@@ -33,6 +33,18 @@ def test_validate_broken_config_prints_the_precise_error(tmp_path):
     assert "unknown operator" in flat
 
 
+def test_an_error_naming_something_in_brackets_prints_it_verbatim(tmp_path):
+    """Messages are not read as Rich markup: a name like ``[bold]b`` (or a column written
+    ``features[visit_depth]``) reaches the reader whole."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["slots"]["cta"]["rules"][0]["force"] = "[bold]offer"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["validate", str(broken)])
+    assert result.exit_code == 2
+    assert "variant '[bold]offer' is not declared" in " ".join(result.output.split())
+
+
 def test_decide_applies_events_and_explains(tmp_path):
     events = [
         {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trimtab.config import ConfigError, SiteConfig, load_config
@@ -96,7 +97,7 @@ def _load(config: Path) -> SiteConfig:
     try:
         return load_config(config)
     except ConfigError as exc:
-        err.print(f"[bold red]invalid config[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]invalid config[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -168,7 +169,7 @@ def decide(
         except BatchError as exc:
             _fail("events rejected", f"{events}: {exc}")
         for problem in result.errors:
-            err.print(f"[yellow]rejected[/] {problem}")
+            err.print(f"[yellow]rejected[/] {escape(str(problem))}")
         users = list(dict.fromkeys(e.user_id for e in result.events))
         if user is None:
             user = users[0] if len(users) == 1 else "user-1"
@@ -402,7 +403,7 @@ def serve(
     try:
         runtime = open_pipeline(site, data_dir)
     except (ValueError, StorageError) as exc:
-        err.print(f"[bold red]cannot serve[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]cannot serve[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         served = create_app(runtime) if workers == 1 else None
@@ -495,7 +496,7 @@ def power(
                 f"{delta:+.4g} ({delta / baseline:+.1%}) at {target_power:.0%} power, α = {alpha:g}"
             )
     except ValueError as exc:
-        err.print(f"[bold red]cannot plan[/] {exc}")
+        err.print(f"[bold red]cannot plan[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -578,7 +579,7 @@ def ope(
             scorer, info = load_scorer(folder / "models", reward_model)
             q_model = RewardModel(scorer, slot, variants, site.slots[slot].variants)
         except (RegistryError, ScorerError, ValueError) as exc:
-            err.print(f"[bold red]cannot use the reward model[/] {exc}")
+            err.print(f"[bold red]cannot use the reward model[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
         with console.status(f"scoring {len(rounds):,} rounds × {len(variants)} variants…"):
             q_model.prefetch([r.features for r in rounds])
@@ -694,7 +695,7 @@ def export(
         with Progress(console=console, transient=True) as progress:
             read, added = asyncio.run(copy(progress))
     except (OSError, ConnectionError) as exc:
-        err.print(f"[bold red]cannot read the bus[/] {bus}: {exc}")
+        err.print(f"[bold red]cannot read the bus[/] {escape(str(bus))}: {escape(str(exc))}")
         raise typer.Exit(2) from None
     finally:
         target.close_sync()
@@ -853,7 +854,7 @@ def simulate(
     try:
         starts = run_starts(max(seeds, 1), start)
     except ValueError as exc:
-        err.print(f"[bold red]--start[/]: {exc}")
+        err.print(f"[bold red]--start[/]: {escape(str(exc))}")
         raise typer.Exit(2) from None
     if compare:
         from trimtab.sim import lift
@@ -884,7 +885,7 @@ def simulate(
                     )
                 )
             except ValueError as exc:
-                err.print(f"[bold red]cannot simulate[/] {exc}")
+                err.print(f"[bold red]cannot simulate[/] {escape(str(exc))}")
                 raise typer.Exit(2) from None
             finally:
                 runtime.close()
@@ -1462,7 +1463,7 @@ def main() -> None:
         cause = str(exc).splitlines()[0] if str(exc) else ""
         err.print(
             f"[bold red]trimtab failed[/] {type(exc).__name__}"
-            + (f": {cause}" if cause else "")
+            + (f": {escape(cause)}" if cause else "")
             + " (TRIMTAB_DEBUG=1 shows where)",
             highlight=False,
         )

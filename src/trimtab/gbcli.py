@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from trimtab.config import ConfigError, load_config, parse_config
 from trimtab.gbpayload import PayloadError, export_payload, import_payload
@@ -38,19 +39,21 @@ def import_growthbook(
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
-        err.print(f"[bold red]cannot read[/] {file}: {exc.strerror or exc}")
+        err.print(
+            f"[bold red]cannot read[/] {escape(str(file))}: {escape(str(exc.strerror or exc))}"
+        )
         raise typer.Exit(2) from None
     except json.JSONDecodeError as exc:
-        err.print(f"[bold red]not JSON[/] {file}: {exc}")
+        err.print(f"[bold red]not JSON[/] {escape(str(file))}: {escape(str(exc))}")
         raise typer.Exit(2) from None
     try:
         config = import_payload(data)
         parse_config(config, str(file))
     except PayloadError as exc:
-        err.print(f"[bold red]cannot import[/] {file}: {exc}")
+        err.print(f"[bold red]cannot import[/] {escape(str(file))}: {escape(str(exc))}")
         raise typer.Exit(2) from None
     except ConfigError as exc:
-        err.print(f"[bold red]cannot import[/] {exc}")
+        err.print(f"[bold red]cannot import[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     text = HEADER.format(source=file.name) + yaml.safe_dump(
         config, sort_keys=False, allow_unicode=True
@@ -67,7 +70,7 @@ def export_growthbook(config_path: Path, output: Path | None) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        err.print(f"[bold red]invalid config[/] {exc}")
+        err.print(f"[bold red]invalid config[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     payload = export_payload(config)
     text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
@@ -77,4 +80,4 @@ def export_growthbook(config_path: Path, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
         err.print(f"{len(payload['features'])} features written to {output}")
     for slot, reason in payload["trimtab"]["excluded"].items():
-        err.print(f"left out {slot}: {reason}", highlight=False)
+        err.print(f"left out {slot}: {escape(str(reason))}", highlight=False)

@@ -121,7 +121,7 @@ def report(
     try:
         site = load_config(config)
     except ConfigError as exc:
-        err.print(f"[bold red]invalid config[/] {exc}")
+        err.print(f"[bold red]invalid config[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     declared = experiments_of(site).experiments
     if experiment not in declared:
