@@ -89,7 +89,7 @@ class LiveModels:
         self.live = {n: s for n, s in self.live.items() if self._fits(n, s)}
         self.shadow = {n: s for n, s in self.shadow.items() if self._fits(n, s)}
         if self.segments is not None and (
-            decl is None or _texts(self.segments.columns) != list(decl.features)
+            decl is None or self.segments.columns.describe()["columns"] != list(decl.features)
         ):
             self.segments = None
         self._loaded.clear()
@@ -102,7 +102,7 @@ class LiveModels:
         decl = self.declared.models.get(name)
         return (
             decl is not None
-            and _texts(scorer.columns) == list(decl.features)
+            and scorer.columns.describe()["columns"] == list(decl.features)
             and scorer.target == decl.target.type
         )
 
@@ -305,11 +305,10 @@ class LiveModels:
         bundle = self._bundle
         if bundle is not None:
             if user is None:
-                bundle.read(self._slots, attrs.get("id", ""), None, 0, page_view_id, attrs,
-                            MAX_CACHED)  # fmt: skip
+                key, seen, events = attrs.get("id", ""), None, 0
             else:
-                bundle.read(self._slots, user.user_id, user.seen, user.reading_events,
-                            page_view_id, attrs, MAX_CACHED)  # fmt: skip
+                key, seen, events = user.user_id, user.seen, user.reading_events
+            bundle.read(self._slots, key, seen, events, page_view_id, attrs, MAX_CACHED)
             return
         if not (self.live or self.shadow or self.segments):
             return
@@ -417,11 +416,6 @@ class LiveModels:
             "scored": self.scored,
             "unscored_non_finite": self.unscored,
         }
-
-
-def _texts(columns: Any) -> list[str]:
-    """A model's input columns as the config writes them."""
-    return [c.text for c in columns.columns]
 
 
 def _serving(scorer: Scorer | None) -> str:
